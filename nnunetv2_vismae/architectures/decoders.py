@@ -1,0 +1,142 @@
+"""Segmentation decoders for the Swin encoder.
+
+Both return the segmentation nnU-Net expects: one tensor, or with deep supervision a list,
+highest resolution first, at the scales given by ``output_strides`` (which the plans write as
+``strides`` so that nnU-Net down-samples its targets to match).
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from timm.models.swin_transformer import SwinTransformerStage
+from torch import nn
+
+
+class PatchExpand(nn.Module):
+    """Swin-UNet patch expanding: B x H x W x C -> B x sH x sW x C_out (linear, then pixel shuffle)."""
+
+    def __init__(self, dim: int, out_dim: int, scale: int = 2):
+        super().__init__()
+        self.scale = scale
+        self.expand = nn.Linear(dim, out_dim * scale * scale, bias=False)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.expand(x).permute(0, 3, 1, 2)
+        x = F.pixel_shuffle(x, self.scale).permute(0, 2, 3, 1)
+        return self.norm(x)
+
+
+class SwinDecoder(nn.Module):
+    """VIS-MAE's Swin-UNet decoder: patch expanding and Swin blocks with skip connections.
+
+    Input: the encoder's stage features (NCHW, highest resolution first).
+    Outputs at strides 1 (after a final x``patch_size`` expansion), then each decoder stage.
+    """
+
+    def __init__(self, stage_dims: list[int], depths, num_heads, window_size: int, patch_size: int,
+                 num_classes: int, deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        n = len(stage_dims)
+        self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
+        self.fuse = nn.ModuleList(nn.Linear(2 * stage_dims[i], stage_dims[i]) for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(
+            SwinTransformerStage(stage_dims[i], stage_dims[i], (window_size, window_size), depths[i],
+                                 downsample=False, num_heads=num_heads[i], window_size=window_size,
+                                 always_partition=True, dynamic_mask=True)
+            for i in reversed(range(n - 1)))
+        self.norm = nn.LayerNorm(stage_dims[0])
+        self.final_expand = PatchExpand(stage_dims[0], stage_dims[0], scale=patch_size)
+        self.seg_layers = nn.ModuleList(
+            [nn.Conv2d(stage_dims[0], num_classes, 1)]
+            + [nn.Conv2d(stage_dims[i], num_classes, 1) for i in range(n - 1)])
+
+    @staticmethod
+    def output_strides(patch_size: int, num_stages: int) -> list[list[int]]:
+        return [[1, 1], [patch_size] * 2] + [[2, 2]] * (num_stages - 1)
+
+    def forward(self, features: list[torch.Tensor]):
+        x = features[-1].permute(0, 2, 3, 1)
+        stage_outputs = []
+        for expand, fuse, stage, skip in zip(self.expands, self.fuse, self.stages, reversed(features[:-1])):
+            x = expand(x)
+            x = stage(fuse(torch.cat((x, skip.permute(0, 2, 3, 1)), dim=-1)))
+            stage_outputs.append(x)
+        full = self.final_expand(self.norm(x)).permute(0, 3, 1, 2)
+        seg = self.seg_layers[0](full)
+        if not self.deep_supervision:
+            return seg
+        # stage_outputs run low -> high resolution; seg_layers[1 + i] matches stage dim i
+        lower = [self.seg_layers[1 + i](s.permute(0, 3, 1, 2)) for i, s in enumerate(reversed(stage_outputs))]
+        return [seg] + lower
+
+
+class ConvStem(nn.Module):
+    """Full- and half-resolution conv skips (UNETR/SwinUNETR style) computed from the raw input."""
+
+    def __init__(self, in_channels: int, channels: list[int], conv_kwargs: dict):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            StackedConvBlocks(2, nn.Conv2d, c_in, c_out, 3, 1 if i == 0 else 2, **conv_kwargs)
+            for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+class ConvDecoder(nn.Module):
+    """Convolutional U-Net decoder over a conv stem and the Swin stages.
+
+    Uses dynamic-network-architectures' ``UNetDecoder`` (transposed conv, concatenation, conv
+    blocks, deep-supervision heads), so it behaves exactly like nnU-Net's own decoder.
+    Swin skips are layer-normalised (no parameters) before use, as in SwinUNETR.
+    """
+
+    def __init__(self, in_channels: int, stage_dims: list[int], patch_size: int, num_classes: int,
+                 deep_supervision: bool, stem_channels: int = 32):
+        super().__init__()
+        n_stem = self.num_stem_stages(patch_size)
+        stem_dims = [min(stem_channels * 2 ** i, stage_dims[0]) for i in range(n_stem)]
+        conv_kwargs = dict(conv_bias=True, norm_op=nn.InstanceNorm2d,
+                           norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None,
+                           dropout_op_kwargs=None, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+        self.stem = ConvStem(in_channels, stem_dims, conv_kwargs)
+        spec = SimpleNamespace(output_channels=stem_dims + list(stage_dims),
+                               strides=self.output_strides(patch_size, len(stage_dims)),
+                               kernel_sizes=[[3, 3]] * (n_stem + len(stage_dims)),
+                               conv_op=nn.Conv2d, **conv_kwargs)
+        self.unet = UNetDecoder(spec, num_classes, 2, deep_supervision)
+
+    @staticmethod
+    def num_stem_stages(patch_size: int) -> int:
+        """Conv stages at strides 1, 2, ..., patch_size / 2, filling the gap below the Swin stages."""
+        n = int(math.log2(patch_size))
+        if patch_size < 2 or 2 ** n != patch_size:
+            raise ValueError(f"The conv decoder needs a power-of-two encoder patch size >= 2, got {patch_size}.")
+        return n
+
+    @classmethod
+    def output_strides(cls, patch_size: int, num_stages: int) -> list[list[int]]:
+        return [[1, 1]] + [[2, 2]] * (cls.num_stem_stages(patch_size) + num_stages - 1)
+
+    @property
+    def deep_supervision(self) -> bool:
+        return self.unet.deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool):
+        self.unet.deep_supervision = enabled
+
+    def forward(self, image: torch.Tensor, features: list[torch.Tensor]):
+        skips = [F.layer_norm(f.permute(0, 2, 3, 1), f.shape[1:2]).permute(0, 3, 1, 2) for f in features]
+        return self.unet(self.stem(image) + skips)

@@ -1,0 +1,57 @@
+"""SwinUNet: the network class that VisMAE plans name (``nnunetv2_vismae.architectures.SwinUNet``)."""
+from __future__ import annotations
+
+import torch
+from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
+
+from nnunetv2_vismae.architectures.decoders import ConvDecoder, SwinDecoder
+from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
+
+DECODERS = ("conv", "swin")
+
+
+class SwinUNet(AbstractDynamicNetworkArchitectures):
+    """VIS-MAE Swin encoder with a ``swin`` (Swin-UNet) or ``conv`` (SwinUNETR-style) decoder.
+
+    Called by nnU-Net's ``get_network_from_plans`` with ``input_channels``, ``num_classes``,
+    ``deep_supervision`` and the plain-JSON plans kwargs. ``strides`` is what the plans record for
+    nnU-Net's deep-supervision targets; it must equal the decoder's output strides.
+
+    Input B x input_channels x H x W, with H and W divisible by ``encoder.total_stride`` (32 by
+    default). Output B x num_classes x H x W, or with deep supervision a list of them at
+    ``output_strides`` scales, highest resolution first.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
+                 encoder: dict | None = None, decoder: str = "conv", strides=None):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"SwinUNet decoder must be one of {DECODERS}, got {decoder!r}.")
+        config = SwinEncoderConfig.from_json({**(encoder or {}), "in_channels": input_channels})
+        self.encoder = SwinEncoder.from_config(config)
+        self.decoder_name = decoder
+        if decoder == "swin":
+            self.decoder = SwinDecoder(config.stage_dims, config.depths, config.num_heads, config.window_size,
+                                       config.patch_size, num_classes, deep_supervision)
+        else:
+            self.decoder = ConvDecoder(input_channels, config.stage_dims, config.patch_size, num_classes,
+                                       deep_supervision)
+        expected = self.output_strides(config, decoder)
+        if strides is not None and [list(s) for s in strides] != expected:
+            raise ValueError(f"SwinUNet with the {decoder} decoder produces outputs at strides {expected}, "
+                             f"but the plans say {strides}; re-run nnUNetv2_vismae_plan.")
+        self.key_to_encoder = "encoder"
+        self.key_to_stem = "encoder.patch_embed"
+        self.keys_to_in_proj = ("encoder.patch_embed.proj",)
+
+    @staticmethod
+    def output_strides(config: SwinEncoderConfig, decoder: str) -> list[list[int]]:
+        """Per-stage strides in nnU-Net's ``strides`` convention (first is [1, 1])."""
+        decoder_class = SwinDecoder if decoder == "swin" else ConvDecoder
+        return decoder_class.output_strides(config.patch_size, len(config.depths))
+
+    def forward(self, x: torch.Tensor):
+        features = self.encoder(x)
+        if self.decoder_name == "swin":
+            return self.decoder(features)
+        return self.decoder(x, features)

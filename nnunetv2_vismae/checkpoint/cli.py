@@ -1,0 +1,92 @@
+"""``nnUNetv2_vismae_inspect FILE``: print an encoder checkpoint's metadata and tensor summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections import OrderedDict
+
+
+def tensor_groups(tensors) -> "OrderedDict[str, dict]":
+    """Top-level groups of tensor names (``patch_embed``, ``layers.0``, ..., ``norm``): the first
+    name component, plus the index when that component is a container (``layers.0``)."""
+    groups: "OrderedDict[str, dict]" = OrderedDict()
+    for name, t in tensors.items():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        g = groups.setdefault(key, {"tensors": 0, "parameters": 0, "dtypes": set()})
+        g["tensors"] += 1
+        g["parameters"] += t.numel()
+        g["dtypes"].add(str(t.dtype).removeprefix("torch."))
+    return groups
+
+
+def _natural_order(checkpoint) -> list[str]:
+    """Tensor names in the encoder's own state_dict order when the family knows it."""
+    from .families import FAMILIES
+
+    family = FAMILIES.get(checkpoint.family)
+    if family is None or family.expected_shapes is None:
+        return sorted(checkpoint.tensors)
+    order = list(family.expected_shapes(checkpoint.encoder_config))
+    return order + sorted(set(checkpoint.tensors) - set(order))
+
+
+def _pretty(value, indent: str) -> str:
+    """Dicts one entry per line; everything else (lists included) as compact JSON."""
+    if isinstance(value, dict) and value:
+        return "".join(f"\n{indent}{k}:{_pretty(v, indent + '  ')}" for k, v in value.items())
+    return " " + json.dumps(value)
+
+
+def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
+    size = f" ({file_size / 2 ** 20:.1f} MiB)" if file_size is not None else ""
+    lines = [f"Encoder checkpoint {checkpoint.path}{size}", "", "Metadata:"]
+    first = ["format", "format_version", "family", "content_hash", "encoder_config",
+             "normalization"]
+    keys = [k for k in first if k in checkpoint.metadata]
+    keys += sorted(k for k in checkpoint.metadata if k not in first)
+    for key in keys:
+        lines.append(f"  {key}:{_pretty(checkpoint.metadata[key], '    ')}")
+
+    tensors = {name: checkpoint.tensors[name] for name in _natural_order(checkpoint)
+               if name in checkpoint.tensors}
+    total = sum(t.numel() for t in tensors.values())
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    lines += ["", f"Tensors: {len(tensors)}, {total:,} parameters, dtype {', '.join(dtypes)}"]
+    groups = tensor_groups(tensors)
+    width = max([len("group")] + [len(k) for k in groups])
+    lines.append(f"  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}  dtype")
+    for name in groups:
+        g = groups[name]
+        lines.append(f"  {name:<{width}}  {g['tensors']:>7}  {g['parameters']:>12,}  "
+                     f"{', '.join(sorted(g['dtypes']))}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_vismae_inspect",
+        description="Print the metadata and a tensor summary of an nnunetv2_vismae encoder "
+                    "checkpoint (.safetensors). The content hash is verified.")
+    parser.add_argument("file", metavar="FILE", help="encoder checkpoint (.safetensors)")
+    args = parser.parse_args(argv)
+
+    # timm's import-time deprecation noise must not bury the one-line error of a bad file
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from .errors import CheckpointError
+    from .format import read_encoder_checkpoint
+
+    try:
+        checkpoint = read_encoder_checkpoint(args.file)
+    except CheckpointError as e:
+        print(f"nnUNetv2_vismae_inspect: {e}", file=sys.stderr)
+        return 2
+    print(format_checkpoint(checkpoint, os.path.getsize(args.file)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

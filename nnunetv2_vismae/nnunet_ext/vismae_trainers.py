@@ -1,0 +1,11 @@
+"""Re-exports for nnU-Net's ``nnUNet_extTrainer`` lookup (this folder is imported as top-level modules).
+
+The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants such as
+``VisMAETrainer_5epochs`` are resolved by name on demand.
+"""
+from nnunetv2_vismae.training.trainers import VisMAETrainer, VisMAETrainerScratch  # noqa: F401
+from nnunetv2_vismae.training.variants import make_variant
+
+
+def __getattr__(name: str):
+    return make_variant(name)

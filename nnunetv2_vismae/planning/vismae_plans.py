@@ -1,0 +1,94 @@
+"""Derive a VisMAE plans file from a dataset's nnU-Net plans (2d configuration, same preprocessed data)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
+from nnunetv2_vismae.architectures.swin_unet import DECODERS
+
+NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
+PRETRAINED_KEY = "vismae_pretrained"
+
+
+class PlanningError(Exception):
+    """A user error while planning; the message is one sentence for the command line."""
+
+
+def preprocessed_dataset_folder(dataset: int | str) -> Path:
+    """``$nnUNet_preprocessed/DatasetXXX_Name`` for an id or name, with a clear error otherwise."""
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        raise PlanningError("The environment variable nnUNet_preprocessed is not set; point it at "
+                            "nnU-Net's preprocessed folder.")
+    if not Path(root).is_dir():
+        raise PlanningError(f"nnUNet_preprocessed={root} is not a folder.")
+    name = str(dataset)
+    prefix = name if name.startswith("Dataset") else None
+    if prefix is None:
+        try:
+            prefix = "Dataset%03d_" % int(name)
+        except ValueError:
+            raise PlanningError(f"Dataset {name!r} is neither an integer id nor a DatasetXXX_Name.") from None
+    matches = sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name.startswith(prefix))
+    if len(matches) != 1:
+        found = "no folder" if not matches else f"{len(matches)} folders"
+        raise PlanningError(f"Found {found} for dataset {name} in {root}; run "
+                            "nnUNetv2_plan_and_preprocess for it first.")
+    return matches[0]
+
+
+def load_plans(folder: Path, plans_name: str) -> dict:
+    path = folder / f"{plans_name}.json"
+    if not path.is_file():
+        raise PlanningError(f"{path} does not exist; run nnUNetv2_plan_and_preprocess "
+                            f"(with -pl for other planners) to create plans {plans_name!r}.")
+    plans = json.loads(path.read_text())
+    if "2d" not in plans.get("configurations", {}):
+        raise PlanningError(f"{path} has no '2d' configuration (it has "
+                            f"{sorted(plans.get('configurations', {}))}); VisMAE fine-tunes in 2D.")
+    return plans
+
+
+def compatible_patch_size(patch_size, multiple: int) -> list[int]:
+    """Each axis rounded to the nearest multiple of the encoder's total stride (at least one)."""
+    return [max(multiple, round(s / multiple) * multiple) for s in patch_size]
+
+
+def scaled_batch_size(batch_size: int, old_patch, new_patch) -> int:
+    """nnU-Net's batch size, scaled by the change in patch area (at least 2, at most doubled)."""
+    ratio = (old_patch[0] * old_patch[1]) / (new_patch[0] * new_patch[1])
+    return int(min(2 * batch_size, max(2, round(batch_size * ratio))))
+
+
+def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig, decoder: str,
+                        pretrained: dict | None = None) -> dict:
+    """A copy of ``plans`` with one ``2d`` configuration that trains SwinUNet on the same data."""
+    if decoder not in DECODERS:
+        raise PlanningError(f"--decoder must be one of {DECODERS}, got {decoder!r}.")
+    source = plans["configurations"]["2d"]
+    config = copy.deepcopy(source)
+    config.pop("inherits_from", None)
+    config["patch_size"] = compatible_patch_size(source["patch_size"], encoder.total_stride)
+    config["batch_size"] = scaled_batch_size(source["batch_size"], source["patch_size"], config["patch_size"])
+    encoder_kwargs = {k: v for k, v in encoder.to_json().items() if k != "in_channels"}
+    config["architecture"] = {
+        "network_class_name": NETWORK_CLASS,
+        "arch_kwargs": {"encoder": encoder_kwargs, "decoder": decoder,
+                        "strides": SwinUNet.output_strides(encoder, decoder)},
+        "_kw_requires_import": [],
+    }
+    if pretrained is not None:
+        config[PRETRAINED_KEY] = pretrained
+    derived = copy.deepcopy(plans)
+    derived["plans_name"] = plans_name
+    derived["configurations"] = {"2d": config}
+    return derived
+
+
+def write_json_atomic(path: Path, content: dict):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=4))
+    os.replace(tmp, path)

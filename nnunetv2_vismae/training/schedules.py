@@ -1,0 +1,32 @@
+"""Learning-rate schedules stepped per epoch, with nnU-Net's ``step(current_epoch)`` interface."""
+from __future__ import annotations
+
+from torch.optim.lr_scheduler import _LRScheduler
+
+
+class WarmupPolyLRScheduler(_LRScheduler):
+    """Linear warm-up to ``initial_lr`` over ``warmup_steps``, then nnU-Net's poly decay to 0.
+
+    One scheduler for the whole run, so nnU-Net's checkpointing restores it unchanged.
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int,
+                 exponent: float = 0.9):
+        self.initial_lr, self.max_steps, self.exponent = initial_lr, max_steps, exponent
+        self.warmup_steps = max(0, min(warmup_steps, max_steps - 1))
+        self.ctr = 0
+        super().__init__(optimizer, -1)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.initial_lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        return self.initial_lr * max(0.0, 1 - progress) ** self.exponent
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step, self.ctr = self.ctr, self.ctr + 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(current_step) * group.get("lr_scale", 1.0)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+

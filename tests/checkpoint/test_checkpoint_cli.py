@@ -1,0 +1,77 @@
+"""nnUNetv2_vismae_inspect: prints metadata and tensor groups; one line and exit 2 on bad input."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+from nnunetv2_vismae.checkpoint.cli import main
+
+
+def _inspect_command():
+    script = Path(sys.executable).parent / "nnUNetv2_vismae_inspect"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "nnunetv2_vismae.checkpoint.cli"]
+
+
+def _run(path):
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    return subprocess.run(_inspect_command() + [str(path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_console_script_prints_metadata_and_groups(tmp_path, make_encoder, base_metadata):
+    encoder = make_encoder(0)
+    path = tmp_path / "enc.safetensors"
+    content_hash = save_encoder_checkpoint(path, encoder.state_dict(),
+                                           base_metadata(encoder, steps=321, final_loss=0.25))
+    result = _run(path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for text in ("format: \"nnunetv2_vismae.encoder\"", "format_version: 1", "family: \"swin\"",
+                 content_hash, "depths: [1, 1, 1, 1]", "scheme: \"zscore\"", "steps: 321",
+                 "final_loss: 0.25"):
+        assert text in out, text
+    total = sum(v.numel() for v in encoder.state_dict().values())
+    assert f"Tensors: {len(encoder.state_dict())}, {total:,} parameters, dtype float32" in out
+    group_lines = [line.split() for line in out.splitlines()[-6:]]
+    assert [g[0] for g in group_lines] == ["patch_embed", "layers.0", "layers.1", "layers.2",
+                                           "layers.3", "norm"]
+    patch_params = sum(v.numel() for k, v in encoder.state_dict().items()
+                       if k.startswith("patch_embed."))
+    assert group_lines[0][2] == f"{patch_params:,}"
+    assert sum(int(g[2].replace(",", "")) for g in group_lines) == total
+
+
+def test_console_script_bad_file_gives_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(os.urandom(2048))
+    result = _run(bad)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.safetensors", None, "does not exist"),
+    ("short.safetensors", b"\x10\x00\x00", "truncated"),
+    ("zip.safetensors", b"PK\x03\x04" + b"\x00" * 60, "pickle"),
+])
+def test_main_reports_bad_input_in_one_line(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert main([str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and message in captured.err
+
+
+def test_main_without_argument_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2

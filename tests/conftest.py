@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny nnU-Net dataset of 2D discs and squares, and nnU-Net's folders."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nnunetv2_vismae  # noqa: F401  (installs the warning filter before timm is imported)
+
+TINY_ENCODER = {"patch_size": 4, "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
+                "window_size": 4, "mlp_ratio": 2.0, "drop_path_rate": 0.0}
+
+
+def make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image with a bright disc (label 1) and a dark square (label 2)."""
+    yy, xx = np.mgrid[:size, :size]
+    label = np.zeros((size, size), np.uint8)
+    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+    r = int(rng.integers(size // 8, size // 5))
+    label[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = 1
+    y0, x0 = rng.integers(0, size - size // 4, 2)
+    label[y0:y0 + size // 5, x0:x0 + size // 5] = 2
+    image = 100 + 80 * (label == 1) - 60 * (label == 2) + rng.normal(0, 15, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def write_raw_dataset(raw_root: Path, dataset_id: int = 990, num_cases: int = 8, size: int = 64) -> Path:
+    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_Synthetic"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    rng = np.random.default_rng(dataset_id)
+    for i in range(num_cases):
+        image, label = make_case(rng, size)
+        Image.fromarray(image).save(folder / "imagesTr" / f"case_{i:03d}_0000.png")
+        Image.fromarray(label).save(folder / "labelsTr" / f"case_{i:03d}.png")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "gray"}, "labels": {"background": 0, "disc": 1, "square": 2},
+        "numTraining": num_cases, "file_ending": ".png"}))
+    return folder
+
+
+def nnunet_env(root: Path) -> dict:
+    """Environment for nnU-Net's commands with its folders under ``root`` and our trainers found."""
+    from nnunetv2_vismae.training.env import ext_trainer_value
+
+    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_compile="f", nnUNet_def_n_proc="1",
+               nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
+    for name in ("raw", "preprocessed", "results"):
+        (root / name).mkdir(exist_ok=True)
+    return env
+
+
+def run(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a console script from this environment; fail the test with its output if it fails."""
+    exe = str(Path(sys.executable).parent / cmd[0])
+    result = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def preprocessed_dataset(tmp_path_factory) -> dict:
+    """Dataset 990 planned and preprocessed by nnU-Net's own command; returns its environment."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = nnunet_env(root)
+    write_raw_dataset(root / "raw")
+    run(["nnUNetv2_plan_and_preprocess", "-d", "990", "-c", "2d", "-np", "1"], env)
+    return env

@@ -1,0 +1,77 @@
+import importlib
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
+from nnunetv2_vismae.training.precision import cpu_bf16_enabled, run_forward_in_bf16
+from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
+from nnunetv2_vismae.training.trainers import no_decay
+
+
+def test_variant_names_resolve_to_configured_subclasses():
+    cls = variants.VisMAETrainerScratch_3epochs_20iters
+    assert issubclass(cls, VisMAETrainerScratch) and cls.__name__ == "VisMAETrainerScratch_3epochs_20iters"
+    assert variants.parse_variant("nnUNetTrainer_7epochs") == (nnUNetTrainer, {"epochs": 7})
+    assert pickle.loads(pickle.dumps(cls)) is cls  # worker processes resolve the same class
+    for bad in ("VisMAETrainer", "VisMAETrainer_0epochs", "OtherTrainer_5epochs", "VisMAETrainer_5"):
+        assert variants.parse_variant(bad) is None
+    with pytest.raises(AttributeError):
+        variants.NotATrainer_5epochs
+
+
+def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    folder = env.ext_trainer_folder()
+    found = recursive_find_python_class(folder, "VisMAETrainer_2epochs", None, base_folder=folder,
+                                        cleanup_imports_from_base_folder=True)
+    assert found is variants.VisMAETrainer_2epochs
+    assert recursive_find_python_class(folder, "VisMAETrainer", None, base_folder=folder,
+                                       cleanup_imports_from_base_folder=True) is VisMAETrainer
+
+
+def test_env_command_appends_to_existing_value():
+    folder = env.ext_trainer_folder()
+    assert env.ext_trainer_value("/a") == os.pathsep.join(["/a", folder])
+    assert env.ext_trainer_value(os.pathsep.join([folder, "/a"])) == os.pathsep.join([folder, "/a"])
+    out = subprocess.run([sys.executable, "-m", "nnunetv2_vismae.training.env"], capture_output=True, text=True,
+                         env=dict(os.environ, nnUNet_extTrainer="/mine"), check=True).stdout
+    assert out.startswith("export nnUNet_extTrainer=") and "/mine" in out and folder in out
+
+
+def test_warmup_then_poly_schedule():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupPolyLRScheduler(opt, 1e-3, max_steps=100, warmup_steps=10)
+    lrs = []
+    for epoch in range(100):
+        sched.step(epoch)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
+    assert lrs[10] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[10:-1], lrs[11:]))
+    assert lrs[-1] < 3e-5
+
+
+def test_norms_biases_and_position_tables_skip_weight_decay():
+    assert no_decay("encoder.layers.0.blocks.0.attn.relative_position_bias_table", torch.zeros(49, 3))
+    assert no_decay("encoder.norm.weight", torch.zeros(8))
+    assert not no_decay("encoder.layers.0.blocks.0.attn.qkv.weight", torch.zeros(8, 8))
+
+
+def test_bf16_forward_keeps_state_dict_and_returns_fp32(monkeypatch):
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    keys = list(net.state_dict())
+    run_forward_in_bf16(net)
+    assert list(net.state_dict()) == keys
+    out = net(torch.randn(2, 4))
+    assert out.dtype == torch.float32
+    monkeypatch.setenv("nnUNet_vismae_cpu_bf16", "0")
+    assert not cpu_bf16_enabled(torch.device("cpu"))
+    monkeypatch.setenv("nnUNet_vismae_cpu_bf16", "1")
+    assert cpu_bf16_enabled(torch.device("cpu")) and not cpu_bf16_enabled(torch.device("cuda"))
