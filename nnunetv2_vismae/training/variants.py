@@ -1,7 +1,9 @@
-"""Trainer variants by name, in nnU-Net's style: ``{Base}[_{N}epochs][_{M}iters]``.
+"""Trainer variants by name, in nnU-Net's style: ``{Base}[_labels{P}][_{N}epochs][_{M}iters]``.
 
-``VisMAETrainer_100epochs`` trains 100 epochs; ``_{M}iters`` sets the training iterations per
-epoch (validation iterations scale with it), for quick runs. Classes are made on first use and
+``_labels25`` trains on a deterministic, nested 25% subset of the fold's training cases (written
+to ``label_subset.json`` in the output folder; validation cases untouched); ``_100epochs`` trains
+100 epochs; ``_{M}iters`` sets the training iterations per epoch (validation iterations scale
+with it), for quick runs. Classes are made on first use and
 cached here, so the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` and pickling in worker
 processes all resolve the same class through this module's ``__getattr__``.
 """
@@ -10,12 +12,15 @@ from __future__ import annotations
 import re
 
 import torch
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_vismae.training.label_subsets import label_subset
 from nnunetv2_vismae.training.trainers import VisMAETrainer, VisMAETrainerScratch
 
 BASES = {cls.__name__: cls for cls in (VisMAETrainer, VisMAETrainerScratch, nnUNetTrainer)}
-_SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$")
+_SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+))?(?:_(?P<epochs>\d+)epochs)?"
+                       r"(?:_(?P<iters>\d+)iters)?$")
 
 
 def parse_variant(name: str) -> tuple[type, dict] | None:
@@ -24,7 +29,7 @@ def parse_variant(name: str) -> tuple[type, dict] | None:
     if match is None or match["base"] not in BASES or name in BASES:
         return None
     settings = {k: int(v) for k, v in match.groupdict().items() if k != "base" and v is not None}
-    if not settings or any(v < 1 for v in settings.values()):
+    if not settings or any(v < 1 for v in settings.values()) or settings.get("labels", 1) > 100:
         return None
     return BASES[match["base"]], settings
 
@@ -43,7 +48,18 @@ def make_variant(name: str) -> type:
             self.num_iterations_per_epoch = settings["iters"]
             self.num_val_iterations_per_epoch = max(1, settings["iters"] // 5)
 
-    cls = type(name, (base,), {"__init__": __init__, "__module__": __name__, "__qualname__": name})
+    def do_split(self):
+        train, val = base.do_split(self)
+        if "labels" not in settings:
+            return train, val
+        subset = label_subset(train, settings["labels"], self.plans_manager.dataset_name, self.fold)
+        save_json({"percent": settings["labels"], "train": subset, "fold_train": sorted(train)},
+                  join(self.output_folder, "label_subset.json"))
+        self.print_to_log_file(f"Label subset: {len(subset)} of {len(train)} training cases ({settings['labels']}%).")
+        return subset, val
+
+    cls = type(name, (base,), {"__init__": __init__, "do_split": do_split, "__module__": __name__,
+                               "__qualname__": name})
     globals()[name] = cls
     return cls
 
