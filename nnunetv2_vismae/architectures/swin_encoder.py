@@ -55,8 +55,12 @@ class SwinEncoderConfig:
 class SwinEncoder(SwinTransformer):
     """Swin-Transformer encoder returning the feature maps of its stages.
 
-    Windows always keep ``window_size`` (feature maps are padded to it), so the relative position
-    tables have the same shape at every input size: weights move freely between patch sizes.
+    The stages are laid out for a nominal input of ``window_size * total_stride`` pixels (224 for
+    the defaults), where every stage is at least one window wide: windows keep ``window_size`` at
+    every input size (smaller feature maps are padded), so the relative position tables have one
+    shape and weights move freely between patch sizes; and, as in the original Swin, a stage that
+    fits in one window at that size (the last) does not shift, so pretrained Swin weights compute
+    exactly what they computed at 224.
 
     Shapes (defaults, input B x in_channels x H x W, H and W divisible by ``total_stride``):
         embed:          B x H/4 x W/4 x 96 (NHWC tokens)
@@ -73,7 +77,7 @@ class SwinEncoder(SwinTransformer):
             in_chans=in_channels, num_classes=0, global_pool="", embed_dim=embed_dim,
             depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
             mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-            always_partition=True, strict_img_size=False)
+            strict_img_size=False)
         del self.head  # a classifier head is not part of the encoder contract
 
     @classmethod

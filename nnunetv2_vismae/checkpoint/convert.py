@@ -1,0 +1,197 @@
+"""``nnUNetv2_vismae_convert``: foreign Swin weights (VIS-MAE / Swin-MAE, timm) -> encoder checkpoint.
+
+    nnUNetv2_vismae_convert --from auto vismae_pretrain.pth encoder.safetensors
+    nnUNetv2_vismae_convert --from timm swin_tiny.safetensors encoder.safetensors --in-channels 3
+
+The encoder config is read from the tensors (``foreign_layouts.derive_swin_config``), the tensors
+are renamed to our encoder's (timm's) names, the RGB stem is folded to ``--in-channels``, and the
+result is written with ``save_encoder_checkpoint`` and a ``converted_from`` metadata record. Before
+the file appears under its name it is read back and loaded into a ``SwinUNet`` built from the
+derived config; anything short of a complete, unadapted load fails the command and writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+CONVERTER = "nnUNetv2_vismae_convert"
+
+
+@dataclass
+class ConversionResult:
+    path: str
+    content_hash: str
+    encoder_config: dict
+    metadata: dict
+    report: object  # LoadReport of the built-in verification
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_loads_completely(checkpoint, log: Callable[[str], object] = print):
+    """Build a SwinUNet from the checkpoint's config, load it with ``load_encoder_into`` and
+    require every encoder tensor to be loaded as is (no adaptation, nothing missing or extra)."""
+    from nnunetv2_vismae.architectures.swin_unet import SwinUNet
+
+    from .errors import CheckpointError
+    from .loader import load_encoder_into
+
+    config = checkpoint.encoder_config
+    network = SwinUNet(config["in_channels"], 2, encoder=config, decoder="conv")
+    report = load_encoder_into(network, checkpoint, log=log)
+    if report.fraction_loaded != 1.0 or report.adapted or report.missing or report.unexpected:
+        raise CheckpointError(
+            f"Verification failed: the converted weights loaded {report.num_loaded}/"
+            f"{report.num_network_tensors} encoder tensors of a SwinUNet built from their config "
+            f"({report.num_adapted} adapted, {report.num_missing} missing, "
+            f"{report.num_unexpected} unexpected), expected all of them as is; nothing was written.")
+    return report
+
+
+def convert(source_path, output_path, source: str = "auto", in_channels: int = 1,
+            log: Callable[[str], object] = print) -> ConversionResult:
+    """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
+    Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
+    from .errors import CheckpointError
+    from .families import get_family
+    from .foreign_layouts import (LAYOUTS, derive_swin_config, detect_layout, fold_input_channels,
+                                  imagenet_normalization, map_to_encoder_names, read_foreign_file,
+                                  strip_module_prefix)
+    from .format import read_encoder_checkpoint, save_encoder_checkpoint
+
+    src, dst = Path(source_path), Path(output_path)
+    if source not in LAYOUTS + ("auto",):
+        raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + ['auto']}.")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise CheckpointError(f"Output {dst} is the input file; choose another output path.")
+
+    foreign = read_foreign_file(src)
+    where = f"Input weights {src}"
+    state = strip_module_prefix(foreign.state_dict)
+    detected = detect_layout(state, where)
+    layout = detected if source == "auto" else source
+    mapped = map_to_encoder_names(state, layout, where)
+    tensors = mapped.tensors
+    config = derive_swin_config(tensors, where)
+    source_channels = config["in_channels"]
+    if in_channels != source_channels:
+        tensors["patch_embed.proj.weight"] = fold_input_channels(
+            tensors["patch_embed.proj.weight"], in_channels)
+        stem = (f"{source_channels} -> {in_channels} input channels (summed over the source "
+                "channels" + (")" if in_channels == 1 else f", then repeated and divided by "
+                                                          f"{in_channels})"))
+    else:
+        stem = f"{source_channels} input channels, unchanged"
+    config["in_channels"] = in_channels
+
+    family = get_family("swin")
+    expected = family.expected_shapes(config)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    if missing or extra or wrong:
+        example = (f"{missing[0]!r} is missing" if missing else
+                   f"{extra[0]!r} has no place in the encoder" if extra else
+                   f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected "
+                   f"{list(expected[wrong[0]])}")
+        raise CheckpointError(f"{where} ({layout} layout) does not map onto a Swin encoder of the "
+                              f"config its tensors imply: {len(missing)} missing, {len(extra)} "
+                              f"extra, {len(wrong)} of wrong shape (e.g. {example}).")
+
+    record = {
+        "layout": layout, "detected_layout": detected, "file": src.name,
+        "sha256": file_sha256(src), "container": foreign.container,
+        "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "converter": CONVERTER,
+        "patch_merging": ("moved from the end of stage i to the start of stage i+1"
+                          if mapped.downsample == "end" else "at the start of stages, unchanged"),
+        "merge_order_permuted": mapped.merge_permuted,
+        "stem": stem, "dropped": mapped.dropped, "synthesized": mapped.synthesized,
+        **foreign.extras,
+    }
+    metadata = {"family": "swin", "encoder_config": config,
+                "normalization": imagenet_normalization(layout, source_channels, in_channels),
+                "converted_from": record}
+
+    log(f"Read {src} ({foreign.container}, {len(foreign.state_dict)} tensors): {layout} layout"
+        + (" (detected)" if source == "auto" else "") + f", patch merging {record['patch_merging']}.")
+    if mapped.dropped:
+        total = sum(mapped.dropped.values())
+        groups = ", ".join(f"{k} {n}" for k, n in mapped.dropped.items())
+        log(f"Dropped {total} tensors that are not part of the encoder: {groups}.")
+    if mapped.synthesized:
+        log(f"Synthesized {', '.join(mapped.synthesized)}: the source has no final encoder norm; "
+            "initialised as a fresh LayerNorm (weight 1, bias 0).")
+    log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
+    log(f"Encoder config (from the tensors): {json.dumps(config)}")
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.converting-{os.getpid()}"
+    try:
+        content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
+        checkpoint = read_encoder_checkpoint(tmp)
+        checkpoint.path = str(dst)
+        report = verify_loads_completely(checkpoint, log)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log(f"Wrote {dst} (content hash {content_hash}).")
+    return ConversionResult(str(dst), content_hash, config, checkpoint.metadata, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=CONVERTER,
+        description="Convert foreign Swin Transformer weights into an nnunetv2_vismae encoder "
+                    "checkpoint (.safetensors): the original VIS-MAE / Swin-MAE pretraining "
+                    "files (torch.save with a 'model' state dict) or timm Swin state dicts "
+                    "(.safetensors or .pth). The encoder config is read from the tensors; the "
+                    "result is verified by loading it into a SwinUNet before it is written.")
+    parser.add_argument("--from", dest="source", choices=["vismae", "timm", "auto"], default="auto",
+                        help="layout of IN: vismae (VIS-MAE/Swin-MAE pretraining file: decoder, "
+                             "mask token and position embedding are dropped), timm (timm Swin, "
+                             "current or older layout: head dropped), or auto (detect from the "
+                             "key names; default)")
+    parser.add_argument("input", metavar="IN", help="foreign weights (.pth/.pt torch.save file, "
+                        "loaded with weights_only=True, or .safetensors)")
+    parser.add_argument("output", metavar="OUT", help="encoder checkpoint to write (.safetensors)")
+    parser.add_argument("--in-channels", type=int, default=1, metavar="N",
+                        help="input channels of the converted stem (default 1): the RGB stem is "
+                             "summed over its channels, and for N > 1 repeated and divided by N; "
+                             "N equal to the source's channels keeps the stem unchanged")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # timm's import-time deprecation noise must not bury the one-line error of a bad file
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from .errors import CheckpointError
+
+    try:
+        convert(args.input, args.output, args.source, args.in_channels)
+    except CheckpointError as e:
+        print(f"{CONVERTER}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""nnUNetv2_vismae_convert: timm and VIS-MAE layouts -> encoder checkpoints that compute the same."""
+import argparse
+import hashlib
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.swin_transformer import PatchMerging, SwinTransformer
+
+from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
+from nnunetv2_vismae.architectures.swin_unet import SwinUNet
+from nnunetv2_vismae.checkpoint import LoadReport, load_encoder_into, read_encoder_checkpoint
+from nnunetv2_vismae.checkpoint import foreign_layouts
+from nnunetv2_vismae.checkpoint.convert import main
+from nnunetv2_vismae.checkpoint.foreign_layouts import (ORIGINAL_MERGE_ORDER, fold_input_channels,
+                                                        map_to_encoder_names)
+
+TIMM_SMALL = dict(img_size=224, patch_size=4, in_chans=3, embed_dim=24, depths=(1, 1, 3, 1),
+                  num_heads=(1, 2, 3, 4), window_size=7, mlp_ratio=2.0, num_classes=5)  # stock timm layout
+MAE_EXTRAS = ("mask_token", "pos_embed", "first_patch_expanding", "layers_up", "norm_up",
+              "decoder_pred", "relative_position_index (buffers)")
+
+
+@pytest.fixture(scope="module")
+def timm_model():
+    torch.manual_seed(0)
+    model = SwinTransformer(**TIMM_SMALL).eval()
+    with torch.no_grad():  # non-trivial norms, so a misplaced norm tensor shows in the outputs
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def image():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 224, 224)  # the size stock timm (strict) and the original Swin ran at
+
+
+def _timm_stages(model, x, norm=True):
+    with torch.no_grad():
+        return model.forward_intermediates(x, norm=norm, intermediates_only=True)
+
+
+def _converted_encoder(path):
+    checkpoint = read_encoder_checkpoint(path)
+    encoder = SwinEncoder.from_config(SwinEncoderConfig.from_json(checkpoint.encoder_config)).eval()
+    encoder.load_state_dict(checkpoint.tensors)
+    return encoder, checkpoint
+
+
+def _assert_same(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def _end_layout(state):
+    """timm names -> merging at the end of stage i (layers.{i+1}.downsample -> layers.{i})."""
+    out = {}
+    for name, value in state.items():
+        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", name)
+        out[f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}" if m else name] = value.clone()
+    return out
+
+
+def _vismae_file(path, timm_state, with_norm=False):
+    """A VIS-MAE / Swin-MAE pretraining file: torch.save of {'model': ..., 'optimizer', ...}."""
+    model = {k: v for k, v in _end_layout(timm_state).items()
+             if not k.startswith("head.") and (with_norm or not k.startswith("norm."))}
+    for name in [k for k in model if k.endswith("attn.relative_position_bias_table")]:
+        model[name.replace("bias_table", "index")] = torch.zeros(49, 49, dtype=torch.long)
+    model.update({
+        "mask_token": torch.zeros(1, 1, 24), "pos_embed": torch.randn(1, 56 * 56, 24),
+        "first_patch_expanding.expand.weight": torch.randn(192, 192),
+        "layers_up.0.blocks.0.norm1.weight": torch.randn(96),
+        "layers_up.0.upsample.expand.weight": torch.randn(96, 96),
+        "norm_up.weight": torch.randn(24), "decoder_pred.weight": torch.randn(48, 24),
+        "decoder_pred.bias": torch.randn(48)})
+    args = argparse.Namespace(model="swin_mae", input_size=224, mask_ratio=0.75, lr=1e-3,
+                              norm_pix_loss=False, output_dir="./output_dir")
+    torch.save({"model": model, "optimizer": {}, "epoch": 5, "scaler": {}, "args": args}, path)
+    return model
+
+
+# ------------------------------------------------------------------------------ patch merging
+def _original_merge(x, norm_w, norm_b, reduction_w, order=ORIGINAL_MERGE_ORDER):
+    """Reference Swin patch merging with an explicit neighbour order (B x H x W x C)."""
+    parts = [x[:, r::2, c::2] for r, c in order]
+    merged = torch.cat(parts, dim=-1)
+    merged = F.layer_norm(merged, merged.shape[-1:], norm_w, norm_b)
+    return merged @ reduction_w.t()
+
+
+def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
+    assert foreign_layouts.timm_merge_order() == ORIGINAL_MERGE_ORDER
+    torch.manual_seed(2)
+    c = 5
+    state = {"layers.0.downsample.norm.weight": torch.randn(4 * c),
+             "layers.0.downsample.norm.bias": torch.randn(4 * c),
+             "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
+             "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+    mapped = map_to_encoder_names(state, "vismae").tensors
+    merge = PatchMerging(c)
+    merge.load_state_dict({k.removeprefix("layers.1.downsample."): v for k, v in mapped.items()
+                           if k.startswith("layers.1.downsample.")})
+    x = torch.randn(2, 6, 8, c)
+    with torch.no_grad():
+        torch.testing.assert_close(merge(x), _original_merge(x, *(state[k] for k in list(state)[:3])))
+
+
+def test_a_different_merge_order_is_permuted(monkeypatch):
+    other = ((0, 0), (0, 1), (1, 0), (1, 1))
+    monkeypatch.setattr(foreign_layouts, "timm_merge_order", lambda: other)
+    torch.manual_seed(3)
+    c = 3
+    state = {"layers.0.downsample.norm.weight": torch.randn(4 * c),
+             "layers.0.downsample.norm.bias": torch.randn(4 * c),
+             "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
+             "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+    result = map_to_encoder_names(state, "vismae")
+    assert result.merge_permuted
+    m = result.tensors
+    x = torch.randn(1, 4, 4, c)
+    expected = _original_merge(x, *(state[k] for k in list(state)[:3]))
+    got = _original_merge(x, m["layers.1.downsample.norm.weight"], m["layers.1.downsample.norm.bias"],
+                          m["layers.1.downsample.reduction.weight"], order=other)
+    torch.testing.assert_close(got, expected)
+
+
+# --------------------------------------------------------------------------------------- timm
+@pytest.mark.parametrize("container", ["pth", "safetensors"])
+def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container, capsys):
+    state = timm_model.state_dict()
+    source = tmp_path / f"swin.{'safetensors' if container == 'safetensors' else 'pth'}"
+    if container == "safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, source)
+    else:
+        torch.save(state, source)
+    out = tmp_path / "encoder.safetensors"
+    assert main(["--from", "timm", str(source), str(out), "--in-channels", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "93/93 encoder tensors (100.0%), 0 adapted, 0 missing, 0 unexpected" in printed
+
+    encoder, checkpoint = _converted_encoder(out)
+    assert checkpoint.encoder_config == {
+        "in_channels": 3, "patch_size": 4, "embed_dim": 24, "depths": [1, 1, 3, 1],
+        "num_heads": [1, 2, 3, 4], "window_size": 7, "mlp_ratio": 2.0, "drop_path_rate": 0.1}
+    record = checkpoint.metadata["converted_from"]
+    assert record["layout"] == "timm" and record["file"] == source.name
+    assert record["dropped"] == {"head": 2}
+    assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert re.match(r"\d{4}-\d\d-\d\dT", record["converted_at"])
+    assert checkpoint.normalization["scheme"] == "imagenet_rgb"
+    with torch.no_grad():
+        _assert_same(encoder(image), _timm_stages(timm_model, image))
+    assert main([str(out), str(tmp_path / "again.safetensors")]) == 2
+    assert "already an nnunetv2_vismae encoder checkpoint" in capsys.readouterr().err
+
+
+def test_default_in_channels_1_matches_timm_on_the_3_channel_copy(tmp_path, timm_model, image):
+    source, out = tmp_path / "swin.pth", tmp_path / "encoder.safetensors"
+    torch.save(timm_model.state_dict(), source)
+    assert main(["--from", "auto", str(source), str(out)]) == 0
+    encoder, checkpoint = _converted_encoder(out)
+    assert checkpoint.encoder_config["in_channels"] == 1
+    norm = checkpoint.normalization
+    assert norm["scheme"] == "imagenet_rgb_folded" and norm["mean"] == [0.485, 0.456, 0.406]
+    gray = image[:, :1]
+    with torch.no_grad():
+        _assert_same(encoder(gray), _timm_stages(timm_model, gray.repeat(1, 3, 1, 1)))
+
+
+def test_older_timm_layout_with_merging_at_the_end_of_stages(tmp_path, timm_model, image):
+    source, out = tmp_path / "old_swin.pth", tmp_path / "encoder.safetensors"
+    state = _end_layout(timm_model.state_dict())
+    state["layers.1.blocks.0.attn_mask"] = torch.zeros(4, 49, 49)
+    torch.save({"state_dict": state, "epoch": 3}, source)
+    assert main([str(source), str(out), "--in-channels", "3"]) == 0
+    encoder, checkpoint = _converted_encoder(out)
+    record = checkpoint.metadata["converted_from"]
+    assert record["layout"] == "timm" and record["patch_merging"].startswith("moved")
+    assert record["dropped"] == {"attn_mask (buffers)": 1, "head": 2}
+    with torch.no_grad():
+        _assert_same(encoder(image), _timm_stages(timm_model, image))
+
+
+# ------------------------------------------------------------------------------------- VIS-MAE
+def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_model, image, capsys):
+    path, out = tmp_path / "checkpoint-799.pth", tmp_path / "encoder.safetensors"
+    model = _vismae_file(path, timm_model.state_dict())
+    assert main(["--from", "vismae", str(path), str(out), "--in-channels", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "Synthesized norm.weight, norm.bias" in printed and "100.0%" in printed
+
+    encoder, checkpoint = _converted_encoder(out)
+    tensors = checkpoint.tensors
+    for i in range(3):  # the merging at the end of stage i is the one before stage i+1
+        for part in ("norm.weight", "norm.bias", "reduction.weight"):
+            assert torch.equal(tensors[f"layers.{i + 1}.downsample.{part}"],
+                               model[f"layers.{i}.downsample.{part}"])
+    assert not any(k.startswith("layers.0.downsample") for k in tensors)
+    for name in [k for k in model if k.startswith("layers.") and ".blocks." in k and not k.endswith("index")]:
+        assert torch.equal(tensors[name], model[name]), name
+    assert torch.equal(tensors["norm.weight"], torch.ones(192))
+    assert torch.equal(tensors["norm.bias"], torch.zeros(192))
+
+    record = checkpoint.metadata["converted_from"]
+    assert record["layout"] == "vismae" and record["detected_layout"] == "vismae"
+    assert set(record["dropped"]) == set(MAE_EXTRAS)
+    assert record["synthesized"] == ["norm.weight", "norm.bias"]
+    assert record["epoch"] == 5 and record["args"]["mask_ratio"] == 0.75
+    assert checkpoint.normalization["scheme"] == "imagenet_rgb"
+
+    with torch.no_grad():
+        ours = encoder(image)
+    theirs = _timm_stages(timm_model, image, norm=False)
+    theirs[-1] = F.layer_norm(theirs[-1].permute(0, 2, 3, 1), (192,)).permute(0, 3, 1, 2)
+    _assert_same(ours, theirs)
+
+
+def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, timm_model, image):
+    from nnunetv2_vismae.planning.cli import pretrained_encoder
+
+    path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
+    model = _vismae_file(path, timm_model.state_dict(), with_norm=True)
+    assert main([str(path), str(out)]) == 0
+    checkpoint = read_encoder_checkpoint(out)
+    assert torch.allclose(checkpoint.tensors["patch_embed.proj.weight"],
+                          model["patch_embed.proj.weight"].sum(1, keepdim=True))
+    assert torch.equal(checkpoint.tensors["norm.weight"], model["norm.weight"])
+    record = checkpoint.metadata["converted_from"]
+    assert record["layout"] == record["detected_layout"] == "vismae" and record["synthesized"] == []
+    norm = checkpoint.normalization
+    assert norm["scheme"] == "imagenet_rgb_folded" and norm["in_channels"] == 1
+
+    config, reference = pretrained_encoder(str(out))
+    network = SwinUNet(1, 3, encoder=config.to_json(), decoder="swin")
+    report = load_encoder_into(network, out, log=lambda s: None)
+    assert report.fraction_loaded == 1.0 and not report.adapted and not report.unexpected
+    gray = image[:, :1]
+    with torch.no_grad():
+        _assert_same(network.encoder.eval()(gray), _timm_stages(timm_model, gray.repeat(1, 3, 1, 1)))
+
+
+def test_folding_to_n_channels_keeps_the_response_to_a_repeated_gray_image():
+    torch.manual_seed(4)
+    weight, gray = torch.randn(6, 3, 4, 4), torch.randn(1, 1, 8, 8)
+    reference = F.conv2d(gray.repeat(1, 3, 1, 1), weight, stride=4)
+    for n in (1, 2, 5):
+        folded = fold_input_channels(weight, n)
+        assert folded.shape == (6, n, 4, 4)
+        torch.testing.assert_close(F.conv2d(gray.repeat(1, n, 1, 1), folded, stride=4), reference)
+    assert torch.equal(fold_input_channels(weight, 2)[:, 0], fold_input_channels(weight, 2)[:, 1])
+
+
+# ------------------------------------------------------------------------------------ refusals
+class _Marker:
+    """An object whose unpickling would create a file: the code execution a checkpoint must not do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_malicious_pickle_is_refused_and_never_executed(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    source, out = tmp_path / "evil.pth", tmp_path / "encoder.safetensors"
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "epoch": 1,
+                "args": _Marker(str(marker))}, source)
+    assert not marker.exists()
+    assert main(["--from", "vismae", str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "open" in err and "weights_only=True" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not out.exists()
+
+
+def test_help_names_the_layouts_and_in_channels(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "nnUNetv2_vismae_convert" in text and "{vismae,timm,auto}" in text
+    assert "--in-channels N" in text
+
+
+def test_timm_flag_on_a_vismae_file_is_refused_with_a_hint(tmp_path, timm_model, capsys):
+    path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
+    _vismae_file(path, timm_model.state_dict())
+    assert main(["--from", "timm", str(path), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--from vismae" in err and not out.exists()
+
+
+def test_not_a_swin_state_dict_is_refused(tmp_path, capsys):
+    source, out = tmp_path / "resnet.pth", tmp_path / "encoder.safetensors"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7)}, source)
+    assert main([str(source), str(out)]) == 2
+    assert "not a Swin Transformer state dict" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_failed_verification_writes_nothing(tmp_path, timm_model, monkeypatch, capsys):
+    out = tmp_path / "encoder.safetensors"
+    out.write_bytes(b"previous")
+    source = tmp_path / "swin.pth"
+    torch.save(timm_model.state_dict(), source)
+
+    def partial_load(network, checkpoint, log=print, **kw):
+        return LoadReport(checkpoint="x", family="swin", content_hash="0" * 64,
+                          num_network_tensors=93, loaded=["a"] * 92, missing=["norm.bias"])
+
+    monkeypatch.setattr("nnunetv2_vismae.checkpoint.loader.load_encoder_into", partial_load)
+    assert main([str(source), str(out)]) == 2
+    assert "Verification failed" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["encoder.safetensors", "swin.pth"]
