@@ -29,8 +29,13 @@ def parse_variant(name: str) -> tuple[type, dict] | None:
     if match is None or match["base"] not in BASES or name in BASES:
         return None
     settings = {k: int(v) for k, v in match.groupdict().items() if k != "base" and v is not None}
-    if not settings or any(v < 1 for v in settings.values()) or settings.get("labels", 1) > 100:
+    if not settings or any(v < 1 for k, v in settings.items() if k != "labels"):
         return None
+    if not 1 <= settings.get("labels", 1) <= 100:
+        # An unmistakable user error inside nnUNetv2_train's trainer lookup, which would otherwise
+        # only say the trainer was not found: stop with one sentence (exit code 1, no traceback).
+        raise SystemExit(f"Trainer {name}: the label percentage must be between 1 and 100, "
+                         f"got {settings['labels']}.")
     return BASES[match["base"]], settings
 
 

@@ -25,7 +25,8 @@ def test_subsets_depend_on_dataset_and_fold():
 def test_percent_outside_1_to_100_is_refused(percent):
     with pytest.raises(ValueError, match="between 1 and 100"):
         label_subset(CASES, percent, "D", 0)
-    assert variants.parse_variant(f"nnUNetTrainer_labels{percent}") is None
+    with pytest.raises(SystemExit, match=f"between 1 and 100, got {percent}"):
+        variants.parse_variant(f"nnUNetTrainer_labels{percent}")
 
 
 def test_label_variants_combine_with_epochs_and_every_base():

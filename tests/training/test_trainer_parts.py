@@ -75,3 +75,47 @@ def test_bf16_forward_keeps_state_dict_and_returns_fp32(monkeypatch):
     assert not cpu_bf16_enabled(torch.device("cpu"))
     monkeypatch.setenv("nnUNet_vismae_cpu_bf16", "1")
     assert cpu_bf16_enabled(torch.device("cpu")) and not cpu_bf16_enabled(torch.device("cuda"))
+
+
+class _TrainerStub:
+    """What VisMAETrainer.load_pretrained_encoder touches."""
+
+    def __init__(self, network):
+        self.network, self.log = network, []
+
+    def print_to_log_file(self, *args, **kwargs):
+        self.log.append(" ".join(map(str, args)))
+
+
+def _tiny_checkpoint(tmp_path):
+    from nnunetv2_vismae.architectures import SwinUNet
+    from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+
+    tiny = {"embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
+    source = SwinUNet(1, 2, encoder=tiny).encoder
+    path = tmp_path / "encoder.safetensors"
+    digest = save_encoder_checkpoint(path, source.state_dict(), {
+        "family": "swin", "encoder_config": source.config.to_json(), "normalization": {"scheme": "zscore"}})
+    return path, digest, source, SwinUNet(1, 2, encoder=tiny)
+
+
+def test_trainer_loads_the_plans_checkpoint_completely(tmp_path):
+    path, digest, source, network = _tiny_checkpoint(tmp_path)
+    stub = _TrainerStub(network)
+    VisMAETrainer.load_pretrained_encoder(stub, {"path": str(path), "content_hash": digest})
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(network.encoder.state_dict()[name], tensor)
+    assert any("(100.0%)" in line for line in stub.log)
+
+
+def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
+    from nnunetv2_vismae.checkpoint import CheckpointError, save_encoder_checkpoint
+
+    path, digest, source, network = _tiny_checkpoint(tmp_path)
+    state = {k: v + 1 for k, v in source.state_dict().items()}
+    save_encoder_checkpoint(path, state, {"family": "swin", "encoder_config": source.config.to_json(),
+                                          "normalization": {"scheme": "zscore"}})
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    with pytest.raises(CheckpointError):
+        VisMAETrainer.load_pretrained_encoder(_TrainerStub(network), {"path": str(path), "content_hash": digest})
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
