@@ -1,0 +1,176 @@
+"""``nnUNetv2_vismae_benchmark``: label efficiency of VisMAE against vanilla nnU-Net on a dataset.
+
+Trains every (arm, label fraction, fold) that is not finished through nnU-Net's own
+``nnUNetv2_train`` (each run's output in ``OUT/logs``), then reads the folds' validation
+summaries and writes ``results.csv``, ``report.md`` and ``label_efficiency.png`` into OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nnunetv2_vismae.benchmark import label_efficiency as le
+from nnunetv2_vismae.benchmark.arms import ARMS
+from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
+
+PROG = "nnUNetv2_vismae_benchmark"
+HISTORY = "commands.txt"
+
+
+class RunFailed(Exception):
+    """A training or planning command failed; the message names it and its log."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    arms = ", ".join(f"{a.name} ({a.trainer} with {a.plans})" for a in ARMS.values())
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Label-efficiency benchmark: train each arm on a fraction of each fold's training cases "
+                    "with nnU-Net's own nnUNetv2_train (finished runs are skipped, interrupted ones resumed), "
+                    "then write results.csv, report.md and label_efficiency.png. Arms: " + arms + ".")
+    parser.add_argument("-d", required=True, help="dataset id or DatasetXXX_Name")
+    parser.add_argument("-c", default="2d", help="configuration (default: 2d)")
+    parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
+                        help="folds (default: 0 1 2 3 4)")
+    parser.add_argument("--labels", nargs="+", type=int, default=[10, 25, 50, 100], metavar="P",
+                        help="label fractions in percent of each fold's training cases, 1..100 "
+                             "(default: 10 25 50 100)")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), metavar="ARM",
+                        help=f"arms to run, of {' '.join(ARMS)} (default: all)")
+    parser.add_argument("--pretrained", metavar="FILE",
+                        help="encoder checkpoint the vismae arm fine-tunes (required with that arm); "
+                             "nnUNetv2_vismae_plan --pretrained FILE is run first")
+    parser.add_argument("--epochs", type=int,
+                        help="epochs per run (trainer suffix _{E}epochs; default: the trainer's)")
+    parser.add_argument("--iters", type=int,
+                        help="training iterations per epoch (suffix _{M}iters; default: the trainer's)")
+    parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
+                        help="device for nnUNetv2_train (default: cuda if available, else cpu)")
+    parser.add_argument("-o", metavar="OUT",
+                        help="output folder (default: $nnUNet_results/DatasetXXX_Name/vismae_benchmark)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands that would run and run nothing")
+    return parser
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
+    """Run the jobs in order, each logged to OUT/logs/<name>.log; raises RunFailed on the first failure."""
+    logs = settings.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = le.subprocess_env()
+    with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.run.short if job.run else job.name)
+            log = logs / f"{job.name}.log"
+            code = le.run_command(job.cmd, env, log)
+            if code != 0:
+                raise RunFailed(f"Run {job.run.short if job.run else job.name} failed (exit {code}): {job.text}; "
+                                f"its output is in {log}")
+            if job.run is not None and not job.run.summary(settings.results_dir).is_file():
+                raise RunFailed(f"Run {job.run.short} finished but wrote no "
+                                f"{job.run.summary(settings.results_dir)}; its output is in {log}")
+            append_history(settings.out, job.text)
+            bar.update()
+
+
+def append_history(out: Path, line: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / HISTORY, "a") as handle:
+        handle.write(line + "\n")
+
+
+def report_commands(settings: le.Settings, invocation: str) -> list[str]:
+    """Every command recorded in OUT/commands.txt and this invocation, plus runs found finished that
+    no benchmark ran (with the command that makes them)."""
+    history = settings.out / HISTORY
+    lines = history.read_text().splitlines() if history.is_file() else []
+    lines = list(dict.fromkeys(lines + [invocation]))
+    lines.insert(0, f"# nnU-Net's commands ran with nnUNet_extTrainer={le.subprocess_env()['nnUNet_extTrainer']}")
+    foreign = []
+    for run in le.all_runs(settings):
+        command = shlex.join(le.train_command(settings, run, le.TRAIN))
+        if not any(line.startswith(command) for line in lines):
+            foreign.append(command)
+    if foreign:
+        lines += ["# found finished, not run by this benchmark; the equivalent commands:", *foreign]
+    return lines
+
+
+def settings_lines(settings: le.Settings) -> list[str]:
+    arms = ", ".join(f"{a.title} (`{a.trainer}_labels{{P}}` with `{a.plans}`)" for a in settings.arms)
+    schedule = []
+    if settings.epochs is not None:
+        schedule.append(f"{settings.epochs} epoch{'s' * (settings.epochs != 1)}")
+    if settings.iters is not None:
+        schedule.append(f"{settings.iters} training iteration{'s' * (settings.iters != 1)} per epoch")
+    default = "the trainers' defaults"
+    return [f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
+            f"folds {', '.join(settings.folds)}",
+            f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
+            "(validation cases are the whole fold's)",
+            f"- Arms: {arms}",
+            f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
+            f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}"]
+
+
+def collect(settings: le.Settings) -> list:
+    return [read_summary(run.summary(settings.results_dir), run.arm.name, run.labels, run.fold)
+            for run in le.all_runs(settings) if run.summary(settings.results_dir).is_file()]
+
+
+def benchmark(args, argv: list[str]) -> int:
+    settings = le.make_settings(args.d, args.c, args.f, args.labels, args.arms, args.pretrained, args.epochs,
+                                args.iters, args.device or default_device(), args.o)
+    jobs, finished = le.pending_jobs(settings)
+    total = len(finished) + sum(j.run is not None for j in jobs)
+    if args.dry_run:
+        for job in jobs:
+            print(job.text)
+        print(f"{len(finished)} of {total} runs finished; {len(jobs)} commands to run "
+              "(nnUNet_extTrainer is set for them).", file=sys.stderr)
+        return 0
+    le.check_plans_exist(settings, jobs)
+    invocation = shlex.join([PROG, *argv])
+    if jobs:
+        append_history(settings.out, invocation)
+        execute(settings, jobs)
+    results = collect(settings)
+    names = class_names(settings.preprocessed_dir / "dataset.json")
+    if not names and le.all_runs(settings):
+        names = class_names(le.all_runs(settings)[0].folder(settings.results_dir).parent / "dataset.json")
+    files = write_outputs(settings.out, results, names, f"{settings.dataset_name} ({settings.configuration})",
+                          report_commands(settings, invocation), settings_lines(settings))
+    print(f"{len(results)} runs summarized; wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser().parse_args(argv)
+    try:
+        code = benchmark(args, argv)
+    except BenchmarkError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        sys.exit(2)
+    except RunFailed as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""``nnUNetv2_vismae_pretrain``: masked-autoencoder pretraining of an encoder on unlabeled images.
+
+Single process:  nnUNetv2_vismae_pretrain -i /data/xrays -o /runs/mae -device cuda
+Multi-GPU/node:  torchrun --nproc_per_node 8 $(which nnUNetv2_vismae_pretrain) -d 1 2 -o /runs/mae
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
+
+from pretrain.errors import PretrainUserError  # noqa: E402
+from pretrain.families import FAMILIES  # noqa: E402
+
+PROG = "nnUNetv2_vismae_pretrain"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one sentence, exit 2, no usage dump
+        raise PretrainUserError(message[0].upper() + message[1:] + ("" if message.endswith(".") else "."))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
+        "Writes -o/encoder.safetensors (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
+        "trainers load), state.pt (resumable: rerun the same command to continue), log.csv, loss.png\n"
+        "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
+        "-o must then be on a file system all nodes share."))
+    data = p.add_argument_group("data (sources can be mixed; each -d dataset, -i folder and --file-list is one source)")
+    data.add_argument("-d", nargs="+", metavar="DATASET",
+                      help="nnU-Net preprocessed dataset ids or names (needs nnUNet_preprocessed); random 2D "
+                           "patches of the preprocessed, already normalized data, as fine-tuning sees them.")
+    data.add_argument("-c", default="2d", help="nnU-Net configuration of -d (default 2d).")
+    data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
+    data.add_argument("-i", nargs="+", metavar="FOLDER",
+                      help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.")
+    data.add_argument("--file-list", metavar="TXT", help="text file naming one image per line (relative to the file).")
+    data.add_argument("--axis", choices=["0", "1", "2", "all"], default="0",
+                      help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).")
+    data.add_argument("--norm", choices=["zscore", "ct"], default="zscore",
+                      help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).")
+    data.add_argument("--ct-clip", type=float, nargs=2, metavar=("LO", "HI"), help="CT window for --norm ct.")
+    data.add_argument("--ct-stats", type=float, nargs=2, metavar=("MEAN", "STD"),
+                      help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
+                           "intensity properties); default: each image's own.")
+    data.add_argument("--source-weights", type=float, nargs="+", metavar="W",
+                      help="sampling weight per source, in the order -d..., -i..., --file-list (default: "
+                           "proportional to each source's number of slices).")
+    data.add_argument("--patch-size", type=int, default=224, help="square training patch in pixels; smaller "
+                      "images are zero-padded (default 224).")
+
+    p.add_argument("-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt).")
+    p.add_argument("--family", choices=sorted(FAMILIES), default="swin", help="encoder family (default swin).")
+    for family in FAMILIES.values():
+        family.add_arguments(p)
+
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=int, default=10000, help="total optimizer steps (default 10000).")
+    t.add_argument("--epochs", type=float, help="instead of --steps: passes over the corpus "
+                   "(steps = epochs * slices / effective batch).")
+    t.add_argument("--batch-size", type=int, default=32, help="images per GPU/process per micro-step (default 32).")
+    t.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps per optimizer step (default 1).")
+    t.add_argument("--blr", type=float, default=1e-3, help="base learning rate; the learning rate is "
+                   "blr * effective_batch / 256 with effective_batch = batch-size * accum * world size (default 1e-3).")
+    t.add_argument("--lr", type=float, help="absolute learning rate (overrides --blr scaling).")
+    t.add_argument("--warmup-steps", type=int, help="linear warmup steps before the cosine decay "
+                   "(default steps / 80, VIS-MAE's 10 of 800 epochs).")
+    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay, betas (0.9, 0.95) (default 0.05).")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
+                        "fp32 on other CPUs, where bf16 is emulated and ~20x slower (default auto).")
+    t.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
+                   help="cpu or cuda (default cuda when available, else cpu).")
+    t.add_argument("--workers", type=int, default=4, help="data-loader worker processes per GPU/process (default 4).")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0).")
+    t.add_argument("--save-every", type=int, default=500, help="write state.pt and encoder.safetensors every N steps "
+                   "(default 500; also at the end and on SIGTERM/SIGINT).")
+    t.add_argument("--preview-every", type=int, default=500,
+                   help="write previews/step_N.png (original | masked | reconstruction) every N steps; 0 = never (default 500).")
+    return p
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    positive = {"--batch-size": args.batch_size, "--accum": args.accum, "--steps": args.steps,
+                "--save-every": args.save_every, "--patch-size": args.patch_size}
+    for flag, value in positive.items():
+        if value < 1:
+            raise PretrainUserError(f"{flag} must be at least 1, got {value}.")
+    for flag, value in {"--workers": args.workers, "--preview-every": args.preview_every,
+                        "--warmup-steps": args.warmup_steps or 0}.items():
+        if value < 0:
+            raise PretrainUserError(f"{flag} must not be negative, got {value}.")
+    if args.epochs is not None and args.epochs <= 0:
+        raise PretrainUserError(f"--epochs must be positive, got {args.epochs}.")
+    if args.norm == "ct" and not args.ct_clip:
+        raise PretrainUserError("--norm ct needs --ct-clip LO HI (the CT intensity window).")
+    if args.ct_clip and args.ct_clip[0] >= args.ct_clip[1]:
+        raise PretrainUserError(f"--ct-clip needs LO < HI, got {args.ct_clip[0]} {args.ct_clip[1]}.")
+    if args.ct_stats and args.ct_stats[1] <= 0:
+        raise PretrainUserError(f"--ct-stats needs a positive STD, got {args.ct_stats[1]}.")
+    if args.source_weights is not None:
+        n = len(args.d or []) + len(args.i or []) + (1 if args.file_list else 0)
+        if len(args.source_weights) != n:
+            raise PretrainUserError(f"--source-weights needs one weight per source ({n}), got {len(args.source_weights)}.")
+        if any(w < 0 for w in args.source_weights) or sum(args.source_weights) <= 0:
+            raise PretrainUserError("--source-weights must be non-negative and not all zero.")
+    if os.path.exists(args.o) and not os.path.isdir(args.o):
+        raise PretrainUserError(f"Output {args.o} exists and is not a folder.")
+    if args.device is None:
+        import torch
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime = None
+    try:
+        args = build_parser().parse_args(argv)
+        validate_args(args)
+        from pretrain.runtime import setup_runtime
+        from pretrain.train import Pretrainer
+
+        runtime = setup_runtime(args.device)
+        return Pretrainer(args, runtime).setup().train()
+    except PretrainUserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted.", file=sys.stderr)
+        return 130
+    finally:
+        if runtime is not None:
+            runtime.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Image files as a source of 2D slices: PNG/JPG/BMP/TIFF, DICOM files, NIfTI/MHA/NRRD volumes.
+
+Images are read with nnU-Net's reader classes (``NaturalImage2DIO`` for natural images,
+``SimpleITKIO`` for volumes) or SimpleITK/tifffile where nnU-Net has none (DICOM, 2D/3D TIFF),
+converted to grayscale and normalized per image (one 2D file, or one whole volume).
+
+A manifest (file, shape, and so the slice indices) is built once by reading only the headers and
+cached in the output folder under a key derived from the input list (paths, sizes, modification
+times, slicing axis), so a restart with the same inputs starts in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from pretrain.data.normalization import Normalization, to_grayscale
+from pretrain.errors import PretrainUserError
+
+NATURAL_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_ENDINGS = (".tif", ".tiff")
+DICOM_ENDINGS = (".dcm", ".dicom")
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl")
+SUPPORTED_ENDINGS = NATURAL_ENDINGS + TIFF_ENDINGS + DICOM_ENDINGS + VOLUME_ENDINGS
+MANIFEST_VERSION = 1
+
+
+def file_kind(path: str) -> str | None:
+    name = path.lower()
+    for kind, endings in (("natural", NATURAL_ENDINGS), ("tiff", TIFF_ENDINGS), ("dicom", DICOM_ENDINGS),
+                          ("volume", VOLUME_ENDINGS)):
+        if name.endswith(endings):
+            return kind
+    return None
+
+
+def discover_files(folders: list[str] | None = None, file_list: str | None = None) -> list[str]:
+    """Supported files under ``folders`` (recursively) or named in ``file_list``, absolute, sorted."""
+    files: list[str] = []
+    for folder in folders or []:
+        if not os.path.isdir(folder):
+            raise PretrainUserError(f"Input folder {folder} does not exist or is not a folder.")
+        for root, _, names in os.walk(folder):
+            files.extend(os.path.abspath(os.path.join(root, n)) for n in names if file_kind(n))
+    if file_list is not None:
+        if not os.path.isfile(file_list):
+            raise PretrainUserError(f"File list {file_list} does not exist.")
+        base = os.path.dirname(os.path.abspath(file_list))
+        with open(file_list) as f:
+            for line_no, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                path = os.path.abspath(os.path.join(base, line))
+                if not os.path.isfile(path):
+                    raise PretrainUserError(f"{file_list} line {line_no} names {line}, which does not exist.")
+                if file_kind(path) is None:
+                    raise PretrainUserError(f"{file_list} line {line_no} names {line}, which is not one of "
+                                            f"the supported types {' '.join(SUPPORTED_ENDINGS)}.")
+                files.append(path)
+    return sorted(set(files))
+
+
+def read_header(path: str) -> tuple[tuple[int, int, int], int]:
+    """Shape (Z, Y, X) in numpy order (Z = 1 for 2D images) and number of components, header only."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reversed(reader.GetSize()))
+    if len(size) == 2:
+        size = (1,) + size
+    if len(size) != 3:
+        raise ValueError(f"{len(size)}D images are not supported")
+    return size, int(reader.GetNumberOfComponents())
+
+
+def read_image(path: str) -> np.ndarray:
+    """The whole image as float32 C x Z x Y x X (C = colour components, Z = 1 for 2D images)."""
+    kind = file_kind(path)
+    if kind == "natural":
+        from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+        return NaturalImage2DIO().read_images([path])[0]
+    if kind == "volume":
+        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+        return SimpleITKIO().read_images([path])[0]
+    if kind == "tiff":
+        import tifffile
+        arr = tifffile.imread(path)
+    else:  # dicom: nnU-Net has no DICOM reader; SimpleITK (GDCM) applies rescale slope/intercept
+        import SimpleITK as sitk
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 2:
+        return arr[None, None]
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # Y x X x RGB(A)
+        return np.moveaxis(arr, -1, 0)[:, None]
+    if arr.ndim == 3:
+        return arr[None]
+    if arr.ndim == 4 and arr.shape[-1] in (3, 4):  # Z x Y x X x RGB
+        return np.moveaxis(arr, -1, 0)
+    raise ValueError(f"unsupported array shape {arr.shape}")
+
+
+def manifest_key(files: list[str], axis: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"v{MANIFEST_VERSION} axis={axis}\n".encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_manifest(files: list[str]) -> dict:
+    """Read every header once: ``files`` = [[path, [Z, Y, X], components]], ``skipped`` = [[path, why]]."""
+    entries, skipped = [], []
+    for f in files:
+        try:
+            shape, comps = read_header(f)
+            entries.append([f, list(shape), comps])
+        except Exception as e:  # unreadable files are reported, not fatal: large corpora have some
+            skipped.append([f, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__])
+    return {"version": MANIFEST_VERSION, "files": entries, "skipped": skipped}
+
+
+def load_or_build_manifest(files: list[str], axis: str, cache_dir: str | None, is_main: bool = True,
+                           barrier=lambda: None) -> tuple[dict, str | None]:
+    """The manifest from ``cache_dir`` if its key matches, else built (by the main rank) and cached."""
+    key = manifest_key(files, axis)
+    path = os.path.join(cache_dir, f"manifest_{key}.json") if cache_dir else None
+    manifest = None
+    if is_main and not (path and os.path.isfile(path)):
+        manifest = build_manifest(files)
+        manifest.update(key=key, axis=axis)
+        if path:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = path + f".tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(manifest, f)
+            os.replace(tmp, path)
+    barrier()  # every rank, every time: the other ranks read what rank 0 wrote
+    if manifest is None:
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                manifest = json.load(f)
+        else:  # no shared cache folder: build locally
+            manifest = build_manifest(files)
+    return manifest, path
+
+
+class FileSource:
+    """2D slices of image files, grayscale, normalized per image; ``load_slice(i)`` -> 1 x H x W float32.
+
+    ``axis``: for volumes, slice along array axis 0, 1, 2 (numpy order Z, Y, X) or ``all`` three;
+    2D images always give one slice.
+    """
+
+    num_channels = 1
+    cache_volumes = 4
+
+    def __init__(self, name: str, files: list[str], axis: str = "0",
+                 normalization: Normalization = Normalization(), cache_dir: str | None = None,
+                 is_main: bool = True, barrier=lambda: None):
+        if not files:
+            raise PretrainUserError(f"Source {name} contains no supported image files "
+                                    f"({' '.join(SUPPORTED_ENDINGS)}).")
+        self.name, self.axis, self.normalization = name, axis, normalization
+        manifest, self.manifest_path = load_or_build_manifest(files, axis, cache_dir, is_main, barrier)
+        self.files = [e[0] for e in manifest["files"]]
+        self.skipped = manifest["skipped"]
+        axes = (0, 1, 2) if axis == "all" else (int(axis),)
+        units = []  # (file index, axis, number of slices)
+        for fi, (_, shape, _) in enumerate(manifest["files"]):
+            for a in ((0,) if shape[0] == 1 else axes):
+                units.append((fi, a, shape[a]))
+        if not units:
+            raise PretrainUserError(f"Source {name}: none of its {len(files)} files could be read "
+                                    f"(first: {self.skipped[0][0]}: {self.skipped[0][1]}).")
+        self.units = np.array(units, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.units[:, 2])])
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[str, int, int]:
+        """Flat slice index -> (file, axis, slice index along axis)."""
+        u = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        fi, axis, _ = self.units[u]
+        return self.files[fi], int(axis), int(index - self.offsets[u])
+
+    def _volume(self, file_index: int) -> np.ndarray:
+        """1 x Z x Y x X, grayscale and normalized (a small LRU cache per data-loader worker)."""
+        if file_index in self._cache:
+            self._cache.move_to_end(file_index)
+            return self._cache[file_index]
+        image = self.normalization(to_grayscale(read_image(self.files[file_index])))
+        self._cache[file_index] = image
+        if len(self._cache) > self.cache_volumes:
+            self._cache.popitem(last=False)
+        return image
+
+    def load_slice(self, index: int) -> np.ndarray:
+        u = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        fi, axis, _ = (int(v) for v in self.units[u])
+        volume = self._volume(fi)
+        return np.ascontiguousarray(np.take(volume, int(index - self.offsets[u]), axis=axis + 1))
+
+    def summary(self) -> dict:
+        return {"type": "files", "name": self.name, "num_files": len(self.files),
+                "num_skipped": len(self.skipped), "num_slices": len(self), "axis": self.axis,
+                "normalization": self.normalization.to_json()}

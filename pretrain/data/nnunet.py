@@ -1,0 +1,93 @@
+"""nnU-Net preprocessed datasets as a source of 2D slices, exactly as fine-tuning sees them.
+
+Cases are read with nnU-Net's own dataset class (``infer_dataset_class``: blosc2 or numpy), already
+resampled and normalized by nnU-Net's preprocessing. Data are C x Z x Y x X; 2D slices are taken
+along Z (the ``2d`` configuration's slicing axis; Z = 1 for 2D datasets).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from pretrain.errors import PretrainUserError
+
+
+def resolve_dataset_folder(preprocessed_root: str, dataset: str) -> str:
+    """``1``, ``001`` or ``Dataset001_Name`` -> the dataset's folder in nnUNet_preprocessed."""
+    names = sorted(os.listdir(preprocessed_root)) if os.path.isdir(preprocessed_root) else []
+    if dataset in names:
+        return os.path.join(preprocessed_root, dataset)
+    if re.fullmatch(r"\d+", dataset):
+        matches = [n for n in names if re.fullmatch(rf"Dataset{int(dataset):03d}_.+", n)]
+        if len(matches) == 1:
+            return os.path.join(preprocessed_root, matches[0])
+        if len(matches) > 1:
+            raise PretrainUserError(f"Dataset id {dataset} matches several folders in {preprocessed_root}: "
+                                    f"{', '.join(matches)}.")
+    raise PretrainUserError(f"Dataset {dataset} was not found in nnUNet_preprocessed ({preprocessed_root}); "
+                            "run nnUNetv2_plan_and_preprocess for it first.")
+
+
+class NnUNetSource:
+    """Slices of one nnU-Net preprocessed dataset; ``load_slice(i)`` -> C x Y x X float32."""
+
+    def __init__(self, dataset: str, configuration: str = "2d", plans_identifier: str = "nnUNetPlans"):
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        root = os.environ.get("nnUNet_preprocessed")
+        if not root:
+            raise PretrainUserError("-d needs the environment variable nnUNet_preprocessed to point at "
+                                    "nnU-Net's preprocessed data folder.")
+        dataset_folder = resolve_dataset_folder(root, str(dataset))
+        self.name = os.path.basename(dataset_folder)
+        plans_file = os.path.join(dataset_folder, plans_identifier + ".json")
+        if not os.path.isfile(plans_file):
+            raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
+        with open(plans_file) as f:
+            self.plans = json.load(f)
+        plans_manager = PlansManager(self.plans)
+        if configuration not in plans_manager.available_configurations:
+            raise PretrainUserError(f"Configuration {configuration} is not in {plans_file} (available: "
+                                    f"{', '.join(plans_manager.available_configurations)}).")
+        self.configuration_name, self.plans_identifier = configuration, plans_identifier
+        self.configuration = plans_manager.get_configuration(configuration)
+        self.folder = os.path.join(dataset_folder, self.configuration.data_identifier)
+        if not os.path.isdir(self.folder) or not os.listdir(self.folder):
+            raise PretrainUserError(f"Preprocessed data folder {self.folder} is missing or empty; run "
+                                    f"nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}.")
+        try:
+            dataset_class = infer_dataset_class(self.folder)
+        except AssertionError:
+            raise PretrainUserError(f"Could not tell nnU-Net's dataset format in {self.folder}.") from None
+        self.dataset = dataset_class(self.folder)
+        self.identifiers = list(self.dataset.identifiers)
+        if not self.identifiers:
+            raise PretrainUserError(f"Preprocessed data folder {self.folder} contains no cases.")
+        shapes = [tuple(self.dataset.load_case(i)[0].shape) for i in self.identifiers]
+        channels = {s[0] for s in shapes}
+        if len(channels) != 1 or any(len(s) != 4 for s in shapes):
+            raise PretrainUserError(f"Cases in {self.folder} have inconsistent shapes; expected C x Z x Y x X.")
+        self.num_channels = channels.pop()
+        self.offsets = np.concatenate([[0], np.cumsum([s[1] for s in shapes])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def load_slice(self, index: int) -> np.ndarray:
+        case = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        data = self.dataset.load_case(self.identifiers[case])[0]
+        return np.ascontiguousarray(data[:, int(index - self.offsets[case])], dtype=np.float32)
+
+    def summary(self) -> dict:
+        return {"type": "nnunet_preprocessed", "name": self.name, "plans": self.plans_identifier,
+                "configuration": self.configuration_name, "num_cases": len(self.identifiers),
+                "num_slices": len(self), "spacing": list(self.configuration.spacing),
+                "normalization": {"scheme": "nnunet",
+                                  "normalization_schemes": list(self.configuration.normalization_schemes),
+                                  "use_mask_for_norm": list(self.configuration.use_mask_for_norm),
+                                  "foreground_intensity_properties_per_channel":
+                                      self.plans.get("foreground_intensity_properties_per_channel")}}

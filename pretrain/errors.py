@@ -1,0 +1,5 @@
+"""The one exception type for user mistakes (bad flags, paths, data): the CLI prints it as one line."""
+
+
+class PretrainUserError(Exception):
+    """A problem with the user's input, reported as one sentence with exit code 2."""

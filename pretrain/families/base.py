@@ -1,0 +1,71 @@
+"""The encoder-family plug-in: what the pretraining stage needs to know about one kind of encoder.
+
+Sources, the training loop, DDP, checkpoints and monitoring are family-agnostic; a family supplies
+its MAE model (encoder + mask token/masking + reconstruction decoder), its mask generator, the
+encoder tensors and metadata for the checkpoint contract, and a check that a fine-tuning network
+accepts those tensors. A CNN family (SparK-style) adds a subclass and registers it in
+``pretrain.families.FAMILIES``.
+"""
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class MAEModel(nn.Module, ABC):
+    """Contract of a family's masked autoencoder as the training loop uses it."""
+
+    @abstractmethod
+    def forward(self, imgs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """imgs B x C x H x W, mask from ``EncoderFamily.make_mask`` -> (scalar loss, prediction)."""
+
+    @abstractmethod
+    def reconstruct(self, imgs: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For previews: (reconstruction B x C x H x W with visible pixels kept, pixel mask B x 1 x H x W)."""
+
+
+class EncoderFamily(ABC):
+    """One encoder family of the pretraining stage (built from parsed CLI arguments)."""
+
+    name: str = ""
+
+    @classmethod
+    @abstractmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the family's own flags (encoder shape, decoder, masking)."""
+
+    def __init__(self, args: argparse.Namespace, in_channels: int):
+        self.args, self.in_channels = args, in_channels
+
+    @abstractmethod
+    def validate(self, patch_size: int) -> None:
+        """Raise PretrainUserError if the settings or the patch size cannot work."""
+
+    @abstractmethod
+    def build_model(self) -> MAEModel:
+        ...
+
+    @abstractmethod
+    def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The mask for a batch, made on the batch's device."""
+
+    @abstractmethod
+    def encoder_tensors(self, model: MAEModel) -> dict[str, torch.Tensor]:
+        """The tensors of the encoder checkpoint (names as the fine-tuning encoder's state dict)."""
+
+    @abstractmethod
+    def settings(self) -> dict:
+        """Plain-JSON settings (family, encoder config, decoder, mask); must match on resume."""
+
+    @abstractmethod
+    def checkpoint_metadata(self) -> dict:
+        """Family part of the checkpoint metadata: ``family``, ``encoder_config``, ``mask``."""
+
+    @abstractmethod
+    def check_fine_tunable(self, model: MAEModel, workdir: str, metadata: dict | None = None) -> None:
+        """Save the encoder (with ``metadata``) as a checkpoint in ``workdir`` and check that it loads
+        fully into the fine-tuning network; raise PretrainUserError otherwise. Runs before the first step."""

@@ -1,0 +1,238 @@
+"""The ``swin`` family: VIS-MAE, a masked autoencoder around the shared ``SwinEncoder``.
+
+Swin attends within windows over the full token grid, so masked patches cannot be dropped as in
+ViT-MAE: after patch embedding they are replaced by a learned mask token (VIS-MAE, SimMIM). The
+mask hides blocks of ``mask_block`` x ``mask_block`` patches (16 x 16 pixels by default).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.swin_transformer import SwinTransformerStage
+from torch import nn
+
+from nnunetv2_vismae.architectures.decoders import PatchExpand
+from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
+from pretrain.errors import PretrainUserError
+from pretrain.families.base import EncoderFamily, MAEModel
+from pretrain.masking import window_mask
+
+DECODERS = ("swin", "light")
+
+
+class SwinMAEDecoder(nn.Module):
+    """VIS-MAE decoder: patch expanding + Swin blocks from the deepest stage up to patch resolution.
+
+    No skip connections (they would hand the encoder's unmasked early features to the decoder).
+    Input B x D_last x H/s x W/s (s = total stride); output B x (H/p * W/p) x (p * p * C).
+    """
+
+    def __init__(self, stage_dims: list[int], num_heads, window_size: int, depth: int, patch_size: int,
+                 out_channels: int):
+        super().__init__()
+        n = len(stage_dims)
+        self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(
+            SwinTransformerStage(stage_dims[i], stage_dims[i], (window_size, window_size), depth,
+                                 downsample=False, num_heads=num_heads[i], window_size=window_size,
+                                 always_partition=True, dynamic_mask=True)
+            for i in reversed(range(n - 1)))
+        self.norm = nn.LayerNorm(stage_dims[0])
+        self.pred = nn.Linear(stage_dims[0], patch_size * patch_size * out_channels)
+
+    def forward(self, deepest: torch.Tensor) -> torch.Tensor:
+        x = deepest.permute(0, 2, 3, 1)                         # B x h' x w' x D_last
+        for expand, stage in zip(self.expands, self.stages):
+            x = stage(expand(x))                                # x2 resolution, /2 channels
+        x = self.pred(self.norm(x))                             # B x h x w x p*p*C
+        return x.flatten(1, 2)
+
+
+class LightMAEDecoder(nn.Module):
+    """A cheap head: 1x1 conv + pixel shuffle from the deepest stage to patch resolution, one 3x3 conv,
+    then a per-patch linear (1x1 conv) prediction. Output B x (H/p * W/p) x (p * p * C)."""
+
+    def __init__(self, in_dim: int, upscale: int, patch_size: int, out_channels: int, dim: int = 32):
+        super().__init__()
+        self.upscale = upscale
+        self.expand = nn.Conv2d(in_dim, dim * upscale * upscale, 1)
+        self.refine = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GELU())
+        self.pred = nn.Conv2d(dim, patch_size * patch_size * out_channels, 1)
+
+    def forward(self, deepest: torch.Tensor) -> torch.Tensor:
+        x = F.pixel_shuffle(self.expand(deepest), self.upscale)  # B x dim x h x w
+        x = self.pred(self.refine(x))                            # B x p*p*C x h x w
+        return x.flatten(2).transpose(1, 2)
+
+
+class SwinMAE(MAEModel):
+    """Masked autoencoder with the shared Swin encoder.
+
+    Shapes (patch p, image B x C x H x W, grid h = H/p, w = W/p, L = h * w):
+        mask:  B x h x w bool, True = hidden
+        pred:  B x L x (p * p * C), pixels of every patch (the loss uses the hidden ones)
+    """
+
+    def __init__(self, config: SwinEncoderConfig, decoder: str = "swin", decoder_depth: int = 1,
+                 norm_pix_loss: bool = False):
+        super().__init__()
+        self.config, self.norm_pix_loss = config, norm_pix_loss
+        self.patch_size = config.patch_size
+        self.encoder = SwinEncoder.from_config(config)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, config.embed_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        c = config.in_channels
+        if decoder == "swin":
+            self.decoder = SwinMAEDecoder(config.stage_dims, config.num_heads, config.window_size, decoder_depth,
+                                          config.patch_size, c)
+        elif decoder == "light":
+            self.decoder = LightMAEDecoder(config.stage_dims[-1], config.total_stride // config.patch_size,
+                                           config.patch_size, c)
+        else:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """B x C x H x W -> B x L x (p * p * C)."""
+        b, c, h, w = imgs.shape
+        p = self.patch_size
+        x = imgs.reshape(b, c, h // p, p, w // p, p)
+        return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """B x L x (p * p * C) -> B x C x H x W, for a patch grid ``grid`` = (h, w)."""
+        b, p, (h, w) = x.shape[0], self.patch_size, grid
+        c = x.shape[-1] // (p * p)
+        x = x.reshape(b, h, w, p, p, c)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, h * p, w * p)
+
+    def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Embed, replace hidden patches by the mask token, run the stages -> list of NCHW features."""
+        tokens = self.encoder.embed(imgs)                                   # B x h x w x D
+        tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        return self.encoder.forward_stages(tokens)
+
+    def forward_decoder(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Deepest stage features -> B x L x (p * p * C)."""
+        return self.decoder(features[-1])
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the pixels of hidden patches only (fp32)."""
+        target = self.patchify(imgs).float()
+        if self.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)              # B x L
+        hidden = mask.flatten(1).float()
+        return (per_patch * hidden).sum() / hidden.sum()
+
+    def forward(self, imgs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self.forward_decoder(self.forward_encoder(imgs, mask))
+        return self.forward_loss(imgs, pred, mask), pred
+
+    @torch.no_grad()
+    def reconstruct(self, imgs, mask, pred):
+        grid = mask.shape[1:]
+        pred = pred.float()
+        if self.norm_pix_loss:  # back to pixel space with the true patch statistics
+            target = self.patchify(imgs).float()
+            pred = pred * (target.var(-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(-1, keepdim=True)
+        p = self.patch_size
+        pixel_mask = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)  # B x 1 x H x W
+        recon = torch.where(pixel_mask, self.unpatchify(pred, grid), imgs.float())
+        return recon, pixel_mask
+
+
+class SwinFamily(EncoderFamily):
+    name = "swin"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("swin family (VIS-MAE)")
+        g.add_argument("--embed-dim", type=int, default=96, help="Swin embedding dimension (default 96).")
+        g.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2, 2],
+                       help="Swin blocks per stage; must equal the fine-tuning encoder's (default 2 2 2 2).")
+        g.add_argument("--heads", type=int, nargs="+", default=[3, 6, 12, 24],
+                       help="attention heads per stage (default 3 6 12 24).")
+        g.add_argument("--window", type=int, default=7, help="attention window size in tokens (default 7).")
+        g.add_argument("--encoder-patch", type=int, default=4, help="pixels per patch token (default 4).")
+        g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate (default 0.1).")
+        g.add_argument("--decoder", choices=DECODERS, default="swin",
+                       help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
+                            "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).")
+        g.add_argument("--decoder-depth", type=int, default=1, help="Swin blocks per decoder stage (default 1).")
+        g.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of blocks hidden (default 0.75).")
+        g.add_argument("--mask-block", type=int, default=4,
+                       help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4).")
+        g.add_argument("--norm-pix-loss", action="store_true",
+                       help="regress per-patch normalized pixels (MAE's norm_pix_loss).")
+
+    def __init__(self, args: argparse.Namespace, in_channels: int):
+        super().__init__(args, in_channels)
+        try:
+            self.encoder_config = SwinEncoderConfig(in_channels, args.encoder_patch, args.embed_dim, args.depths,
+                                                    args.heads, args.window, drop_path_rate=args.drop_path)
+        except ValueError as e:
+            raise PretrainUserError(str(e)) from None
+        self.mask_settings = {"type": "window", "ratio": args.mask_ratio, "block_patches": args.mask_block,
+                              "block_pixels": args.mask_block * args.encoder_patch, "replaced_by": "mask_token"}
+
+    def validate(self, patch_size: int) -> None:
+        cfg, a = self.encoder_config, self.args
+        if not 0 < a.mask_ratio < 1:
+            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {a.mask_ratio}.")
+        if a.mask_block < 1 or a.decoder_depth < 1:
+            raise PretrainUserError("--mask-block and --decoder-depth must be at least 1.")
+        for i, (dim, heads) in enumerate(zip(cfg.stage_dims, cfg.num_heads)):
+            if dim % heads:
+                raise PretrainUserError(f"Stage {i} has dimension {dim}, which --heads {heads} does not divide.")
+        if patch_size % cfg.total_stride:
+            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the encoder's total stride "
+                                    f"{cfg.total_stride} (encoder patch x 2^(stages-1)).")
+        if (patch_size // cfg.patch_size) % a.mask_block:
+            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
+                                    f"({a.mask_block} patches = {a.mask_block * cfg.patch_size} pixels).")
+        blocks = (patch_size // cfg.patch_size // a.mask_block) ** 2
+        if not 0 < round(a.mask_ratio * blocks) < blocks:
+            raise PretrainUserError(f"--mask-ratio {a.mask_ratio} must hide at least one and keep at least one "
+                                    f"of the {blocks} mask blocks of a patch.")
+
+    def build_model(self) -> SwinMAE:
+        return SwinMAE(self.encoder_config, self.args.decoder, self.args.decoder_depth, self.args.norm_pix_loss)
+
+    def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        p = self.encoder_config.patch_size
+        return window_mask(imgs.shape[0], (imgs.shape[2] // p, imgs.shape[3] // p), self.args.mask_block,
+                           self.args.mask_ratio, imgs.device, generator)
+
+    def encoder_tensors(self, model: SwinMAE) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+
+    def settings(self) -> dict:
+        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "decoder": self.args.decoder,
+                "decoder_depth": self.args.decoder_depth, "norm_pix_loss": self.args.norm_pix_loss,
+                "mask": self.mask_settings}
+
+    def checkpoint_metadata(self) -> dict:
+        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "mask": self.mask_settings,
+                "pretraining_decoder": self.args.decoder, "norm_pix_loss": self.args.norm_pix_loss}
+
+    def check_fine_tunable(self, model: SwinMAE, workdir: str, metadata: dict | None = None) -> None:
+        import os
+
+        from nnunetv2_vismae.architectures.swin_unet import SwinUNet
+        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
+
+        encoder_kwargs = {k: v for k, v in self.encoder_config.to_json().items() if k != "in_channels"}
+        try:
+            network = SwinUNet(self.in_channels, 2, False, encoder=encoder_kwargs, decoder="swin")
+        except ValueError as e:
+            raise PretrainUserError(f"This encoder configuration cannot be fine-tuned by SwinUNet: {e}") from None
+        path = os.path.join(workdir, "fine_tune_check.safetensors")
+        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
+        report = load_encoder_into(network, path, log=lambda *a, **k: None)
+        if report.fraction_loaded < 1.0:
+            raise PretrainUserError(f"Only {report.fraction_loaded:.0%} of this encoder would load into SwinUNet; "
+                                    "refusing to pretrain an encoder fine-tuning cannot use.")

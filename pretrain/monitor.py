@@ -1,0 +1,82 @@
+"""Run monitoring on rank 0: per-step ``log.csv``, the ``loss.png`` curve, reconstruction previews."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import torch
+
+LOG_FIELDS = ("step", "loss", "lr", "img_per_s", "elapsed_s")
+
+
+class CsvLog:
+    """Appends one row per optimizer step; on resume, drops rows after the resumed step."""
+
+    def __init__(self, path: str, resume_step: int):
+        self.path = path
+        rows = self.read(path) if os.path.isfile(path) else []
+        rows = [r for r in rows if int(r["step"]) <= resume_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self._file = open(path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, LOG_FIELDS)
+
+    @staticmethod
+    def read(path: str) -> list[dict]:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def write(self, **row) -> None:
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def plot_loss(log_path: str, png_path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = CsvLog.read(log_path)
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, lw=0.8, alpha=0.5, label="loss")
+    if len(loss) >= 20:
+        k = max(len(loss) // 50, 5)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k} steps")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("masked-patch MSE")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def save_preview(path: str, imgs: torch.Tensor, recon: torch.Tensor, pixel_mask: torch.Tensor, n: int = 4) -> None:
+    """PNG grid: rows original | masked | reconstruction, one column per sample (first channel)."""
+    from PIL import Image
+
+    imgs, recon = imgs[:n, 0].float().cpu().numpy(), recon[:n, 0].float().cpu().numpy()
+    hidden = pixel_mask[:n, 0].cpu().numpy()
+    columns = []
+    for img, rec, hid in zip(imgs, recon, hidden):
+        lo, hi = np.percentile(img, (0.5, 99.5))
+        scale = lambda a: np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)  # noqa: E731
+        masked = np.where(hid, 0.5, scale(img))
+        columns.append(np.concatenate([scale(img), masked, scale(rec)], axis=0))
+    gap = np.ones((columns[0].shape[0], 2))
+    grid = np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray((grid * 255).astype(np.uint8)).save(path)

@@ -1,0 +1,263 @@
+"""The pretraining loop: sources -> family MAE -> AdamW/cosine, accumulation, bf16, DDP -> checkpoints.
+
+``Pretrainer(args).setup()`` builds everything (resuming from ``<output>/state.pt`` when present);
+``train()`` runs until ``--steps`` optimizer steps, a signal (SIGTERM/SIGINT: save, then stop) or,
+for tests, ``stop_after`` steps. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import tempfile
+import time
+
+import torch
+from timm.optim import param_groups_weight_decay
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
+from pretrain.data.files import discover_files
+from pretrain.data.normalization import Normalization
+from pretrain.errors import PretrainUserError
+from pretrain.families import FAMILIES
+from pretrain.monitor import CsvLog, plot_loss, save_preview
+from pretrain.runtime import Runtime, setup_runtime
+from pretrain.state import STATE_FILE, load_state, save_state
+
+ENCODER_FILE = "encoder.safetensors"
+
+
+def scaled_lr(args: argparse.Namespace, effective_batch: int) -> float:
+    """``--lr`` if given, else ``--blr * effective_batch / 256`` (MAE's linear scaling rule)."""
+    return args.lr if args.lr is not None else args.blr * effective_batch / 256
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, then half-cosine to zero at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_sources(args: argparse.Namespace, runtime: Runtime) -> list:
+    sources = [NnUNetSource(d, args.c, args.p) for d in args.d or []]
+    norm = Normalization(args.norm, tuple(args.ct_clip) if args.ct_clip else None,
+                         tuple(args.ct_stats) if args.ct_stats else None)
+    file_inputs = [(f, discover_files([f])) for f in args.i or []]
+    if args.file_list:
+        file_inputs.append((args.file_list, discover_files(file_list=args.file_list)))
+    for name, files in file_inputs:
+        sources.append(FileSource(name, files, args.axis, norm, args.o, runtime.is_main, runtime.barrier))
+    if not sources:
+        raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
+    for s in sources:
+        if len(s) == 0:
+            raise PretrainUserError(f"Source {s.name} contains no images.")
+    channels = {s.num_channels for s in sources}
+    if len(channels) > 1:
+        raise PretrainUserError("All sources must have the same number of channels; got "
+                                + ", ".join(f"{s.name}: {s.num_channels}" for s in sources) + ".")
+    return sources
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the main process, which saves and then stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class Pretrainer:
+    def __init__(self, args: argparse.Namespace, runtime: Runtime | None = None):
+        self.args = args
+        self.runtime = runtime or setup_runtime(args.device)
+        self.out = args.o
+        self.stop_signal: int | None = None
+
+    # ------------------------------------------------------------------------------------ setup
+    def setup(self) -> "Pretrainer":
+        a, rt = self.args, self.runtime
+        if rt.is_main:
+            try:
+                os.makedirs(self.out, exist_ok=True)
+            except OSError as e:
+                raise PretrainUserError(f"Cannot create the output folder {self.out}: {e.strerror or e}.") from None
+        self.precision = rt.resolve_precision(a.precision)
+        if rt.is_main and self.precision == "bf16" and not rt.native_bf16():
+            print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
+                  "here than --precision fp32.")
+        rt.barrier()
+        self.sources = build_sources(a, rt)
+        self.dataset = PatchDataset(self.sources, a.patch_size, a.source_weights, a.seed, rt.rank, rt.world_size)
+        in_channels = self.sources[0].num_channels
+        self.family = FAMILIES[a.family](a, in_channels)
+        self.family.validate(a.patch_size)
+
+        self.effective_batch = a.batch_size * a.accum * rt.world_size
+        corpus = sum(len(s) for s in self.sources)
+        self.total_steps = a.steps if a.epochs is None else max(1, math.ceil(a.epochs * corpus / self.effective_batch))
+        self.warmup = a.warmup_steps if a.warmup_steps is not None else max(1, self.total_steps // 80)
+        self.lr = scaled_lr(a, self.effective_batch)
+
+        torch.manual_seed(a.seed)  # identical initial weights on every rank
+        self.model = self.family.build_model().to(rt.device)
+        with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
+            self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
+        groups = param_groups_weight_decay(self.model, a.weight_decay, ("mask_token", "*relative_position_bias_table"))
+        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))
+        self.step, self.data_position, self.last_loss = 0, 0, None
+        state_path = os.path.join(self.out, STATE_FILE)
+        if os.path.isfile(state_path):
+            try:
+                state = load_state(state_path)
+            except Exception as e:
+                raise PretrainUserError(f"{state_path} cannot be read ({type(e).__name__}); move it away to start "
+                                        "a new run in this folder.") from None
+            self._resume(state, state_path)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+                    if rt.distributed else None)
+        self.loader = DataLoader(self.dataset, batch_size=a.batch_size, sampler=SampleIndexSampler(self.data_position),
+                                 num_workers=a.workers, pin_memory=rt.device.type == "cuda", drop_last=True,
+                                 worker_init_fn=_ignore_stop_signals)
+        return self
+
+    def _resume(self, state: dict, path: str) -> None:
+        settings = self.family.settings()
+        if state.get("settings") != settings:
+            raise PretrainUserError(f"{path} was written with different model settings ({state.get('settings')}); "
+                                    "rerun with the original flags or use a new output folder.")
+        if state["world_batch"] != [self.args.batch_size, self.args.accum, self.runtime.world_size]:
+            print(f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
+                  "from its position but is not the one of the original run.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.data_position = int(state["step"]), int(state["data_position"])
+        self.last_loss = state.get("last_loss")
+        if self.runtime.is_main:
+            print(f"Resuming from {path} at step {self.step}.")
+
+    # ------------------------------------------------------------------------------- checkpoint
+    def checkpoint_metadata(self, steps: int, final_loss: float | None) -> dict:
+        summaries = [s.summary() for s in self.sources]
+        norms = [s["normalization"] for s in summaries]
+        schemes = {n["scheme"] for n in norms}
+        meta = {**self.family.checkpoint_metadata(),
+                "normalization": {"scheme": schemes.pop() if len(schemes) == 1 else "mixed", "per_source": norms},
+                "data_sources": {"sources": summaries,
+                                 "weights": [float(w) for w in self.dataset.probabilities],
+                                 "patch_size": self.args.patch_size},
+                "steps": steps, "final_loss": final_loss,
+                "training": {"effective_batch": self.effective_batch, "lr": self.lr, "warmup_steps": self.warmup,
+                             "total_steps": self.total_steps, "weight_decay": self.args.weight_decay,
+                             "precision": self.precision, "world_size": self.runtime.world_size}}
+        nnunet = [s for s in summaries if s["type"] == "nnunet_preprocessed"]
+        if nnunet:
+            meta["source_plans"] = [{k: s[k] for k in ("name", "plans", "configuration", "spacing")} for s in nnunet]
+            meta["spacing"] = nnunet[0]["spacing"]
+        return meta
+
+    def save(self) -> None:
+        """Rank 0: ``state.pt`` (atomic), ``encoder.safetensors``, ``loss.png``."""
+        if not self.runtime.is_main:
+            return
+        from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+
+        save_state(os.path.join(self.out, STATE_FILE), {
+            "settings": self.family.settings(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": self.step, "data_position": self.data_position, "last_loss": self.last_loss,
+            "seed": self.args.seed, "world_batch": [self.args.batch_size, self.args.accum, self.runtime.world_size]})
+        save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
+                                self.checkpoint_metadata(self.step, self.last_loss))
+        plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
+
+    # ------------------------------------------------------------------------------------ train
+    def _on_signal(self, signum, frame):
+        if self.stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        if self.runtime.is_main:
+            tqdm.write(f"Received signal {signum}: saving the state after this step, then stopping.")
+
+    def _step_seed(self) -> int:
+        return (self.args.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
+
+    def train(self, stop_after: int | None = None) -> int:
+        """Run to the end (0), or until a signal (128 + signal) or ``stop_after`` steps (0)."""
+        a, rt = self.args, self.runtime
+        log = CsvLog(os.path.join(self.out, "log.csv"), self.step) if rt.is_main else None
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not rt.is_main, unit="step",
+                   dynamic_ncols=True, desc="MAE pretraining")
+        model = self.ddp or self.model
+        model.train()
+        batches = iter(self.loader)
+        generator = torch.Generator(device=rt.device)
+        start_time, img_rate = time.time(), None
+        try:
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                torch.manual_seed(self._step_seed())      # stochastic depth
+                generator.manual_seed(self._step_seed())  # masks
+                loss_sum = 0.0
+                for micro in range(a.accum):
+                    imgs = next(batches).to(rt.device, non_blocking=True)
+                    mask = self.family.make_mask(imgs, generator)
+                    sync = self.ddp is None or micro == a.accum - 1
+                    with (model.no_sync() if not sync else contextlib.nullcontext()):
+                        with rt.autocast(self.precision):
+                            loss, pred = model(imgs, mask)
+                        (loss / a.accum).backward()
+                    loss_sum += loss.detach().item()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                self.data_position += a.accum * a.batch_size
+                total_loss, stop_votes = rt.all_reduce_sum([loss_sum / a.accum, float(self.stop_signal is not None)])
+                self.last_loss = total_loss / rt.world_size
+                if not math.isfinite(self.last_loss):
+                    raise PretrainUserError(f"The loss became {self.last_loss} at step {self.step}; lower the "
+                                            "learning rate or use --precision fp32 (the last saved state is intact).")
+                dt = time.perf_counter() - t0
+                rate = self.effective_batch / dt
+                img_rate = rate if img_rate is None else 0.9 * img_rate + 0.1 * rate
+                if rt.is_main:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    log.write(step=self.step, loss=f"{self.last_loss:.6f}", lr=f"{lr:.3e}", img_per_s=f"{rate:.2f}",
+                              elapsed_s=f"{time.time() - start_time:.1f}")
+                    bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{img_rate:.1f}")
+                    bar.update(1)
+                    if a.preview_every and self.step % a.preview_every == 0:
+                        recon, pixel_mask = self.model.reconstruct(imgs, mask, pred.detach())
+                        save_preview(os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
+                                     imgs, recon, pixel_mask)
+                stopping = stop_votes > 0 or (stop_after is not None and self.step >= stop_after)
+                if stopping or self.step % a.save_every == 0 or self.step == self.total_steps:
+                    self.save()
+                    rt.barrier()
+                if stopping:
+                    break
+        finally:
+            bar.close()
+            if log:
+                log.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            del batches
+        if rt.is_main:
+            where = os.path.join(self.out, ENCODER_FILE)
+            if self.stop_signal is not None:
+                print(f"Stopped at step {self.step}; state saved, rerun the same command to resume. Encoder: {where}")
+            else:
+                print(f"Step {self.step}/{self.total_steps}, loss {self.last_loss}. Encoder checkpoint: {where}")
+        return 128 + self.stop_signal if self.stop_signal is not None else 0
+

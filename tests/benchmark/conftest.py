@@ -1,0 +1,46 @@
+"""A fake nnU-Net folder tree (dataset 990) with helpers to plant what nnU-Net leaves behind."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+DATASET = "Dataset990_Synthetic"
+LABELS = {"background": 0, "disc": 1, "square": 2}
+
+
+@pytest.fixture
+def fake_nnunet(tmp_path, monkeypatch) -> dict:
+    """nnU-Net's three folders under tmp_path with env vars set; returns the paths."""
+    paths = {name: tmp_path / name for name in ("raw", "preprocessed", "results")}
+    for variable, name in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
+                           ("nnUNet_results", "results")):
+        paths[name].mkdir()
+        monkeypatch.setenv(variable, str(paths[name]))
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    dataset = paths["preprocessed"] / DATASET
+    dataset.mkdir()
+    (dataset / "dataset.json").write_text(json.dumps({"labels": LABELS, "channel_names": {"0": "gray"}}))
+    (dataset / "nnUNetPlans.json").write_text("{}")
+    (paths["results"] / DATASET).mkdir()
+    paths["dataset_results"] = paths["results"] / DATASET
+    paths["pretrained"] = tmp_path / "encoder.safetensors"
+    paths["pretrained"].write_bytes(b"not read by the benchmark")
+    return paths
+
+
+def fold_folder(results: Path, trainer: str, plans: str, fold, configuration: str = "2d") -> Path:
+    folder = results / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_summary(folder: Path, disc: float, square: float) -> Path:
+    """validation/summary.json as nnU-Net writes it (keys it sorts, per-class means, foreground mean)."""
+    path = folder / "validation" / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mean = {"1": {"Dice": disc, "IoU": disc / (2 - disc)}, "2": {"Dice": square, "IoU": square / (2 - square)}}
+    path.write_text(json.dumps({"foreground_mean": {"Dice": (disc + square) / 2, "IoU": 0.5},
+                                "mean": mean, "metric_per_case": []}, sort_keys=True, indent=4))
+    return path

@@ -1,0 +1,119 @@
+"""Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
+import pytest
+
+from nnunetv2_vismae.benchmark import cli
+from nnunetv2_vismae.benchmark import label_efficiency as le
+from nnunetv2_vismae.training.env import ext_trainer_folder
+
+from .conftest import fold_folder, write_summary
+
+TRAINER = "nnUNetTrainer_labels50_1epochs_5iters"
+
+
+@pytest.fixture
+def recorder(monkeypatch, fake_nnunet):
+    """Stands in for the subprocess runner; 'trains' by writing the summary nnU-Net would write."""
+    calls = []
+
+    def fake_run(cmd, env, log):
+        calls.append({"cmd": list(cmd), "env": env, "log": log})
+        log.write_text("fake\n")
+        if cmd[0] == "nnUNetv2_train":
+            trainer, plans = cmd[cmd.index("-tr") + 1], cmd[cmd.index("-p") + 1]
+            write_summary(fold_folder(fake_nnunet["dataset_results"], trainer, plans, cmd[3]), 0.9, 0.8)
+        return 0
+
+    monkeypatch.setattr(le, "run_command", fake_run)
+    return calls
+
+
+def plant_states(results):
+    write_summary(fold_folder(results, TRAINER, "nnUNetPlans", 0), 0.9, 0.8)
+    (fold_folder(results, TRAINER, "nnUNetPlans", 1) / "checkpoint_final.pth").write_bytes(b"")
+    (fold_folder(results, TRAINER, "nnUNetPlans", 2) / "checkpoint_latest.pth").write_bytes(b"")
+
+
+ARGV = ["-d", "990", "--arms", "nnunet", "--labels", "50", "-f", "0", "1", "2", "3", "--epochs", "1",
+        "--iters", "5", "-device", "cpu"]
+
+
+def test_finished_runs_are_skipped_and_interrupted_ones_resumed(fake_nnunet, recorder):
+    plant_states(fake_nnunet["dataset_results"])
+    assert cli.main(ARGV) == 0
+    base = ["nnUNetv2_train", "990", "2d"]
+    rest = ["-p", "nnUNetPlans", "-tr", TRAINER, "-device", "cpu"]
+    assert [c["cmd"] for c in recorder] == [base + ["1"] + rest + ["--val"], base + ["2"] + rest + ["--c"],
+                                            base + ["3"] + rest]
+    out = fake_nnunet["dataset_results"] / "vismae_benchmark"
+    assert recorder[0]["log"] == out / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_1.log"
+    assert ext_trainer_folder() in recorder[0]["env"]["nnUNet_extTrainer"].split(":")
+    assert (out / "results.csv").read_text().count("\nnnunet,50,") == 4
+    report = (out / "report.md").read_text()
+    assert "nnUNetv2_train 990 2d 2 -p nnUNetPlans -tr nnUNetTrainer_labels50_1epochs_5iters -device cpu --c" in report
+    assert "nnUNetv2_vismae_benchmark -d 990 --arms nnunet" in report
+    assert "VisMAE was not part of this benchmark." in report
+
+    recorder.clear()
+    assert cli.main(ARGV) == 0
+    assert recorder == []  # everything is finished now
+
+
+def test_dry_run_prints_the_pending_commands_and_runs_nothing(fake_nnunet, recorder, capsys):
+    plant_states(fake_nnunet["dataset_results"])
+    assert cli.main(ARGV + ["--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("--val") and lines[1].endswith("--c")
+    assert " 2d 0 " not in "\n".join(lines)
+    assert recorder == [] and not (fake_nnunet["dataset_results"] / "vismae_benchmark").exists()
+
+
+def test_planning_runs_first_with_the_checkpoint(fake_nnunet, capsys):
+    pretrained = fake_nnunet["pretrained"]
+    assert cli.main(["-d", "990", "--arms", "vismae", "scratch", "--labels", "10", "-f", "0", "-device", "cpu",
+                     "--pretrained", str(pretrained), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans --pretrained {pretrained.resolve()}"
+    assert lines[1:] == [f"nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans -tr {t}_labels10 -device cpu"
+                         for t in ("VisMAETrainer", "VisMAETrainerScratch")]
+
+
+def test_scratch_only_plans_without_checkpoint_unless_the_plans_exist(fake_nnunet, capsys):
+    argv = ["-d", "990", "--arms", "scratch", "--labels", "10", "-f", "0", "-device", "cpu", "--dry-run"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans"
+    (fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetVisMAEPlans.json").write_text("{}")
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("nnUNetv2_train")
+
+
+def test_a_failed_run_names_itself_and_its_log(fake_nnunet, monkeypatch, capsys):
+    monkeypatch.setattr(le, "run_command", lambda cmd, env, log: 3)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(ARGV)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    log = fake_nnunet["dataset_results"] / "vismae_benchmark" / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_0.log"
+    assert "Run nnunet 50% fold 0 failed (exit 3)" in err and str(log) in err
+
+
+@pytest.mark.parametrize("change, argv, message", [
+    ("no_env", ["-d", "990", "--arms", "nnunet"], "nnUNet_preprocessed is not set"),
+    (None, ["-d", "123", "--arms", "nnunet"], "no dataset folder for dataset 123"),
+    (None, ["-d", "990", "--arms", "nnunet", "--labels", "0", "50"], "between 1 and 100, got 0"),
+    (None, ["-d", "990", "--arms", "nnunet", "--labels", "101"], "between 1 and 100, got 101"),
+    (None, ["-d", "990", "--arms", "nnunet", "vismae"], "pass --pretrained FILE"),
+    (None, ["-d", "990", "--arms", "vismae", "--pretrained", "/nonexistent/encoder.safetensors"],
+     "/nonexistent/encoder.safetensors does not exist"),
+    (None, ["-d", "990", "--arms", "nnunet", "--epochs", "0"], "--epochs must be at least 1"),
+    ("no_plans", ["-d", "990", "--arms", "nnunet", "-f", "0", "--labels", "10"], "nnUNetPlans.json does not exist"),
+])
+def test_user_errors_exit_2_with_one_sentence(fake_nnunet, monkeypatch, capsys, change, argv, message):
+    if change == "no_env":
+        monkeypatch.delenv("nnUNet_preprocessed")
+    if change == "no_plans":
+        (fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetPlans.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + ["-device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

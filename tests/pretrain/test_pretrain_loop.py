@@ -1,0 +1,127 @@
+"""The training loop: outputs, checkpoint round trip, resume, signals, CLI errors."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from tests.pretrain.helpers import TINY, parse
+from pretrain.cli import main
+from pretrain.runtime import setup_runtime
+from pretrain.train import Pretrainer
+
+
+def run(argv, stop_after=None, before_train=None):
+    trainer = Pretrainer(parse(argv), setup_runtime("cpu")).setup()
+    if before_train:
+        before_train(trainer)
+    code = trainer.train(stop_after=stop_after)
+    return trainer, code
+
+
+def test_outputs_and_checkpoint_round_trip(png_folder, tmp_path):
+    from nnunetv2_vismae.architectures.swin_unet import SwinUNet
+    from nnunetv2_vismae.checkpoint import load_encoder_into, read_encoder_checkpoint
+
+    out = str(tmp_path / "run")
+    trainer, code = run([*TINY, "-i", png_folder, "-o", out, "--steps", "3", "--save-every", "2",
+                         "--preview-every", "3"])
+    assert code == 0
+    for name in ("encoder.safetensors", "state.pt", "log.csv", "loss.png", "previews/step_0000003.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    with open(os.path.join(out, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(float(r["img_per_s"]) > 0 for r in rows)
+
+    ckpt = read_encoder_checkpoint(os.path.join(out, "encoder.safetensors"))
+    trained = trainer.model.encoder.state_dict()
+    assert set(ckpt.tensors) == set(trained)
+    assert all(torch.equal(ckpt.tensors[k], trained[k].cpu()) for k in trained)  # bit for bit
+    meta = ckpt.metadata
+    assert meta["family"] == "swin" and meta["steps"] == 3 and meta["final_loss"] == pytest.approx(trainer.last_loss)
+    assert meta["encoder_config"]["depths"] == [1, 1] and meta["mask"]["block_pixels"] == 8
+    assert meta["normalization"]["scheme"] == "zscore" and meta["data_sources"]["sources"][0]["num_files"] == 4
+
+    network = SwinUNet(1, 3, encoder={k: v for k, v in meta["encoder_config"].items() if k != "in_channels"})
+    assert load_encoder_into(network, ckpt, log=lambda *a, **k: None).fraction_loaded == 1.0
+    state = torch.load(os.path.join(out, "state.pt"), weights_only=True)
+    assert state["step"] == 3 and state["data_position"] == 3 * 2
+
+
+def test_resume_continues_like_an_uninterrupted_run(png_folder, tmp_path):
+    flags = ["-i", png_folder, "--steps", "4", "--save-every", "100", *TINY]
+    full, _ = run(["-o", str(tmp_path / "full"), *flags])
+
+    first, _ = run(["-o", str(tmp_path / "split"), *flags], stop_after=2)
+    assert first.step == 2
+    resumed = Pretrainer(parse(["-o", str(tmp_path / "split"), *flags]), setup_runtime("cpu")).setup()
+    assert resumed.step == 2 and resumed.data_position == 4
+    assert resumed.scheduler.last_epoch == 2
+    saved = first.optimizer.state_dict()["state"]
+    restored = resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(saved[i]["exp_avg"], restored[i]["exp_avg"]) for i in saved)
+    resumed.train()
+
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    full_opt, res_opt = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(full_opt[i]["exp_avg_sq"], res_opt[i]["exp_avg_sq"]) for i in full_opt)
+    with open(tmp_path / "split" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_sigterm_saves_state_stops_and_leaves_no_workers(png_folder, tmp_path):
+    import multiprocessing
+
+    out = str(tmp_path / "run")
+
+    def send_sigterm_on_first_mask(trainer):
+        make_mask = trainer.family.make_mask
+
+        def make_mask_then_signal(imgs, generator):
+            if trainer.step == 0:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, inside the loop
+            return make_mask(imgs, generator)
+        trainer.family.make_mask = make_mask_then_signal
+
+    trainer, code = run([*TINY, "-i", png_folder, "-o", out, "--steps", "50", "--save-every", "100", "--workers", "1"],
+                        before_train=send_sigterm_on_first_mask)
+    assert code == 128 + signal.SIGTERM and trainer.step == 1
+    assert torch.load(os.path.join(out, "state.pt"), weights_only=True)["step"] == 1
+    assert os.path.isfile(os.path.join(out, "encoder.safetensors"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL           # handlers restored
+    assert not multiprocessing.active_children()                        # data-loader workers shut down
+
+
+def test_precision_auto_follows_native_bf16(monkeypatch):
+    from pretrain.runtime import Runtime
+
+    cpu = Runtime(torch.device("cpu"))
+    monkeypatch.setattr(Runtime, "native_bf16", lambda self: False)
+    assert cpu.resolve_precision("auto") == "fp32" and cpu.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(Runtime, "native_bf16", lambda self: True)
+    assert cpu.resolve_precision("auto") == "bf16" and cpu.resolve_precision("fp32") == "fp32"
+    monkeypatch.undo()
+    assert Runtime(torch.device("cuda", 0)).native_bf16()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-i", "/nonexistent/folder", "-o", "{out}"], "Input folder /nonexistent/folder does not exist"),
+    (["-i", "{empty}", "-o", "{out}"], "contains no supported image files"),
+    (["-o", "{out}"], "No data given"),
+    (["-i", "{empty}", "-o", "{out}", "--steps", "0"], "--steps must be at least 1"),
+    (["-i", "{empty}", "-o", "{out}", "--bogus"], "Unrecognized arguments: --bogus"),
+    (["-d", "1", "-o", "{out}"], "nnUNet_preprocessed"),
+    (["-i", "{pngs}", "-o", "{out}", "--norm", "ct"], "--norm ct needs --ct-clip"),
+    (["-i", "{pngs}", "-o", "{out}", "--patch-size", "36", "--workers", "0"], "multiple of the encoder's total stride"),
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, expected, tmp_path, png_folder, capsys, monkeypatch):
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    (tmp_path / "empty").mkdir()
+    fill = {"out": str(tmp_path / "out"), "empty": str(tmp_path / "empty"), "pngs": png_folder}
+    assert main([a.format(**fill) for a in argv] + ["-device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
