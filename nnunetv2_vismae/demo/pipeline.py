@@ -1,0 +1,116 @@
+"""``nnUNetv2_vismae_demo``: the whole pipeline on the embedded phantom dataset, as a user runs it.
+
+generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (unlabeled pool)
+-> nnUNetv2_vismae_benchmark (vanilla nnU-Net, VisMAE, VisMAE from scratch at several label
+fractions) -> report.md and label_efficiency.png. Every step is a console command run in a child
+process with its log in the output folder; rerunning resumes (finished steps are skipped).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.training.env import ext_trainer_value
+
+DATASET_ID = 800
+DATASET = f"Dataset{DATASET_ID}_VisMAEPhantoms"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much data and compute one demo run spends."""
+
+    num_train: int
+    num_unlabeled: int
+    encoder: tuple[str, ...]  # nnUNetv2_vismae_pretrain flags for the Swin encoder
+    pretrain_steps: int
+    pretrain_batch: int
+    labels: tuple[int, ...]
+    epochs: int
+    iters: int
+
+
+QUICK = DemoSize(num_train=20, num_unlabeled=200,
+                 encoder=("--embed-dim", "24", "--depths", "1", "1", "1", "1", "--heads", "1", "2", "3", "6",
+                          "--window", "4"),
+                 pretrain_steps=60, pretrain_batch=16, labels=(25, 100), epochs=2, iters=15)
+DEFAULT = DemoSize(num_train=40, num_unlabeled=400,
+                   encoder=("--embed-dim", "48", "--depths", "2", "2", "2", "2", "--heads", "2", "4", "8", "16",
+                            "--window", "4"),
+                   pretrain_steps=600, pretrain_batch=16, labels=(10, 25, 100), epochs=8, iters=30)
+
+
+class DemoError(Exception):
+    """A failed step; the message names it and its log."""
+
+
+def nnunet_environment(out: Path) -> dict:
+    folders = {"nnUNet_raw": out / "nnUNet_raw", "nnUNet_preprocessed": out / "nnUNet_preprocessed",
+               "nnUNet_results": out / "nnUNet_results"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, **{k: str(v) for k, v in folders.items()}, nnUNet_def_n_proc="1", nnUNet_compile="f",
+                nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
+
+
+def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
+    """Run one console script of this environment, its output in ``logs/<name>.log``."""
+    log = logs / f"{name}.log"
+    exe = str(Path(sys.executable).parent / cmd[0])
+    with open(log, "w") as handle:
+        handle.write(" ".join(cmd) + "\n")
+        handle.flush()
+        code = subprocess.call([exe, *cmd[1:]], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise DemoError(f"step '{name}' failed (exit {code}); see {log}")
+
+
+def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
+    """(name, action) pairs; an action is a command list or a callable, skipped when done."""
+    raw = out / "nnUNet_raw" / DATASET
+    pretrain_dir = out / "pretrain"
+    benchmark_dir = out / "benchmark"
+    labels = [str(p) for p in size.labels]
+    return [
+        ("generate", lambda: generate_dataset(out / "nnUNet_raw", DATASET_ID, num_train=size.num_train,
+                                              num_test=0, num_unlabeled=size.num_unlabeled)),
+        ("preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1"]),
+        ("pretrain", ["nnUNetv2_vismae_pretrain", "-i", str(raw / UNLABELED_FOLDER), "-o", str(pretrain_dir),
+                      *size.encoder, "--patch-size", "128", "--steps", str(size.pretrain_steps),
+                      "--batch-size", str(size.pretrain_batch), "--workers", "1", "-device", device]),
+        ("benchmark", ["nnUNetv2_vismae_benchmark", "-d", str(DATASET_ID), "-f", "0", "--labels", *labels,
+                       "--arms", "nnunet", "vismae", "scratch", "--pretrained",
+                       str(pretrain_dir / "encoder.safetensors"), "--epochs", str(size.epochs),
+                       "--iters", str(size.iters), "-device", device, "-o", str(benchmark_dir)]),
+    ]
+
+
+def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
+    out = out.resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = nnunet_environment(out)
+    done = out / "steps_done.txt"
+    finished = set(done.read_text().split()) if done.exists() else set()
+    plan = steps(size, out, device)
+    start = time.time()
+    with tqdm(plan, desc="demo", unit="step") as bar:
+        for name, action in bar:
+            bar.set_postfix_str(name)
+            if name in finished:
+                continue
+            if callable(action):
+                action()
+            else:  # augmentation in-process: worker processes only compete for a CPU's few cores
+                run_command(name, action, dict(env, nnUNet_n_proc_DA="0") if name != "preprocess" else env, logs)
+            with open(done, "a") as handle:
+                handle.write(name + "\n")
+    print(f"Demo finished in {(time.time() - start) / 60:.1f} min.")
+    return out / "benchmark"
