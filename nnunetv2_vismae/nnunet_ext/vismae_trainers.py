@@ -3,7 +3,8 @@
 The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants such as
 ``VisMAETrainer_5epochs`` are resolved by name on demand.
 """
-from nnunetv2_vismae.training.trainers import VisMAETrainer, VisMAETrainerScratch  # noqa: F401
+from nnunetv2_vismae.training.trainers import (  # noqa: F401
+    VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD, VisMAETrainerSawtooth, VisMAETrainerScratch)
 from nnunetv2_vismae.training.variants import make_variant
 
 

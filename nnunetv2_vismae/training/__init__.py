@@ -1,4 +1,6 @@
 """nnU-Net trainers for fine-tuning (VisMAETrainer and variants) and their helpers."""
-from nnunetv2_vismae.training.trainers import VisMAETrainer, VisMAETrainerScratch
+from nnunetv2_vismae.training.trainers import (
+    VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD, VisMAETrainerSawtooth, VisMAETrainerScratch)
 
-__all__ = ["VisMAETrainer", "VisMAETrainerScratch"]
+__all__ = ["VisMAETrainer", "VisMAETrainerFrozen", "VisMAETrainerLLRD", "VisMAETrainerSawtooth",
+           "VisMAETrainerScratch"]

@@ -27,6 +27,25 @@ class WarmupPolyLRScheduler(_LRScheduler):
         if current_step is None or current_step == -1:
             current_step, self.ctr = self.ctr, self.ctr + 1
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(current_step) * group.get("lr_scale", 1.0)
+            group["lr"] = self.group_lr(current_step, group)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def group_lr(self, step: int, group: dict) -> float:
+        return self.lr_at(step) * group.get("lr_scale", 1.0)
+
+
+class SawtoothLRScheduler(WarmupPolyLRScheduler):
+    """Decoder-only warm-up for ``decoder_steps`` (encoder groups at lr 0), then the whole network
+    warms up again over ``warmup_steps`` and decays: the schedule nnU-Net's MAE study found best
+    for pretrained CNNs. The encoder keeps its gradients throughout, so DDP needs no special case.
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, decoder_steps: int, warmup_steps: int):
+        self.decoder_steps = max(0, min(decoder_steps, max_steps - 2))
+        super().__init__(optimizer, initial_lr, max_steps - self.decoder_steps, warmup_steps)
+
+    def group_lr(self, step: int, group: dict) -> float:
+        if step < self.decoder_steps:
+            return 0.0 if group.get("encoder") else self.initial_lr * (step + 1) / self.decoder_steps
+        return super().group_lr(step - self.decoder_steps, group)
 

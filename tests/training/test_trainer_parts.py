@@ -119,3 +119,69 @@ def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
     with pytest.raises(CheckpointError):
         VisMAETrainer.load_pretrained_encoder(_TrainerStub(network), {"path": str(path), "content_hash": digest})
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+
+
+class _GroupsStub:
+    """What parameter_groups / lr_scale / configure_optimizers touch."""
+
+    def __init__(self, network, cls):
+        self.network, self.weight_decay, self.layer_decay = network, 0.05, cls.layer_decay
+        self.frozen_encoder, self.initial_lr, self.betas = cls.frozen_encoder, 1e-3, (0.9, 0.999)
+        self.num_epochs, self.device, self.cls = 100, torch.device("cpu"), cls
+        self.warmup_fraction = cls.warmup_fraction
+
+    def lr_scale(self, name, network):
+        return self.cls.lr_scale(self, name, network)
+
+    def parameter_groups(self):
+        return self.cls.parameter_groups(self)
+
+
+def _tiny_swinunet():
+    from nnunetv2_vismae.architectures import SwinUNet
+
+    return SwinUNet(1, 2, encoder={"embed_dim": 12, "depths": [1, 2, 1, 1], "num_heads": [1, 1, 2, 2],
+                                   "window_size": 4})
+
+
+def test_layer_decay_scales_encoder_blocks_by_distance_from_the_decoder():
+    from nnunetv2_vismae.training import VisMAETrainerLLRD
+    from nnunetv2_vismae.training.trainers import encoder_layer_id
+
+    depths = (1, 2, 1, 1)
+    assert encoder_layer_id("encoder.patch_embed.proj.weight", depths) == 0
+    assert encoder_layer_id("encoder.layers.1.downsample.reduction.weight", depths) == 2
+    assert encoder_layer_id("encoder.layers.1.blocks.1.mlp.fc1.weight", depths) == 3
+    assert encoder_layer_id("encoder.norm.weight", depths) == 5
+    stub = _GroupsStub(_tiny_swinunet(), VisMAETrainerLLRD)
+    scales = {name: stub.lr_scale(name, stub.network) for name, _ in stub.network.named_parameters()}
+    assert scales["encoder.patch_embed.proj.weight"] == pytest.approx(0.75 ** 6)
+    assert scales["encoder.layers.3.blocks.0.attn.qkv.weight"] == pytest.approx(0.75)
+    assert all(s == 1.0 for n, s in scales.items() if n.startswith("decoder."))
+    counted = sum(p.numel() for g in stub.parameter_groups() for p in g["params"])
+    assert counted == sum(p.numel() for p in stub.network.parameters())
+
+
+def test_frozen_encoder_is_left_out_of_the_optimizer():
+    from nnunetv2_vismae.training import VisMAETrainerFrozen
+
+    stub = _GroupsStub(_tiny_swinunet(), VisMAETrainerFrozen)
+    optimizer, _ = VisMAETrainerFrozen.configure_optimizers(stub)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in in_optimizer for p in stub.network.encoder.parameters())
+    assert all(id(p) in in_optimizer for p in stub.network.decoder.parameters())
+
+
+def test_sawtooth_keeps_the_encoder_still_then_warms_everything_up():
+    from nnunetv2_vismae.training.schedules import SawtoothLRScheduler
+
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    opt = torch.optim.AdamW([{"params": [params[0]], "encoder": True}, {"params": [params[1]]}], lr=1.0)
+    sched = SawtoothLRScheduler(opt, 1e-3, max_steps=100, decoder_steps=5, warmup_steps=5)
+    lrs = []
+    for epoch in range(100):
+        sched.step(epoch)
+        lrs.append([g["lr"] for g in opt.param_groups])
+    assert all(enc == 0 for enc, _ in lrs[:5]) and lrs[4][1] == pytest.approx(1e-3)
+    assert lrs[5][0] == lrs[5][1] == pytest.approx(2e-4) and lrs[9][0] == pytest.approx(1e-3)
+    assert all(a[0] > b[0] for a, b in zip(lrs[10:-1], lrs[11:]))
