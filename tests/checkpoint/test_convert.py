@@ -96,14 +96,19 @@ def _original_merge(x, norm_w, norm_b, reduction_w, order=ORIGINAL_MERGE_ORDER):
     return merged @ reduction_w.t()
 
 
+def _merging_state(c: int) -> dict:
+    """A VIS-MAE-layout patch merging at the end of stage 0, plus one tensor of stage 1."""
+    return {"layers.0.downsample.norm.weight": torch.randn(4 * c),
+            "layers.0.downsample.norm.bias": torch.randn(4 * c),
+            "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
+            "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+
+
 def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
     assert foreign_layouts.timm_merge_order() == ORIGINAL_MERGE_ORDER
     torch.manual_seed(2)
     c = 5
-    state = {"layers.0.downsample.norm.weight": torch.randn(4 * c),
-             "layers.0.downsample.norm.bias": torch.randn(4 * c),
-             "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
-             "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+    state = _merging_state(c)
     mapped = map_to_encoder_names(state, "vismae").tensors
     merge = PatchMerging(c)
     merge.load_state_dict({k.removeprefix("layers.1.downsample."): v for k, v in mapped.items()
@@ -118,10 +123,7 @@ def test_a_different_merge_order_is_permuted(monkeypatch):
     monkeypatch.setattr(foreign_layouts, "timm_merge_order", lambda: other)
     torch.manual_seed(3)
     c = 3
-    state = {"layers.0.downsample.norm.weight": torch.randn(4 * c),
-             "layers.0.downsample.norm.bias": torch.randn(4 * c),
-             "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
-             "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+    state = _merging_state(c)
     result = map_to_encoder_names(state, "vismae")
     assert result.merge_permuted
     m = result.tensors
