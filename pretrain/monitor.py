@@ -7,6 +7,8 @@ import os
 import numpy as np
 import torch
 
+from nnunetv2_vismae.io.atomic import atomic_path
+
 LOG_FIELDS = ("step", "loss", "lr", "img_per_s", "elapsed_s")
 
 
@@ -58,10 +60,9 @@ def plot_loss(log_path: str, png_path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 def save_preview(path: str, imgs: torch.Tensor, recon: torch.Tensor, pixel_mask: torch.Tensor, n: int = 4) -> None:

@@ -6,18 +6,17 @@ RNG streams are not stored: masks, stochastic depth and data are drawn from gene
 """
 from __future__ import annotations
 
-import os
-
 import torch
+
+from nnunetv2_vismae.io.atomic import atomic_path
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
 
 
 def save_state(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"version": STATE_VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save({"version": STATE_VERSION, **state}, tmp)
 
 
 def load_state(path: str) -> dict:

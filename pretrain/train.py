@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
-from pretrain.data.normalization import Normalization
+from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import CsvLog, plot_loss, save_preview

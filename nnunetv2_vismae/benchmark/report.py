@@ -10,12 +10,12 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_vismae.benchmark.arms import ARMS, HEADLINE_ARM, REFERENCE_ARM
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.io.atomic import write_bytes_atomic
 
 MATCH_MARGIN = 0.01  # "matches": mean Dice >= nnU-Net@100% mean Dice - MATCH_MARGIN
 
@@ -133,18 +133,6 @@ def matching_sentence(stats: dict, arm: str) -> str:
             f"{fraction}% (mean Dice {arm_stats[fraction]['mean'].mean:.3f} vs {ref:.3f}).")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path``, then os.replace it (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def column_name(key: str, names: dict) -> str:
     return f"dice_{names.get(key, key)}"
 
@@ -238,5 +226,5 @@ def write_outputs(out: Path, results: list[FoldResult], names: dict, title: str,
              out / "report.md": report_markdown(results, names, title, commands, settings_lines).encode(),
              out / "label_efficiency.png": plot_png(results, title)}
     for path, data in files.items():
-        write_atomic(path, data)
+        write_bytes_atomic(path, data)
     return list(files)

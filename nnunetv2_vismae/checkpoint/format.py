@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
+
+from nnunetv2_vismae.io.atomic import atomic_path
 
 from .errors import CheckpointError
 from .families import get_family
@@ -168,21 +169,10 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
     from safetensors.torch import save_file
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        with atomic_path(path, fsync=True) as tmp:
+            save_file(cpu, tmp, metadata=encoded)
     except OSError as e:
         raise CheckpointError(f"Cannot write checkpoint {path}: {e.strerror or e}.") from None
-    try:
-        save_file(cpu, tmp, metadata=encoded)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CheckpointError(f"Cannot write checkpoint {path}: {e.strerror or e}.") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     _fsync_dir(path.parent)
     return content_hash
 

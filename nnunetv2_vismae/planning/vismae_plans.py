@@ -87,8 +87,3 @@ def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig
     derived["configurations"] = {"2d": config}
     return derived
 
-
-def write_json_atomic(path: Path, content: dict):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=4))
-    os.replace(tmp, path)

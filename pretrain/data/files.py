@@ -1,7 +1,6 @@
 """Image files as a source of 2D slices: PNG/JPG/BMP/TIFF, DICOM files, NIfTI/MHA/NRRD volumes.
 
-Images are read with nnU-Net's reader classes (``NaturalImage2DIO`` for natural images,
-``SimpleITKIO`` for volumes) or SimpleITK/tifffile where nnU-Net has none (DICOM, 2D/3D TIFF),
+Images are read by ``nnunetv2_vismae.io.images`` (nnU-Net's readers where it has them),
 converted to grayscale and normalized per image (one 2D file, or one whole volume).
 
 A manifest (file, shape, and so the slice indices) is built once by reading only the headers and
@@ -17,24 +16,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pretrain.data.normalization import Normalization, to_grayscale
+from nnunetv2_vismae.io.atomic import write_json_atomic
+from nnunetv2_vismae.io.images import SUPPORTED_ENDINGS, file_kind, read_header, read_image
+from nnunetv2_vismae.io.normalization import Normalization, to_grayscale
 from pretrain.errors import PretrainUserError
 
-NATURAL_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp")
-TIFF_ENDINGS = (".tif", ".tiff")
-DICOM_ENDINGS = (".dcm", ".dicom")
-VOLUME_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl")
-SUPPORTED_ENDINGS = NATURAL_ENDINGS + TIFF_ENDINGS + DICOM_ENDINGS + VOLUME_ENDINGS
 MANIFEST_VERSION = 1
-
-
-def file_kind(path: str) -> str | None:
-    name = path.lower()
-    for kind, endings in (("natural", NATURAL_ENDINGS), ("tiff", TIFF_ENDINGS), ("dicom", DICOM_ENDINGS),
-                          ("volume", VOLUME_ENDINGS)):
-        if name.endswith(endings):
-            return kind
-    return None
 
 
 def discover_files(folders: list[str] | None = None, file_list: str | None = None) -> list[str]:
@@ -62,48 +49,6 @@ def discover_files(folders: list[str] | None = None, file_list: str | None = Non
                                             f"the supported types {' '.join(SUPPORTED_ENDINGS)}.")
                 files.append(path)
     return sorted(set(files))
-
-
-def read_header(path: str) -> tuple[tuple[int, int, int], int]:
-    """Shape (Z, Y, X) in numpy order (Z = 1 for 2D images) and number of components, header only."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    reader.ReadImageInformation()
-    size = tuple(int(s) for s in reversed(reader.GetSize()))
-    if len(size) == 2:
-        size = (1,) + size
-    if len(size) != 3:
-        raise ValueError(f"{len(size)}D images are not supported")
-    return size, int(reader.GetNumberOfComponents())
-
-
-def read_image(path: str) -> np.ndarray:
-    """The whole image as float32 C x Z x Y x X (C = colour components, Z = 1 for 2D images)."""
-    kind = file_kind(path)
-    if kind == "natural":
-        from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
-        return NaturalImage2DIO().read_images([path])[0]
-    if kind == "volume":
-        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-        return SimpleITKIO().read_images([path])[0]
-    if kind == "tiff":
-        import tifffile
-        arr = tifffile.imread(path)
-    else:  # dicom: nnU-Net has no DICOM reader; SimpleITK (GDCM) applies rescale slope/intercept
-        import SimpleITK as sitk
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(path))
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim == 2:
-        return arr[None, None]
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # Y x X x RGB(A)
-        return np.moveaxis(arr, -1, 0)[:, None]
-    if arr.ndim == 3:
-        return arr[None]
-    if arr.ndim == 4 and arr.shape[-1] in (3, 4):  # Z x Y x X x RGB
-        return np.moveaxis(arr, -1, 0)
-    raise ValueError(f"unsupported array shape {arr.shape}")
 
 
 def manifest_key(files: list[str], axis: str) -> str:
@@ -137,11 +82,7 @@ def load_or_build_manifest(files: list[str], axis: str, cache_dir: str | None, i
         manifest = build_manifest(files)
         manifest.update(key=key, axis=axis)
         if path:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = path + f".tmp{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump(manifest, f)
-            os.replace(tmp, path)
+            write_json_atomic(path, manifest, indent=None)
     barrier()  # every rank, every time: the other ranks read what rank 0 wrote
     if manifest is None:
         if path and os.path.isfile(path):

@@ -8,7 +8,7 @@ from pretrain.data import FileSource, NnUNetSource, PatchDataset
 from pretrain.data import files as files_module
 from pretrain.data.files import discover_files
 from pretrain.data.mixture import random_patch
-from pretrain.data.normalization import Normalization
+from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.errors import PretrainUserError
 
 from tests.pretrain.helpers import write_nnunet_dataset

@@ -1,4 +1,3 @@
-import importlib
 import os
 import pickle
 import subprocess
