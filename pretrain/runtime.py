@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nnunetv2_vismae.device import DeviceError, native_bf16, resolve_device
 from pretrain.errors import PretrainUserError
 
 
@@ -48,20 +49,11 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def native_bf16(self) -> bool:
-        """bf16 runs natively: always on CUDA; on CPU only with AVX512-BF16/AMX (oneDNN's check).
-
-        Elsewhere bf16 matmuls are emulated: on this project's AVX2 CPU a VIS-MAE step at 224 was
-        ~20x slower in bf16 than in fp32.
-        """
-        if self.device.type != "cpu":
-            return True
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
     def resolve_precision(self, precision: str) -> str:
-        """``auto`` -> ``bf16`` where it runs natively, else ``fp32``; explicit choices are kept."""
+        """``auto`` -> ``bf16`` where it runs natively, else ``fp32`` (emulated bf16 on an AVX2 CPU
+        made a VIS-MAE step ~20x slower); explicit choices are kept."""
         if precision == "auto":
-            return "bf16" if self.native_bf16() else "fp32"
+            return "bf16" if native_bf16(self.device) else "fp32"
         return precision
 
     def shutdown(self) -> None:
@@ -71,18 +63,13 @@ class Runtime:
 
 def setup_runtime(device: str) -> Runtime:
     """Pick the device and, under torchrun (WORLD_SIZE > 1), join the process group."""
-    if device not in ("cpu", "cuda"):
-        raise PretrainUserError(f"-device must be 'cpu' or 'cuda', got {device!r}.")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PretrainUserError("-device cuda was requested but no CUDA device is available; use -device cpu.")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
-    else:
-        torch_device = torch.device("cpu")
+    try:
+        torch_device = resolve_device(device, local_rank)
+    except DeviceError as e:
+        raise PretrainUserError(str(e)) from None
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size)

@@ -20,9 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nnunetv2_vismae.device import native_bf16
+from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
-from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import CsvLog, plot_loss, save_preview
@@ -88,7 +89,7 @@ class Pretrainer:
             except OSError as e:
                 raise PretrainUserError(f"Cannot create the output folder {self.out}: {e.strerror or e}.") from None
         self.precision = rt.resolve_precision(a.precision)
-        if rt.is_main and self.precision == "bf16" and not rt.native_bf16():
+        if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
             print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
                   "here than --precision fp32.")
         rt.barrier()

@@ -7,8 +7,12 @@ from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.planning.vismae_plans import (PlanningError, derive_vismae_plans, load_plans,
-                                                   preprocessed_dataset_folder)
+from nnunetv2_vismae.planning.vismae_plans import (
+    PlanningError,
+    derive_vismae_plans,
+    load_plans,
+    preprocessed_dataset_folder,
+)
 
 
 def pretrained_encoder(path: str) -> tuple[SwinEncoderConfig, dict]:

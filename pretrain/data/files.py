@@ -17,7 +17,12 @@ from collections import OrderedDict
 import numpy as np
 
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.io.images import SUPPORTED_ENDINGS, file_kind, read_header, read_image
+from nnunetv2_vismae.io.images import (
+    SUPPORTED_ENDINGS,
+    file_kind,
+    read_header,
+    read_image,
+)
 from nnunetv2_vismae.io.normalization import Normalization, to_grayscale
 from pretrain.errors import PretrainUserError
 

@@ -97,15 +97,16 @@ def test_sigterm_saves_state_stops_and_leaves_no_workers(png_folder, tmp_path):
 
 
 def test_precision_auto_follows_native_bf16(monkeypatch):
+    import nnunetv2_vismae.device as device
     from pretrain.runtime import Runtime
 
     cpu = Runtime(torch.device("cpu"))
-    monkeypatch.setattr(Runtime, "native_bf16", lambda self: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert cpu.resolve_precision("auto") == "fp32" and cpu.resolve_precision("bf16") == "bf16"
-    monkeypatch.setattr(Runtime, "native_bf16", lambda self: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert cpu.resolve_precision("auto") == "bf16" and cpu.resolve_precision("fp32") == "fp32"
     monkeypatch.undo()
-    assert Runtime(torch.device("cuda", 0)).native_bf16()
+    assert Runtime(torch.device("cuda", 0)).resolve_precision("auto") == "bf16"
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -8,7 +8,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
-from nnunetv2_vismae.training.precision import cpu_bf16_enabled, run_forward_in_bf16
+from nnunetv2_vismae.device import cpu_bf16_enabled, run_forward_in_bf16
 from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
 from nnunetv2_vismae.training.trainers import no_decay
 

@@ -1,4 +1,4 @@
-"""Where the network computes in reduced precision: the one place that decides it by device.
+"""Devices and reduced precision: the one place that picks a device and decides where bf16 runs.
 
 On CUDA nnU-Net already runs its AMP (fp16 autocast and a GradScaler). On CPU nnU-Net runs fp32;
 there we run the network's forward under bf16 autocast when the CPU has native bf16 (oneDNN
@@ -15,8 +15,29 @@ import torch
 from torch import nn
 
 
+class DeviceError(ValueError):
+    """A -device value this machine cannot honour."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``cpu`` or ``cuda`` (the ``local_rank``-th GPU, made current) as a torch device."""
+    if name not in ("cpu", "cuda"):
+        raise DeviceError(f"-device must be 'cpu' or 'cuda', got {name!r}.")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError("-device cuda was requested but no CUDA device is available; use -device cpu.")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
 def cpu_has_native_bf16() -> bool:
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 runs natively: always on CUDA; on CPU only with AVX512-BF16/AMX (oneDNN's check)."""
+    return device.type != "cpu" or cpu_has_native_bf16()
 
 
 def cpu_bf16_enabled(device: torch.device) -> bool:
