@@ -18,6 +18,7 @@ from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 
 MATCH_MARGIN = 0.01  # "matches": mean Dice >= nnU-Net@100% mean Dice - MATCH_MARGIN
+MEANINGFUL_REFERENCE_DICE = 0.2  # below this nnU-Net@100% has not learned the task yet
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,23 @@ def matching_fraction(stats: dict, arm: str) -> int | None:
     return min(matching) if matching else None
 
 
+def reference_caveat(stats: dict) -> str | None:
+    """Why "matches" says little here, if it does: nnU-Net@100% learned next to nothing, or no more
+    than nnU-Net with fewer labels (then the task needs few labels, or the runs were too short)."""
+    ref = reference_dice(stats)
+    if ref is None:
+        return None
+    if ref < MEANINGFUL_REFERENCE_DICE:
+        return (f"Caution: vanilla nnU-Net at 100% labels reached only mean Dice {ref:.3f}, so matching it says "
+                "little; the runs are too short for this task (raise --epochs / --iters).")
+    fewer = {p: s["mean"].mean for (a, p), s in stats.items() if a == REFERENCE_ARM and p < 100}
+    if fewer and min(fewer.values()) >= ref - MATCH_MARGIN:
+        p = min(fewer, key=fewer.get)
+        return (f"Caution: vanilla nnU-Net scores as well with {p}% of the labels ({fewer[p]:.3f}) as with 100% "
+                f"({ref:.3f}): on this task and schedule more labels do not help, so there are no labels to save.")
+    return None
+
+
 def arm_title(arm: str) -> str:
     return ARMS[arm].title if arm in ARMS else arm
 
@@ -165,6 +183,9 @@ def report_markdown(results: list[FoldResult], names: dict, title: str, commands
         if arm not in (HEADLINE_ARM, REFERENCE_ARM):
             lines.append("")
             lines.append(matching_sentence(stats, arm))
+    caveat = reference_caveat(stats)
+    if caveat:
+        lines += ["", caveat]
     lines += ["", f'"Matches" means a mean Dice (over folds) of at least vanilla nnU-Net\'s mean Dice at 100% '
                   f"labels minus {MATCH_MARGIN}.", ""]
     lines += ["## Dice per arm and label fraction", "",

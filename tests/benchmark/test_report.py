@@ -86,3 +86,14 @@ def test_without_a_full_label_nnunet_run_the_match_cannot_be_computed(fake_nnune
     report = (out / "report.md").read_text()
     assert "cannot be computed: there is no nnU-Net run at 100% labels" in report
     assert "| VisMAE | 25% | 3 | 0.720 ± 0.020 |" in report
+
+
+def test_report_warns_when_the_reference_has_not_learned_or_gains_nothing_from_labels():
+    from nnunetv2_vismae.benchmark.report import reference_caveat
+
+    stats = {("nnunet", 10): {"mean": Stat(0.60, None, 1)}, ("nnunet", 100): {"mean": Stat(0.80, None, 1)}}
+    assert reference_caveat(stats) is None
+    stats[("nnunet", 100)] = {"mean": Stat(0.05, None, 1)}
+    assert "reached only mean Dice 0.050" in reference_caveat(stats)
+    stats[("nnunet", 100)] = {"mean": Stat(0.605, None, 1)}
+    assert "as well with 10% of the labels (0.600) as with 100% (0.605)" in reference_caveat(stats)
