@@ -2,17 +2,16 @@
 
 Every case is an axial "slice" through a randomly drawn abdomen: a body outline with subcutaneous
 fat and a muscle wall, a spine, bowel loops, a stomach and a gallbladder (unlabeled distractors),
-and five labeled structures::
+an aorta and an inferior vena cava (unlabeled), and three labeled organs::
 
-    1 liver    large, irregular, two lobes, may touch a kidney and the IVC
-    2 kidney   zero to two small ellipses with cortex and medulla
-    3 spleen   medium, elongated, about as bright as the liver
-    4 vessel   aorta and inferior vena cava, a few pixels wide
-    5 lesion   one to three small, low-contrast blobs inside the liver
+    1 liver    large, irregular, two lobes, may touch a kidney and the IVC; it holds one or two
+               lesions of varying contrast (labeled liver, as liver datasets label tumours)
+    2 kidney   zero to two ellipses with cortex and medulla
+    3 spleen   medium, elongated, often about as bright as the liver
 
 The same anatomy is rendered in one of four appearance styles:
 
-    ``ct``     Hounsfield units; plain, arterial or portal-venous contrast phase; gaussian noise of
+    ``ct``     Hounsfield units; arterial or portal-venous contrast phase; gaussian noise of
                varying dose, an additive cupping / bias field
     ``mr_t1``  arbitrary units, fat bright, vessels dark (flow void) or bright (contrast), a
                multiplicative coil bias field and Rician noise
@@ -47,12 +46,12 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 STYLES: Tuple[str, ...] = ("ct", "mr_t1", "mr_t2", "us")
-LABELS: Dict[str, int] = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3, "vessel": 4, "lesion": 5}
+LABELS: Dict[str, int] = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3}
 SPLITS: Dict[str, int] = {"tr": 0, "ts": 1, "un": 2}
 FILE_ENDING = ".nii.gz"
 UNLABELED_FOLDER = "imagesUnlabeled"
 PIXEL_SPACING_MM = 2.5
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Tissue indices of the intermediate tissue map; each style gives every tissue a mean and a texture.
 AIR, FAT, MUSCLE, MESENTERY, BONE, MARROW, CSF, LIVER, KCORTEX, KMEDULLA, SPLEEN, VESSEL, LESION, \
@@ -193,7 +192,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
 
     # spleen: posterior on the image right, elongated, liver-like brightness
     spleen = _blob(rng, y, x, rng.uniform(0.0, 0.3) * by / 0.65, bx * rng.uniform(0.45, 0.65),
-                   rng.uniform(0.12, 0.24), rng.uniform(0.06, 0.12), rng.uniform(-0.9, -0.2), 0.25) < 1
+                   rng.uniform(0.16, 0.26), rng.uniform(0.09, 0.15), rng.uniform(-0.9, -0.2), 0.25) < 1
     spleen &= cavity
     tissue[spleen] = SPLEEN
     label[spleen] = LABELS["spleen"]
@@ -201,7 +200,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
     # kidneys: lateral to the spine, each present with probability 0.85; may touch liver / spleen
     for side in (-1, 1):
         if rng.uniform() < 0.85:
-            kr = rng.uniform(0.07, 0.12)
+            kr = rng.uniform(0.09, 0.14)
             k = _blob(rng, y, x, sy - rng.uniform(0.0, 0.1), sx + side * rng.uniform(0.25, 0.4),
                       kr * rng.uniform(1.1, 1.6), kr, side * rng.uniform(0.1, 0.6), 0.12)
             kmask = (k < 1) & cavity & (tissue != BONE)
@@ -210,28 +209,27 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
             label[kmask] = LABELS["kidney"]
 
     # aorta (left-anterior of the spine) and IVC (right-anterior, flattened, against the liver)
-    ar = rng.uniform(0.035, 0.065)
+    ar = rng.uniform(0.05, 0.08)
     ay, ax_ = sy - sr - ar - rng.uniform(0.01, 0.05), sx + rng.uniform(0.02, 0.1)
     aorta = _blob(rng, y, x, ay, ax_, ar, ar, 0.0, 0.03) < 1
-    ir = rng.uniform(0.035, 0.06)
+    ir = rng.uniform(0.05, 0.075)
     ivc = _blob(rng, y, x, ay - rng.uniform(0.0, 0.06), ax_ - rng.uniform(0.12, 0.2), ir * rng.uniform(0.6, 1.0),
                 ir * rng.uniform(1.0, 1.5), rng.uniform(-0.5, 0.5), 0.08) < 1
     vessels = (aorta | ivc) & cavity
     tissue[vessels] = VESSEL
-    label[vessels] = LABELS["vessel"]
+    label[vessels] = 0
 
-    # lesions: one to three small blobs inside the liver
+    # lesions: one or two blobs inside the liver, part of its label
     liver_now = label == LABELS["liver"]
     ys, xs = np.nonzero(liver_now)
-    n_lesions = rng.integers(1, 4) if ys.size else 0
+    n_lesions = rng.integers(1, 3) if ys.size else 0
     for _ in range(n_lesions):
         i = rng.integers(ys.size)
-        r = rng.uniform(0.03, 0.09)
+        r = rng.uniform(0.06, 0.12)
         lesion = _blob(rng, y, x, y[ys[i], xs[i]], x[ys[i], xs[i]], r, r * rng.uniform(0.7, 1.3),
                        rng.uniform(0, np.pi), 0.2) < 1
         lesion &= liver_now
         tissue[lesion] = LESION
-        label[lesion] = LABELS["lesion"]
 
     lesion_settings = {"hyper": float(rng.uniform() < 0.3), "strength": float(rng.uniform(0.0, 1.0))}
     return tissue, label, lesion_settings
@@ -260,25 +258,24 @@ def _jitter(rng: np.random.Generator, base: Dict[int, Tuple[float, float]]) -> n
 
 
 def _render_ct(rng, tissue, lesion):
-    phase = rng.choice(["plain", "arterial", "portal"])
+    phase = rng.choice(["arterial", "portal"])
     base = {AIR: (-1000, 0), FAT: (-100, 20), MUSCLE: (50, 10), MESENTERY: (-60, 30), BONE: (700, 250),
             MARROW: (250, 80), CSF: (10, 5), BOWEL: (40, 20), GAS: (-900, 60), FLUID: (8, 6)}
-    organs = {"plain": {LIVER: (58, 8), SPLEEN: (48, 8), KCORTEX: (35, 5), KMEDULLA: (33, 5), VESSEL: (42, 6)},
-              "arterial": {LIVER: (75, 10), SPLEEN: (95, 20), KCORTEX: (190, 40), KMEDULLA: (90, 20), VESSEL: (280, 60)},
+    organs = {"arterial": {LIVER: (75, 10), SPLEEN: (95, 20), KCORTEX: (190, 40), KMEDULLA: (90, 20), VESSEL: (280, 60)},
               "portal": {LIVER: (110, 15), SPLEEN: (115, 15), KCORTEX: (170, 30), KMEDULLA: (160, 30), VESSEL: (160, 30)}}
     base.update(organs[phase])
     mean = _jitter(rng, base)
-    delta = 12 + 30 * lesion["strength"]
+    delta = 30 + 40 * lesion["strength"]
     mean[LESION] = mean[LIVER] + (delta if lesion["hyper"] else -delta)
     texture = np.zeros(N_TISSUES, np.float32) + 8
     texture[[BONE, MARROW]] = 120
-    texture[[LIVER, SPLEEN, LESION]] = rng.uniform(4, 14)
+    texture[[LIVER, SPLEEN, LESION]] = rng.uniform(3, 8)
     texture[AIR] = 0
     img = _tissue_image(rng, tissue, mean, texture, rng.uniform(2, 5))
     img = gaussian_filter(img, rng.uniform(0.5, 1.2))
     body = tissue != AIR
     img += body * rng.uniform(5, 25) * _low_frequency_field(rng, tissue.shape[0])
-    noise_sd = rng.uniform(8, 35)
+    noise_sd = rng.uniform(5, 15)
     noise = gaussian_filter(rng.standard_normal(tissue.shape).astype(np.float32), 0.6)
     img += noise_sd * noise / (noise.std() + 1e-8)
     return img
@@ -290,12 +287,12 @@ def _render_mr(rng, tissue, lesion, weighting):
                 MARROW: (600, 100), CSF: (120, 40), LIVER: (480, 60), SPLEEN: (380, 50), KCORTEX: (400, 60),
                 KMEDULLA: (300, 60), VESSEL: (60, 40) if rng.uniform() < 0.5 else (750, 120),
                 BOWEL: (350, 80), GAS: (20, 10), FLUID: (120, 50)}
-        factor = 1 - (0.15 + 0.35 * lesion["strength"]) * (-0.6 if lesion["hyper"] else 1)
+        factor = 1 - (0.3 + 0.3 * lesion["strength"]) * (-0.6 if lesion["hyper"] else 1)
     else:
         base = {AIR: (0, 0), FAT: (600, 100), MUSCLE: (200, 40), MESENTERY: (500, 120), BONE: (60, 30),
                 MARROW: (400, 80), CSF: (950, 50), LIVER: (250, 50), SPLEEN: (520, 70), KCORTEX: (600, 80),
                 KMEDULLA: (700, 80), VESSEL: (50, 30), BOWEL: (420, 100), GAS: (20, 10), FLUID: (950, 50)}
-        factor = 1 + (0.25 + 1.2 * lesion["strength"]) * (1 if lesion["hyper"] or rng.uniform() < 0.7 else -0.5)
+        factor = 1 + (0.5 + 1.0 * lesion["strength"]) * (1 if lesion["hyper"] or rng.uniform() < 0.7 else -0.5)
     mean = _jitter(rng, base)
     mean[LESION] = mean[LIVER] * factor
     texture = np.zeros(N_TISSUES, np.float32) + 25
@@ -304,7 +301,7 @@ def _render_mr(rng, tissue, lesion, weighting):
     img = _tissue_image(rng, tissue, mean, texture, rng.uniform(2, 6))
     img = gaussian_filter(np.maximum(img, 0), rng.uniform(0.5, 1.3))
     img *= np.exp(rng.uniform(0.15, 0.5) * _low_frequency_field(rng, tissue.shape[0]))
-    sigma = rng.uniform(0.015, 0.06) * float(mean.max())
+    sigma = rng.uniform(0.01, 0.03) * float(mean.max())
     real = img + sigma * rng.standard_normal(img.shape).astype(np.float32)
     imag = sigma * rng.standard_normal(img.shape).astype(np.float32)
     img = np.sqrt(real * real + imag * imag)
@@ -313,12 +310,12 @@ def _render_mr(rng, tissue, lesion, weighting):
 
 def _render_us(rng, tissue, lesion):
     size = tissue.shape[0]
-    base = {AIR: (0.02, 0.01), FAT: (0.55, 0.1), MUSCLE: (0.35, 0.08), MESENTERY: (0.6, 0.12), BONE: (1.0, 0.0),
-            MARROW: (0.9, 0.05), CSF: (0.05, 0.02), LIVER: (0.45, 0.06), SPLEEN: (0.4, 0.06),
-            KCORTEX: (0.32, 0.06), KMEDULLA: (0.15, 0.05), VESSEL: (0.03, 0.02), BOWEL: (0.5, 0.12),
+    base = {AIR: (0.02, 0.01), FAT: (0.55, 0.1), MUSCLE: (0.35, 0.08), MESENTERY: (0.8, 0.1), BONE: (1.0, 0.0),
+            MARROW: (0.9, 0.05), CSF: (0.05, 0.02), LIVER: (0.45, 0.05), SPLEEN: (0.25, 0.04),
+            KCORTEX: (0.7, 0.08), KMEDULLA: (0.15, 0.05), VESSEL: (0.03, 0.02), BOWEL: (0.5, 0.12),
             GAS: (1.0, 0.0), FLUID: (0.03, 0.02)}
     mean = _jitter(rng, base)
-    factor = 1 + (0.2 + 0.5 * lesion["strength"]) * (1 if lesion["hyper"] else -1)
+    factor = 1 + (0.4 + 0.4 * lesion["strength"]) * (1 if lesion["hyper"] else -1)
     mean[LESION] = mean[LIVER] * factor
     texture = np.zeros(N_TISSUES, np.float32) + 0.05
     texture[[AIR, VESSEL, FLUID, CSF]] = 0.0
@@ -346,7 +343,7 @@ def _render_us(rng, tissue, lesion):
     im = gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), (sy, sx))
     speckle = np.sqrt(re * re + im * im)
     speckle /= speckle.mean() + 1e-8
-    img = amplitude * speckle * np.exp(0.2 * _low_frequency_field(rng, size))
+    img = amplitude * (0.6 + 0.4 * speckle) * np.exp(0.2 * _low_frequency_field(rng, size))
     img = np.log1p(rng.uniform(5, 20) * img)
     img = np.clip(img / np.percentile(img[fov], 99.5) * 255.0, 0, 255) * fov
     return img.astype(np.float32), fov

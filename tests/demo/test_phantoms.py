@@ -68,8 +68,7 @@ def _region_means(style, n=8):
     for i in range(n):
         image, label = make_case(np.random.default_rng(100 + i), 128, style)
         liver = image[label == LABELS["liver"]]
-        rows.append(dict(liver=liver.mean(), liver_cv=liver.std() / (abs(liver.mean()) + 1e-6),
-                         spleen=image[label == LABELS["spleen"]].mean(), min=image.min(), max=image.max()))
+        rows.append(dict(liver=liver.mean(), spleen=image[label == LABELS["spleen"]].mean(), min=image.min(), max=image.max()))
     return rows
 
 
@@ -84,8 +83,10 @@ def test_styles_have_different_image_statistics():
     # T1 and T2 invert the liver / spleen contrast (per case the bias field may blur it)
     assert np.median([r["liver"] / r["spleen"] for r in t1]) > 1.1
     assert np.median([r["spleen"] / r["liver"] for r in t2]) > 1.4
-    # ultrasound speckle makes organs far more heterogeneous than in CT or MR
-    assert np.median([r["liver_cv"] for r in us]) > 1.5 * np.median([r["liver_cv"] for r in t1 + t2])
+    # ultrasound shows a sector: the top corners lie outside the field of view, in image and labels
+    for i in range(8):
+        image, label = make_case(np.random.default_rng(100 + i), 128, "us")
+        assert image[0, 0] == image[0, -1] == 0 and label[0, 0] == label[0, -1] == 0
 
 
 def test_dataset_layout_and_dataset_json(dataset):
