@@ -1,0 +1,131 @@
+"""Files a run or a prediction leaves behind: metrics.json, report.md, confusion_matrix.png,
+training_curve.png, history.csv and predictions CSVs, each written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_vismae.classification.data import Sample
+from nnunetv2_vismae.io.atomic import write_bytes_atomic
+
+HEADLINE = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+            ("f1_macro", "F1 (macro)"))
+
+
+def json_ready(value):
+    """NaN -> None (JSON has no NaN), recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def number(value, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def csv_text(header: list, rows) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_predictions_csv(path: Path, samples: list[Sample], probabilities: np.ndarray, classes: list[str]) -> None:
+    """image, label (when known), one probability column per class, predicted class."""
+    with_labels = any(s.label is not None for s in samples)
+    header = ["image"] + (["label"] if with_labels else []) + [f"p_{c}" for c in classes] + ["predicted"]
+    rows = [[s.path] + ([s.label] if with_labels else []) + [f"{p:.6f}" for p in probs] + [classes[int(probs.argmax())]]
+            for s, probs in zip(samples, probabilities)]
+    write_bytes_atomic(path, csv_text(header, rows))
+
+
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    keys = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "val_accuracy"]
+    write_bytes_atomic(path, csv_text(keys, [[h[k] for k in keys] for h in history]))
+
+
+def _figure(size=(6.4, 4.4)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size)
+
+
+def _png(figure) -> bytes:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
+    figure = _figure((1.6 + 0.9 * len(classes), 1.2 + 0.9 * len(classes)))
+    ax = figure.subplots()
+    values = np.asarray(matrix)
+    ax.imshow(values, cmap="Blues")
+    for (i, j), count in np.ndenumerate(values):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > values.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _png(figure)
+
+
+def write_training_curve(path: Path, history: list[dict], best_epoch: int) -> None:
+    """Losses (left) and validation AUC / accuracy (right) per epoch, the chosen epoch marked."""
+    figure = _figure((9.6, 3.8))
+    left, right = figure.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    left.plot(epochs, [h["train_loss"] for h in history], label="training loss")
+    left.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    right.plot(epochs, [h["val_auc"] for h in history], label="validation AUC")
+    right.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
+    for ax in (left, right):
+        ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    right.set_ylim(0, 1.02)
+    write_bytes_atomic(path, _png(figure))
+
+
+def report_markdown(metrics: dict, title: str, settings: dict) -> str:
+    classes = metrics["classes"]
+    lines = [f"# {title}", "", f"{metrics['num_images']} images, classes {', '.join(classes)}."]
+    if "best_epoch" in metrics:
+        lines.append(f"Best epoch (highest validation AUC): {metrics['best_epoch']}.")
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {number(metrics[key])} |" for key, label in HEADLINE]
+    lines += ["", "AUC: one-vs-rest, macro-averaged over classes for more than two classes; F1: macro.", "",
+              "## Per class", "", "| class | images | recall | precision | F1 |", "|---|---|---|---|---|"]
+    for c in classes:
+        p = metrics["per_class"][c]
+        lines.append(f"| {c} | {p['support']} | {number(p['recall'])} | {number(p['precision'])} | {number(p['f1'])} |")
+    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+              "| | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    lines += [f"| **{c}** | " + " | ".join(str(v) for v in row) + " |"
+              for c, row in zip(classes, metrics["confusion_matrix"])]
+    lines += ["", "## Settings", "", "```json", json.dumps(json_ready(settings), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def write_metrics(folder: Path, metrics: dict, title: str, settings: dict) -> None:
+    """metrics.json, report.md and confusion_matrix.png in ``folder``."""
+    folder = Path(folder)
+    write_bytes_atomic(folder / "metrics.json", json.dumps(json_ready(metrics), indent=2).encode())
+    write_bytes_atomic(folder / "report.md", report_markdown(metrics, title, settings).encode())
+    write_bytes_atomic(folder / "confusion_matrix.png", confusion_png(metrics["confusion_matrix"], metrics["classes"]))
