@@ -50,11 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--source-weights", type=float, nargs="+", metavar="W",
                       help="sampling weight per source, in the order -d..., -i..., --file-list (default: "
                            "proportional to each source's number of slices).")
+    data.add_argument("--max-unusable", type=float, default=0.1, metavar="SHARE",
+                      help="stop when more than this share of the files is unusable (empty, truncated, "
+                           "undecodable, NaN/Inf, constant, ...; counted by reason and skipped otherwise) "
+                           "(default 0.1).")
     data.add_argument("--patch-size", type=int, default=224, help="square training patch in pixels; smaller "
                       "images are zero-padded (default 224).")
 
     p.add_argument("-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt).")
-    p.add_argument("--family", choices=sorted(FAMILIES), default="swin", help="encoder family (default swin).")
+    p.add_argument("--encoder", "--family", dest="family", choices=sorted(FAMILIES), default="swin",
+                   help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
+                        "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).")
     for family in FAMILIES.values():
         family.add_arguments(p)
 
@@ -77,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu or cuda (default cuda when available, else cpu).")
     t.add_argument("--workers", type=int, default=4, help="data-loader worker processes per GPU/process (default 4).")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0).")
+    t.add_argument("--max-bad-steps", type=int, default=5, metavar="N",
+                   help="a step with a NaN/Inf loss or gradient is skipped; stop after N in a row (default 5).")
     t.add_argument("--save-every", type=int, default=500, help="write state.pt and encoder.safetensors every N steps "
                    "(default 500; also at the end and on SIGTERM/SIGINT).")
     t.add_argument("--preview-every", type=int, default=500,
@@ -86,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate_args(args: argparse.Namespace) -> None:
     positive = {"--batch-size": args.batch_size, "--accum": args.accum, "--steps": args.steps,
-                "--save-every": args.save_every, "--patch-size": args.patch_size}
+                "--save-every": args.save_every, "--patch-size": args.patch_size, "--max-bad-steps": args.max_bad_steps}
     for flag, value in positive.items():
         if value < 1:
             raise PretrainUserError(f"{flag} must be at least 1, got {value}.")
@@ -94,6 +102,8 @@ def validate_args(args: argparse.Namespace) -> None:
                         "--warmup-steps": args.warmup_steps or 0}.items():
         if value < 0:
             raise PretrainUserError(f"{flag} must not be negative, got {value}.")
+    if not 0 <= args.max_unusable <= 1:
+        raise PretrainUserError(f"--max-unusable is a share between 0 and 1, got {args.max_unusable}.")
     if args.epochs is not None and args.epochs <= 0:
         raise PretrainUserError(f"--epochs must be positive, got {args.epochs}.")
     if args.norm == "ct" and not args.ct_clip:

@@ -18,8 +18,9 @@ class CsvLog:
     def __init__(self, path: str, resume_step: int):
         self.path = path
         rows = self.read(path) if os.path.isfile(path) else []
-        rows = [r for r in rows if int(r["step"]) <= resume_step]
-        with open(path, "w", newline="") as f:
+        complete = [r for r in rows if all(r.get(k) for k in LOG_FIELDS)]  # a kill -9 can cut the last line
+        rows = [r for r in complete if r["step"].isdigit() and int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # a kill here keeps the old log
             writer = csv.DictWriter(f, LOG_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
@@ -79,5 +80,5 @@ def save_preview(path: str, imgs: torch.Tensor, recon: torch.Tensor, pixel_mask:
         columns.append(np.concatenate([scale(img), masked, scale(rec)], axis=0))
     gap = np.ones((columns[0].shape[0], 2))
     grid = np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray((grid * 255).astype(np.uint8)).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray((grid * 255).astype(np.uint8)).save(tmp)

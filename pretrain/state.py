@@ -1,17 +1,24 @@
 """The resumable training state ``state.pt``: tensors and plain containers only, written atomically.
 
-Loaded with ``torch.load(weights_only=True)``, so reading it never executes pickled code.
-RNG streams are not stored: masks, stochastic depth and data are drawn from generators seeded by
-(seed, rank, step) or (seed, rank, sample index), so every rank resumes them exactly.
+Loaded with ``torch.load(weights_only=True)``, so reading it never executes pickled code: a file
+holding any other object is refused. RNG streams are not stored: masks, stochastic depth and data
+are drawn from generators seeded by (seed, rank, step) or (seed, rank, sample index), so every
+rank resumes them exactly.
 """
 from __future__ import annotations
+
+import glob
+import os
+import pickle
 
 import torch
 
 from nnunetv2_vismae.io.atomic import atomic_path
+from pretrain.errors import PretrainUserError
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
+WRITTEN_ATOMICALLY = (STATE_FILE, "encoder.safetensors")
 
 
 def save_state(path: str, state: dict) -> None:
@@ -20,4 +27,21 @@ def save_state(path: str, state: dict) -> None:
 
 
 def load_state(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The state in ``path``; PretrainUserError (one sentence) if it is unreadable or not plain data."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = str(e).split("\n\n")[-1].strip().splitlines()[0] if str(e).strip() else ""
+        raise PretrainUserError(f"{path} holds objects other than tensors and plain containers and was refused, "
+                                f"because unpickling them can run code ({detail[:160]}); move it away to start "
+                                "a new run in this folder.") from None
+    except Exception as e:  # truncated or not a torch file at all
+        raise PretrainUserError(f"{path} cannot be read ({type(e).__name__}); move it away to start a new run "
+                                "in this folder.") from None
+
+
+def remove_stale_temporaries(folder: str) -> None:
+    """Delete temporary files a killed run left behind (``atomic_path`` names them ``.NAME.*``)."""
+    for name in WRITTEN_ATOMICALLY:
+        for leftover in glob.glob(os.path.join(glob.escape(folder), f".{name}.*")):
+            os.remove(leftover)

@@ -20,15 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nnunetv2_vismae.device import native_bf16
+from nnunetv2_vismae.device import fused_adamw, native_bf16
+from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
+from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import CsvLog, plot_loss, save_preview
 from pretrain.runtime import Runtime, setup_runtime
-from pretrain.state import STATE_FILE, load_state, save_state
+from pretrain.state import STATE_FILE, load_state, remove_stale_temporaries, save_state
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -84,16 +86,25 @@ class Pretrainer:
     def setup(self) -> "Pretrainer":
         a, rt = self.args, self.runtime
         if rt.is_main:
+            problem = unwritable_reason(self.out)
+            if problem:
+                raise PretrainUserError(f"Output folder {self.out} cannot be written: {problem}.")
             try:
                 os.makedirs(self.out, exist_ok=True)
             except OSError as e:
                 raise PretrainUserError(f"Cannot create the output folder {self.out}: {e.strerror or e}.") from None
+            remove_stale_temporaries(self.out)
         self.precision = rt.resolve_precision(a.precision)
         if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
             print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
                   "here than --precision fp32.")
         rt.barrier()
         self.sources = build_sources(a, rt)
+        self.unusable = UnusableFiles.from_sources(self.sources, a.max_unusable,
+                                                   announce=tqdm.write if rt.is_main else lambda _: None)
+        if rt.is_main and self.unusable.entries:
+            print(f"{self.unusable.describe()}; they are skipped.")
+        self.unusable.check()
         self.dataset = PatchDataset(self.sources, a.patch_size, a.source_weights, a.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
         self.family = FAMILIES[a.family](a, in_channels)
@@ -109,30 +120,29 @@ class Pretrainer:
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(self.model, a.weight_decay, ("mask_token", "*relative_position_bias_table"))
-        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
+        groups = param_groups_weight_decay(self.model, a.weight_decay, ("mask_token", "*mask_tokens.*", "*relative_position_bias_table"))
+        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))
         self.step, self.data_position, self.last_loss = 0, 0, None
+        self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
         state_path = os.path.join(self.out, STATE_FILE)
         if os.path.isfile(state_path):
-            try:
-                state = load_state(state_path)
-            except Exception as e:
-                raise PretrainUserError(f"{state_path} cannot be read ({type(e).__name__}); move it away to start "
-                                        "a new run in this folder.") from None
-            self._resume(state, state_path)
+            self._resume(load_state(state_path), state_path)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
                     if rt.distributed else None)
-        self.loader = DataLoader(self.dataset, batch_size=a.batch_size, sampler=SampleIndexSampler(self.data_position),
-                                 num_workers=a.workers, pin_memory=rt.device.type == "cuda", drop_last=True,
+        self.loader = DataLoader(self.dataset.reporting(), batch_size=a.batch_size,
+                                 sampler=SampleIndexSampler(self.data_position), num_workers=a.workers,
+                                 pin_memory=rt.device.type == "cuda", drop_last=True,
                                  worker_init_fn=_ignore_stop_signals)
         return self
 
     def _resume(self, state: dict, path: str) -> None:
         settings = self.family.settings()
-        if state.get("settings") != settings:
-            raise PretrainUserError(f"{path} was written with different model settings ({state.get('settings')}); "
+        saved = state.get("settings") or {}
+        if saved != settings:
+            changed = {k: saved.get(k) for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)}
+            raise PretrainUserError(f"{path} was written with different model settings ({changed}); "
                                     "rerun with the original flags or use a new output folder.")
         if state["world_batch"] != [self.args.batch_size, self.args.accum, self.runtime.world_size]:
             print(f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
@@ -142,6 +152,7 @@ class Pretrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.data_position = int(state["step"]), int(state["data_position"])
         self.last_loss = state.get("last_loss")
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         if self.runtime.is_main:
             print(f"Resuming from {path} at step {self.step}.")
 
@@ -152,7 +163,7 @@ class Pretrainer:
         schemes = {n["scheme"] for n in norms}
         meta = {**self.family.checkpoint_metadata(),
                 "normalization": {"scheme": schemes.pop() if len(schemes) == 1 else "mixed", "per_source": norms},
-                "data_sources": {"sources": summaries,
+                "data_sources": {"sources": summaries, "unusable_files": dict(self.unusable.counts()),
                                  "weights": [float(w) for w in self.dataset.probabilities],
                                  "patch_size": self.args.patch_size},
                 "steps": steps, "final_loss": final_loss,
@@ -171,14 +182,20 @@ class Pretrainer:
             return
         from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise PretrainUserError(f"The weights are no longer finite at step {self.step}; nothing was written, "
+                                    "the last saved state is intact; lower the learning rate or use --precision fp32.")
         save_state(os.path.join(self.out, STATE_FILE), {
             "settings": self.family.settings(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": self.step, "data_position": self.data_position, "last_loss": self.last_loss,
+            "skipped_steps": self.skipped_steps,
             "seed": self.args.seed, "world_batch": [self.args.batch_size, self.args.accum, self.runtime.world_size]})
         save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
                                 self.checkpoint_metadata(self.step, self.last_loss))
         plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
+        if self.unusable.entries:
+            self.unusable.write(os.path.join(self.out, "unusable_files.json"))
 
     # ------------------------------------------------------------------------------------ train
     def _on_signal(self, signum, frame):
@@ -187,6 +204,29 @@ class Pretrainer:
         self.stop_signal = signum
         if self.runtime.is_main:
             tqdm.write(f"Received signal {signum}: saving the state after this step, then stopping.")
+
+    def _optimizer_step(self, loss: float) -> bool:
+        """Step if the loss and the gradients are finite; else skip the step (weights and optimizer
+        untouched), and stop after ``--max-bad-steps`` in a row. Returns whether it stepped."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.bad_steps = 0
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
+        if self.runtime.is_main:
+            tqdm.write(f"Step {self.step + 1}: {what}; skipped this optimizer step ({self.bad_steps} in a row, "
+                       f"stopping at --max-bad-steps {self.args.max_bad_steps}).")
+        if self.bad_steps >= self.args.max_bad_steps:
+            raise PretrainUserError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: {what} "
+                                    f"at step {self.step + 1}); stopped, and the last saved state is intact; lower "
+                                    "the learning rate or use --precision fp32.")
+        return False
 
     def _step_seed(self) -> int:
         return (self.args.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
@@ -210,7 +250,9 @@ class Pretrainer:
                 generator.manual_seed(self._step_seed())  # masks
                 loss_sum = 0.0
                 for micro in range(a.accum):
-                    imgs = next(batches).to(rt.device, non_blocking=True)
+                    imgs, reports = next(batches)
+                    self.unusable.add_reports(reports)
+                    imgs = imgs.to(rt.device, non_blocking=True)
                     mask = self.family.make_mask(imgs, generator)
                     sync = self.ddp is None or micro == a.accum - 1
                     with (model.no_sync() if not sync else contextlib.nullcontext()):
@@ -218,16 +260,22 @@ class Pretrainer:
                             loss, pred = model(imgs, mask)
                         (loss / a.accum).backward()
                     loss_sum += loss.detach().item()
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.step += 1
+                total_loss, stop_votes, bad_data = rt.all_reduce_sum(
+                    [loss_sum / a.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())])
+                if bad_data:
+                    raise PretrainUserError(self.unusable.stop_message() if self.unusable.exceeded() else
+                                            "Another rank found too many unusable files; see its messages.")
                 self.data_position += a.accum * a.batch_size
-                total_loss, stop_votes = rt.all_reduce_sum([loss_sum / a.accum, float(self.stop_signal is not None)])
+                stepped = self._optimizer_step(total_loss / rt.world_size)
+                stopping = stop_votes > 0 or (stop_after is not None and self.step + stepped >= stop_after)
+                if not stepped:  # weights untouched; on a stop signal still save the steps since the last save
+                    if stopping:
+                        self.save()
+                        rt.barrier()
+                        break
+                    continue
+                self.step += 1
                 self.last_loss = total_loss / rt.world_size
-                if not math.isfinite(self.last_loss):
-                    raise PretrainUserError(f"The loss became {self.last_loss} at step {self.step}; lower the "
-                                            "learning rate or use --precision fp32 (the last saved state is intact).")
                 dt = time.perf_counter() - t0
                 rate = self.effective_batch / dt
                 img_rate = rate if img_rate is None else 0.9 * img_rate + 0.1 * rate
@@ -241,7 +289,6 @@ class Pretrainer:
                         recon, pixel_mask = self.model.reconstruct(imgs, mask, pred.detach())
                         save_preview(os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
                                      imgs, recon, pixel_mask)
-                stopping = stop_votes > 0 or (stop_after is not None and self.step >= stop_after)
                 if stopping or self.step % a.save_every == 0 or self.step == self.total_steps:
                     self.save()
                     rt.barrier()
@@ -256,6 +303,9 @@ class Pretrainer:
             del batches
         if rt.is_main:
             where = os.path.join(self.out, ENCODER_FILE)
+            if self.unusable.entries:
+                listed = os.path.join(self.out, "unusable_files.json")
+                print(f"{self.unusable.describe()}; skipped (listed in {listed}).")
             if self.stop_signal is not None:
                 print(f"Stopped at step {self.step}; state saved, rerun the same command to resume. Encoder: {where}")
             else:

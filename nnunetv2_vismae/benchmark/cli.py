@@ -7,6 +7,7 @@ summaries and writes ``results.csv``, ``report.md`` and ``label_efficiency.png``
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_vismae.benchmark import label_efficiency as le
-from nnunetv2_vismae.benchmark.arms import ARMS
+from nnunetv2_vismae.benchmark.arms import ARMS, default_arms
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
+from nnunetv2_vismae.io.folders import unwritable_reason
 
 PROG = "nnUNetv2_vismae_benchmark"
 HISTORY = "commands.txt"
@@ -40,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 25, 50, 100], metavar="P",
                         help="label fractions in percent of each fold's training cases, 1..100 "
                              "(default: 10 25 50 100)")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), metavar="ARM",
-                        help=f"arms to run, of {' '.join(ARMS)} (default: all)")
+    parser.add_argument("--arms", nargs="+", metavar="ARM",
+                        help=f"arms to run, of {' '.join(ARMS)} (default: all; cnn-mae only with --pretrained-cnn)")
     parser.add_argument("--pretrained", metavar="FILE",
-                        help="encoder checkpoint the vismae arm fine-tunes (required with that arm); "
+                        help="swin encoder checkpoint the vismae arm fine-tunes (required with that arm); "
                              "nnUNetv2_vismae_plan --pretrained FILE is run first")
+    parser.add_argument("--pretrained-cnn", metavar="FILE",
+                        help="cnn encoder checkpoint (nnUNetv2_vismae_pretrain --encoder cnn) the cnn-mae arm "
+                             "fine-tunes (required with that arm); planned into nnUNetMAEPlans from nnUNetPlans")
     parser.add_argument("--epochs", type=int,
                         help="epochs per run (trainer suffix _{E}epochs; default: the trainer's)")
     parser.add_argument("--iters", type=int,
@@ -115,13 +120,14 @@ def settings_lines(settings: le.Settings) -> list[str]:
     if settings.iters is not None:
         schedule.append(f"{settings.iters} training iteration{'s' * (settings.iters != 1)} per epoch")
     default = "the trainers' defaults"
-    return [f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
+    return ([f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
             f"folds {', '.join(settings.folds)}",
             f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
             "(validation cases are the whole fold's)",
             f"- Arms: {arms}",
             f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
             f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}"]
+            + ([f"- Pretrained cnn encoder: {settings.pretrained_cnn}"] if settings.pretrained_cnn else []))
 
 
 def collect(settings: le.Settings) -> list:
@@ -129,9 +135,39 @@ def collect(settings: le.Settings) -> list:
             for run in le.all_runs(settings) if run.summary(settings.results_dir).is_file()]
 
 
+def check_configuration(settings: le.Settings) -> None:
+    """nnU-Net's plans must hold the configuration every arm trains (the derived plans copy it)."""
+    path = settings.preprocessed_dir / "nnUNetPlans.json"
+    if not path.is_file():
+        return
+    configurations = json.loads(path.read_text()).get("configurations")
+    if configurations is not None and settings.configuration not in configurations:
+        raise BenchmarkError(f"{path} has no {settings.configuration!r} configuration (it has "
+                             f"{sorted(configurations)}); run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
+                             f"-c {settings.configuration}.")
+
+
+def check_pretrained(settings: le.Settings) -> None:
+    """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
+    and check each is of the family its flag is for."""
+    from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint
+
+    for flag, family, path in (("--pretrained", "swin", settings.pretrained),
+                               ("--pretrained-cnn", "cnn", settings.pretrained_cnn)):
+        if path is None:
+            continue
+        try:
+            checkpoint = read_encoder_checkpoint(path)
+        except CheckpointError as e:
+            raise BenchmarkError(str(e)) from None
+        if checkpoint.family != family:
+            raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
+
+
 def benchmark(args, argv: list[str]) -> int:
-    settings = le.make_settings(args.d, args.c, args.f, args.labels, args.arms, args.pretrained, args.epochs,
-                                args.iters, args.device or default_device(), args.o)
+    arms = args.arms or default_arms(args.pretrained_cnn is not None)
+    settings = le.make_settings(args.d, args.c, args.f, args.labels, arms, args.pretrained, args.epochs,
+                                args.iters, args.device or default_device(), args.o, args.pretrained_cnn)
     jobs, finished = le.pending_jobs(settings)
     total = len(finished) + sum(j.run is not None for j in jobs)
     if args.dry_run:
@@ -141,6 +177,11 @@ def benchmark(args, argv: list[str]) -> int:
               "(nnUNet_extTrainer is set for them).", file=sys.stderr)
         return 0
     le.check_plans_exist(settings, jobs)
+    check_configuration(settings)
+    check_pretrained(settings)
+    problem = unwritable_reason(settings.out)
+    if problem:
+        raise BenchmarkError(f"Output folder {settings.out} cannot be written: {problem}.")
     invocation = shlex.join([PROG, *argv])
     if jobs:
         append_history(settings.out, invocation)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nnunetv2_vismae.benchmark.arms import ARMS, Arm, trainer_name
+from nnunetv2_vismae.benchmark.arms import ARMS, PRETRAINED_FLAGS, Arm, trainer_name
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.training.env import ext_trainer_value
 
@@ -37,6 +37,11 @@ class Settings:
     iters: int | None
     device: str
     out: Path
+    pretrained_cnn: Path | None = None
+
+    def checkpoint(self, arm: Arm) -> Path | None:
+        """The checkpoint the arm's derived plans are planned from (None: none given or needed)."""
+        return {"swin": self.pretrained, "cnn": self.pretrained_cnn}.get(arm.family)
 
     @property
     def results_dir(self) -> Path:
@@ -120,7 +125,8 @@ def dataset_name(dataset: str) -> str:
 
 
 def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrained: str | None,
-                  epochs: int | None, iters: int | None, device: str, out: str | None) -> Settings:
+                  epochs: int | None, iters: int | None, device: str, out: str | None,
+                  pretrained_cnn: str | None = None) -> Settings:
     """Check everything a user can get wrong before anything runs (raises BenchmarkError)."""
     check_environment()
     name = dataset_name(str(dataset))
@@ -140,16 +146,19 @@ def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrai
     derived = [a.name for a in chosen if a.derived_plans]
     if derived and configuration != "2d":
         raise BenchmarkError(f"The {derived[0]} arm trains the 2d configuration only, got -c {configuration}.")
-    needing = [a.name for a in chosen if a.needs_pretrained]
-    if needing and pretrained is None:
-        raise BenchmarkError(f"The {needing[0]} arm fine-tunes a pretrained encoder; pass --pretrained FILE "
-                             "(or leave the arm out with --arms).")
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise BenchmarkError(f"The pretrained checkpoint {pretrained} does not exist.")
+    given = {"swin": pretrained, "cnn": pretrained_cnn}
+    needing = [a for a in chosen if a.needs_pretrained and given[a.family] is None]
+    if needing:
+        raise BenchmarkError(f"The {needing[0].name} arm fine-tunes a pretrained {needing[0].family} encoder; pass "
+                             f"{PRETRAINED_FLAGS[needing[0].family]} FILE (or leave the arm out with --arms).")
+    for path in (pretrained, pretrained_cnn):
+        if path is not None and not Path(path).is_file():
+            raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
     settings = Settings(dataset=str(dataset), dataset_name=name, configuration=configuration,
                         folds=tuple(dict.fromkeys(str(f) for f in folds)), labels=tuple(sorted(set(labels))),
                         arms=chosen, pretrained=Path(pretrained).resolve() if pretrained else None,
-                        epochs=epochs, iters=iters, device=device, out=Path("."))
+                        epochs=epochs, iters=iters, device=device, out=Path("."),
+                        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None)
     return replace(settings, out=Path(out) if out else settings.results_dir / "vismae_benchmark")
 
 
@@ -181,15 +190,16 @@ def train_command(settings: Settings, run: Run, state: str) -> tuple[str, ...]:
 def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
     """``nnUNetv2_vismae_plan`` for derived plans that pending runs need.
 
-    With --pretrained the plans are (re)written from the checkpoint; without it they are written
-    only when missing (scratch-only benchmarks)."""
+    With a checkpoint of the plans' family the plans are (re)written from it; without one they are
+    written only when missing (scratch-only benchmarks)."""
     jobs = []
-    for plans in dict.fromkeys(r.arm.plans for r in pending if r.arm.derived_plans):
-        if settings.pretrained is None and (settings.preprocessed_dir / f"{plans}.json").is_file():
+    for plans, arm in {r.arm.plans: r.arm for r in pending if r.arm.derived_plans}.items():
+        checkpoint = settings.checkpoint(arm)
+        if checkpoint is None and (settings.preprocessed_dir / f"{plans}.json").is_file():
             continue
         cmd = ["nnUNetv2_vismae_plan", "-d", settings.dataset, "-o", plans]
-        if settings.pretrained is not None:
-            cmd += ["--pretrained", str(settings.pretrained)]
+        if checkpoint is not None:
+            cmd += ["--pretrained", str(checkpoint)]
         jobs.append(Job(f"plan_{plans}", tuple(cmd)))
     return jobs
 

@@ -80,6 +80,11 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
         raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise CheckpointError(f"Output {dst} is the input file; choose another output path.")
+    from nnunetv2_vismae.io.folders import unwritable_reason
+
+    problem = unwritable_reason(dst.parent)
+    if problem:
+        raise CheckpointError(f"Cannot write {dst}: {problem}.")
 
     foreign = read_foreign_file(src)
     where = f"Input weights {src}"

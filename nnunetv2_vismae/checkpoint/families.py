@@ -3,8 +3,9 @@
 A family is one table entry (``EncoderFamily``): how to validate its config, how to tell whether a
 module belongs to it, which config entries must agree for weights to move between two encoders,
 and which tensor adapters may reconcile shapes that legitimately differ (window size, patch size).
-Adding the ``cnn`` family means calling ``register_family`` with a new entry; nothing else in the
-package branches on the family name.
+Families are ``swin`` (VIS-MAE's Swin encoder) and ``cnn`` (nnU-Net's own encoder, see
+``cnn_encoder``), each added with ``register_family``; nothing else in the package branches on the
+family name.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from . import cnn_encoder
 from .adapt import TensorAdapter, patch_size_adapter, relative_position_table_adapter
 from .errors import CheckpointError
 
@@ -90,6 +92,18 @@ def register_family(family: EncoderFamily) -> None:
 
 
 register_family(SWIN)
+
+
+# ----------------------------------------------------------------------------------------- cnn
+# nnU-Net's own encoder built from plans (see cnn_encoder): no adapters beyond input channels.
+CNN = EncoderFamily(
+    name="cnn",
+    normalize_config=cnn_encoder.normalize_config,
+    module_config=cnn_encoder.module_config,
+    fixed_config_keys=cnn_encoder.SIGNATURE_KEYS,
+    expected_shapes=cnn_encoder.expected_shapes,
+)
+register_family(CNN)
 
 
 def get_family(name, where: str = "") -> EncoderFamily:

@@ -79,8 +79,9 @@ def _torch_load_safely(path: Path):
     """``torch.load(weights_only=True)`` allowing only ``argparse.Namespace`` beside tensors and
     plain containers (what VIS-MAE's pretraining files hold in their ``args`` entry)."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # a file object, not the name: torch.load hands *.safetensors names to safetensors
+        with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         name = _unsupported_global(str(e))
         what = f"the object {name}" if name else "objects"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, DemoError, run_demo
+from nnunetv2_vismae.io.folders import unwritable_reason
 
 
 def main(argv=None):
@@ -18,6 +19,10 @@ def main(argv=None):
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     args = parser.parse_args(argv)
+    problem = unwritable_reason(args.o)
+    if problem:
+        print(f"nnUNetv2_vismae_demo: output folder {args.o} cannot be written: {problem}.", file=sys.stderr)
+        sys.exit(1)
     try:
         report_dir = run_demo(Path(args.o), QUICK if args.quick else DEFAULT, args.device)
     except DemoError as e:

@@ -1,13 +1,18 @@
-"""``nnUNetv2_vismae_plan``: write nnUNetVisMAEPlans.json next to the dataset's nnU-Net plans."""
+"""``nnUNetv2_vismae_plan``: write nnUNetVisMAEPlans.json (swin) or nnUNetMAEPlans.json (cnn checkpoint)
+next to the dataset's nnU-Net plans."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import write_json_atomic
+from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
 from nnunetv2_vismae.planning.vismae_plans import (
+    PRETRAINED_KEY,
     PlanningError,
     derive_vismae_plans,
     load_plans,
@@ -15,39 +20,72 @@ from nnunetv2_vismae.planning.vismae_plans import (
 )
 
 
-def pretrained_encoder(path: str) -> tuple[SwinEncoderConfig, dict]:
-    """Encoder config and the plans' checkpoint reference (absolute path and content hash)."""
+VISMAE_PLANS, VISMAE_TRAINER = "nnUNetVisMAEPlans", "VisMAETrainer"
+
+
+def read_checkpoint(path: str):
     from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint
 
     try:
-        checkpoint = read_encoder_checkpoint(path)
+        return read_encoder_checkpoint(path)
     except CheckpointError as e:
         raise PlanningError(str(e)) from None
+
+
+def checkpoint_reference(path: str, checkpoint) -> dict:
+    """What the plans record: absolute path, content hash (verified by the trainer) and family."""
+    return {"path": str(Path(path).resolve()), "content_hash": checkpoint.content_hash, "family": checkpoint.family}
+
+
+def num_input_channels(folder: Path) -> int:
+    dataset = json.loads((folder / "dataset.json").read_text())
+    return len(dataset.get("channel_names") or dataset.get("modality") or {"0": ""})
+
+
+def pretrained_encoder(path: str, checkpoint=None) -> tuple[SwinEncoderConfig, dict]:
+    """Encoder config and the plans' checkpoint reference (absolute path and content hash)."""
+    checkpoint = checkpoint or read_checkpoint(path)
     if checkpoint.family != "swin":
         raise PlanningError(f"{path} holds a {checkpoint.family!r} encoder; VisMAE plans need a 'swin' one.")
-    reference = {"path": str(Path(path).resolve()), "content_hash": checkpoint.content_hash,
-                 "family": checkpoint.family}
-    return SwinEncoderConfig.from_json(checkpoint.encoder_config), reference
+    return SwinEncoderConfig.from_json(checkpoint.encoder_config), checkpoint_reference(path, checkpoint)
 
 
-def plan(dataset, source_plans: str, target_plans: str, decoder: str, pretrained: str | None) -> Path:
+def fine_tuning_trainer(plans_file: Path) -> str:
+    reference = json.loads(plans_file.read_text())["configurations"]["2d"].get(PRETRAINED_KEY) or {}
+    return MAE_TRAINER if reference.get("family") == "cnn" else VISMAE_TRAINER
+
+
+def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pretrained: str | None) -> Path:
+    """Write the plans (default name by the checkpoint's family) and return their file."""
     folder = preprocessed_dataset_folder(dataset)
     plans = load_plans(folder, source_plans)
-    encoder, reference = pretrained_encoder(pretrained) if pretrained else (SwinEncoderConfig(), None)
-    derived = derive_vismae_plans(plans, target_plans, encoder, decoder, reference)
+    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    cnn = checkpoint is not None and checkpoint.family == "cnn"
+    target_plans = target_plans or (MAE_PLANS if cnn else VISMAE_PLANS)
+    problem = unwritable_reason(folder)
+    if problem:
+        raise PlanningError(f"Cannot write plans {target_plans} into {folder}: {problem}.")
+    if cnn:  # nnU-Net's own network, unchanged
+        check_checkpoint_fits(plans, source_plans, num_input_channels(folder), checkpoint)
+        derived = derive_mae_plans(plans, target_plans, checkpoint_reference(pretrained, checkpoint))
+    else:
+        encoder, reference = pretrained_encoder(pretrained, checkpoint) if pretrained else (SwinEncoderConfig(), None)
+        derived = derive_vismae_plans(plans, target_plans, encoder, decoder, reference)
     target = folder / f"{target_plans}.json"
     write_json_atomic(target, derived)
     return target
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Derive VisMAE plans (SwinUNet, 2d, same preprocessed "
-                                                 "data) from a dataset's nnU-Net plans.")
+    parser = argparse.ArgumentParser(description="Derive fine-tuning plans (2d, same preprocessed data) from a "
+                                                 "dataset's nnU-Net plans: SwinUNet for a swin checkpoint (or none), "
+                                                 "nnU-Net's own network for a cnn checkpoint.")
     parser.add_argument("-d", required=True, help="dataset id or name")
     parser.add_argument("-p", default="nnUNetPlans", help="source nnU-Net plans (default: nnUNetPlans)")
-    parser.add_argument("-o", default="nnUNetVisMAEPlans", help="name of the plans to write "
-                                                                "(default: nnUNetVisMAEPlans)")
-    parser.add_argument("--pretrained", help="encoder checkpoint to fine-tune from (its encoder config is used)")
+    parser.add_argument("-o", help="name of the plans to write (default: nnUNetVisMAEPlans, or nnUNetMAEPlans "
+                                   "for a cnn checkpoint)")
+    parser.add_argument("--pretrained", help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
+                                             "cnn: it must come from the 2d network of -p)")
     parser.add_argument("--decoder", default="conv", choices=["conv", "swin"],
                         help="conv: SwinUNETR-style conv decoder with a full-resolution stem skip "
                              "(default); swin: VIS-MAE's Swin-UNet decoder")
@@ -57,7 +95,8 @@ def main(argv=None):
     except PlanningError as e:
         print(f"nnUNetv2_vismae_plan: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {args.o} -tr VisMAETrainer")
+    print(f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {target.stem} "
+          f"-tr {fine_tuning_trainer(target)}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
 from nnunetv2_vismae.planning.vismae_plans import PRETRAINED_KEY
-from nnunetv2_vismae.device import cpu_bf16_enabled, run_forward_in_bf16
+from nnunetv2_vismae.device import cpu_bf16_enabled, fused_adamw, run_forward_in_bf16
 from nnunetv2_vismae.training.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 
 
@@ -69,7 +69,10 @@ class VisMAETrainer(nnUNetTrainer):
             self.print_to_log_file("Network forward runs under CPU bf16 autocast.")
         reference = self.pretrained_reference
         if reference is not None and self.load_pretrained:
-            self.load_pretrained_encoder(reference)
+            try:
+                self.load_pretrained_encoder(reference)
+            except CheckpointError as e:  # inside nnU-Net's own command: one sentence, exit 1, no traceback
+                raise SystemExit(f"{type(self).__name__}: {e}") from None
 
     def load_pretrained_encoder(self, reference: dict):
         """Verify the checkpoint against the hash in the plans, load it, refuse partial loads."""
@@ -103,7 +106,7 @@ class VisMAETrainer(nnUNetTrainer):
         if self.frozen_encoder:
             unwrap(self.network).encoder.requires_grad_(False)
         optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.initial_lr, betas=self.betas,
-                                      weight_decay=self.weight_decay, fused=self.device.type == "cuda")
+                                      weight_decay=self.weight_decay, fused=fused_adamw(self.device))
         warmup = round(self.num_epochs * self.warmup_fraction) if self.num_epochs > 1 else 0
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
         return optimizer, scheduler

@@ -15,12 +15,13 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
 from nnunetv2_vismae.training.label_subsets import label_subset
 from nnunetv2_vismae.training.trainers import (VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD,
                                                VisMAETrainerSawtooth, VisMAETrainerScratch)
 
 BASES = {cls.__name__: cls for cls in (VisMAETrainer, VisMAETrainerScratch, VisMAETrainerLLRD, VisMAETrainerFrozen,
-                                       VisMAETrainerSawtooth, nnUNetTrainer)}
+                                       VisMAETrainerSawtooth, nnUNetTrainerMAE, nnUNetTrainer)}
 _SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+))?(?:_(?P<epochs>\d+)epochs)?"
                        r"(?:_(?P<iters>\d+)iters)?$")
 

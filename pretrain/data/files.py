@@ -15,18 +15,15 @@ import os
 from collections import OrderedDict
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.io.images import (
-    SUPPORTED_ENDINGS,
-    file_kind,
-    read_header,
-    read_image,
-)
+from nnunetv2_vismae.io.images import SUPPORTED_ENDINGS, file_kind, read_image
 from nnunetv2_vismae.io.normalization import Normalization, to_grayscale
+from pretrain.data.screening import REASONS, Unusable, decode_failure, screen_header, screen_pixels
 from pretrain.errors import PretrainUserError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: skipped files carry a reason key
 
 
 def discover_files(folders: list[str] | None = None, file_list: str | None = None) -> list[str]:
@@ -66,14 +63,15 @@ def manifest_key(files: list[str], axis: str) -> str:
 
 
 def build_manifest(files: list[str]) -> dict:
-    """Read every header once: ``files`` = [[path, [Z, Y, X], components]], ``skipped`` = [[path, why]]."""
+    """Screen every header once: ``files`` = [[path, [Z, Y, X], components]],
+    ``skipped`` = [[path, reason, detail]] (reason: a key of ``screening.REASONS``)."""
     entries, skipped = [], []
-    for f in files:
+    for f in tqdm(files, desc="Reading image headers", unit="file", disable=len(files) < 1000):
         try:
-            shape, comps = read_header(f)
+            shape, comps = screen_header(f)
             entries.append([f, list(shape), comps])
-        except Exception as e:  # unreadable files are reported, not fatal: large corpora have some
-            skipped.append([f, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__])
+        except Unusable as e:  # large corpora have some; counted, and the run decides if too many
+            skipped.append([f, e.reason, e.detail])
     return {"version": MANIFEST_VERSION, "files": entries, "skipped": skipped}
 
 
@@ -117,15 +115,18 @@ class FileSource:
         self.name, self.axis, self.normalization = name, axis, normalization
         manifest, self.manifest_path = load_or_build_manifest(files, axis, cache_dir, is_main, barrier)
         self.files = [e[0] for e in manifest["files"]]
+        self.shapes = [tuple(e[1]) for e in manifest["files"]]
         self.skipped = manifest["skipped"]
+        self.num_items = len(files)
         axes = (0, 1, 2) if axis == "all" else (int(axis),)
         units = []  # (file index, axis, number of slices)
         for fi, (_, shape, _) in enumerate(manifest["files"]):
             for a in ((0,) if shape[0] == 1 else axes):
                 units.append((fi, a, shape[a]))
         if not units:
-            raise PretrainUserError(f"Source {name}: none of its {len(files)} files could be read "
-                                    f"(first: {self.skipped[0][0]}: {self.skipped[0][1]}).")
+            path, reason, detail = self.skipped[0]
+            raise PretrainUserError(f"Source {name}: none of its {len(files)} files can be used (e.g. {path}: "
+                                    f"{REASONS[reason]}{f', {detail}' if detail else ''}).")
         self.units = np.array(units, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.units[:, 2])])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -139,12 +140,26 @@ class FileSource:
         fi, axis, _ = self.units[u]
         return self.files[fi], int(axis), int(index - self.offsets[u])
 
+    def origin(self, index: int) -> str:
+        """The file a flat slice index comes from (what is counted when it cannot be used)."""
+        return self.files[int(self.units[np.searchsorted(self.offsets, index, side="right") - 1][0])]
+
+    def _read(self, file_index: int) -> np.ndarray:
+        """1 x Z x Y x X grayscale as read, screened; raises Unusable."""
+        path = self.files[file_index]
+        try:
+            image = read_image(path)
+        except Exception as e:  # truncated data, a missing codec, ...: every reader raises its own
+            raise decode_failure(path, e) from None
+        screen_pixels(image, self.shapes[file_index])
+        return to_grayscale(image)
+
     def _volume(self, file_index: int) -> np.ndarray:
         """1 x Z x Y x X, grayscale and normalized (a small LRU cache per data-loader worker)."""
         if file_index in self._cache:
             self._cache.move_to_end(file_index)
             return self._cache[file_index]
-        image = self.normalization(to_grayscale(read_image(self.files[file_index])))
+        image = self.normalization(self._read(file_index))
         self._cache[file_index] = image
         if len(self._cache) > self.cache_volumes:
             self._cache.popitem(last=False)

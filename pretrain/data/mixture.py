@@ -8,10 +8,15 @@ workers give the same stream.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from pretrain.data.screening import REASONS, Unusable, first_line
+
+MAX_DRAWS = 64  # draws per sample before concluding that (almost) nothing is usable
 
 
 def random_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -44,16 +49,61 @@ class PatchDataset(Dataset):
                        for s in sources]
         w = np.asarray(weights if weights is not None else [len(s) for s in sources], dtype=np.float64)
         self.probabilities = w / w.sum()
+        self.known_bad: set[str] = set()  # per process: each data-loader worker keeps its own
 
     def __len__(self) -> int:
         return int(sum(len(s) for s in self.shards))
 
     def __getitem__(self, k: int) -> torch.Tensor:
+        return self.sample(k)[0]
+
+    def sample(self, k: int) -> tuple[torch.Tensor, list[list[str]]]:
+        """The k-th patch and the files found unusable while drawing it ([[path, reason, detail]]).
+
+        A slice that cannot be used is replaced by the next draw of the same generator, so the
+        stream stays a pure function of k (and of which files are bad). Files already found bad in
+        this process are skipped without reading them again. If all ``MAX_DRAWS`` draws fail, the
+        patch is zeros and the report ends with ``["*exhausted*", message, ""]``.
+        """
         rng = np.random.default_rng((self.seed, self.rank, int(k)))
-        s = int(rng.choice(len(self.sources), p=self.probabilities)) if len(self.sources) > 1 else 0
-        shard = self.shards[s]
-        image = self.sources[s].load_slice(int(shard[rng.integers(len(shard))]))
-        return torch.from_numpy(np.ascontiguousarray(random_patch(image, self.patch_size, rng)))
+        found = []
+        for _ in range(MAX_DRAWS):
+            s = int(rng.choice(len(self.sources), p=self.probabilities)) if len(self.sources) > 1 else 0
+            source, shard = self.sources[s], self.shards[s]
+            index = int(shard[rng.integers(len(shard))])
+            origin = source.origin(index) if hasattr(source, "origin") else f"{source.name}:{index}"
+            if origin in self.known_bad:
+                continue
+            try:
+                image = source.load_slice(index)
+                if not np.isfinite(image).all():  # sources without their own screening
+                    raise Unusable("nonfinite")
+            except Exception as e:  # a worker must never crash on one bad file
+                bad = e if isinstance(e, Unusable) else Unusable("pixels", first_line(e))
+                self.known_bad.add(origin)
+                found.append([origin, bad.reason, bad.detail])
+                continue
+            return torch.from_numpy(np.ascontiguousarray(random_patch(image, self.patch_size, rng))), found
+        message = (f"None of {MAX_DRAWS} slices drawn for one sample could be used"
+                   + (f" (last: {found[-1][0]}: {REASONS[found[-1][1]]})" if found else "")
+                   + "; most of the corpus seems unusable.")
+        c = self.sources[0].num_channels
+        return torch.zeros(c, self.patch_size, self.patch_size), found + [["*exhausted*", message, ""]]
+
+    def reporting(self) -> "ReportingView":
+        """The view the data loader reads: (patch, JSON report of unusable files) per index."""
+        return ReportingView(self)
+
+
+class ReportingView(Dataset):
+    """``view[k]`` -> (patch, JSON text of the files found unusable); collated into (batch, list)."""
+
+    def __init__(self, dataset: PatchDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, str]:
+        patch, found = self.dataset.sample(k)
+        return patch, json.dumps(found) if found else ""
 
 
 class SampleIndexSampler(Sampler):

@@ -77,6 +77,14 @@ class NnUNetSource:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    @property
+    def num_items(self) -> int:
+        return len(self.identifiers)
+
+    def origin(self, index: int) -> str:
+        """The case a flat slice index comes from (what is counted when it cannot be used)."""
+        return f"{self.folder}/{self.identifiers[int(np.searchsorted(self.offsets, index, side='right') - 1)]}"
+
     def load_slice(self, index: int) -> np.ndarray:
         case = int(np.searchsorted(self.offsets, index, side="right") - 1)
         data = self.dataset.load_case(self.identifiers[case])[0]

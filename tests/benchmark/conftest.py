@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from nnunetv2_vismae.architectures import SwinEncoder
+from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+from tests.conftest import TINY_ENCODER
+
 DATASET = "Dataset990_Synthetic"
 LABELS = {"background": 0, "disc": 1, "square": 2}
 
@@ -25,8 +29,11 @@ def fake_nnunet(tmp_path, monkeypatch) -> dict:
     (dataset / "nnUNetPlans.json").write_text("{}")
     (paths["results"] / DATASET).mkdir()
     paths["dataset_results"] = paths["results"] / DATASET
-    paths["pretrained"] = tmp_path / "encoder.safetensors"
-    paths["pretrained"].write_bytes(b"not read by the benchmark")
+    paths["pretrained"] = tmp_path / "encoder.safetensors"  # checked by the benchmark before anything runs
+    encoder = SwinEncoder(**TINY_ENCODER)
+    save_encoder_checkpoint(paths["pretrained"], encoder.state_dict(),
+                            {"family": "swin", "encoder_config": encoder.config.to_json(),
+                             "normalization": {"scheme": "zscore"}})
     return paths
 
 

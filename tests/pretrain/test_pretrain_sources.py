@@ -46,7 +46,7 @@ def test_manifest_cached_and_keyed_by_input_list(png_folder, tmp_path, monkeypat
     def no_header_reads(path):
         raise AssertionError("the cached manifest should have been used")
 
-    monkeypatch.setattr(files_module, "read_header", no_header_reads)
+    monkeypatch.setattr(files_module, "screen_header", no_header_reads)
     again = FileSource("pngs", discover_files([png_folder]), cache_dir=out)
     assert again.manifest_path == first.manifest_path and len(again) == len(first)
 

@@ -1,0 +1,35 @@
+"""``nnUNetTrainerMAE``: nnU-Net's own network fine-tuned from a ``cnn`` (SparK-style) encoder checkpoint."""
+from __future__ import annotations
+
+import torch
+
+from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
+from nnunetv2_vismae.training.schedules import SawtoothLRScheduler
+from nnunetv2_vismae.training.trainers import VisMAETrainer, unwrap
+
+
+class nnUNetTrainerMAE(VisMAETrainer):
+    """nnU-Net's recipe (network from the plans, augmentation, loss, SGD with Nesterov momentum 0.99,
+    poly decay) with the encoder and stem loaded in ``initialize()`` from the checkpoint the plans
+    name (hash verified, load report logged; inherited from VisMAETrainer), and the warm-up nnU-Net's
+    MAE study found best for pretrained CNNs: the decoder alone first, then the whole network warms
+    up linearly, then the usual poly schedule, at a lower peak learning rate than from scratch.
+    """
+
+    peak_lr = 1e-3  # nnU-Net trains from scratch at 1e-2; pretrained weights are not to be washed out
+    stage_fraction = 0.05  # of all epochs, for each of the two warm-up stages
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr, self.weight_decay = self.peak_lr, 3e-5  # nnU-Net's weight decay
+
+    def load_pretrained_encoder(self, reference: dict):
+        with encoder_and_stem_as_encoder(unwrap(self.network)):
+            super().load_pretrained_encoder(reference)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameter_groups(), self.initial_lr, weight_decay=self.weight_decay,
+                                    momentum=0.99, nesterov=True)
+        stage = max(1, round(self.num_epochs * self.stage_fraction))
+        return optimizer, SawtoothLRScheduler(optimizer, self.initial_lr, self.num_epochs, stage, stage)

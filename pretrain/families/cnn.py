@@ -1,0 +1,206 @@
+"""The ``cnn`` family: SparK-style masked pretraining of nnU-Net's own 2D encoder.
+
+The encoder is the one of the network nnU-Net trains for the dataset (PlainConvUNet from
+``nnUNetPlans``, ResidualEncoderUNet from the residual-encoder plans), built from the plans of the
+first ``-d`` dataset by dynamic-network-architectures, so the checkpoint fits the stock network.
+Convolutions have no tokens to drop, so sparse convolution is emulated as in SparK: hidden blocks
+are zeroed at the input and re-zeroed after the stem and every stage at that stage's resolution,
+so the holes stay holes. A light decoder fills them with per-scale mask tokens and reconstructs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+from pretrain.errors import PretrainUserError
+from pretrain.families.base import EncoderFamily, MAEModel
+from pretrain.masking import window_mask
+
+
+def at_resolution(hidden: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """B x h x w bool mask -> B x 1 x H' x W' bool at ``like``'s spatial size (nearest)."""
+    return F.interpolate(hidden[:, None].float(), size=like.shape[-2:], mode="nearest").bool()
+
+
+class LightDecoder(nn.Module):
+    """SparK-like: per-scale mask tokens fill the holes; each scale is projected (1x1) to half its
+    width; from the deepest scale up: transposed conv by that stage's stride, add the next shallower
+    projection, one conv block; a last transposed conv by the first stage's stride predicts pixels.
+    Output B x C x H x W."""
+
+    def __init__(self, channels: list[int], strides: list[list[int]], out_channels: int):
+        super().__init__()
+        widths = [max(16, c // 2) for c in channels]  # light: a quarter of the encoder's conv cost
+        self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels)
+        for token in self.mask_tokens:
+            nn.init.trunc_normal_(token, std=0.02)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(channels, widths))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], strides[i + 1], strides[i + 1])
+                                 for i in range(len(widths) - 1))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.InstanceNorm2d(w, affine=True), nn.LeakyReLU(0.01))
+            for w in widths[:-1])
+        self.head = nn.ConvTranspose2d(widths[0], out_channels, strides[0], strides[0])
+
+    def fill(self, features: list[torch.Tensor], hidden: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.where(at_resolution(hidden, f), token.to(f.dtype), f)
+                for f, token in zip(features, self.mask_tokens)]
+
+    def forward(self, features: list[torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        filled = [lateral(f) for lateral, f in zip(self.laterals, self.fill(features, hidden))]
+        x = filled[-1]
+        for i in reversed(range(len(self.ups))):
+            x = self.blocks[i](self.ups[i](x) + filled[i])
+        return self.head(x)
+
+
+class CnnMAE(MAEModel):
+    """Masked autoencoder around nnU-Net's encoder (the load root of the stock network).
+
+    Shapes (image B x C x H x W, total stride s, cells h = H/s, w = W/s):
+        mask:  B x h x w bool, True = hidden (one cell = one pixel of the deepest stage)
+        pred:  B x C x H x W
+    """
+
+    def __init__(self, encoder: nn.Module, in_channels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = LightDecoder(list(encoder.output_channels), [list(s) for s in encoder.strides], in_channels)
+
+    def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Zero the hidden blocks, then re-zero them after the stem and after every stage."""
+        x = imgs.masked_fill(at_resolution(mask, imgs), 0.0)
+        if getattr(self.encoder, "stem", None) is not None:
+            x = self.encoder.stem(x)
+            x = x.masked_fill(at_resolution(mask, x), 0.0)
+        features = []
+        for stage in self.encoder.stages:
+            x = stage(x)
+            x = x.masked_fill(at_resolution(mask, x), 0.0)
+            features.append(x)
+        return features
+
+    def forward_decoder(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return self.decoder(features, mask)
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over hidden pixels only (fp32)."""
+        hidden = at_resolution(mask, imgs).float()
+        per_pixel = ((pred.float() - imgs.float()) ** 2).mean(dim=1, keepdim=True)
+        return (per_pixel * hidden).sum() / hidden.sum()
+
+    def forward(self, imgs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self.forward_decoder(self.forward_encoder(imgs, mask), mask)
+        return self.forward_loss(imgs, pred, mask), pred
+
+    @torch.no_grad()
+    def reconstruct(self, imgs, mask, pred):
+        pixel_mask = at_resolution(mask, imgs)
+        return torch.where(pixel_mask, pred.float(), imgs.float()), pixel_mask
+
+
+def read_plans_architecture(args: argparse.Namespace) -> tuple[dict, str]:
+    """The ``architecture`` block of the first ``-d`` dataset's plans (``-p``, ``-c``) and its file."""
+    from pretrain.data.nnunet import resolve_dataset_folder
+
+    if not args.d:
+        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET.")
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        raise PretrainUserError("--encoder cnn needs the environment variable nnUNet_preprocessed.")
+    plans_file = os.path.join(resolve_dataset_folder(root, str(args.d[0])), f"{args.p}.json")
+    if not os.path.isfile(plans_file):
+        raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
+    with open(plans_file) as f:
+        configuration = json.load(f)["configurations"].get(args.c, {})
+    architecture = configuration.get("architecture")
+    if architecture is None:
+        raise PretrainUserError(f"{plans_file} has no configuration {args.c!r} with an architecture block.")
+    if not str(architecture["arch_kwargs"].get("conv_op", "")).endswith("Conv2d"):
+        raise PretrainUserError(f"Configuration {args.c!r} of {plans_file} is not a 2D network; --encoder cnn "
+                                "pretrains the 2d configuration (-c 2d).")
+    return architecture, plans_file
+
+
+class CnnFamily(EncoderFamily):
+    name = "cnn"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("cnn family (SparK-style, nnU-Net's own encoder from -d's plans -p/-c; "
+                                      "the mask ratio is --mask-ratio)")
+        g.add_argument("--cnn-mask-block", type=int, metavar="PIXELS",
+                       help="side of a hidden square in pixels, a multiple of the encoder's total stride "
+                            "(default: the total stride, one cell of the deepest stage, as SparK).")
+
+    def __init__(self, args: argparse.Namespace, in_channels: int):
+        super().__init__(args, in_channels)
+        self.architecture, self.plans_file = read_plans_architecture(args)
+        try:
+            self.encoder_config = cnn_encoder_config(self.architecture, in_channels)
+        except Exception as e:  # plans naming a network we cannot build
+            raise PretrainUserError(f"Cannot build the network of {self.plans_file} "
+                                    f"({type(e).__name__}: {e}).") from None
+        strides = torch.tensor(self.encoder_config["strides"]).prod(dim=0).tolist()
+        if strides[0] != strides[1]:
+            raise PretrainUserError(f"The network of {self.plans_file} downsamples anisotropically ({strides}); "
+                                    "--encoder cnn needs square 2D stages.")
+        self.total_stride = int(strides[0])
+        self.block = self.total_stride if args.cnn_mask_block is None else args.cnn_mask_block
+        self.mask_settings = {"type": "window_sparse", "ratio": args.mask_ratio, "block_pixels": self.block,
+                              "replaced_by": "zeros_per_stage_then_mask_tokens"}
+
+    def validate(self, patch_size: int) -> None:
+        a, s = self.args, self.total_stride
+        if not 0 < a.mask_ratio < 1:
+            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {a.mask_ratio}.")
+        if a.norm_pix_loss:
+            raise PretrainUserError("--norm-pix-loss belongs to the swin family; the cnn family regresses pixels.")
+        if self.block < 1 or self.block % s:
+            raise PretrainUserError(f"--cnn-mask-block {self.block} must be a positive multiple of the encoder's "
+                                    f"total stride {s}.")
+        if patch_size % self.block:
+            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
+                                    f"({self.block} pixels).")
+        blocks = (patch_size // self.block) ** 2
+        if not 0 < round(a.mask_ratio * blocks) < blocks:
+            raise PretrainUserError(f"--mask-ratio {a.mask_ratio} must hide at least one and keep at least one "
+                                    f"of the {blocks} mask blocks of a patch.")
+
+    def build_model(self) -> CnnMAE:
+        network = build_stock_network(self.architecture, self.in_channels)
+        return CnnMAE(network.get_submodule(self.encoder_config["load_root"]), self.in_channels)
+
+    def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        s = self.total_stride
+        return window_mask(imgs.shape[0], (imgs.shape[2] // s, imgs.shape[3] // s), self.block // s,
+                           self.args.mask_ratio, imgs.device, generator)
+
+    def encoder_tensors(self, model: CnnMAE) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+
+    def settings(self) -> dict:
+        return {"family": self.name, "encoder_config": self.encoder_config, "mask": self.mask_settings}
+
+    def checkpoint_metadata(self) -> dict:
+        return {"family": self.name, "encoder_config": self.encoder_config, "mask": self.mask_settings,
+                "pretraining_decoder": "spark_light"}
+
+    def check_fine_tunable(self, model: CnnMAE, workdir: str, metadata: dict | None = None) -> None:
+        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
+        from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
+
+        network = build_stock_network(self.architecture, self.in_channels, initialize=False)
+        path = os.path.join(workdir, "fine_tune_check.safetensors")
+        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
+        with encoder_and_stem_as_encoder(network):
+            report = load_encoder_into(network, path, log=lambda *a, **k: None)
+        if report.fraction_loaded < 1.0:
+            raise PretrainUserError(f"Only {report.fraction_loaded:.0%} of this encoder would load into the "
+                                    f"network of {self.plans_file}; refusing to pretrain an unusable encoder.")

@@ -1,0 +1,82 @@
+"""The cnn family: SparK-style masking keeps the holes closed through every stage; the MAE learns."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+from pretrain.families.cnn import CnnMAE, at_resolution
+from pretrain.masking import window_mask
+
+PLAIN = {
+    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
+                    "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]], "n_conv_per_stage": [2, 2, 2],
+                    "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                    "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+                    "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+}
+
+
+def residual_architecture() -> dict:
+    arch = copy.deepcopy(PLAIN)
+    arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    arch["arch_kwargs"]["n_blocks_per_stage"] = arch["arch_kwargs"].pop("n_conv_per_stage")
+    return arch
+
+
+def mae_for(architecture: dict) -> CnnMAE:
+    torch.manual_seed(0)
+    network = build_stock_network(architecture, 1)
+    return CnnMAE(network.get_submodule(cnn_encoder_config(architecture, 1)["load_root"]), 1).eval()
+
+
+@pytest.mark.parametrize("architecture", [PLAIN, residual_architecture()], ids=["PlainConvUNet", "ResidualEncoderUNet"])
+def test_mask_stays_closed_through_every_stage(architecture):
+    mae = mae_for(architecture)
+    imgs = torch.randn(2, 1, 32, 32)
+    mask = window_mask(2, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(1))  # cells of total stride 4
+    hidden = at_resolution(mask, imgs)
+    other = torch.where(hidden, torch.randn_like(imgs) * 5, imgs)  # only hidden pixels change
+    with torch.no_grad():
+        features, other_features = mae.forward_encoder(imgs, mask), mae.forward_encoder(other, mask)
+        touched = imgs.clone()
+        touched[~hidden] += 1.0  # a visible change must show: the test can fail
+        touched_features = mae.forward_encoder(touched, mask)
+    assert len(features) == 3
+    for f, g, t in zip(features, other_features, touched_features):
+        assert torch.equal(f, g)
+        holes = at_resolution(mask, f).expand_as(f)
+        assert f[holes].abs().max() == 0  # re-zeroed at this stage's resolution
+        assert f[~holes].abs().max() > 0 and not torch.equal(f, t)
+
+
+def test_loss_goes_down_on_a_tiny_set():
+    mae = mae_for(PLAIN).train()
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    imgs = torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / (4 + i)) for i in range(4)])[:, None]
+    optimizer = torch.optim.AdamW(mae.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(25):
+        loss, pred = mae(imgs, window_mask(4, (8, 8), 2, 0.6, generator=generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert pred.shape == imgs.shape
+    assert sum(losses[-5:]) < 0.75 * sum(losses[:5]), losses
+
+
+def test_loss_ignores_visible_pixels():
+    mae = mae_for(PLAIN)
+    imgs = torch.randn(1, 1, 32, 32)
+    mask = window_mask(1, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(2))
+    hidden = at_resolution(mask, imgs)
+    perfect_where_hidden = torch.where(hidden, imgs, imgs + 10)
+    assert mae.forward_loss(imgs, perfect_where_hidden, mask).item() == 0
+    assert mae.forward_loss(imgs, imgs + 1, mask).item() == pytest.approx(1.0)

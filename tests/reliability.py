@@ -1,0 +1,92 @@
+"""Helpers of the CLI-error and untrusted-weight tests: nnU-Net folders, crafted checkpoints, denials."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import torch
+
+TINY_SWIN = {"embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
+
+
+def nnunet_tree(root: Path) -> dict:
+    """nnU-Net's folders with Dataset001_Tiny (2d plans, preprocessed cases) and Dataset002_No2d
+    (plans with a 3d_fullres configuration only); returns the environment variables."""
+    from tests.pretrain.helpers import write_nnunet_dataset
+
+    env = {name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in env.values():
+        os.makedirs(folder)
+    write_nnunet_dataset(env["nnUNet_preprocessed"])
+    no2d = Path(env["nnUNet_preprocessed"]) / "Dataset002_No2d"
+    no2d.mkdir()
+    (no2d / "nnUNetPlans.json").write_text(json.dumps({
+        "dataset_name": "Dataset002_No2d", "plans_name": "nnUNetPlans",
+        "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}))
+    return env
+
+
+@functools.lru_cache(maxsize=None)  # read-only use: one build per configuration
+def swin_encoder(in_channels: int = 1, **overrides):
+    from nnunetv2_vismae.architectures import SwinUNet
+
+    torch.manual_seed(0)
+    return SwinUNet(in_channels, 2, encoder={**TINY_SWIN, **overrides}).encoder
+
+
+def write_checkpoint(path: Path, encoder, replace: dict | None = None, config: dict | None = None) -> str:
+    """An encoder checkpoint with a valid content hash, whose tensors may be replaced (``replace``) or
+    whose recorded config may differ from them (``config``): a file someone else wrote."""
+    from safetensors.torch import save_file
+
+    from nnunetv2_vismae.checkpoint import FORMAT_NAME, tensors_content_hash
+
+    tensors = {k: v.contiguous() for k, v in {**encoder.state_dict(), **(replace or {})}.items()}
+    digest = tensors_content_hash(tensors)
+    header = {"format": FORMAT_NAME, "format_version": 1, "family": "swin",
+              "encoder_config": config or encoder.config.to_json(), "normalization": {"scheme": "zscore"},
+              "content_hash": digest}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in header.items()})
+    return digest
+
+
+def three_d_checkpoint(path: Path) -> str:
+    """A checkpoint whose stem is a 3D convolution (5D weight) under a 2D encoder config."""
+    encoder = swin_encoder()
+    weight = encoder.state_dict()["patch_embed.proj.weight"]
+    return write_checkpoint(path, encoder, {"patch_embed.proj.weight": weight[..., None].repeat(1, 1, 1, 1, 4)})
+
+
+def three_channel_checkpoint(path: Path) -> str:
+    """A checkpoint whose tensors take 3 input channels while its config says 1."""
+    return write_checkpoint(path, swin_encoder(3), config=swin_encoder(1).config.to_json())
+
+
+class CreatesFile:
+    """Unpickling this object opens (creates) ``path``: the code execution a weights file must not get."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def malicious_pickle(path: Path, marker: Path) -> Path:
+    """A torch.save file that looks like weights and creates ``marker`` if it is ever unpickled."""
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(12, 1, 4, 4)}, "payload": CreatesFile(marker)}, path)
+    return path
+
+
+def deny_write(folder: Path, monkeypatch) -> Path:
+    """Make ``folder`` unwritable: chmod 555, and as root (who writes anyway) deny it in os.access."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        denied = str(folder.absolute())
+        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(Path(p).absolute()) == denied
+                            and mode & os.W_OK else real(p, mode, *a, **k))
+    return folder

@@ -1,0 +1,79 @@
+"""Weights from strangers: every path that loads weights refuses a pickle that would run code.
+
+The crafted file creates a marker file when unpickled; after each refusal the marker must not exist.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+
+import pytest
+import torch
+
+from tests.reliability import malicious_pickle, nnunet_tree
+
+COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file)
+    "nnUNetv2_vismae_convert": ("nnunetv2_vismae.checkpoint.convert", "{evil} {tmp}/encoder.safetensors"),
+    "nnUNetv2_vismae_inspect": ("nnunetv2_vismae.checkpoint.cli", "{evil}"),
+    "nnUNetv2_vismae_plan": ("nnunetv2_vismae.planning.cli", "-d 1 --pretrained {evil}"),
+    "nnUNetv2_vismae_benchmark": ("nnunetv2_vismae.benchmark.cli", "-d 1 -f 0 --arms vismae --pretrained {evil}"),
+}
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = malicious_pickle(tmp_path / "evil.safetensors", marker)
+    yield path
+    assert not marker.exists(), "unpickling ran the payload"
+
+
+def test_the_crafted_file_is_live(tmp_path):
+    """Without the protections the payload runs: the tests below could fail."""
+    marker = tmp_path / "code_ran"
+    shutil.copy(malicious_pickle(tmp_path / "evil.safetensors", marker), tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_commands_refuse_a_malicious_pickle(command, evil, tmp_path, monkeypatch, capsys):
+    for name, value in nnunet_tree(tmp_path / "nnunet").items():
+        monkeypatch.setenv(name, value)
+    module, arguments = COMMANDS[command]
+    try:
+        code = importlib.import_module(module).main(arguments.format(evil=evil, tmp=tmp_path).split())
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code not in (0, None) and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "pickl" in err and "refused" in err, err  # pickle, unpickling
+    assert not (tmp_path / "encoder.safetensors").exists()
+
+
+def test_trainer_refuses_a_malicious_pickle_named_in_the_plans(evil, monkeypatch):
+    from tests.test_cli_errors import _trainer_stopping_at_initialize
+
+    trainer = _trainer_stopping_at_initialize({"path": str(evil), "content_hash": "0" * 64}, monkeypatch)
+    with pytest.raises(SystemExit, match="pickle .* refused because unpickling can run arbitrary code"):
+        trainer.initialize()
+
+
+def test_pretraining_refuses_a_malicious_state_file(evil, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pretrain.errors import PretrainUserError
+    from pretrain.runtime import setup_runtime
+    from pretrain.train import Pretrainer
+    from tests.pretrain.helpers import TINY, parse
+
+    images, out = tmp_path / "images", tmp_path / "run"
+    images.mkdir()
+    out.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(images / "a.png")
+    shutil.copy(evil, out / "state.pt")
+    with pytest.raises(PretrainUserError, match=r"state.pt holds objects other than tensors .* was refused"):
+        Pretrainer(parse([*TINY, "-i", str(images), "-o", str(out)]), setup_runtime("cpu")).setup()
+    assert os.listdir(out) != []

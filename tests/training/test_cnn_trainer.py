@@ -1,0 +1,62 @@
+"""nnUNetTrainerMAE: variants, the decoder-first sawtooth warm-up, pretrained encoder + stem loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+from nnunetv2_vismae.training import env, variants
+from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
+
+from ..pretrain.test_cnn_family import residual_architecture
+
+
+def bare_trainer(network, num_epochs=40) -> nnUNetTrainerMAE:
+    """The attributes configure_optimizers and load_pretrained_encoder use, without nnU-Net's setup."""
+    trainer = object.__new__(nnUNetTrainerMAE)
+    trainer.network, trainer.num_epochs, trainer.log = network, num_epochs, []
+    trainer.initial_lr, trainer.weight_decay = nnUNetTrainerMAE.peak_lr, 3e-5
+    trainer.print_to_log_file = lambda *args, **kwargs: trainer.log.append(" ".join(map(str, args)))
+    return trainer
+
+
+def test_variants_resolve_and_nnunet_finds_the_trainer():
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    cls = variants.nnUNetTrainerMAE_labels25_100epochs
+    assert issubclass(cls, nnUNetTrainerMAE)
+    assert variants.parse_variant(cls.__name__)[1] == {"labels": 25, "epochs": 100}
+    folder = env.ext_trainer_folder()
+    assert recursive_find_python_class(folder, "nnUNetTrainerMAE", None, base_folder=folder,
+                                       cleanup_imports_from_base_folder=True) is nnUNetTrainerMAE
+
+
+def test_decoder_warms_up_alone_then_whole_network_then_poly():
+    trainer = bare_trainer(build_stock_network(residual_architecture(), 1), num_epochs=40)
+    optimizer, scheduler = trainer.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    encoder_lrs, decoder_lrs = [], []
+    for epoch in range(40):
+        scheduler.step(epoch)
+        lr = {g["encoder"]: g["lr"] for g in optimizer.param_groups}
+        encoder_lrs.append(lr[True])
+        decoder_lrs.append(lr[False])
+    assert encoder_lrs[:2] == [0.0, 0.0] and 0 < decoder_lrs[0] < decoder_lrs[1]  # 2 epochs: decoder only
+    assert 0 < encoder_lrs[2] < encoder_lrs[3] == max(encoder_lrs)  # whole network warms up linearly
+    assert max(encoder_lrs) == pytest.approx(nnUNetTrainerMAE.peak_lr) and nnUNetTrainerMAE.peak_lr < 1e-2
+    assert all(a > b for a, b in zip(encoder_lrs[4:-1], encoder_lrs[5:]))  # then poly decay
+
+
+def test_pretrained_encoder_and_stem_load_with_a_report(tmp_path):
+    architecture = residual_architecture()
+    torch.manual_seed(0)
+    source = build_stock_network(architecture, 1).encoder
+    path = tmp_path / "enc.safetensors"
+    digest = save_encoder_checkpoint(path, source.state_dict(), {
+        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
+    trainer = bare_trainer(build_stock_network(architecture, 1))
+    trainer.load_pretrained_encoder({"path": str(path), "content_hash": digest, "family": "cnn"})
+    for name, tensor in source.state_dict().items():  # stem.* included
+        assert torch.equal(trainer.network.encoder.state_dict()[name], tensor)
+    assert any(f"Loaded cnn encoder checkpoint {path}" in line and "(100.0%)" in line for line in trainer.log)
