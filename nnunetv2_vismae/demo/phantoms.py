@@ -192,7 +192,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
 
     # spleen: posterior on the image right, elongated, liver-like brightness
     spleen = _blob(rng, y, x, rng.uniform(0.0, 0.3) * by / 0.65, bx * rng.uniform(0.45, 0.65),
-                   rng.uniform(0.16, 0.26), rng.uniform(0.09, 0.15), rng.uniform(-0.9, -0.2), 0.25) < 1
+                   rng.uniform(0.26, 0.36), rng.uniform(0.15, 0.21), rng.uniform(-0.9, -0.2), 0.25) < 1
     spleen &= cavity
     tissue[spleen] = SPLEEN
     label[spleen] = LABELS["spleen"]
@@ -200,7 +200,7 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
     # kidneys: lateral to the spine, each present with probability 0.85; may touch liver / spleen
     for side in (-1, 1):
         if rng.uniform() < 0.85:
-            kr = rng.uniform(0.09, 0.14)
+            kr = rng.uniform(0.12, 0.17)
             k = _blob(rng, y, x, sy - rng.uniform(0.0, 0.1), sx + side * rng.uniform(0.25, 0.4),
                       kr * rng.uniform(1.1, 1.6), kr, side * rng.uniform(0.1, 0.6), 0.12)
             kmask = (k < 1) & cavity & (tissue != BONE)

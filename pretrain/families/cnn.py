@@ -106,15 +106,18 @@ class CnnMAE(MAEModel):
 
 
 def read_plans_architecture(args: argparse.Namespace) -> tuple[dict, str]:
-    """The ``architecture`` block of the first ``-d`` dataset's plans (``-p``, ``-c``) and its file."""
+    """The ``architecture`` block of the plans (``-p``, ``-c``) of ``--plans-of`` or else the first ``-d``
+    dataset, and its file."""
     from pretrain.data.nnunet import resolve_dataset_folder
 
-    if not args.d:
-        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET.")
+    dataset = args.plans_of or (args.d[0] if args.d else None)
+    if dataset is None:
+        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET "
+                                "or --plans-of DATASET.")
     root = os.environ.get("nnUNet_preprocessed")
     if not root:
         raise PretrainUserError("--encoder cnn needs the environment variable nnUNet_preprocessed.")
-    plans_file = os.path.join(resolve_dataset_folder(root, str(args.d[0])), f"{args.p}.json")
+    plans_file = os.path.join(resolve_dataset_folder(root, str(dataset)), f"{args.p}.json")
     if not os.path.isfile(plans_file):
         raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
     with open(plans_file) as f:
@@ -135,6 +138,9 @@ class CnnFamily(EncoderFamily):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("cnn family (SparK-style, nnU-Net's own encoder from -d's plans -p/-c; "
                                       "the mask ratio is --mask-ratio)")
+        g.add_argument("--plans-of", metavar="DATASET",
+                       help="take the network from this dataset's plans without pretraining on its images "
+                            "(e.g. pretrain on -i unlabeled folders only; default: the first -d).")
         g.add_argument("--cnn-mask-block", type=int, metavar="PIXELS",
                        help="side of a hidden square in pixels, a multiple of the encoder's total stride "
                             "(default: the total stride, one cell of the deepest stage, as SparK).")

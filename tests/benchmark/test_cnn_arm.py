@@ -1,7 +1,4 @@
 """The cnn-mae arm: nnU-Net's own network fine-tuned from a cnn checkpoint, beside the other arms."""
-import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -52,32 +49,3 @@ def test_a_swin_checkpoint_given_as_the_cnn_one_is_refused(fake_nnunet, tmp_path
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2
     assert err.endswith(f"--pretrained-cnn {swin.resolve()} holds a swin encoder, expected a cnn one.")
-
-
-@pytest.mark.slow
-def test_benchmark_runs_the_cnn_mae_arm_end_to_end(preprocessed_dataset, tmp_path):
-    """Only the cnn-mae arm (the other arms run in test_benchmark_e2e); the checkpoint is an untrained
-    encoder of the dataset's own plans (pretraining runs in tests/e2e/test_cnn_mae.py)."""
-    import json
-
-    from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
-
-    env = dict(preprocessed_dataset, nnUNet_n_proc_DA="0")
-    plans = Path(env["nnUNet_preprocessed"]) / "Dataset990_Synthetic" / "nnUNetPlans.json"
-    architecture = json.loads(plans.read_text())["configurations"]["2d"]["architecture"]
-    checkpoint = tmp_path / "cnn.safetensors"
-    save_encoder_checkpoint(checkpoint, build_stock_network(architecture, 1).encoder.state_dict(), {
-        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
-    out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "nnunetv2_vismae.benchmark.cli", "-d", "990", "--arms", "cnn-mae", "--labels", "50",
-           "-f", "0", "--epochs", "1", "--iters", "2", "-device", "cpu", "-o", str(out),
-           "--pretrained-cnn", str(checkpoint)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [(r["arm"], r["labels"]) for r in rows] == [("cnn-mae", "50")] and 0 <= float(rows[0]["mean_dice"]) <= 1
-    report = (out / "report.md").read_text()
-    assert "| nnU-Net + CNN MAE | 50% | 1 |" in report and f"--pretrained {checkpoint.resolve()}" in report
-    fold = (Path(env["nnUNet_results"]) / "Dataset990_Synthetic"
-            / "nnUNetTrainerMAE_labels50_1epochs_2iters__nnUNetMAEPlans__2d" / "fold_0")
-    assert "(100.0%)" in next(fold.glob("training_log_*.txt")).read_text()

@@ -68,7 +68,8 @@ def _region_means(style, n=8):
     for i in range(n):
         image, label = make_case(np.random.default_rng(100 + i), 128, style)
         liver = image[label == LABELS["liver"]]
-        rows.append(dict(liver=liver.mean(), spleen=image[label == LABELS["spleen"]].mean(), min=image.min(), max=image.max()))
+        rows.append(dict(liver=liver.mean(), spleen=image[label == LABELS["spleen"]].mean(), min=image.min(),
+                         max=image.max()))
     return rows
 
 

@@ -58,4 +58,15 @@ def test_residual_encoder_stem_travels_with_the_encoder(tmp_path):
 
 def test_cnn_encoder_needs_a_dataset(tmp_path, capsys, png_folder):
     assert main(["--encoder", "cnn", "-i", png_folder, "-o", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET." in capsys.readouterr().err
+    assert "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of" in capsys.readouterr().err
+
+
+def test_plans_of_takes_the_network_from_a_dataset_without_its_images(tmp_path, monkeypatch, preprocessed_dataset,
+                                                                        png_folder):
+    plans = _env(monkeypatch, preprocessed_dataset)
+    out = tmp_path / "run"
+    assert main(["--encoder", "cnn", "--plans-of", "990", "-i", png_folder, "-o", str(out), "--patch-size", "64",
+                 "--steps", "1", "--batch-size", "2", "--workers", "0", "-device", "cpu", "--precision", "fp32"]) == 0
+    checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
+    assert checkpoint.encoder_config["architecture"] == plans["configurations"]["2d"]["architecture"]
+    assert [s["type"] for s in checkpoint.metadata["data_sources"]["sources"]] == ["files"]

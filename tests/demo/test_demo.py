@@ -1,0 +1,67 @@
+"""The demo pipeline: what each step runs, resuming, and ``nnUNetv2_vismae_demo --quick`` end to end."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunetv2_vismae.demo import pipeline
+from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
+
+
+@pytest.mark.parametrize("size", [pipeline.QUICK, pipeline.DEFAULT])
+def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_the_arms(size, tmp_path):
+    commands = {name: action for name, action in pipeline.steps(size, tmp_path, "cpu") if not callable(action)}
+    assert ("pretrain_cnn" in commands) == ("cnn-mae" in size.arms)
+    for pretrain in commands["pretrain"], commands.get("pretrain_cnn", commands["pretrain"]):
+        inputs = pretrain[pretrain.index("-i") + 1:pretrain.index("--patch-size")]
+        assert inputs == [str(tmp_path / "nnUNet_raw" / pipeline.DATASET / UNLABELED_FOLDER)]
+        assert "-d" not in pretrain  # the preprocessed (labeled, scored) cases are never pretrained on
+    bench = commands["benchmark"]
+    assert bench[bench.index("--arms") + 1:bench.index("--pretrained")] == list(size.arms)
+    assert {"nnunet", "vismae", "scratch"} <= set(size.arms) and "cnn-mae" in pipeline.DEFAULT.arms
+    assert len(size.labels) >= 2 and 100 in size.labels
+
+
+def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(pipeline, "generate_dataset", lambda *a, **k: ran.append("generate"))
+    monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: ran.append(name))
+    pipeline.run_demo(tmp_path, pipeline.QUICK)
+    assert ran == ["generate", "preprocess", "pretrain", "benchmark"]
+    ran.clear()
+    pipeline.run_demo(tmp_path, pipeline.QUICK)
+    assert ran == []
+
+    (tmp_path / "steps_done.txt").write_text("generate\npreprocess\n")
+    monkeypatch.undo()  # the real run_command now, on a child process that exits with 3
+    monkeypatch.setattr(pipeline.subprocess, "call", lambda *a, **k: 3)
+    with pytest.raises(pipeline.DemoError, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
+        pipeline.run_demo(tmp_path, pipeline.QUICK)
+    assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    demo = Path(sys.executable).parent / "nnUNetv2_vismae_demo"
+    result = subprocess.run([str(demo), "--quick", "-o", str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    bench = tmp_path / "benchmark"
+    rows = list(csv.DictReader((bench / "results.csv").open()))
+    expected = {(arm, str(p)) for arm in pipeline.QUICK.arms for p in pipeline.QUICK.labels}
+    assert {(r["arm"], r["labels"]) for r in rows} == expected
+    assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows)
+    assert {"dice_liver", "dice_kidney", "dice_spleen"} <= set(rows[0])
+    assert "## Dice per arm and label fraction" in result.stdout and f"Report: {bench / 'report.md'}" in result.stdout
+    assert (bench / "label_efficiency.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "pretrain" / "encoder.safetensors").is_file()
+    logs = (tmp_path / "nnUNet_results").glob("*/VisMAETrainer_labels*/fold_0/training_log_*.txt")
+    assert all("encoder tensors (100.0%)" in log.read_text() for log in logs)
+
+    again = subprocess.run([str(demo), "--quick", "-o", str(tmp_path)], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and "Demo finished in 0.0 min." in again.stdout
