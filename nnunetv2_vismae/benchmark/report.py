@@ -178,16 +178,14 @@ def report_markdown(results: list[FoldResult], names: dict, title: str, commands
     lines = [f"# Label efficiency: {title}", ""]
     lines += settings_lines + [""]
     lines += ["## Result", ""]
-    lines.append(matching_sentence(stats, HEADLINE_ARM))
-    for arm in arms:
-        if arm not in (HEADLINE_ARM, REFERENCE_ARM):
-            lines.append("")
-            lines.append(matching_sentence(stats, arm))
+    compared = sorted((a for a in arms if a != REFERENCE_ARM), key=lambda a: a != HEADLINE_ARM)
+    for arm in compared or [HEADLINE_ARM]:
+        lines += [matching_sentence(stats, arm), ""]
     caveat = reference_caveat(stats)
     if caveat:
-        lines += ["", caveat]
-    lines += ["", f'"Matches" means a mean Dice (over folds) of at least vanilla nnU-Net\'s mean Dice at 100% '
-                  f"labels minus {MATCH_MARGIN}.", ""]
+        lines += [caveat, ""]
+    lines += [f'"Matches" means a mean Dice (over folds) of at least vanilla nnU-Net\'s mean Dice at 100% '
+              f"labels minus {MATCH_MARGIN}.", ""]
     lines += ["## Dice per arm and label fraction", "",
               "Mean ± sd over folds of nnU-Net's validation Dice (`validation/summary.json` of each fold): "
               "the mean Dice is the foreground mean, then one column per class. sd is the sample standard "
