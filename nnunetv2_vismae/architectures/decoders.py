@@ -94,16 +94,25 @@ class ConvStem(nn.Module):
         return out
 
 
+STEM_CHANNELS = 16  # full-resolution width of ConvDecoder's conv stem; recorded in the plans
+
+
 class ConvDecoder(nn.Module):
     """Convolutional U-Net decoder over a conv stem and the Swin stages.
 
     Uses dynamic-network-architectures' ``UNetDecoder`` (transposed conv, concatenation, conv
     blocks, deep-supervision heads), so it behaves exactly like nnU-Net's own decoder.
     Swin skips are layer-normalised (no parameters) before use, as in SwinUNETR.
+
+    The conv stem is ``stem_channels`` wide at full resolution and doubles per stage. 16 (as
+    TransUNet's full-resolution decoder) rather than nnU-Net's 32: at 32, the convolutions at full
+    and half resolution (stem and decoder) cost more FLOPs than the whole Swin encoder, and a
+    bare-network training step (batch 8, 128x128, one CPU thread) took 2.39 s at 16 and 3.22 s at 32
+    against 2.92 s for nnU-Net's default 2D U-Net.
     """
 
     def __init__(self, in_channels: int, stage_dims: list[int], patch_size: int, num_classes: int,
-                 deep_supervision: bool, stem_channels: int = 32):
+                 deep_supervision: bool, stem_channels: int = STEM_CHANNELS):
         super().__init__()
         n_stem = self.num_stem_stages(patch_size)
         stem_dims = [min(stem_channels * 2 ** i, stage_dims[0]) for i in range(n_stem)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 
-from nnunetv2_vismae.architectures.decoders import ConvDecoder, SwinDecoder
+from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS, ConvDecoder, SwinDecoder
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 
 DECODERS = ("conv", "swin")
@@ -15,7 +15,8 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
 
     Called by nnU-Net's ``get_network_from_plans`` with ``input_channels``, ``num_classes``,
     ``deep_supervision`` and the plain-JSON plans kwargs. ``strides`` is what the plans record for
-    nnU-Net's deep-supervision targets; it must equal the decoder's output strides.
+    nnU-Net's deep-supervision targets; it must equal the decoder's output strides. ``stem_channels``
+    is the full-resolution width of the conv decoder's stem (ignored by the swin decoder).
 
     Input B x input_channels x H x W, with H and W divisible by ``encoder.total_stride`` (32 by
     default). Output B x num_classes x H x W, or with deep supervision a list of them at
@@ -23,7 +24,8 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
     """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
-                 encoder: dict | None = None, decoder: str = "conv", strides=None):
+                 encoder: dict | None = None, decoder: str = "conv", strides=None,
+                 stem_channels: int = STEM_CHANNELS):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"SwinUNet decoder must be one of {DECODERS}, got {decoder!r}.")
@@ -35,7 +37,7 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
                                        config.patch_size, num_classes, deep_supervision)
         else:
             self.decoder = ConvDecoder(input_channels, config.stage_dims, config.patch_size, num_classes,
-                                       deep_supervision)
+                                       deep_supervision, stem_channels)
         expected = self.output_strides(config, decoder)
         if strides is not None and [list(s) for s in strides] != expected:
             raise ValueError(f"SwinUNet with the {decoder} decoder produces outputs at strides {expected}, "

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
+from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS
 from nnunetv2_vismae.architectures.swin_unet import DECODERS
 
 NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
@@ -76,7 +77,7 @@ def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig
     encoder_kwargs = {k: v for k, v in encoder.to_json().items() if k != "in_channels"}
     config["architecture"] = {
         "network_class_name": NETWORK_CLASS,
-        "arch_kwargs": {"encoder": encoder_kwargs, "decoder": decoder,
+        "arch_kwargs": {"encoder": encoder_kwargs, "decoder": decoder, "stem_channels": STEM_CHANNELS,
                         "strides": SwinUNet.output_strides(encoder, decoder)},
         "_kw_requires_import": [],
     }

@@ -1,0 +1,146 @@
+"""Pretraining throughput of one configuration: ``python -m pretrain.speed --json OUT [pretrain flags]``.
+
+The model, optimizer and loader are built by ``Pretrainer.setup`` from the flags of
+``nnUNetv2_vismae_pretrain`` (so exactly what a user's run would build), then:
+
+- the model's images/s: best time of the training loop's step (mask on the device, forward
+  under the run's precision, backward, AdamW) on one batch held in memory, so data loading is
+  not part of it;
+- model FLOPs per step, counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+  convolutions, attention; forward and backward), and model FLOP/s = FLOPs / step time;
+- the loader's samples/s with the configured ``--workers``, measured after its first batch
+  (worker start-up excluded), while the model is idle;
+- peak memory: ``max_memory_allocated`` on CUDA, the process's peak RSS on CPU (run one
+  configuration per process for this to mean one configuration).
+
+Writes one JSON object to ``--json`` (atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nnunetv2_vismae.io.atomic import write_json_atomic
+from pretrain.cli import build_parser, validate_args
+from pretrain.errors import PretrainUserError
+from pretrain.train import Pretrainer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepRunner:
+    """The inner step of ``Pretrainer.train`` on a fixed batch (no logging, no saving, no scheduler)."""
+
+    def __init__(self, trainer: Pretrainer, imgs: torch.Tensor):
+        self.trainer, self.imgs = trainer, imgs.to(trainer.runtime.device)
+        self.generator = torch.Generator(device=trainer.runtime.device)
+        self.generator.manual_seed(trainer.args.seed)
+
+    def __call__(self) -> torch.Tensor:
+        t = self.trainer
+        mask = t.family.make_mask(self.imgs, self.generator)
+        with t.runtime.autocast(t.precision):
+            loss, _ = t.model(self.imgs, mask)
+        loss.backward()
+        t.optimizer.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def seconds(self, repeats: int) -> float:
+        """Best seconds per step (other processes can only add time); call after a warm-up step."""
+        device = self.trainer.runtime.device
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            self()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def flops(self) -> int:
+        with FlopCounterMode(display=False) as counter:
+            self()
+        return int(counter.get_total_flops())
+
+
+def _images(batch) -> torch.Tensor:
+    """The image tensor of a loader batch (the loader may add per-sample reports after it)."""
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def loader_samples_per_s(loader, batches: int) -> tuple[torch.Tensor, float]:
+    """(first batch's images, samples/s over the next ``batches`` batches)."""
+    iterator = iter(loader)
+    try:
+        first = _images(next(iterator))
+        start = time.perf_counter()
+        samples = sum(_images(next(iterator)).shape[0] for _ in range(batches))
+        return first, samples / (time.perf_counter() - start)
+    finally:  # the workers ignore SIGTERM (the loop stops them itself), so stop them here too
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10  # KiB on Linux
+
+
+def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict:
+    trainer = Pretrainer(args).setup()
+    device = trainer.runtime.device
+    first, loader_rate = loader_samples_per_s(trainer.loader, loader_batches)
+    run = StepRunner(trainer, first)
+    flops = run.flops()  # also the warm-up step
+    step_s = run.seconds(repeats)
+    images_per_s = args.batch_size / step_s
+    return {"device": str(device), "precision": trainer.precision, "batch_size": args.batch_size,
+            "patch_size": args.patch_size, "family": args.family, "decoder": getattr(args, "decoder", None),
+            "mask_ratio": getattr(args, "mask_ratio", None), "workers": args.workers,
+            "parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "step_s": step_s, "images_per_s": images_per_s,
+            "flops_per_step": flops, "model_flops_per_s": flops / step_s,
+            "loader_samples_per_s": loader_rate, "loader_vs_model": loader_rate / images_per_s,
+            "peak_mb": peak_memory_mb(device)}
+
+
+def parse(argv: list[str] | None, workdir: str) -> tuple[argparse.Namespace, argparse.Namespace]:
+    own = argparse.ArgumentParser(prog="python -m pretrain.speed", add_help=False)
+    own.add_argument("--json", required=True, help="where to write the measurements")
+    own.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up (default 3)")
+    own.add_argument("--loader-batches", type=int, default=8, help="batches timed from the loader (default 8)")
+    mine, rest = own.parse_known_args(argv)
+    if "-o" not in rest:  # the setup writes into an output folder: a throw-away one unless given
+        rest += ["-o", workdir]
+    args = build_parser().parse_args(rest)
+    validate_args(args)
+    return mine, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        with tempfile.TemporaryDirectory(prefix="pretrain_speed_") as workdir:
+            mine, args = parse(argv, workdir)
+            result = measure(args, mine.repeats, mine.loader_batches)
+    except PretrainUserError as e:
+        print(f"pretrain.speed: error: {e}", file=sys.stderr)
+        return 2
+    write_json_atomic(mine.json, result)
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
