@@ -16,6 +16,7 @@ from pathlib import Path
 from nnunetv2_vismae.benchmark.arms import ARMS, HEADLINE_ARM, REFERENCE_ARM
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
+from nnunetv2_vismae.io.figures import png_bytes
 
 MATCH_MARGIN = 0.01  # "matches": mean Dice >= nnU-Net@100% mean Dice - MATCH_MARGIN
 MEANINGFUL_REFERENCE_DICE = 0.2  # below this nnU-Net@100% has not learned the task yet
@@ -231,10 +232,7 @@ def plot_png(results: list[FoldResult], title: str) -> bytes:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_outputs(out: Path, results: list[FoldResult], names: dict, title: str, commands: list[str],

@@ -9,7 +9,6 @@ initialisation and the augmentation, so both arms at one seed see exactly the sa
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from nnunetv2_vismae.classification.predict import predict
 from nnunetv2_vismae.classification.report import csv_text, number
 from nnunetv2_vismae.classification.train import MODEL_DIR, TrainSettings, train
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
+from nnunetv2_vismae.io.figures import new_figure, png_bytes
 
 METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("f1_macro", "F1"))
 MATCH_MARGIN = 0.01  # "matches": mean AUC >= from-scratch@100% mean AUC - MATCH_MARGIN
@@ -102,12 +102,7 @@ def report_markdown(rows: list[dict], test: str | None, command: str) -> str:
 
 def plot_png(rows: list[dict], scored_on: str) -> bytes:
     """AUC against label fraction, one line per arm, error bars = sd over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.4))
+    figure = new_figure()
     ax = figure.subplots()
     auc = grouped(rows, "auc")
     for arm in dict.fromkeys(r["arm"] for r in rows):
@@ -119,10 +114,7 @@ def plot_png(rows: list[dict], scored_on: str) -> bytes:
     ax.set_ylabel(f"AUC ({scored_on}, mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_outputs(out: Path, rows: list[dict], test: str | None, command: str) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from nnunetv2_vismae.classification.data import Sample
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
+from nnunetv2_vismae.io.figures import new_figure, png_bytes
 
 HEADLINE = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
             ("f1_macro", "F1 (macro)"))
@@ -54,24 +55,8 @@ def write_history_csv(path: Path, history: list[dict]) -> None:
     write_bytes_atomic(path, csv_text(keys, [[h[k] for k in keys] for h in history]))
 
 
-def _figure(size=(6.4, 4.4)):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=size)
-
-
-def _png(figure) -> bytes:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
-
-
 def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
-    figure = _figure((1.6 + 0.9 * len(classes), 1.2 + 0.9 * len(classes)))
+    figure = new_figure((1.6 + 0.9 * len(classes), 1.2 + 0.9 * len(classes)))
     ax = figure.subplots()
     values = np.asarray(matrix)
     ax.imshow(values, cmap="Blues")
@@ -82,12 +67,12 @@ def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def write_training_curve(path: Path, history: list[dict], best_epoch: int) -> None:
     """Losses (left) and validation AUC / accuracy (right) per epoch, the chosen epoch marked."""
-    figure = _figure((9.6, 3.8))
+    figure = new_figure((9.6, 3.8))
     left, right = figure.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     left.plot(epochs, [h["train_loss"] for h in history], label="training loss")
@@ -100,7 +85,7 @@ def write_training_curve(path: Path, history: list[dict], best_epoch: int) -> No
         ax.grid(alpha=0.3)
         ax.legend()
     right.set_ylim(0, 1.02)
-    write_bytes_atomic(path, _png(figure))
+    write_bytes_atomic(path, png_bytes(figure))
 
 
 def report_markdown(metrics: dict, title: str, settings: dict) -> str:
