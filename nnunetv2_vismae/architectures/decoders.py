@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
-from timm.models.swin_transformer import SwinTransformerStage
 from torch import nn
+
+from nnunetv2_vismae.architectures.swin_block import decoder_stage
 
 
 class PatchExpand(nn.Module):
@@ -46,11 +47,8 @@ class SwinDecoder(nn.Module):
         n = len(stage_dims)
         self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
         self.fuse = nn.ModuleList(nn.Linear(2 * stage_dims[i], stage_dims[i]) for i in reversed(range(n - 1)))
-        self.stages = nn.ModuleList(
-            SwinTransformerStage(stage_dims[i], stage_dims[i], (window_size, window_size), depths[i],
-                                 downsample=False, num_heads=num_heads[i], window_size=window_size,
-                                 always_partition=True, dynamic_mask=True)
-            for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(decoder_stage(stage_dims[i], depths[i], num_heads[i], window_size)
+                                    for i in reversed(range(n - 1)))
         self.norm = nn.LayerNorm(stage_dims[0])
         self.final_expand = PatchExpand(stage_dims[0], stage_dims[0], scale=patch_size)
         self.seg_layers = nn.ModuleList(

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
+from nnunetv2_vismae.architectures.swin_block import use_swin_blocks
+
 
 @dataclass(frozen=True)
 class SwinEncoderConfig:
@@ -79,6 +81,7 @@ class SwinEncoder(SwinTransformer):
             mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
             strict_img_size=False)
         del self.head  # a classifier head is not part of the encoder contract
+        use_swin_blocks(self)
 
     @classmethod
     def from_config(cls, config: SwinEncoderConfig) -> "SwinEncoder":

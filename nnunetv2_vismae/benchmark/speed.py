@@ -333,7 +333,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(prog="nnUNetv2_vismae_speed", description=(
         "Measure pretraining, data loading, fine-tuning and inference speed against the machine's matmul "
-        "FLOP/s, in one run; writes speed.json and speed.md to -o. Takes about 4 minutes on a 2-core CPU."))
+        "FLOP/s, in one run; writes speed.json and speed.md to -o. Takes about 2 minutes on an idle 2-core CPU."))
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("-o", default="vismae_speed", help="output folder (default: ./vismae_speed)")
     args = parser.parse_args(argv)

@@ -11,10 +11,10 @@ import argparse
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
-from timm.models.swin_transformer import SwinTransformerStage
 from torch import nn
 
 from nnunetv2_vismae.architectures.decoders import PatchExpand
+from nnunetv2_vismae.architectures.swin_block import decoder_stage
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 from pretrain.errors import PretrainUserError
 from pretrain.families.base import EncoderFamily, MAEModel
@@ -35,11 +35,8 @@ class SwinMAEDecoder(nn.Module):
         super().__init__()
         n = len(stage_dims)
         self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
-        self.stages = nn.ModuleList(
-            SwinTransformerStage(stage_dims[i], stage_dims[i], (window_size, window_size), depth,
-                                 downsample=False, num_heads=num_heads[i], window_size=window_size,
-                                 always_partition=True, dynamic_mask=True)
-            for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(decoder_stage(stage_dims[i], depth, num_heads[i], window_size)
+                                    for i in reversed(range(n - 1)))
         self.norm = nn.LayerNorm(stage_dims[0])
         self.pred = nn.Linear(stage_dims[0], patch_size * patch_size * out_channels)
 
