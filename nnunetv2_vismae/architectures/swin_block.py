@@ -20,7 +20,8 @@ from torch import nn
 def window_attention(attn: WindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Multi-head attention with relative position bias inside each window, before the output projection.
 
-    qkv: (windows * B) x N x 3 * attn_dim, mask: windows x N x N (0 / -100) or None -> (windows * B) x N x attn_dim.
+    qkv: windows x N x 3 * attn_dim, all windows of the batch, image by image; mask: None or the
+    windows of one image x N x N (0 or -100). Returns windows x N x attn_dim.
     """
     windows, n, _ = qkv.shape
     heads = attn.num_heads
