@@ -5,6 +5,9 @@ import json
 import os
 
 import numpy as np
+import torch
+
+from pretrain.masking import window_mask
 
 # A 2-stage Swin (total stride 8), 32 x 32 patches, 2 x 2-patch mask blocks: seconds on 2 cores.
 # bf16 explicitly, so the loop's autocast path runs even where ``auto`` picks fp32.
@@ -47,3 +50,17 @@ def write_nnunet_dataset(root, dataset_id=1, shapes=((1, 3, 40, 36), (1, 2, 28, 
                                       chunks=chunks, blocks=blocks)
         cases[f"case{i}"] = data
     return folder, cases
+
+
+def training_losses(model, imgs, optimizer, steps: int, mask_ratio: float) -> tuple[list[float], object]:
+    """Losses of ``steps`` optimizer steps on one batch, each with a fresh 2x2-block mask over its
+    8x8 grid of 4-pixel patches (seeded); also the last prediction."""
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        loss, pred = model(imgs, window_mask(4, (8, 8), 2, mask_ratio, generator=generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, pred

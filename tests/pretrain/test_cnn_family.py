@@ -9,6 +9,7 @@ import torch
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from pretrain.families.cnn import CnnMAE, at_resolution
 from pretrain.masking import window_mask
+from tests.pretrain.helpers import training_losses
 
 PLAIN = {
     "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
@@ -59,15 +60,7 @@ def test_loss_goes_down_on_a_tiny_set():
     mae = mae_for(PLAIN).train()
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     imgs = torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / (4 + i)) for i in range(4)])[:, None]
-    optimizer = torch.optim.AdamW(mae.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(25):
-        loss, pred = mae(imgs, window_mask(4, (8, 8), 2, 0.6, generator=generator))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, pred = training_losses(mae, imgs, torch.optim.AdamW(mae.parameters(), lr=3e-3), steps=25, mask_ratio=0.6)
     assert pred.shape == imgs.shape
     assert sum(losses[-5:]) < 0.75 * sum(losses[:5]), losses
 

@@ -6,6 +6,7 @@ import torch
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoderConfig
 from pretrain.families.swin import SwinMAE
 from pretrain.masking import window_mask
+from tests.pretrain.helpers import training_losses
 
 CONFIG = SwinEncoderConfig(in_channels=1, patch_size=4, embed_dim=24, depths=(1, 1), num_heads=(3, 6),
                            window_size=4, drop_path_rate=0.0)
@@ -63,14 +64,7 @@ def test_loss_goes_down_on_a_fixed_batch():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05)
     offsets = torch.rand(4, 1, 1, 1, generator=torch.Generator().manual_seed(5)) * 4 - 2
     imgs = smooth_batch(4) * 0.3 + offsets
-    g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(30):
-        loss, _ = model(imgs, window_mask(4, (8, 8), 2, 0.75, generator=g))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses, _ = training_losses(model, imgs, opt, steps=30, mask_ratio=0.75)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
 
 
