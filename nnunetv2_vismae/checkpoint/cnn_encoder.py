@@ -17,8 +17,8 @@ from torch import nn
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
 SIGNATURE_KEYS = ("encoder_class", "conv_op", "norm_op", "features_per_stage", "kernel_sizes", "strides",
                   "convs_per_stage")
-_REQUIRED = ("architecture", "in_channels", "key_to_encoder", "key_to_stem", "keys_to_in_proj", "load_root",
-             *SIGNATURE_KEYS)
+REQUIRED_KEYS = ("architecture", "in_channels", "key_to_encoder", "key_to_stem", "keys_to_in_proj", "load_root",
+                 *SIGNATURE_KEYS)
 
 
 def _dna_encoder_classes() -> tuple[type, ...]:
@@ -99,11 +99,7 @@ def cnn_encoder_config(architecture: dict, in_channels: int) -> dict:
 
 
 def normalize_config(config: dict) -> dict:
-    if not isinstance(config, dict):
-        raise TypeError(f"expected a JSON object, got {type(config).__name__}")
-    missing = [k for k in _REQUIRED if k not in config]
-    if missing:
-        raise ValueError(f"missing entries {missing}")
+    """The canonical form of a config holding every ``REQUIRED_KEYS`` entry."""
     if not isinstance(config["in_channels"], int) or config["in_channels"] < 1:
         raise ValueError(f"in_channels must be a positive integer, got {config['in_channels']!r}")
     return _as_lists(dict(config))

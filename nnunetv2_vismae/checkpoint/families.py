@@ -25,8 +25,9 @@ class EncoderFamily:
     """How the checkpoint format handles one kind of encoder.
 
     name:               value of the ``family`` metadata entry.
-    normalize_config:   config dict (decoded JSON) -> canonical config dict; raises ValueError or
-                        TypeError with the reason when the config is not valid for the family.
+    required_config_keys: entries every config of the family has (``validated_config`` checks them).
+    normalize_config:   config dict with those entries -> canonical config dict; raises ValueError
+                        or TypeError with the reason when the config is not valid for the family.
     module_config:      encoder module -> its config dict, or None when the module is not of this
                         family.
     fixed_config_keys:  config entries that must be equal in checkpoint and network (they change
@@ -37,26 +38,31 @@ class EncoderFamily:
     """
 
     name: str
+    required_config_keys: tuple[str, ...]
     normalize_config: Callable[[dict], dict]
     module_config: Callable[[nn.Module], Optional[dict]]
     fixed_config_keys: tuple[str, ...]
     adapters: tuple[TensorAdapter, ...] = ()
     expected_shapes: Optional[Callable[[dict], dict[str, tuple[int, ...]]]] = field(default=None)
 
+    def validated_config(self, config) -> dict:
+        """``normalize_config`` of a decoded JSON config; TypeError or ValueError with the reason."""
+        if not isinstance(config, dict):
+            raise TypeError(f"expected a JSON object, got {type(config).__name__}")
+        missing = [k for k in self.required_config_keys if k not in config]
+        if missing:
+            raise ValueError(f"missing entries {missing}")
+        return self.normalize_config(config)
+
 
 # ---------------------------------------------------------------------------------------- swin
-_SWIN_REQUIRED = ("in_channels", "patch_size", "embed_dim", "depths", "num_heads", "window_size",
-                  "mlp_ratio")
+_SWIN_REQUIRED_KEYS = ("in_channels", "patch_size", "embed_dim", "depths", "num_heads", "window_size",
+                       "mlp_ratio")
 
 
 def _swin_normalize_config(config: dict) -> dict:
     from nnunetv2_vismae.architectures.swin_encoder import SwinEncoderConfig
 
-    if not isinstance(config, dict):
-        raise TypeError(f"expected a JSON object, got {type(config).__name__}")
-    missing = [k for k in _SWIN_REQUIRED if k not in config]
-    if missing:
-        raise ValueError(f"missing entries {missing}")
     return SwinEncoderConfig.from_json(config).to_json()
 
 
@@ -76,6 +82,7 @@ def _swin_expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
 
 SWIN = EncoderFamily(
     name="swin",
+    required_config_keys=_SWIN_REQUIRED_KEYS,
     normalize_config=_swin_normalize_config,
     module_config=_swin_module_config,
     fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio"),
@@ -98,6 +105,7 @@ register_family(SWIN)
 # nnU-Net's own encoder built from plans (see cnn_encoder): no adapters beyond input channels.
 CNN = EncoderFamily(
     name="cnn",
+    required_config_keys=cnn_encoder.REQUIRED_KEYS,
     normalize_config=cnn_encoder.normalize_config,
     module_config=cnn_encoder.module_config,
     fixed_config_keys=cnn_encoder.SIGNATURE_KEYS,

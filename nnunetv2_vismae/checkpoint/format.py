@@ -96,7 +96,7 @@ def _validate_metadata(metadata: Mapping) -> tuple[dict, dict]:
                               f"expected at least {list(REQUIRED_KEYS)}.")
     family = get_family(metadata["family"], "The checkpoint metadata")
     try:
-        config = family.normalize_config(metadata["encoder_config"])
+        config = family.validated_config(metadata["encoder_config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"Checkpoint metadata encoder_config {metadata['encoder_config']!r} "
                               f"is not a valid {family.name} encoder config: {e}.") from None
@@ -295,7 +295,7 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
         raise CheckpointError(f"{where} lacks metadata entries {missing}.")
     family = get_family(meta["family"], where)
     try:
-        config = family.normalize_config(meta["encoder_config"])
+        config = family.validated_config(meta["encoder_config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where} has an invalid {family.name} encoder_config "
                               f"{json.dumps(meta['encoder_config'])}: {e}.") from None

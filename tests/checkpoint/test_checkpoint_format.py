@@ -244,3 +244,14 @@ def test_reading_never_calls_torch_load(saved, monkeypatch):
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(pickle, "loads", forbidden)
     assert read_encoder_checkpoint(path).family == "swin"
+
+
+@pytest.mark.parametrize("family", ["swin", "cnn"])
+def test_family_configs_are_checked_for_type_and_missing_entries(family):
+    from nnunetv2_vismae.checkpoint.families import get_family
+
+    family = get_family(family)
+    with pytest.raises(TypeError, match="expected a JSON object, got list"):
+        family.validated_config([])
+    with pytest.raises(ValueError, match=r"missing entries \[.*'in_channels'"):
+        family.validated_config({"embed_dim": 24})
