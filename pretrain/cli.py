@@ -12,6 +12,9 @@ import warnings
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
 
+from nnunetv2_vismae.flags import (non_negative_float, non_negative_int, positive_float, positive_int,  # noqa: E402
+                                   sentence)
+from nnunetv2_vismae.io.atomic import WriteError  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import FAMILIES  # noqa: E402
 
@@ -20,7 +23,7 @@ PROG = "nnUNetv2_vismae_pretrain"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one sentence, exit 2, no usage dump
-        raise PretrainUserError(message[0].upper() + message[1:] + ("" if message.endswith(".") else "."))
+        raise PretrainUserError(sentence(message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop when more than this share of the files is unusable (empty, truncated, "
                            "undecodable, NaN/Inf, constant, ...; counted by reason and skipped otherwise) "
                            "(default 0.1).")
-    data.add_argument("--patch-size", type=int, default=224, help="square training patch in pixels; smaller "
+    data.add_argument("--patch-size", type=positive_int, default=224, help="square training patch in pixels; smaller "
                       "images are zero-padded (default 224).")
 
     p.add_argument("-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt).")
@@ -65,47 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
         family.add_arguments(p)
 
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, default=10000, help="total optimizer steps (default 10000).")
-    t.add_argument("--epochs", type=float, help="instead of --steps: passes over the corpus "
+    t.add_argument("--steps", type=positive_int, default=10000, help="total optimizer steps (default 10000).")
+    t.add_argument("--epochs", type=positive_float, help="instead of --steps: passes over the corpus "
                    "(steps = epochs * slices / effective batch).")
-    t.add_argument("--batch-size", type=int, default=32, help="images per GPU/process per micro-step (default 32).")
-    t.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps per optimizer step (default 1).")
-    t.add_argument("--blr", type=float, default=1e-3, help="base learning rate; the learning rate is "
+    t.add_argument("--batch-size", type=positive_int, default=32, help="images per GPU/process per micro-step (default 32).")
+    t.add_argument("--accum", type=positive_int, default=1, help="gradient accumulation micro-steps per optimizer step (default 1).")
+    t.add_argument("--blr", type=positive_float, default=1e-3, help="base learning rate; the learning rate is "
                    "blr * effective_batch / 256 with effective_batch = batch-size * accum * world size (default 1e-3).")
-    t.add_argument("--lr", type=float, help="absolute learning rate (overrides --blr scaling).")
-    t.add_argument("--warmup-steps", type=int, help="linear warmup steps before the cosine decay "
+    t.add_argument("--lr", type=positive_float, help="absolute learning rate (overrides --blr scaling).")
+    t.add_argument("--warmup-steps", type=non_negative_int, help="linear warmup steps before the cosine decay "
                    "(default steps / 80, VIS-MAE's 10 of 800 epochs).")
-    t.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay, betas (0.9, 0.95) (default 0.05).")
+    t.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay, betas (0.9, 0.95) (default 0.05).")
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
                         "fp32 on other CPUs, where bf16 is emulated and ~20x slower (default auto).")
     t.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
                    help="cpu or cuda (default cuda when available, else cpu).")
-    t.add_argument("--workers", type=int, default=4, help="data-loader worker processes per GPU/process (default 4).")
+    t.add_argument("--workers", type=non_negative_int, default=4, help="data-loader worker processes per GPU/process (default 4).")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0).")
-    t.add_argument("--max-bad-steps", type=int, default=5, metavar="N",
+    t.add_argument("--max-bad-steps", type=positive_int, default=5, metavar="N",
                    help="a step with a NaN/Inf loss or gradient is skipped; stop after N in a row (default 5).")
-    t.add_argument("--save-every", type=int, default=500, help="write state.pt and encoder.safetensors every N steps "
+    t.add_argument("--save-every", type=positive_int, default=500, help="write state.pt and encoder.safetensors every N steps "
                    "(default 500; also at the end and on SIGTERM/SIGINT).")
-    t.add_argument("--preview-every", type=int, default=500,
+    t.add_argument("--preview-every", type=non_negative_int, default=500,
                    help="write previews/step_N.png (original | masked | reconstruction) every N steps; 0 = never (default 500).")
     return p
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    positive = {"--batch-size": args.batch_size, "--accum": args.accum, "--steps": args.steps,
-                "--save-every": args.save_every, "--patch-size": args.patch_size, "--max-bad-steps": args.max_bad_steps}
-    for flag, value in positive.items():
-        if value < 1:
-            raise PretrainUserError(f"{flag} must be at least 1, got {value}.")
-    for flag, value in {"--workers": args.workers, "--preview-every": args.preview_every,
-                        "--warmup-steps": args.warmup_steps or 0}.items():
-        if value < 0:
-            raise PretrainUserError(f"{flag} must not be negative, got {value}.")
     if not 0 <= args.max_unusable <= 1:
         raise PretrainUserError(f"--max-unusable is a share between 0 and 1, got {args.max_unusable}.")
-    if args.epochs is not None and args.epochs <= 0:
-        raise PretrainUserError(f"--epochs must be positive, got {args.epochs}.")
     if args.norm == "ct" and not args.ct_clip:
         raise PretrainUserError("--norm ct needs --ct-clip LO HI (the CT intensity window).")
     if args.ct_clip and args.ct_clip[0] >= args.ct_clip[1]:
@@ -137,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return Pretrainer(args, runtime).setup().train()
     except PretrainUserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except WriteError as e:  # disk full, ...: what was saved before is intact
+        print(f"{PROG}: error: {e.sentence(e.RERUN)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted.", file=sys.stderr)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from nnunetv2_vismae.io.atomic import atomic_path
+from nnunetv2_vismae.io.atomic import atomic_path, writing
 
 LOG_FIELDS = ("step", "loss", "lr", "img_per_s", "elapsed_s")
 
@@ -33,11 +33,13 @@ class CsvLog:
             return list(csv.DictReader(f))
 
     def write(self, **row) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
+        with writing(self.path):  # a full disk: WriteError naming the log
+            self._writer.writerow(row)
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with writing(self.path):
+            self._file.close()
 
 
 def plot_loss(log_path: str, png_path: str) -> None:

@@ -100,6 +100,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict:
     trainer = Pretrainer(args).setup()
+    trainer.release()  # measuring writes nothing more into -o
     device = trainer.runtime.device
     first, loader_rate = loader_samples_per_s(trainer.loader, loader_batches)
     run = StepRunner(trainer, first)

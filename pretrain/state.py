@@ -7,8 +7,6 @@ rank resumes them exactly.
 """
 from __future__ import annotations
 
-import glob
-import os
 import pickle
 
 import torch
@@ -18,16 +16,31 @@ from pretrain.errors import PretrainUserError
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
-WRITTEN_ATOMICALLY = (STATE_FILE, "encoder.safetensors")
 
 
 def save_state(path: str, state: dict) -> None:
+    """Write ``state`` atomically; ``WriteError`` (disk full, ...) keeps the previous file."""
     with atomic_path(path, fsync=True) as tmp:
         torch.save({"version": STATE_VERSION, **state}, tmp)
 
 
+def _first_bytes(path: str) -> bytes | None:
+    """The first 512 bytes of ``path``; None when it cannot be opened (torch.load then says why)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(512)
+    except OSError:
+        return None
+
+
 def load_state(path: str) -> dict:
     """The state in ``path``; PretrainUserError (one sentence) if it is unreadable or not plain data."""
+    from nnunetv2_vismae.checkpoint.format import kind_of_content, looks_like_pickle
+
+    head = _first_bytes(path)
+    if head is not None and not looks_like_pickle(head):  # torch.load's errors would call it a pickle
+        raise PretrainUserError(f"{path} is {kind_of_content(head)}, not a training state written by "
+                                "torch.save; move it away to start a new run in this folder.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -39,9 +52,3 @@ def load_state(path: str) -> dict:
         raise PretrainUserError(f"{path} cannot be read ({type(e).__name__}); move it away to start a new run "
                                 "in this folder.") from None
 
-
-def remove_stale_temporaries(folder: str) -> None:
-    """Delete temporary files a killed run left behind (``atomic_path`` names them ``.NAME.*``)."""
-    for name in WRITTEN_ATOMICALLY:
-        for leftover in glob.glob(os.path.join(glob.escape(folder), f".{name}.*")):
-            os.remove(leftover)

@@ -1,8 +1,10 @@
 """The pretraining loop: sources -> family MAE -> AdamW/cosine, accumulation, bf16, DDP -> checkpoints.
 
-``Pretrainer(args).setup()`` builds everything (resuming from ``<output>/state.pt`` when present);
-``train()`` runs until ``--steps`` optimizer steps, a signal (SIGTERM/SIGINT: save, then stop) or,
-for tests, ``stop_after`` steps. Only rank 0 writes files.
+``Pretrainer(args).setup()`` locks the output folder and builds everything (resuming from
+``<output>/state.pt`` when present); ``train()`` runs until ``--steps`` optimizer steps, a signal
+(SIGTERM/SIGINT: save, then stop) or, for tests, ``stop_after`` steps, checks that
+``encoder.safetensors`` holds the encoder of the saved state, and releases the folder. Only rank 0
+writes files.
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnunetv2_vismae.device import fused_adamw, native_bf16
-from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.io.folders import OutputFolderError
+from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
+from pretrain.cli import PROG
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
 from pretrain.data.unusable import UnusableFiles
@@ -30,9 +34,10 @@ from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import CsvLog, plot_loss, save_preview
 from pretrain.runtime import Runtime, setup_runtime
-from pretrain.state import STATE_FILE, load_state, remove_stale_temporaries, save_state
+from pretrain.state import STATE_FILE, load_state, save_state
 
 ENCODER_FILE = "encoder.safetensors"
+UNUSABLE_FILE = "unusable_files.json"
 
 
 def scaled_lr(args: argparse.Namespace, effective_batch: int) -> float:
@@ -81,19 +86,29 @@ class Pretrainer:
         self.runtime = runtime or setup_runtime(args.device)
         self.out = args.o
         self.stop_signal: int | None = None
+        self.lock = None
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self) -> "Pretrainer":
-        a, rt = self.args, self.runtime
-        if rt.is_main:
-            problem = unwritable_reason(self.out)
-            if problem:
-                raise PretrainUserError(f"Output folder {self.out} cannot be written: {problem}.")
+        """Lock the output folder (rank 0) and build everything; a failure releases the folder again."""
+        if self.runtime.is_main:
             try:
-                os.makedirs(self.out, exist_ok=True)
-            except OSError as e:
-                raise PretrainUserError(f"Cannot create the output folder {self.out}: {e.strerror or e}.") from None
-            remove_stale_temporaries(self.out)
+                self.lock = claim_output_folder(self.out, PROG)
+            except OutputFolderError as e:
+                raise PretrainUserError(str(e)) from None
+        try:
+            return self._build()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Leave the output folder to the next run."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _build(self) -> "Pretrainer":
+        a, rt = self.args, self.runtime
         self.precision = rt.resolve_precision(a.precision)
         if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
             print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
@@ -104,7 +119,7 @@ class Pretrainer:
                                                    announce=tqdm.write if rt.is_main else lambda _: None)
         if rt.is_main and self.unusable.entries:
             print(f"{self.unusable.describe()}; they are skipped.")
-        self.unusable.check()
+        self._check_unusable_files()
         self.dataset = PatchDataset(self.sources, a.patch_size, a.source_weights, a.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
         self.family = FAMILIES[a.family](a, in_channels)
@@ -155,6 +170,9 @@ class Pretrainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         if self.runtime.is_main:
             print(f"Resuming from {path} at step {self.step}.")
+            if self.ensure_encoder():  # a run stopped between writing the state and the encoder
+                print(f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
+                      f"the encoder of step {self.step}.")
 
     # ------------------------------------------------------------------------------- checkpoint
     def checkpoint_metadata(self, steps: int, final_loss: float | None) -> dict:
@@ -176,12 +194,42 @@ class Pretrainer:
             meta["spacing"] = nnunet[0]["spacing"]
         return meta
 
+    def export_encoder(self) -> None:
+        """Write ``encoder.safetensors`` (atomically) from the model as it is."""
+        from nnunetv2_vismae.checkpoint import CheckpointError, save_encoder_checkpoint
+
+        try:
+            save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
+                                    self.checkpoint_metadata(self.step, self.last_loss))
+        except CheckpointError as e:  # e.g. the disk is full
+            raise PretrainUserError(str(e)) from None
+
+    def encoder_is_current(self) -> bool:
+        """Whether ``encoder.safetensors`` exists and holds this model's encoder at this step."""
+        from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint, tensors_content_hash
+
+        try:
+            checkpoint = read_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE))
+        except CheckpointError:
+            return False
+        return (checkpoint.metadata.get("steps") == self.step
+                and checkpoint.content_hash == tensors_content_hash(self.family.encoder_tensors(self.model)))
+
+    def ensure_encoder(self) -> bool:
+        """Make ``encoder.safetensors`` the encoder of this step, verified by reading it back;
+        whether it had to be written."""
+        if self.encoder_is_current():
+            return False
+        self.export_encoder()
+        if not self.encoder_is_current():
+            raise PretrainUserError(f"{os.path.join(self.out, ENCODER_FILE)} does not read back as the encoder of "
+                                    f"step {self.step} after writing it; check the file system of {self.out}.")
+        return True
+
     def save(self) -> None:
         """Rank 0: ``state.pt`` (atomic), ``encoder.safetensors``, ``loss.png``."""
         if not self.runtime.is_main:
             return
-        from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
-
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise PretrainUserError(f"The weights are no longer finite at step {self.step}; nothing was written, "
                                     "the last saved state is intact; lower the learning rate or use --precision fp32.")
@@ -191,11 +239,17 @@ class Pretrainer:
             "step": self.step, "data_position": self.data_position, "last_loss": self.last_loss,
             "skipped_steps": self.skipped_steps,
             "seed": self.args.seed, "world_batch": [self.args.batch_size, self.args.accum, self.runtime.world_size]})
-        save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
-                                self.checkpoint_metadata(self.step, self.last_loss))
+        self.export_encoder()
         plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
         if self.unusable.entries:
-            self.unusable.write(os.path.join(self.out, "unusable_files.json"))
+            self.unusable.write(os.path.join(self.out, UNUSABLE_FILE))
+
+    def _check_unusable_files(self, other_rank_stops: bool = False) -> None:
+        """Stop the run (PretrainUserError) when too many files are unusable, after listing them
+        all in ``unusable_files.json`` (rank 0)."""
+        if other_rank_stops and not self.unusable.exceeded():
+            raise PretrainUserError("Another rank found too many unusable files; see its messages.")
+        self.unusable.check(os.path.join(self.out, UNUSABLE_FILE) if self.runtime.is_main else None)
 
     # ------------------------------------------------------------------------------------ train
     def _on_signal(self, signum, frame):
@@ -232,7 +286,18 @@ class Pretrainer:
         return (self.args.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
 
     def train(self, stop_after: int | None = None) -> int:
-        """Run to the end (0), or until a signal (128 + signal) or ``stop_after`` steps (0)."""
+        """Run to the end (0), or until a signal (128 + signal) or ``stop_after`` steps (0); then
+        verify the encoder checkpoint, report, and release the output folder."""
+        try:
+            self._train(stop_after)
+            if self.runtime.is_main:
+                self.ensure_encoder()
+                self._report()
+        finally:
+            self.release()
+        return 128 + self.stop_signal if self.stop_signal is not None else 0
+
+    def _train(self, stop_after: int | None) -> None:
         a, rt = self.args, self.runtime
         log = CsvLog(os.path.join(self.out, "log.csv"), self.step) if rt.is_main else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -263,8 +328,7 @@ class Pretrainer:
                 total_loss, stop_votes, bad_data = rt.all_reduce_sum(
                     [loss_sum / a.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())])
                 if bad_data:
-                    raise PretrainUserError(self.unusable.stop_message() if self.unusable.exceeded() else
-                                            "Another rank found too many unusable files; see its messages.")
+                    self._check_unusable_files(other_rank_stops=True)
                 self.data_position += a.accum * a.batch_size
                 stepped = self._optimizer_step(total_loss / rt.world_size)
                 stopping = stop_votes > 0 or (stop_after is not None and self.step + stepped >= stop_after)
@@ -301,14 +365,13 @@ class Pretrainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             del batches
-        if rt.is_main:
-            where = os.path.join(self.out, ENCODER_FILE)
-            if self.unusable.entries:
-                listed = os.path.join(self.out, "unusable_files.json")
-                print(f"{self.unusable.describe()}; skipped (listed in {listed}).")
-            if self.stop_signal is not None:
-                print(f"Stopped at step {self.step}; state saved, rerun the same command to resume. Encoder: {where}")
-            else:
-                print(f"Step {self.step}/{self.total_steps}, loss {self.last_loss}. Encoder checkpoint: {where}")
-        return 128 + self.stop_signal if self.stop_signal is not None else 0
+
+    def _report(self) -> None:
+        where = os.path.join(self.out, ENCODER_FILE)
+        if self.unusable.entries:
+            print(f"{self.unusable.describe()}; skipped (listed in {os.path.join(self.out, UNUSABLE_FILE)}).")
+        if self.stop_signal is not None:
+            print(f"Stopped at step {self.step}; state saved, rerun the same command to resume. Encoder: {where}")
+        else:
+            print(f"Step {self.step}/{self.total_steps}, loss {self.last_loss}. Encoder checkpoint: {where}")
 

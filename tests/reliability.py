@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -90,3 +92,26 @@ def deny_write(folder: Path, monkeypatch) -> Path:
         monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(Path(p).absolute()) == denied
                             and mode & os.W_OK else real(p, mode, *a, **k))
     return folder
+
+
+class LockHolder:
+    """Another process that holds the output-folder lock of ``folder`` (as a pretraining run would)
+    until it is killed."""
+
+    SCRIPT = ("import sys; from nnunetv2_vismae.io.lock import claim_output_folder; "
+              "claim_output_folder(sys.argv[1], 'nnUNetv2_vismae_pretrain'); print('locked', flush=True); "
+              "sys.stdin.read()")
+
+    def __init__(self, folder):
+        self.process = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(folder)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "locked"
+        self.pid = self.process.pid
+
+    def kill(self):
+        """SIGKILL: the holder cannot release anything."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self.process.stdin.close()
+        self.process.stdout.close()

@@ -19,6 +19,7 @@ MAINS = {
     "nnUNetv2_vismae_inspect": "nnunetv2_vismae.checkpoint.cli",
     "nnUNetv2_vismae_convert": "nnunetv2_vismae.checkpoint.convert",
     "nnUNetv2_vismae_demo": "nnunetv2_vismae.demo.cli",
+    "nnUNetv2_vismae_classify": "nnunetv2_vismae.classification.cli",
 }
 # (command, arguments, environment without nnU-Net's variables?, expected part of the sentence)
 CASES = {
@@ -111,6 +112,49 @@ def test_user_errors_are_one_sentence_and_a_non_zero_exit(case, world, capsys, m
     assert not os.path.exists(os.path.join(world["locked"], "demo"))
 
 
+# (command, flag, sentence): a value out of range stops the command while its flags are parsed
+BAD_FLAGS = {
+    "pretrain --window 0": ("nnUNetv2_vismae_pretrain", "--window 0", "--window must be at least 1, got 0."),
+    "pretrain --embed-dim 0": ("nnUNetv2_vismae_pretrain", "--embed-dim 0", "--embed-dim must be at least 1, got 0."),
+    "pretrain --encoder-patch 0": ("nnUNetv2_vismae_pretrain", "--encoder-patch 0",
+                                   "--encoder-patch must be at least 1, got 0."),
+    "pretrain --heads 0": ("nnUNetv2_vismae_pretrain", "--heads 0 6", "--heads must be at least 1, got 0."),
+    "pretrain --lr -1": ("nnUNetv2_vismae_pretrain", "--lr -1", "--lr must be a positive number, got -1."),
+    "classify --epochs 0": ("nnUNetv2_vismae_classify", "--epochs 0", "--epochs must be at least 1, got 0."),
+    "classify --batch-size 0": ("nnUNetv2_vismae_classify", "--batch-size 0",
+                                "--batch-size must be at least 1, got 0."),
+    "classify --size 0": ("nnUNetv2_vismae_classify", "--size 0", "--size must be at least 1, got 0."),
+    "classify --epochs x": ("nnUNetv2_vismae_classify", "--epochs x", "--epochs must be an integer, got x."),
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Usable inputs for both commands: a folder of PNGs and the phantom classification task's CSV."""
+    import numpy as np
+    from PIL import Image
+
+    from nnunetv2_vismae.demo.classification_task import write_style_task
+
+    root = tmp_path_factory.mktemp("bad_flags")
+    (root / "images").mkdir()
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 255, (40, 40), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+    task = write_style_task(str(root / "task"), 8, 0, 32, 0, "png", "csv")
+    return {"nnUNetv2_vismae_pretrain": ["-i", str(root / "images"), "-device", "cpu", "--workers", "0"],
+            "nnUNetv2_vismae_classify": ["train", "-i", str(task["train"])]}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_flags_out_of_range_stop_before_anything_is_written(case, inputs, tmp_path, capsys):
+    command, flag, expected = BAD_FLAGS[case]
+    out = tmp_path / "out"
+    code, err = run_command(command, [*inputs[command], "-o", str(out), *flag.split()], capsys)
+    assert code == 2 and err.endswith(expected) and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
 # ------------------------------------------------------------- inside nnUNetv2_train (our trainers)
 def _trainer_stopping_at_initialize(reference: dict, monkeypatch):
     """A VisMAETrainer as nnUNetv2_train has it at initialize(): its network built from the plans."""
@@ -158,3 +202,44 @@ def test_trainer_name_with_a_label_percentage_outside_1_to_100(name):
 
     with pytest.raises(SystemExit, match=r"label percentage must be between 1 and 100, got (0|101)\.$"):
         getattr(variants, name)
+
+
+def _plans_and_dataset(files, network: str | None = None) -> tuple[dict, dict]:
+    """Dataset001_Tiny's plans as nnUNetv2_train hands them to a trainer (``network`` swapped in)."""
+    import json
+
+    root, env = files
+    plans = json.loads((Path(env["nnUNet_preprocessed"]) / "Dataset001_Tiny" / "nnUNetPlans.json").read_text())
+    if network is not None:
+        plans["configurations"]["2d"]["architecture"]["network_class_name"] = network
+    return {**plans, "continue_training": False}, {"channel_names": {"0": "gray"}, "labels": {"background": 0, "a": 1},
+                                                   "numTraining": 2, "file_ending": ".png"}
+
+
+@pytest.mark.parametrize("trainer", ["VisMAETrainer", "nnUNetTrainerMAE"])
+def test_trainer_without_nnunet_results_stops_with_one_sentence(trainer, files, world, monkeypatch):
+    from nnunetv2_vismae.training import VisMAETrainer
+    from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
+
+    monkeypatch.delenv("nnUNet_results")
+    cls = {"VisMAETrainer": VisMAETrainer, "nnUNetTrainerMAE": nnUNetTrainerMAE}[trainer]
+    plans, dataset_json = _plans_and_dataset(files)
+    with pytest.raises(SystemExit) as stop:
+        cls(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    assert str(stop.value.code) == (f"{trainer}: the environment variable nnUNet_results is not set; nnUNetv2_train "
+                                    "needs it for the folder the trained model is written to "
+                                    "(export nnUNet_results=/path/to/nnUNet_results).")
+
+
+def test_cnn_trainer_on_swin_plans_stops_with_one_sentence_and_writes_nothing(files, world):
+    from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
+
+    plans, dataset_json = _plans_and_dataset(files, "nnunetv2_vismae.architectures.SwinUNet")
+    results = Path(files[1]["nnUNet_results"])
+    before = sorted(results.rglob("*"))
+    with pytest.raises(SystemExit) as stop:
+        nnUNetTrainerMAE(plans, "2d", 0, dataset_json, torch.device("cpu"))
+    message = str(stop.value.code)
+    assert message.startswith("nnUNetTrainerMAE: the plans nnUNetPlans name nnunetv2_vismae.architectures.SwinUNet, "
+                              "which VisMAETrainer trains;") and "-p nnUNetMAEPlans" in message and "\n" not in message
+    assert sorted(results.rglob("*")) == before

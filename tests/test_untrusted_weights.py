@@ -77,3 +77,20 @@ def test_pretraining_refuses_a_malicious_state_file(evil, tmp_path):
     with pytest.raises(PretrainUserError, match=r"state.pt holds objects other than tensors .* was refused"):
         Pretrainer(parse([*TINY, "-i", str(images), "-o", str(out)]), setup_runtime("cpu")).setup()
     assert os.listdir(out) != []
+
+
+@pytest.mark.parametrize("content, kind", [(b"step 87\nloss 0.25\n", "plain text"),
+                                           (b"The quick brown fox", "plain text"), (b"", "empty"),
+                                           (bytes(range(7, 200)), "binary data")])
+def test_a_state_file_that_is_no_pickle_is_described_as_what_it_is(tmp_path, content, kind):
+    """Issue 17: a plain text state.pt was called a pickle that "can run code"."""
+    from pretrain.errors import PretrainUserError
+    from pretrain.state import load_state
+
+    path = tmp_path / "state.pt"
+    path.write_bytes(content)
+    with pytest.raises(PretrainUserError) as info:
+        load_state(str(path))
+    message = str(info.value)
+    assert message == (f"{path} is {kind}, not a training state written by torch.save; move it away to start "
+                       "a new run in this folder.")

@@ -26,6 +26,9 @@ class SwinEncoderConfig:
     window_size: int = 7
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.1
+    # True: odd blocks shift also in stages that fit in one window at the nominal size (the last
+    # one), as the original Swin-MAE / VIS-MAE code does; False: they do not, as timm and Swin do
+    shift_single_window_stages: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -60,9 +63,11 @@ class SwinEncoder(SwinTransformer):
     The stages are laid out for a nominal input of ``window_size * total_stride`` pixels (224 for
     the defaults), where every stage is at least one window wide: windows keep ``window_size`` at
     every input size (smaller feature maps are padded), so the relative position tables have one
-    shape and weights move freely between patch sizes; and, as in the original Swin, a stage that
-    fits in one window at that size (the last) does not shift, so pretrained Swin weights compute
-    exactly what they computed at 224.
+    shape and weights move freely between patch sizes. Odd blocks shift their windows by half a
+    window. A stage that fits in one window at the nominal size (the last) does not shift, as in
+    timm and the Swin paper, unless ``shift_single_window_stages`` (timm's ``always_partition``),
+    as the original Swin-MAE / VIS-MAE code does: either way, pretrained weights compute exactly
+    what they computed at 224 when the rule is theirs.
 
     Shapes (defaults, input B x in_channels x H x W, H and W divisible by ``total_stride``):
         embed:          B x H/4 x W/4 x 96 (NHWC tokens)
@@ -71,22 +76,25 @@ class SwinEncoder(SwinTransformer):
 
     def __init__(self, in_channels: int = 1, patch_size: int = 4, embed_dim: int = 96,
                  depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), window_size: int = 7,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.1):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.1,
+                 shift_single_window_stages: bool = False):
         self.config = SwinEncoderConfig(in_channels, patch_size, embed_dim, depths, num_heads,
-                                        window_size, mlp_ratio, drop_path_rate)
+                                        window_size, mlp_ratio, drop_path_rate,
+                                        shift_single_window_stages)
         super().__init__(
             img_size=window_size * self.config.total_stride, patch_size=patch_size,
             in_chans=in_channels, num_classes=0, global_pool="", embed_dim=embed_dim,
             depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
             mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-            strict_img_size=False)
+            always_partition=shift_single_window_stages, strict_img_size=False)
         del self.head  # a classifier head is not part of the encoder contract
         use_swin_blocks(self)
 
     @classmethod
     def from_config(cls, config: SwinEncoderConfig) -> "SwinEncoder":
         return cls(config.in_channels, config.patch_size, config.embed_dim, config.depths,
-                   config.num_heads, config.window_size, config.mlp_ratio, config.drop_path_rate)
+                   config.num_heads, config.window_size, config.mlp_ratio, config.drop_path_rate,
+                   config.shift_single_window_stages)
 
     @property
     def stage_dims(self) -> list[int]:

@@ -23,40 +23,40 @@ def tensor_groups(tensors) -> "OrderedDict[str, dict]":
     return groups
 
 
-def _natural_order(checkpoint) -> list[str]:
-    """Tensor names in the encoder's own state_dict order when the family knows it."""
-    from .families import FAMILIES
+def printable(text) -> str:
+    """``text`` with every non-printable character (escape sequences, bidi controls, newlines)
+    written as its Python escape, so that a crafted name cannot drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
 
-    family = FAMILIES.get(checkpoint.family)
-    if family is None or family.expected_shapes is None:
-        return sorted(checkpoint.tensors)
-    order = list(family.expected_shapes(checkpoint.encoder_config))
-    return order + sorted(set(checkpoint.tensors) - set(order))
+
+_NESTED_LINES = 6  # dict levels printed one entry per line; deeper ones as JSON
 
 
 def _pretty(value, indent: str) -> str:
-    """Dicts one entry per line; everything else (lists included) as compact JSON."""
-    if isinstance(value, dict) and value:
-        return "".join(f"\n{indent}{k}:{_pretty(v, indent + '  ')}" for k, v in value.items())
-    return " " + json.dumps(value)
+    """Dicts one entry per line; everything else (lists included) as compact ASCII JSON."""
+    if isinstance(value, dict) and value and len(indent) < 2 * _NESTED_LINES:
+        return "".join(f"\n{indent}{printable(k)}:{_pretty(v, indent + '  ')}" for k, v in value.items())
+    return " " + json.dumps(value, ensure_ascii=True)
 
 
 def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
+    """Metadata and tensor groups of a checkpoint as read (tensors in the encoder's order); builds
+    no model, and escapes what it prints from the file."""
     size = f" ({file_size / 2 ** 20:.1f} MiB)" if file_size is not None else ""
-    lines = [f"Encoder checkpoint {checkpoint.path}{size}", "", "Metadata:"]
+    lines = [f"Encoder checkpoint {printable(checkpoint.path)}{size}", "", "Metadata:"]
     first = ["format", "format_version", "family", "content_hash", "encoder_config",
              "normalization"]
     keys = [k for k in first if k in checkpoint.metadata]
     keys += sorted(k for k in checkpoint.metadata if k not in first)
     for key in keys:
-        lines.append(f"  {key}:{_pretty(checkpoint.metadata[key], '    ')}")
+        lines.append(f"  {printable(key)}:{_pretty(checkpoint.metadata[key], '    ')}")
 
-    tensors = {name: checkpoint.tensors[name] for name in _natural_order(checkpoint)
-               if name in checkpoint.tensors}
+    tensors = checkpoint.tensors
     total = sum(t.numel() for t in tensors.values())
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
     lines += ["", f"Tensors: {len(tensors)}, {total:,} parameters, dtype {', '.join(dtypes)}"]
-    groups = tensor_groups(tensors)
+    groups = OrderedDict((printable(k), g) for k, g in tensor_groups(tensors).items())
     width = max([len("group")] + [len(k) for k in groups])
     lines.append(f"  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}  dtype")
     for name in groups:

@@ -14,11 +14,44 @@ import copy
 import torch
 from torch import nn
 
+from .schema import Rule, entry_problems, integer, json_object, list_of, optional, shown, text
+
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
 SIGNATURE_KEYS = ("encoder_class", "conv_op", "norm_op", "features_per_stage", "kernel_sizes", "strides",
                   "convs_per_stage")
 REQUIRED_KEYS = ("architecture", "in_channels", "key_to_encoder", "key_to_stem", "keys_to_in_proj", "load_root",
                  *SIGNATURE_KEYS)
+
+_SIZES = Rule("a list of per-stage sizes", lambda v: isinstance(v, list))
+CONFIG_RULES = {
+    "architecture": json_object(), "in_channels": integer(1, 64), "key_to_encoder": text(),
+    "key_to_stem": text(), "keys_to_in_proj": list_of(text(), 0, 16), "load_root": text(),
+    "encoder_class": text(), "conv_op": text(), "norm_op": optional(text()),
+    "features_per_stage": list_of(integer(1, 4096), 1, 16), "kernel_sizes": _SIZES, "strides": _SIZES,
+    "convs_per_stage": list_of(integer(0, 1024), 1, 16),
+}
+# what the architecture block builds, bounded like the swin config: a crafted block must not make
+# dynamic-network-architectures build millions of modules, nor name a class outside it
+_NETWORK_PACKAGE = "dynamic_network_architectures.architectures."
+_ARCHITECTURE_RULES = {
+    "network_class_name": Rule(f"a class name starting with {_NETWORK_PACKAGE!r}",
+                               lambda v: isinstance(v, str) and v.startswith(_NETWORK_PACKAGE)),
+    "arch_kwargs": json_object(), "_kw_requires_import": list_of(text(), 0, 16),
+}
+
+
+def _per_stage(high: int) -> Rule:
+    """One integer for every stage, or one per stage (dynamic-network-architectures takes both)."""
+    one, per_stage = integer(1, high), list_of(integer(1, high), 1, 16)
+    return Rule(f"{one.expected}, or a list of 1 to 16 of them",
+                lambda v: one.accepts(v) or per_stage.accepts(v))
+
+
+_ARCH_KWARGS_RULES = {"n_stages": integer(1, 16), "features_per_stage": _per_stage(4096),
+                      "n_conv_per_stage": _per_stage(64), "n_blocks_per_stage": _per_stage(64),
+                      "n_conv_per_stage_decoder": _per_stage(64)}
+_IMPORTABLE = Rule("null or a name starting with 'torch.nn.'",
+                   lambda v: v is None or (isinstance(v, str) and v.startswith("torch.nn.")))
 
 
 def _dna_encoder_classes() -> tuple[type, ...]:
@@ -98,10 +131,30 @@ def cnn_encoder_config(architecture: dict, in_channels: int) -> dict:
             "load_root": root, **encoder_signature(network.get_submodule(root))}
 
 
+def config_problems(config: dict) -> list[str]:
+    """Problems of the ``architecture`` block (a config whose entries passed ``CONFIG_RULES``):
+    its class, the bounded entries of its kwargs, and what nnU-Net would import for it."""
+    where = "encoder_config.architecture"
+    architecture = config["architecture"]
+    known = {k: v for k, v in architecture.items() if k in _ARCHITECTURE_RULES}
+    problems = entry_problems(known, where, _ARCHITECTURE_RULES, tuple(_ARCHITECTURE_RULES))
+    if problems:
+        return problems
+    kwargs = architecture["arch_kwargs"]
+    bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
+    problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES)
+    for name in architecture["_kw_requires_import"]:
+        if name not in kwargs:
+            problems.append(f"{where}._kw_requires_import names {shown(name)}, expected an entry "
+                            "of arch_kwargs.")
+        elif not _IMPORTABLE.accepts(kwargs[name]):
+            problems.append(f"{where}.arch_kwargs.{name} is {shown(kwargs[name])}, expected "
+                            f"{_IMPORTABLE.expected} (nnU-Net imports it).")
+    return problems
+
+
 def normalize_config(config: dict) -> dict:
-    """The canonical form of a config holding every ``REQUIRED_KEYS`` entry."""
-    if not isinstance(config["in_channels"], int) or config["in_channels"] < 1:
-        raise ValueError(f"in_channels must be a positive integer, got {config['in_channels']!r}")
+    """The canonical form of a config that passed ``CONFIG_RULES`` and ``config_problems``."""
     return _as_lists(dict(config))
 
 

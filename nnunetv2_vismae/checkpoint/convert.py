@@ -68,9 +68,9 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
     from .errors import CheckpointError
     from .families import get_family
-    from .foreign_layouts import (LAYOUTS, derive_swin_config, detect_layout, fold_input_channels,
-                                  imagenet_normalization, map_to_encoder_names, read_foreign_file,
-                                  strip_module_prefix)
+    from .foreign_layouts import (LAYOUTS, SHIFTS_SINGLE_WINDOW_STAGES, derive_swin_config, detect_layout,
+                                  fold_input_channels, imagenet_normalization, map_to_encoder_names,
+                                  read_foreign_file, strip_module_prefix)
     from .format import read_encoder_checkpoint, save_encoder_checkpoint
 
     src, dst = Path(source_path), Path(output_path)
@@ -85,6 +85,9 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     problem = unwritable_reason(dst.parent)
     if problem:
         raise CheckpointError(f"Cannot write {dst}: {problem}.")
+    if dst.is_dir():
+        raise CheckpointError(f"Output {dst} is a folder; give the checkpoint file to write, e.g. "
+                              f"{dst / 'encoder.safetensors'}.")
 
     foreign = read_foreign_file(src)
     where = f"Input weights {src}"
@@ -104,6 +107,7 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     else:
         stem = f"{source_channels} input channels, unchanged"
     config["in_channels"] = in_channels
+    config["shift_single_window_stages"] = SHIFTS_SINGLE_WINDOW_STAGES[layout]
 
     family = get_family("swin")
     expected = family.expected_shapes(config)

@@ -1,7 +1,8 @@
 """Encoder families known to the checkpoint format.
 
-A family is one table entry (``EncoderFamily``): how to validate its config, how to tell whether a
-module belongs to it, which config entries must agree for weights to move between two encoders,
+A family is one table entry (``EncoderFamily``): the schema of its config (types and bounds of every
+entry, checked before anything is built from it, see ``schema.py``), how to tell whether a module
+belongs to it, which config entries must agree for weights to move between two encoders,
 and which tensor adapters may reconcile shapes that legitimately differ (window size, patch size).
 Families are ``swin`` (VIS-MAE's Swin encoder) and ``cnn`` (nnU-Net's own encoder, see
 ``cnn_encoder``), each added with ``register_family``; nothing else in the package branches on the
@@ -18,6 +19,15 @@ from torch import nn
 from . import cnn_encoder
 from .adapt import TensorAdapter, patch_size_adapter, relative_position_table_adapter
 from .errors import CheckpointError
+from .schema import Rule, boolean, entry_problems, integer, list_of, number
+
+
+class ConfigProblems(ValueError):
+    """An encoder config breaks its family's schema; ``problems`` holds one sentence per violation."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(" ".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,10 @@ class EncoderFamily:
 
     name:               value of the ``family`` metadata entry.
     required_config_keys: entries every config of the family has (``validated_config`` checks them).
-    normalize_config:   config dict with those entries -> canonical config dict; raises ValueError
-                        or TypeError with the reason when the config is not valid for the family.
+    config_rules:       the type and bounds of each config entry; an entry without a rule is refused.
+    config_problems:    config whose entries pass their rules -> problems across entries (one
+                        sentence each), e.g. heads that do not divide a stage's width.
+    normalize_config:   config dict that passed the checks above -> canonical config dict.
     module_config:      encoder module -> its config dict, or None when the module is not of this
                         family.
     fixed_config_keys:  config entries that must be equal in checkpoint and network (they change
@@ -39,6 +51,8 @@ class EncoderFamily:
 
     name: str
     required_config_keys: tuple[str, ...]
+    config_rules: dict[str, Rule]
+    config_problems: Callable[[dict], list[str]]
     normalize_config: Callable[[dict], dict]
     module_config: Callable[[nn.Module], Optional[dict]]
     fixed_config_keys: tuple[str, ...]
@@ -46,18 +60,38 @@ class EncoderFamily:
     expected_shapes: Optional[Callable[[dict], dict[str, tuple[int, ...]]]] = field(default=None)
 
     def validated_config(self, config) -> dict:
-        """``normalize_config`` of a decoded JSON config; TypeError or ValueError with the reason."""
-        if not isinstance(config, dict):
-            raise TypeError(f"expected a JSON object, got {type(config).__name__}")
-        missing = [k for k in self.required_config_keys if k not in config]
-        if missing:
-            raise ValueError(f"missing entries {missing}")
+        """``normalize_config`` of a decoded JSON config that passes the family's schema;
+        ConfigProblems (one sentence per violation) otherwise. Builds nothing."""
+        problems = entry_problems(config, "encoder_config", self.config_rules, self.required_config_keys)
+        problems = problems or self.config_problems(config)
+        if problems:
+            raise ConfigProblems(problems)
         return self.normalize_config(config)
 
 
 # ---------------------------------------------------------------------------------------- swin
 _SWIN_REQUIRED_KEYS = ("in_channels", "patch_size", "embed_dim", "depths", "num_heads", "window_size",
                        "mlp_ratio")
+MAX_STAGES = 8
+# generous bounds (Swin-L: embed 192, depths (2, 2, 18, 2), heads up to 48, window 12) that keep a
+# crafted config from building millions of modules or tensors
+_SWIN_RULES = {
+    "in_channels": integer(1, 64), "patch_size": integer(1, 64), "embed_dim": integer(1, 4096),
+    "depths": list_of(integer(1, 64), 1, MAX_STAGES), "num_heads": list_of(integer(1, 4096), 1, MAX_STAGES),
+    "window_size": integer(1, 64), "mlp_ratio": number(0, 16, low_open=True),
+    "drop_path_rate": number(0, 1, high_open=True), "shift_single_window_stages": boolean(),
+}
+
+
+def _swin_config_problems(config: dict) -> list[str]:
+    depths, heads = config["depths"], config["num_heads"]
+    if len(heads) != len(depths):
+        return [f"encoder_config.num_heads is {heads}, expected one head count per stage of "
+                f"depths {depths}."]
+    widths = [config["embed_dim"] * 2 ** i for i in range(len(depths))]
+    return [f"encoder_config.num_heads[{i}] is {h}, expected a divisor of stage {i}'s width {w} "
+            f"(embed_dim {config['embed_dim']} doubled per stage)."
+            for i, (h, w) in enumerate(zip(heads, widths)) if w % h]
 
 
 def _swin_normalize_config(config: dict) -> dict:
@@ -83,9 +117,13 @@ def _swin_expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
 SWIN = EncoderFamily(
     name="swin",
     required_config_keys=_SWIN_REQUIRED_KEYS,
+    config_rules=_SWIN_RULES,
+    config_problems=_swin_config_problems,
     normalize_config=_swin_normalize_config,
     module_config=_swin_module_config,
-    fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio"),
+    # the shift rule changes the function, not the tensors: weights compute what they were
+    # trained to only under their own rule
+    fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio", "shift_single_window_stages"),
     adapters=(patch_size_adapter("patch_embed.proj.weight"), relative_position_table_adapter),
     expected_shapes=_swin_expected_shapes,
 )
@@ -106,6 +144,8 @@ register_family(SWIN)
 CNN = EncoderFamily(
     name="cnn",
     required_config_keys=cnn_encoder.REQUIRED_KEYS,
+    config_rules=cnn_encoder.CONFIG_RULES,
+    config_problems=cnn_encoder.config_problems,
     normalize_config=cnn_encoder.normalize_config,
     module_config=cnn_encoder.module_config,
     fixed_config_keys=cnn_encoder.SIGNATURE_KEYS,

@@ -31,6 +31,11 @@ import torch
 from .errors import CheckpointError
 
 LAYOUTS = ("vismae", "timm")
+# SwinEncoderConfig.shift_single_window_stages of each layout: the original Swin-MAE / VIS-MAE
+# blocks shift every odd block, even where a stage fits in one window (7x7 at 224); timm and the
+# original Swin Transformer do not shift there. Weights compute what they were trained to only
+# under their own rule.
+SHIFTS_SINGLE_WINDOW_STAGES = {"vismae": True, "timm": False}
 
 # The original Swin Transformer (and Swin-MAE / VIS-MAE) concatenates the 2x2 neighbours as
 # x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]: (row parity, column parity) pairs.
@@ -106,10 +111,11 @@ def read_foreign_file(path) -> ForeignFile:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Input weights {path} do not exist or are not a file.")
+    from .format import looks_like_pickle
+
     with open(path, "rb") as f:
         head = f.read(8)
-    is_pickle = head[:4] == b"PK\x03\x04" or (len(head) > 1 and head[0] == 0x80 and head[1] <= 5)
-    if not is_pickle:
+    if not looks_like_pickle(head):
         from safetensors import SafetensorError, safe_open
 
         try:
@@ -363,10 +369,16 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         fail(f"its blocks use different mlp ratios {sorted(ratios)}")
     from nnunetv2_vismae.architectures.swin_encoder import SwinEncoderConfig
 
-    return SwinEncoderConfig(in_channels=int(in_chans), patch_size=int(kh),
-                             embed_dim=int(embed_dim), depths=tuple(depths),
-                             num_heads=tuple(heads), window_size=windows.pop(),
-                             mlp_ratio=float(ratios.pop())).to_json()
+    from .families import ConfigProblems, get_family
+
+    config = SwinEncoderConfig(in_channels=int(in_chans), patch_size=int(kh),
+                               embed_dim=int(embed_dim), depths=tuple(depths),
+                               num_heads=tuple(heads), window_size=windows.pop(),
+                               mlp_ratio=float(ratios.pop())).to_json()
+    try:  # the bounds every checkpoint is held to, before a model is built from it
+        return get_family("swin").validated_config(config)
+    except ConfigProblems as e:
+        fail(f"its tensors imply an encoder config outside the checkpoint schema: {str(e).rstrip('.')}")
 
 
 # --------------------------------------------------------------------------------- in-channels

@@ -7,12 +7,16 @@ One safetensors file with the encoder (and stem) tensors, named exactly as in th
     format_version  1
     family          "swin" (see ``families.py``)
     encoder_config  the family's config (swin: ``SwinEncoderConfig.to_json()``)
-    normalization   {"scheme": "zscore"} or {"scheme": "ct", "clip": [lo, hi], "mean": .., "std": ..}
+    normalization   {"scheme": "zscore"}, {"scheme": "ct", "ct_clip": [lo, hi], "ct_stats": [mean, std]},
+                    ... (``schema.NORMALIZATION_SCHEMES``), optionally with "per_source": [one per source]
     content_hash    sha256 of the tensors (``tensors_content_hash``)
     ...             optional: source_plans, spacing, data_sources, mask, steps, final_loss, ...
 
-Reading never unpickles anything: safetensors is a JSON header plus raw bytes, and pickle files
-(``torch.save``) are recognised and refused.
+``family``, ``encoder_config`` and ``normalization`` follow a schema (types and bounds of every
+entry, ``schema.py`` and the family's rules), checked on writing and reading before anything is
+built from them; the optional entries are free-form JSON. Reading never unpickles anything:
+safetensors is a JSON header plus raw bytes, and pickle files (``torch.save``) are recognised and
+refused.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import torch
 from nnunetv2_vismae.io.atomic import atomic_path
 
 from .errors import CheckpointError
-from .families import get_family
+from .families import ConfigProblems, get_family
+from .schema import normalization_problems, shown
 
 FORMAT_NAME = "nnunetv2_vismae.encoder"
 FORMAT_VERSION = 1
@@ -86,31 +91,43 @@ def _normalize_hash(value) -> str:
     return text.removeprefix("sha256:")
 
 
-# -------------------------------------------------------------------------------------- writing
-def _validate_metadata(metadata: Mapping) -> tuple[dict, dict]:
-    if not isinstance(metadata, Mapping):
-        raise CheckpointError(f"Checkpoint metadata must be a dict, got {type(metadata).__name__}.")
-    missing = [k for k in REQUIRED_KEYS if k not in metadata]
-    if missing:
-        raise CheckpointError(f"Checkpoint metadata lacks required entries {missing}; "
-                              f"expected at least {list(REQUIRED_KEYS)}.")
-    family = get_family(metadata["family"], "The checkpoint metadata")
+# ------------------------------------------------------------------------------------- schema
+def _validated_metadata(metadata: Mapping, where: str) -> tuple:
+    """(family, canonical encoder config) of decoded metadata holding ``REQUIRED_KEYS``, after the
+    schema check of family, encoder_config and normalization; CheckpointError with one sentence
+    per violation otherwise. Nothing is built before this returns."""
+    family = get_family(metadata["family"], where)
+    config, problems = None, []
     try:
         config = family.validated_config(metadata["encoder_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"Checkpoint metadata encoder_config {metadata['encoder_config']!r} "
-                              f"is not a valid {family.name} encoder config: {e}.") from None
-    norm = metadata["normalization"]
-    if not isinstance(norm, Mapping) or not isinstance(norm.get("scheme"), str):
-        raise CheckpointError(f"Checkpoint metadata normalization {norm!r} must be a dict with "
-                              "a 'scheme' string, e.g. {'scheme': 'zscore'}.")
+    except ConfigProblems as e:
+        problems = e.problems
+    problems += normalization_problems(metadata["normalization"])
+    if problems:
+        raise CheckpointError(f"{where} has invalid metadata: " + " ".join(problems))
     return family, config
 
 
+# -------------------------------------------------------------------------------------- writing
+def _encoded_header(header: Mapping) -> dict[str, str]:
+    encoded = {}
+    for key, value in header.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"Checkpoint metadata key {key!r} must be a string.")
+        try:
+            encoded[key] = json.dumps(value, allow_nan=True)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"Checkpoint metadata entry {key!r} is not JSON-serialisable "
+                                  f"({e}).") from None
+    return encoded
+
+
 def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor],
-                      where: str) -> None:
+                      where: str) -> Optional[list[str]]:
+    """The encoder's state_dict names in its own order, once the tensors match them in names and
+    shapes (CheckpointError otherwise); None when the family does not know its tensor set."""
     if family.expected_shapes is None:
-        return
+        return None
     expected = family.expected_shapes(config)
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     missing = sorted(set(expected) - set(got))
@@ -129,6 +146,7 @@ def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor],
         raise CheckpointError(f"{where} do not match its {family.name} encoder_config "
                               f"{json.dumps(config)}: " + ", ".join(parts) + "; tensor names must "
                               "be exactly the encoder's state_dict() names.")
+    return list(expected)
 
 
 def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
@@ -147,24 +165,24 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
     bad = [k for k, v in tensors.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"Checkpoint {path}: entry {bad[0]!r} is not a str -> Tensor pair.")
-    family, config = _validate_metadata(metadata)
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(f"Checkpoint metadata must be a dict, got {type(metadata).__name__}.")
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise CheckpointError(f"Checkpoint metadata lacks required entries {missing}; "
+                              f"expected at least {list(REQUIRED_KEYS)}.")
+    header = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
+    encoded = _encoded_header(header)
+    # checked as a reader will see it (JSON: tuples are lists)
+    family, config = _validated_metadata({k: json.loads(encoded[k]) for k in REQUIRED_KEYS},
+                                         f"Checkpoint {path}")
     # private CPU copies: safetensors refuses tensors sharing storage and needs contiguous data
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     _check_tensor_set(family, config, cpu, f"The tensors given for checkpoint {path}")
 
     content_hash = tensors_content_hash(cpu)
-    header = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
-    header.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, encoder_config=config,
-                  content_hash=content_hash)
-    encoded = {}
-    for key, value in header.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f"Checkpoint metadata key {key!r} must be a string.")
-        try:
-            encoded[key] = json.dumps(value, allow_nan=True)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"Checkpoint metadata entry {key!r} is not JSON-serialisable "
-                                  f"({e}).") from None
+    encoded.update(_encoded_header(dict(format=FORMAT_NAME, format_version=FORMAT_VERSION,
+                                        encoder_config=config, content_hash=content_hash)))
 
     from safetensors.torch import save_file
 
@@ -191,8 +209,23 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------- reading
-def _looks_like_pickle(head: bytes) -> bool:
+def looks_like_pickle(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a pickle: a ``torch.save`` zip or a raw pickle."""
     return head[:4] == b"PK\x03\x04" or (len(head) > 1 and head[0] == 0x80 and head[1] <= 5)
+
+
+def kind_of_content(head: bytes) -> str:
+    """What a file that is not a pickle holds, from its first bytes (a few hundred): "empty",
+    "plain text" or "binary data"."""
+    if not head:
+        return "empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut off at the end of ``head``
+            return "binary data"
+        text = head[:e.start].decode("utf-8")
+    return "plain text" if all(c.isprintable() or c in "\t\r\n" for c in text) else "binary data"
 
 
 def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -207,7 +240,7 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
-            if _looks_like_pickle(head):
+            if looks_like_pickle(head):
                 raise CheckpointError(f"{path} is a pickle (torch.save) file, not a safetensors "
                                       "encoder checkpoint; it is refused because unpickling can "
                                       "run arbitrary code.")
@@ -231,7 +264,7 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         header = json.loads(raw.decode("utf-8"))
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
         raise CheckpointError(not_st) from None
     expected = 8 + n + max(ends, default=0)
     if size < expected:
@@ -258,7 +291,7 @@ def _decode_metadata(path, raw: Mapping[str, str]) -> dict:
     for key, text in raw.items():
         try:
             out[key] = json.loads(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: nested thousands deep
             raise CheckpointError(f"Encoder checkpoint {path}: metadata entry {key!r} is not JSON "
                                   f"text ({str(text)[:60]!r}).") from None
     return out
@@ -293,18 +326,14 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
     missing = [k for k in REQUIRED_KEYS + ("content_hash",) if k not in meta]
     if missing:
         raise CheckpointError(f"{where} lacks metadata entries {missing}.")
-    family = get_family(meta["family"], where)
-    try:
-        config = family.validated_config(meta["encoder_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{where} has an invalid {family.name} encoder_config "
-                              f"{json.dumps(meta['encoder_config'])}: {e}.") from None
+    family, config = _validated_metadata(meta, where)
     actual = tensors_content_hash(tensors)
     recorded = _normalize_hash(meta["content_hash"])
     if actual != recorded:
         raise CheckpointError(f"{where} is corrupted: its tensors hash to {actual}, but the "
-                              f"file records {recorded}.")
-    _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+                              f"file records {shown(recorded)}.")
+    order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+    tensors = {name: tensors[name] for name in order or sorted(tensors)}
     return EncoderCheckpoint(tensors=tensors, metadata=meta, family=family.name,
                              encoder_config=config, content_hash=actual, path=str(path))
 

@@ -108,9 +108,10 @@ def load_encoder_into(network: nn.Module, path_or_checkpoint: Union[PathLike, En
     Adapts, and reports, a different number of input channels (input projection repeated over
     the channel axis and rescaled), window size (relative position tables resized) and patch size
     (patch embedding resampled). Raises CheckpointError, before modifying anything, when the
-    family or the fixed part of the config (swin: embed_dim, depths, num_heads, mlp_ratio)
-    differs, when a checkpoint tensor cannot be adapted to the network's shape, or when a network
-    tensor has no checkpoint tensor (unless ``allow_missing``, which keeps its initial value).
+    family or the fixed part of the config (swin: embed_dim, depths, num_heads, mlp_ratio and
+    the shift rule, which changes what the weights compute) differs, when a checkpoint tensor
+    cannot be adapted to the network's shape, or when a network tensor has no checkpoint tensor
+    (unless ``allow_missing``, which keeps its initial value).
     """
     checkpoint = (path_or_checkpoint if isinstance(path_or_checkpoint, EncoderCheckpoint)
                   else read_encoder_checkpoint(path_or_checkpoint))

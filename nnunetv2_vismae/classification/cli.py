@@ -10,6 +10,9 @@ from nnunetv2_vismae.classification.augment import FLIPS
 from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.classification.model import SMALL_ENCODER
 from nnunetv2_vismae.classification.train import MODES, TrainSettings
+from nnunetv2_vismae.flags import OneSentenceParser, non_negative_float, positive_float, positive_int
+from nnunetv2_vismae.io.atomic import WriteError
+from nnunetv2_vismae.io.folders import OutputFolderError, check_output_folder
 
 PROG = "nnUNetv2_vismae_classify"
 
@@ -22,12 +25,12 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="without --val (default 0.2)")
     p.add_argument("--mode", choices=MODES, default="finetune",
                    help="finetune: whole network, layer-wise lr decay; linear: frozen encoder (default finetune)")
-    p.add_argument("--epochs", type=int, default=50, help="default 50 (VIS-MAE)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4 finetune, 5e-3 linear)")
+    p.add_argument("--epochs", type=positive_int, default=50, help="default 50 (VIS-MAE)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 5e-4 finetune, 5e-3 linear)")
     p.add_argument("--layer-decay", type=float, default=0.75, help="finetune with --pretrained: encoder lr factor per block below the head (default 0.75)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--size", type=int, default=224, help="input size in pixels, a multiple of 32 (default 224)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    p.add_argument("--size", type=positive_int, default=224, help="input size in pixels, a multiple of 32 (default 224)")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0, help="volumes: slice across this axis")
     p.add_argument("--slice-index", type=int, help="volumes: slice number (default: the middle one)")
     p.add_argument("--flip", choices=tuple(FLIPS), default="none",
@@ -36,11 +39,11 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     enc = p.add_argument_group("encoder without --pretrained (a small Swin by default; "
                                "with --pretrained the checkpoint's configuration is used)")
-    enc.add_argument("--embed-dim", type=int, default=SMALL_ENCODER.embed_dim)
-    enc.add_argument("--depths", type=int, nargs="+", default=list(SMALL_ENCODER.depths))
-    enc.add_argument("--heads", type=int, nargs="+", default=list(SMALL_ENCODER.num_heads))
-    enc.add_argument("--window", type=int, default=SMALL_ENCODER.window_size)
-    enc.add_argument("--patch-size", type=int, default=SMALL_ENCODER.patch_size)
+    enc.add_argument("--embed-dim", type=positive_int, default=SMALL_ENCODER.embed_dim)
+    enc.add_argument("--depths", type=positive_int, nargs="+", default=list(SMALL_ENCODER.depths))
+    enc.add_argument("--heads", type=positive_int, nargs="+", default=list(SMALL_ENCODER.num_heads))
+    enc.add_argument("--window", type=positive_int, default=SMALL_ENCODER.window_size)
+    enc.add_argument("--patch-size", type=positive_int, default=SMALL_ENCODER.patch_size)
 
 
 def encoder_flags(args) -> dict:
@@ -92,7 +95,7 @@ def run_benchmark(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Classification fine-tuning of the (pretrained) "
+    parser = OneSentenceParser(prog=PROG, description="Classification fine-tuning of the (pretrained) "
                                                             "Swin encoder.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -110,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(class subfolders or images)")
     p.add_argument("-o", required=True, help="output folder for predictions.csv (and metrics when labels are known)")
     p.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.set_defaults(func=run_predict)
 
     b = sub.add_parser("benchmark", help="label efficiency: pretrained vs from scratch at several label fractions")
@@ -140,9 +143,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_output_folder(args.o)  # before any image is read
         args.func(args)
-    except (ClassificationError, CheckpointError) as e:
+    except (ClassificationError, CheckpointError, OutputFolderError) as e:
         print(f"{PROG} {args.command}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except WriteError as e:
+        print(f"{PROG} {args.command}: {e.sentence(e.RERUN)}", file=sys.stderr)
         sys.exit(1)
 
 

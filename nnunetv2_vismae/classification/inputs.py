@@ -124,6 +124,9 @@ def load_input(path: str, spec: InputSpec) -> torch.Tensor:
         gray = to_grayscale(read_image(path))
     except (OSError, ValueError, RuntimeError) as e:  # PIL, tifffile, SimpleITK; the user needs the file
         raise ClassificationError(f"Cannot read image {path} ({type(e).__name__}: {e}).") from None
+    nonfinite = int(np.count_nonzero(~np.isfinite(gray)))
+    if nonfinite:
+        raise ClassificationError(f"Image {path} has {nonfinite} NaN or Inf pixels; fix or remove it.")
     image = normalize(gray, spec.normalization, spec.in_channels)
     plane = take_slice(image, spec.slice_axis, spec.slice_index, path)
     return resize_square(torch.from_numpy(np.ascontiguousarray(plane)), spec.size)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -19,7 +20,7 @@ from nnunetv2_vismae.checkpoint import (
     read_encoder_checkpoint,
 )
 from nnunetv2_vismae.classification.errors import ClassificationError
-from nnunetv2_vismae.classification.inputs import normalization_from_checkpoint
+from nnunetv2_vismae.classification.inputs import InputSpec, normalization_from_checkpoint
 from nnunetv2_vismae.io.atomic import atomic_path, write_json_atomic
 
 WEIGHTS_FILE, MODEL_FILE = "model.safetensors", "model.json"
@@ -84,12 +85,50 @@ def save_model_folder(folder: Path, model: SwinClassifier, description: dict) ->
     write_json_atomic(folder / MODEL_FILE, description)
 
 
+def _parsed_entry(path: Path, description: dict, key: str, parse):
+    try:
+        return parse(description[key])
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ClassificationError(f"{path}: {key!r} is not a valid entry ({type(e).__name__}: {e}).") from None
+
+
+def read_model_description(path: Path) -> tuple[dict, SwinEncoderConfig]:
+    """``model.json`` and the encoder config it names, checked for everything predict uses;
+    ClassificationError naming the file otherwise."""
+    expected = f"expected the {MODEL_FILE} that training writes"
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ClassificationError(f"{path} cannot be read as JSON ({str(e).splitlines()[0]}); {expected}.") from None
+    if not isinstance(description, dict):
+        raise ClassificationError(f"{path} holds a JSON {type(description).__name__}, not an object; {expected}.")
+    missing = [k for k in ("classes", "input", "encoder_config") if k not in description]
+    if missing:
+        raise ClassificationError(f"{path} has no {missing[0]!r} entry; {expected}.")
+    classes = description["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise ClassificationError(f"{path}: 'classes' must be a list of at least two class names, got {classes!r}.")
+    _parsed_entry(path, description, "input", InputSpec.from_json)
+    return description, _parsed_entry(path, description, "encoder_config", SwinEncoderConfig.from_json)
+
+
 def load_model_folder(folder: str) -> tuple[SwinClassifier, dict]:
+    """The classifier saved in ``folder`` (in eval mode) and its description; ClassificationError
+    (one sentence naming the file) for a missing, truncated or mismatching file."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise ClassificationError(f"{folder} is not a saved classification model; expected {MODEL_FILE} "
                                   f"and {WEIGHTS_FILE} (the 'model' folder that training writes).")
-    description = json.loads((folder / MODEL_FILE).read_text())
-    model = SwinClassifier(SwinEncoderConfig.from_json(description["encoder_config"]), len(description["classes"]))
-    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    description, config = read_model_description(folder / MODEL_FILE)
+    weights = folder / WEIGHTS_FILE
+    try:
+        state = load_file(weights)
+    except (OSError, SafetensorError) as e:
+        raise ClassificationError(f"{weights} cannot be read: it is truncated or not a safetensors file ({e}).") from None
+    model = SwinClassifier(config, len(description["classes"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise ClassificationError(f"{weights} does not hold the model that {folder / MODEL_FILE} describes (other "
+                                  "tensor names or shapes).") from None
     return model.eval(), description

@@ -10,7 +10,8 @@ Output folder::
     metrics.json report.md confusion_matrix.png training_curve.png
 
 Every file is written atomically; rerunning the same command continues after the last finished
-epoch, or just rewrites the outputs when the run is complete.
+epoch, or just rewrites the outputs when the run is complete. A run locks its output folder
+(``nnunetv2_vismae.io.lock``): a second run into the same folder is refused.
 """
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ from nnunetv2_vismae.classification.model import (
 )
 from nnunetv2_vismae.device import DeviceError, resolve_device
 from nnunetv2_vismae.io.atomic import atomic_path, write_json_atomic
+from nnunetv2_vismae.io.folders import OutputFolderError
+from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
 from nnunetv2_vismae.training.trainers import encoder_layer_id, no_decay
 
+COMMAND = "nnUNetv2_vismae_classify train"
 STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 MODES = ("finetune", "linear")
@@ -299,5 +303,11 @@ class Run:
 
 
 def train(settings: TrainSettings, log=print) -> dict:
-    """Train (or resume, or just report a finished run) and return the best epoch's validation metrics."""
-    return Run(settings, log).fit()
+    """Train (or resume, or just report a finished run) and return the best epoch's validation metrics.
+    The output folder is checked and locked before any image is read."""
+    try:
+        lock = claim_output_folder(settings.out, COMMAND)
+    except OutputFolderError as e:
+        raise ClassificationError(str(e)) from None
+    with lock:
+        return Run(settings, log).fit()

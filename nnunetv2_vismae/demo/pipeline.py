@@ -66,6 +66,15 @@ def nnunet_environment(out: Path) -> dict:
                 nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
 
 
+def step_environment(name: str, env: dict) -> dict:
+    """Training steps augment in-process (nnUNet_n_proc_DA=0: worker processes only compete for a
+    CPU's few cores); planning runs without the variable, a user's own included, because nnU-Net's
+    planner takes it as its torch thread count and fails at 0."""
+    if name == "preprocess":
+        return {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
+    return dict(env, nnUNet_n_proc_DA="0")
+
+
 def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
     """Run one console script of this environment, its output in ``logs/<name>.log``."""
     log = logs / f"{name}.log"
@@ -116,8 +125,8 @@ def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
                 continue
             if callable(action):
                 action()
-            else:  # augmentation in-process: worker processes only compete for a CPU's few cores
-                run_command(name, action, dict(env, nnUNet_n_proc_DA="0") if name != "preprocess" else env, logs)
+            else:
+                run_command(name, action, step_environment(name, env), logs)
             with open(done, "a") as handle:
                 handle.write(name + "\n")
     print(f"Demo finished in {(time.time() - start) / 60:.1f} min.")

@@ -2,16 +2,20 @@
 
 nnU-Net's reader classes are used where nnU-Net has one (``NaturalImage2DIO`` for PNG/JPG/BMP,
 ``SimpleITKIO`` for NIfTI/MHA/NRRD); SimpleITK (GDCM) for DICOM and tifffile for TIFF, which nnU-Net
-does not read in 2D.
+does not read in 2D. Float NIfTI is read by nibabel: SimpleITK reads its NaN and Inf as 0, which would
+hide them from screening (and let a broken volume be trained on).
 """
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
 NATURAL_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_ENDINGS = (".tif", ".tiff")
 DICOM_ENDINGS = (".dcm", ".dicom")
-VOLUME_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl")
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+VOLUME_ENDINGS = NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd", ".nhdr", ".gipl")
 SUPPORTED_ENDINGS = NATURAL_ENDINGS + TIFF_ENDINGS + DICOM_ENDINGS + VOLUME_ENDINGS
 
 
@@ -46,6 +50,9 @@ def read_image(path: str) -> np.ndarray:
         from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
         return NaturalImage2DIO().read_images([path])[0]
     if kind == "volume":
+        float_nifti = read_float_nifti(path) if path.lower().endswith(NIFTI_ENDINGS) else None
+        if float_nifti is not None:
+            return float_nifti
         from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
         return SimpleITKIO().read_images([path])[0]
     if kind == "tiff":
@@ -64,3 +71,24 @@ def read_image(path: str) -> np.ndarray:
     if arr.ndim == 4 and arr.shape[-1] in (3, 4):  # Z x Y x X x RGB
         return np.moveaxis(arr, -1, 0)
     raise ValueError(f"unsupported array shape {arr.shape}")
+
+
+def read_float_nifti(path: str) -> np.ndarray | None:
+    """A 2D or 3D NIfTI of floating-point data as float32 1 x Z x Y x X, as SimpleITK lays it out but
+    with NaN and Inf kept; None for any other NIfTI (integers cannot hold NaN; SimpleITK reads them,
+    and reports a file it cannot read)."""
+    import nibabel
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        nifti = nibabel.load(path)
+    except (ImageFileError, OSError, ValueError):
+        return None
+    if nifti.ndim not in (2, 3) or not np.issubdtype(nifti.get_data_dtype(), np.floating):
+        return None
+    try:
+        data = np.asarray(nifti.dataobj, dtype=np.float32)  # scl_slope / scl_inter applied
+    except (EOFError, zlib.error) as e:  # truncated or corrupt gzip stream
+        raise ValueError(f"{path}: NIfTI pixel data cannot be read ({e})") from None
+    data = np.ascontiguousarray(data.T)  # nibabel's X, Y(, Z) -> SimpleITK's (Z,) Y, X
+    return data.reshape((1,) * (4 - data.ndim) + data.shape)

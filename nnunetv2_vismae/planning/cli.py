@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
-from nnunetv2_vismae.io.atomic import write_json_atomic
+from nnunetv2_vismae.io.atomic import WriteError, write_json_atomic
 from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
 from nnunetv2_vismae.planning.vismae_plans import (
@@ -92,7 +92,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         target = plan(args.d, args.p, args.o, args.decoder, args.pretrained)
-    except PlanningError as e:
+    except (PlanningError, WriteError) as e:  # WriteError: e.g. the disk is full; no partial plans are left
         print(f"nnUNetv2_vismae_plan: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {target.stem} "

@@ -1,11 +1,26 @@
 """``nnUNetTrainerMAE``: nnU-Net's own network fine-tuned from a ``cnn`` (SparK-style) encoder checkpoint."""
 from __future__ import annotations
 
-import torch
+import pydoc
 
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunetv2_vismae.architectures import SwinUNet
 from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
 from nnunetv2_vismae.training.schedules import SawtoothLRScheduler
 from nnunetv2_vismae.training.trainers import VisMAETrainer, unwrap
+
+
+def refuse_swin_plans(trainer: str, plans: dict, configuration: str) -> None:
+    """Stop nnUNetv2_train with one sentence when the plans name SwinUNet (VisMAETrainer's network),
+    before anything is written: the cnn trainers fine-tune nnU-Net's own network, and would fail deep
+    inside ``initialize``."""
+    network = PlansManager(plans).get_configuration(configuration).network_arch_class_name
+    if pydoc.locate(network) is SwinUNet:
+        raise SystemExit(f"{trainer}: the plans {plans.get('plans_name')} name {network}, which VisMAETrainer "
+                         f"trains; {trainer} needs plans of nnU-Net's own network (-p nnUNetMAEPlans, which "
+                         "nnUNetv2_vismae_plan --pretrained writes for a cnn checkpoint).")
 
 
 class nnUNetTrainerMAE(VisMAETrainer):
@@ -21,6 +36,7 @@ class nnUNetTrainerMAE(VisMAETrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        refuse_swin_plans(type(self).__name__, plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr, self.weight_decay = self.peak_lr, 3e-5  # nnU-Net's weight decay
 

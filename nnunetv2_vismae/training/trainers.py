@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 from torch._dynamo import OptimizedModule
@@ -53,6 +54,10 @@ class VisMAETrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        if not nnUNet_results.is_set():  # nnU-Net's trainer would fail making a folder of None
+            raise SystemExit(f"{type(self).__name__}: the environment variable nnUNet_results is not set; "
+                             "nnUNetv2_train needs it for the folder the trained model is written to "
+                             "(export nnUNet_results=/path/to/nnUNet_results).")
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 3e-4
         self.weight_decay = 0.05

@@ -57,9 +57,17 @@ def manifest_key(files: list[str], axis: str) -> str:
     h = hashlib.sha256()
     h.update(f"v{MANIFEST_VERSION} axis={axis}\n".encode())
     for f in files:
-        st = os.stat(f)
+        st = _stat(f)
         h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _stat(path: str) -> os.stat_result:
+    """The file's stat, or the link's own for a symbolic link to nothing (screening skips and counts it)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.lstat(path)
 
 
 def build_manifest(files: list[str]) -> dict:

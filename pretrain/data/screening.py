@@ -19,6 +19,7 @@ import numpy as np
 from nnunetv2_vismae.io.images import file_kind, read_header
 
 REASONS = {
+    "link": "symbolic link to nothing (dangling, or a loop)",
     "empty": "empty file (0 bytes)",
     "permission": "no read permission",
     "header": "unreadable header (not an image of its type, or corrupt)",
@@ -51,6 +52,8 @@ def screen_header(path: str) -> tuple[tuple[int, int, int], int]:
     try:
         size = os.stat(path).st_size
     except OSError as e:
+        if os.path.islink(path):
+            raise Unusable("link", f"{e.strerror}: points to {os.readlink(path)}") from None
         raise Unusable("permission" if isinstance(e, PermissionError) else "header", first_line(e)) from None
     if size == 0:
         raise Unusable("empty")

@@ -59,16 +59,20 @@ class UnusableFiles:
                         self.announce(f"Skipping unusable {path}: {REASONS[reason]}"
                                       + (f" ({detail})." if detail else "."))
 
-    def stop_message(self) -> str:
+    def stop_message(self, listing: str | None = None) -> str:
+        listed = f"; all are listed in {listing}" if listing and self.entries else ""
         if self.exhausted is not None:
-            return self.exhausted
+            return self.exhausted.removesuffix(".") + listed + "."
         path, (reason, detail, _) = next(iter(self.entries.items()))
         return (f"{self.describe()}, more than --max-unusable {self.max_share:g} allows (e.g. {path}: "
-                f"{REASONS[reason]}); remove or fix them, or raise --max-unusable.")
+                f"{REASONS[reason]}){listed}; remove or fix them, or raise --max-unusable.")
 
-    def check(self) -> None:
+    def check(self, listing: str | None = None) -> None:
+        """Stop (PretrainUserError) above the share; first write the full list to ``listing``."""
         if self.exceeded():
-            raise PretrainUserError(self.stop_message())
+            if listing and self.entries:
+                self.write(listing)
+            raise PretrainUserError(self.stop_message(listing))
 
     def to_json(self) -> dict:
         return {"total": self.total, "unusable": len(self.entries), "by_reason": dict(self.counts()),

@@ -16,6 +16,7 @@ from torch import nn
 from nnunetv2_vismae.architectures.decoders import PatchExpand
 from nnunetv2_vismae.architectures.swin_block import decoder_stage
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
+from nnunetv2_vismae.flags import positive_int
 from pretrain.errors import PretrainUserError
 from pretrain.families.base import EncoderFamily, MAEModel
 from pretrain.masking import window_mask
@@ -148,20 +149,21 @@ class SwinFamily(EncoderFamily):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("swin family (VIS-MAE)")
-        g.add_argument("--embed-dim", type=int, default=96, help="Swin embedding dimension (default 96).")
-        g.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2, 2],
+        g.add_argument("--embed-dim", type=positive_int, default=96, help="Swin embedding dimension (default 96).")
+        g.add_argument("--depths", type=positive_int, nargs="+", default=[2, 2, 2, 2],
                        help="Swin blocks per stage; must equal the fine-tuning encoder's (default 2 2 2 2).")
-        g.add_argument("--heads", type=int, nargs="+", default=[3, 6, 12, 24],
+        g.add_argument("--heads", type=positive_int, nargs="+", default=[3, 6, 12, 24],
                        help="attention heads per stage (default 3 6 12 24).")
-        g.add_argument("--window", type=int, default=7, help="attention window size in tokens (default 7).")
-        g.add_argument("--encoder-patch", type=int, default=4, help="pixels per patch token (default 4).")
+        g.add_argument("--window", type=positive_int, default=7, help="attention window size in tokens (default 7).")
+        g.add_argument("--encoder-patch", type=positive_int, default=4, help="pixels per patch token (default 4).")
         g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate (default 0.1).")
         g.add_argument("--decoder", choices=DECODERS, default="swin",
                        help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
                             "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).")
-        g.add_argument("--decoder-depth", type=int, default=1, help="Swin blocks per decoder stage (default 1).")
+        g.add_argument("--decoder-depth", type=positive_int, default=1,
+                       help="Swin blocks per decoder stage (default 1).")
         g.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of blocks hidden (default 0.75).")
-        g.add_argument("--mask-block", type=int, default=4,
+        g.add_argument("--mask-block", type=positive_int, default=4,
                        help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4).")
         g.add_argument("--norm-pix-loss", action="store_true",
                        help="regress per-patch normalized pixels (MAE's norm_pix_loss).")
@@ -180,8 +182,6 @@ class SwinFamily(EncoderFamily):
         cfg, a = self.encoder_config, self.args
         if not 0 < a.mask_ratio < 1:
             raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {a.mask_ratio}.")
-        if a.mask_block < 1 or a.decoder_depth < 1:
-            raise PretrainUserError("--mask-block and --decoder-depth must be at least 1.")
         for i, (dim, heads) in enumerate(zip(cfg.stage_dims, cfg.num_heads)):
             if dim % heads:
                 raise PretrainUserError(f"Stage {i} has dimension {dim}, which --heads {heads} does not divide.")

@@ -75,3 +75,18 @@ def test_main_without_argument_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_escape_sequences_in_metadata_never_reach_the_terminal(tmp_path, make_encoder, base_metadata, capsys):
+    """Issue 17: a metadata key holding an escape sequence was printed raw."""
+    encoder = make_encoder(0)
+    path = tmp_path / "enc.safetensors"
+    save_encoder_checkpoint(path, encoder.state_dict(), base_metadata(
+        encoder, **{"\x1b[2J\x1b]0;owned\x07title": 1,
+                    "notes": {"\x1b[31mred\u202e": "\x1b[5mblink\r\nline", "ok": "caf\u00e9"}}))
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\r\u202e")
+    assert "\\x1b[2J\\x1b]0;owned\\x07title: 1" in out   # the key, escaped
+    assert "\\x1b[31mred\\u202e:" in out                   # a nested key
+    assert '"\\u001b[5mblink\\r\\nline"' in out          # a value, as ASCII JSON

@@ -17,7 +17,7 @@ from nnunetv2_vismae.checkpoint import (FORMAT_NAME, FORMAT_VERSION, CheckpointE
 def test_round_trip_is_bit_exact_and_keeps_metadata(tmp_path, make_encoder, base_metadata):
     encoder = make_encoder(0)
     state = encoder.state_dict()
-    extra = {"normalization": {"scheme": "ct", "clip": [-1000.0, 400.5], "mean": 12.25, "std": 3.5},
+    extra = {"normalization": {"scheme": "ct", "ct_clip": [-1000.0, 400.5], "ct_stats": [12.25, 3.5]},
              "source_plans": {"dataset": "Dataset004_Hippocampus", "spacing": [1.0, 0.75]},
              "data_sources": [{"folder": "/data/x", "images": 1200}], "mask": {"ratio": 0.75},
              "steps": 1234, "final_loss": 0.0123}
@@ -248,10 +248,14 @@ def test_reading_never_calls_torch_load(saved, monkeypatch):
 
 @pytest.mark.parametrize("family", ["swin", "cnn"])
 def test_family_configs_are_checked_for_type_and_missing_entries(family):
-    from nnunetv2_vismae.checkpoint.families import get_family
+    from nnunetv2_vismae.checkpoint.families import ConfigProblems, get_family
 
     family = get_family(family)
-    with pytest.raises(TypeError, match="expected a JSON object, got list"):
+    with pytest.raises(ConfigProblems, match=r"^encoder_config is \[\], expected a JSON object\.$"):
         family.validated_config([])
-    with pytest.raises(ValueError, match=r"missing entries \[.*'in_channels'"):
-        family.validated_config({"embed_dim": 24})
+    given = {"embed_dim": 24} if family.name == "swin" else {"in_channels": 1}
+    with pytest.raises(ConfigProblems) as info:
+        family.validated_config(given)
+    missing = [k for k in family.required_config_keys if k not in given]
+    assert info.value.problems[:len(missing)] == [
+        f"encoder_config lacks the entry {k!r}, expected {family.config_rules[k].expected}." for k in missing]

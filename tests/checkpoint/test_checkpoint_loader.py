@@ -100,7 +100,9 @@ def test_patch_size_4_to_2_resamples_the_patch_embedding(saved, make_network):
 
 @pytest.mark.parametrize("overrides, field", [({"depths": (1, 1, 2, 1)}, "depths"),
                                               ({"embed_dim": 36}, "embed_dim"),
-                                              ({"num_heads": (1, 2, 4, 4)}, "num_heads")])
+                                              ({"num_heads": (1, 2, 4, 4)}, "num_heads"),
+                                              ({"shift_single_window_stages": True},
+                                               "shift_single_window_stages")])
 def test_structural_mismatch_is_refused_naming_both_configs(saved, make_network, overrides,
                                                             field):
     path, _, _ = saved

@@ -152,7 +152,8 @@ def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container
     encoder, checkpoint = _converted_encoder(out)
     assert checkpoint.encoder_config == {
         "in_channels": 3, "patch_size": 4, "embed_dim": 24, "depths": [1, 1, 3, 1],
-        "num_heads": [1, 2, 3, 4], "window_size": 7, "mlp_ratio": 2.0, "drop_path_rate": 0.1}
+        "num_heads": [1, 2, 3, 4], "window_size": 7, "mlp_ratio": 2.0, "drop_path_rate": 0.1,
+        "shift_single_window_stages": False}  # timm's rule: no shift in the one-window last stage
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "timm" and record["file"] == source.name
     assert record["dropped"] == {"head": 2}
@@ -325,3 +326,70 @@ def test_failed_verification_writes_nothing(tmp_path, timm_model, monkeypatch, c
     assert "Verification failed" in capsys.readouterr().err
     assert out.read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["encoder.safetensors", "swin.pth"]
+
+
+# ---------------------------------------------------------------------------------- shift rule
+@pytest.fixture(scope="module")
+def two_block_last_stage():
+    """A Swin whose 7x7 last stage (at 224) has an odd block: where the two shift rules differ."""
+    torch.manual_seed(5)
+    model = SwinTransformer(**{**TIMM_SMALL, "depths": (1, 1, 1, 2)}).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("relative_position_bias_table", "qkv.bias")) or "norm" in name:
+                p.add_(torch.randn_like(p))
+    return model
+
+
+def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block_last_stage, image):
+    """Issue 17: converted VIS-MAE weights differed from the original code at the deepest stage."""
+    from tests.architectures.original_swin import original_stages
+
+    path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
+    _vismae_file(path, two_block_last_stage.state_dict(), with_norm=True)
+    assert main([str(path), str(out), "--in-channels", "3"]) == 0
+    encoder, checkpoint = _converted_encoder(out)
+    assert checkpoint.encoder_config["shift_single_window_stages"] is True
+    with torch.no_grad():
+        original = original_stages(two_block_last_stage, image, window=7)
+        _assert_same(encoder(image), original)
+
+    timm_out = tmp_path / "timm.safetensors"
+    torch.save(two_block_last_stage.state_dict(), tmp_path / "swin.pth")
+    assert main(["--from", "timm", str(tmp_path / "swin.pth"), str(timm_out), "--in-channels", "3"]) == 0
+    timm_encoder, timm_checkpoint = _converted_encoder(timm_out)
+    assert timm_checkpoint.encoder_config["shift_single_window_stages"] is False
+    with torch.no_grad():
+        _assert_same(timm_encoder(image), _timm_stages(two_block_last_stage, image))
+        assert not torch.allclose(timm_encoder(image)[3], original[3], atol=1e-3)
+
+
+def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
+    from nnunetv2_vismae.planning.cli import pretrained_encoder
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
+
+    path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
+    _vismae_file(path, two_block_last_stage.state_dict())
+    assert main([str(path), str(out)]) == 0
+    config, reference = pretrained_encoder(str(out))
+    assert config.shift_single_window_stages is True
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"2d": {
+        "patch_size": [224, 224], "batch_size": 2, "architecture": {}}}}
+    arch = derive_vismae_plans(plans, "nnUNetVisMAEPlans", config, "swin", reference)[
+        "configurations"]["2d"]["architecture"]
+    assert arch["arch_kwargs"]["encoder"]["shift_single_window_stages"] is True
+    network = SwinUNet(1, 2, **arch["arch_kwargs"])  # as get_network_from_plans builds it
+    assert network.encoder.layers[3].blocks[1].shift_size == (3, 3)
+    assert load_encoder_into(network, out, log=lambda s: None).fraction_loaded == 1.0
+
+
+def test_foreign_weights_are_held_to_the_checkpoint_bounds_before_anything_is_built(timm_model):
+    from nnunetv2_vismae.checkpoint import CheckpointError
+
+    tensors = {k: v for k, v in timm_model.state_dict().items() if not k.startswith("head")}
+    for name in [k for k in tensors if k.endswith("relative_position_bias_table")]:
+        tensors[name] = torch.zeros((2 * 65 - 1) ** 2, tensors[name].shape[1])  # a 65x65 window
+    with pytest.raises(CheckpointError, match=r"^Input weights x: its tensors imply an encoder config outside the "
+                                              r"checkpoint schema: encoder_config\.window_size is 65, expected an "
+                                              r"integer from 1 to 64; SwinEncoder cannot hold these weights\.$"):
+        foreign_layouts.derive_swin_config(tensors, "Input weights x")

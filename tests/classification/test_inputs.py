@@ -58,3 +58,15 @@ def test_volumes_give_the_chosen_slice_normalized_per_volume(tmp_path):
     assert bright.mean() > 1.0 and middle.mean() < 0  # z-scored over the volume, not the slice
     with pytest.raises(ClassificationError, match="slice 5 along axis 0 does not exist"):
         load_input(str(tmp_path / "v.nii.gz"), InputSpec(8, 1, {"scheme": "zscore"}, 0, 5))
+
+
+def test_an_image_with_nan_is_refused_with_one_sentence(tmp_path):
+    import SimpleITK as sitk
+
+    from nnunetv2_vismae.classification.inputs import InputSpec, load_input
+
+    volume = np.ones((3, 8, 8), np.float32)
+    volume[1, 2, :3] = np.nan                      # SimpleITK would read these as 0 and train on them
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "v.nii.gz"))
+    with pytest.raises(ClassificationError, match=r"^Image .*v.nii.gz has 3 NaN or Inf pixels; fix or remove it.$"):
+        load_input(str(tmp_path / "v.nii.gz"), InputSpec(8, 1, {"scheme": "zscore"}))

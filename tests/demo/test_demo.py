@@ -43,6 +43,18 @@ def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, mo
     assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
 
 
+def test_planning_runs_without_the_users_in_process_switch(tmp_path, monkeypatch):
+    """nnU-Net's planner takes nnUNet_n_proc_DA as its torch thread count: 0 (in-process augmentation,
+    as the demo's training steps use) would stop it."""
+    envs = {}
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setattr(pipeline, "generate_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: envs.update({name: env}))
+    pipeline.run_demo(tmp_path, pipeline.QUICK)
+    assert "nnUNet_n_proc_DA" not in envs["preprocess"]
+    assert envs["pretrain"]["nnUNet_n_proc_DA"] == envs["benchmark"]["nnUNet_n_proc_DA"] == "0"
+
+
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}

@@ -1,9 +1,17 @@
+"""Atomic writes: all or nothing, the mode of a normal file, one sentence when the write fails,
+and the leftovers of killed writers recognised."""
+import errno
 import json
 import os
+import shutil
+import stat
+from types import SimpleNamespace
 
 import pytest
+import torch
+from safetensors import SafetensorError
 
-from nnunetv2_vismae.io.atomic import atomic_path, write_json_atomic
+from nnunetv2_vismae.io.atomic import WriteError, atomic_path, is_leftover, remove_leftovers, write_json_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -24,3 +32,76 @@ def test_temporary_keeps_the_suffix_and_lands_in_the_destination_folder(tmp_path
         assert os.path.dirname(tmp) == str(target.parent) and tmp.endswith(".png")
         open(tmp, "wb").write(b"png")
     assert target.read_bytes() == b"png"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_have_the_mode_of_a_normal_new_file(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "plans.json", {})
+        with atomic_path(tmp_path / "state.pt") as tmp:
+            torch.save({}, tmp)
+        open(tmp_path / "normal.txt", "w").close()
+    finally:
+        os.umask(previous)
+    for name in ("plans.json", "state.pt", "normal.txt"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+    (OSError(errno.EROFS, os.strerror(errno.EROFS)), "Read-only file system"),
+    (SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+     "No space left on device"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+     "torch's file writer failed ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)"),
+])
+def test_a_failed_write_is_one_sentence_naming_the_file_and_keeps_the_old_one(tmp_path, failure, reason):
+    target = tmp_path / "encoder.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(WriteError) as raised:
+        with atomic_path(target) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise failure
+    assert str(raised.value) == f"Cannot write {target}: {reason}."
+    assert raised.value.strerror == reason and isinstance(raised.value, OSError)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["encoder.safetensors"]
+
+
+def test_torch_writer_failure_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=100, used=100, free=0))
+    with pytest.raises(WriteError, match=r"state.pt: No space left on device\.$"):
+        with atomic_path(tmp_path / "state.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+
+def test_other_errors_inside_the_write_are_not_disguised(tmp_path):
+    with pytest.raises(RuntimeError, match="a bug"):
+        with atomic_path(tmp_path / "x.json"):
+            raise RuntimeError("a bug")
+    with pytest.raises(KeyError):
+        with atomic_path(tmp_path / "x.json"):
+            raise KeyError("a bug")
+    assert not os.listdir(tmp_path)
+
+
+def test_a_file_where_the_folder_should_be_is_a_write_error(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(WriteError, match=rf"Cannot write {tmp_path}/out/plans.json: "):
+        write_json_atomic(tmp_path / "out" / "plans.json", {})
+
+
+def test_leftovers_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "previews").mkdir()
+    leftovers = [".loss.png.3fa9c1d2.png", ".state.pt.k2j4.pt", ".encoder.safetensors.x9.safetensors",
+                 ".README.ab12cd34.tmp", "previews/.step_0000003.png.0a1b2c3d.png", ".x.nii.gz.ff00ee11.gz"]
+    kept = ["loss.png", ".gitignore", ".hidden.v2.txt", ".nnunetv2_vismae.lock", ".notes.old.txt",
+            "previews/step_0000003.png", ".state.pt.converting-12"]
+    for name in leftovers + kept:
+        (tmp_path / name).write_bytes(b"")
+    with atomic_path(tmp_path / "loss.png") as tmp:  # the writer's own names are recognised
+        assert is_leftover(os.path.basename(tmp))
+        open(tmp, "wb").write(b"png")
+    removed = remove_leftovers(tmp_path)
+    assert sorted(removed) == sorted(str(tmp_path / n) for n in leftovers)
+    assert all((tmp_path / n).exists() for n in kept)

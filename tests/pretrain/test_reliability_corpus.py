@@ -119,10 +119,14 @@ def test_run_skips_counts_and_lists_unusable_files(corpus, tmp_path, capsys):
     assert counts == listed["by_reason"] and sum(counts.values()) == len(reasons)
 
 
-def test_too_much_unusable_stops_before_anything_starts(corpus, tmp_path):
-    with pytest.raises(PretrainUserError, match=r"6 of 17 files .* more than --max-unusable 0.1 allows"):
+def test_too_much_unusable_stops_before_anything_starts_and_lists_them_all(corpus, tmp_path):
+    listing = tmp_path / "run" / "unusable_files.json"
+    with pytest.raises(PretrainUserError, match=r"6 of 17 files .* more than --max-unusable 0.1 allows .*; all are "
+                                                rf"listed in {listing}; remove or fix them"):
         _pretrain([*TINY, "-i", str(corpus), "-o", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "state.pt").exists()
+    listed = {_name(e["path"]): e["reason"] for e in json.loads(listing.read_text())["files"]}
+    assert listed == {n: r for n, r in EXPECTED.items() if r in AT_MANIFEST}  # the full list, not one example
 
 
 def test_load_time_share_stops_the_run_with_a_sentence(tmp_path):
@@ -136,8 +140,11 @@ def test_load_time_share_stops_the_run_with_a_sentence(tmp_path):
         Image.fromarray(np.full((40, 40), i, np.uint8)).save(folder / f"flat{i}.png")
     trainer = _pretrain([*TINY, "-i", str(folder), "-o", str(tmp_path / "run"), "--steps", "50",
                          "--max-unusable", "0.3"])
-    with pytest.raises(PretrainUserError, match=r"of 10 files .* constant image .* --max-unusable 0.3"):
+    with pytest.raises(PretrainUserError, match=r"of 10 files .* constant image .* --max-unusable 0.3.*all are listed"):
         trainer.train()
+    listed = json.loads((tmp_path / "run" / "unusable_files.json").read_text())
+    assert listed["unusable"] == len(listed["files"]) >= 4 and {e["reason"] for e in listed["files"]} == {"constant"}
+    assert all(_name(e["path"]).startswith("flat") for e in listed["files"])
 
 
 def test_corpus_with_nothing_usable_at_load_stops_instead_of_spinning(tmp_path):
@@ -163,3 +170,44 @@ def test_corpus_of_only_unusable_files_is_an_error_before_anything_starts(tmp_pa
         (folder / f"zero{i}.png").write_bytes(b"")
     with pytest.raises(PretrainUserError, match=r"none of its 3 files can be used \(e.g. .*zero0.png: empty file"):
         FileSource("bad", discover_files([str(folder)]), cache_dir=str(tmp_path / "o"))
+
+
+def _usable_png(path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 44), dtype=np.uint8)).save(path)
+
+
+def test_nan_and_inf_in_nifti_are_counted_as_nonfinite(tmp_path):
+    import SimpleITK as sitk
+
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    _usable_png(folder / "good.png")
+    volume = np.random.default_rng(1).normal(size=(2, 40, 44)).astype(np.float32)
+    volume[1, :4, :] = np.nan                                   # 176 NaN pixels
+    volume[0, 0, 0] = np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(folder / "nan.nii.gz"))   # SimpleITK reads them as 0
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 40, 44), np.nan, np.float32)), str(folder / "all_nan.nii"))
+    source = FileSource("nifti", discover_files([str(folder)]), cache_dir=str(tmp_path / "out"))
+    dataset, found = PatchDataset([source], 32, seed=1), {}
+    for k in range(20):
+        found.update({_name(p): (reason, detail) for p, reason, detail in dataset.sample(k)[1]})
+    assert found == {"nan.nii.gz": ("nonfinite", "177 pixels"), "all_nan.nii": ("nonfinite", "3520 pixels")}
+
+
+def test_dangling_links_and_link_loops_are_skipped_and_counted(tmp_path):
+    folder = tmp_path / "links"
+    folder.mkdir()
+    _usable_png(folder / "good.png")
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    os.symlink(folder / "loop_b.png", folder / "loop_a.png")
+    os.symlink(folder / "loop_a.png", folder / "loop_b.png")
+    source = FileSource("links", discover_files([str(folder)]), cache_dir=str(tmp_path / "out"))
+    assert [_name(f) for f in source.files] == ["good.png"]
+    skipped = {_name(p): (reason, detail) for p, reason, detail in source.skipped}
+    assert skipped == {"dangling.png": ("link", f"No such file or directory: points to {folder / 'gone.png'}"),
+                       "loop_a.png": ("link", f"Too many levels of symbolic links: points to {folder / 'loop_b.png'}"),
+                       "loop_b.png": ("link", f"Too many levels of symbolic links: points to {folder / 'loop_a.png'}")}
+    tally = UnusableFiles.from_sources([source], max_share=1.0, announce=lambda _: None)
+    assert tally.describe() == "3 of 4 files (75.0%) are unusable: 3 symbolic link to nothing (dangling, or a loop)"

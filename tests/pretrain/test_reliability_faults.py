@@ -1,18 +1,23 @@
-"""Faults during pretraining: kill -9 then the same command resumes; NaN/Inf losses are skipped."""
+"""Faults during pretraining: kill -9 then the same command resumes; NaN/Inf losses are skipped; a full
+disk stops the run with one sentence and the rerun ends with the encoder of its state."""
 from __future__ import annotations
 
 import csv
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 
-from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+from nnunetv2_vismae.checkpoint import read_encoder_checkpoint, tensors_content_hash
 from pretrain.cli import main
 from pretrain.errors import PretrainUserError
 from pretrain.runtime import setup_runtime
@@ -131,11 +136,98 @@ def test_leftovers_of_a_killed_write_are_removed_and_a_cut_log_line_dropped(png_
     from pretrain.monitor import CsvLog
 
     out = tmp_path / "run"
-    out.mkdir()
+    (out / "previews").mkdir(parents=True)
     (out / ".state.pt.k2j4.pt").write_bytes(b"half a state")            # atomic_path's temporary names
     (out / ".encoder.safetensors.x9.safetensors").write_bytes(b"half")
+    (out / ".loss.png.3fa9c1d2.png").write_bytes(b"")                    # matplotlib had not written yet
+    (out / ".log.csv.q1w2e3r4.csv").write_bytes(b"step,loss")
+    (out / "previews" / ".step_0000002.png.0a1b2c3d.png").write_bytes(b"")
     (out / "log.csv").write_text("step,loss,lr,img_per_s,elapsed_s\n1,0.5,1e-3,9.0,1.0\n2,0.4,1e-3,9.0,2.0\n3,0.3")
-    Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(out)]), setup_runtime("cpu")).setup()
-    assert sorted(os.listdir(out)) == ["log.csv"] + sorted(n for n in os.listdir(out) if n.startswith("manifest_"))
+    Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(out)]), setup_runtime("cpu")).setup().release()
+    manifests = [n for n in os.listdir(out) if n.startswith("manifest_")]
+    assert sorted(os.listdir(out)) == sorted(["log.csv", "previews", *manifests])
+    assert not os.listdir(out / "previews")
     CsvLog(str(out / "log.csv"), resume_step=5).close()
     assert _log_steps(out) == [1, 2]
+
+
+def _encoder_of_state(out) -> str:
+    """The content hash of the encoder tensors in ``out/state.pt``."""
+    model = torch.load(os.path.join(out, "state.pt"), weights_only=True)["model"]
+    return tensors_content_hash({k.removeprefix("encoder."): v for k, v in model.items() if k.startswith("encoder.")})
+
+
+def _one_line(stderr: str) -> str:
+    """The error sentence: the one line of stderr besides tqdm's progress bar."""
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("MAE pretraining")]
+    assert len(lines) == 1 and lines[0].startswith("nnUNetv2_vismae_pretrain: error: "), stderr
+    return lines[0]
+
+
+def test_full_disk_at_the_last_encoder_write_then_the_rerun_writes_it(png_folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = [*FAST, "-i", png_folder, "-o", str(out), "--steps", "2", "--save-every", "100"]
+    real_save_file = safetensors.torch.save_file
+
+    def full_disk(tensors, path, *args, **kwargs):  # as safetensors reports ENOSPC
+        if os.path.dirname(str(path)) == str(out):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save_file(tensors, path, *args, **kwargs)
+    with monkeypatch.context() as patched:
+        patched.setattr(safetensors.torch, "save_file", full_disk)
+        assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{out}/encoder.safetensors" in err and "No space left on device" in err, err
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 2 and not (out / "encoder.safetensors").exists()
+
+    assert main(argv) == 0  # the same command, space freed: the state is finished, the encoder was missing
+    printed = capsys.readouterr().out
+    assert f"Wrote {out}/encoder.safetensors again from {out}/state.pt" in printed
+    checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
+    assert checkpoint.metadata["steps"] == 2 and checkpoint.content_hash == _encoder_of_state(out)
+
+
+def test_an_encoder_older_than_the_state_is_rewritten_by_the_rerun(png_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*FAST, "-i", png_folder, "-o", str(out), "--steps", "2", "--save-every", "1"]
+    Pretrainer(parse(argv), setup_runtime("cpu")).setup().train(stop_after=1)
+    step_1 = (out / "encoder.safetensors").read_bytes()
+    assert main(argv) == 0
+    (out / "encoder.safetensors").write_bytes(step_1)  # killed after state.pt of step 2, before its encoder
+    assert main(argv) == 0
+    assert "again from" in capsys.readouterr().out
+    checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
+    assert checkpoint.metadata["steps"] == 2 and checkpoint.content_hash == _encoder_of_state(out)
+
+
+def test_a_finished_run_verifies_its_encoder_before_it_reports_success(png_folder, tmp_path, monkeypatch):
+    trainer = Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(tmp_path / "run"), "--steps", "1"]),
+                         setup_runtime("cpu")).setup()
+    monkeypatch.setattr(trainer, "export_encoder", lambda: None)  # a write that 'succeeds' and leaves nothing
+    with pytest.raises(PretrainUserError, match=r"encoder.safetensors does not read back as the encoder of step 1"):
+        trainer.train()
+
+
+def test_full_disk_while_saving_the_state_keeps_the_last_state(png_folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = [*FAST, "-i", png_folder, "-o", str(out), "--steps", "2", "--save-every", "1"]
+    real_save, saves = torch.save, []
+
+    def full_disk(obj, f, *args, **kwargs):  # torch's zip writer on a full disk: a RuntimeError, no errno
+        if ".state.pt." in str(f):
+            saves.append(f)
+            if len(saves) == 2:
+                open(f, "wb").write(b"PK half a state")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        return real_save(obj, f, *args, **kwargs)
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "save", full_disk)
+        patched.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=1 << 30, used=1 << 30, free=0))
+        assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert err.endswith(f"Cannot write {out}/state.pt: No space left on device; what was saved before is intact: "
+                        "make room and rerun the same command."), err
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 1
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary, no lock left
+    assert main(argv) == 0
+    assert read_encoder_checkpoint(out / "encoder.safetensors").content_hash == _encoder_of_state(out)

@@ -1,0 +1,160 @@
+"""One writer per output folder: the lock that ``nnUNetv2_vismae_pretrain`` and
+``nnUNetv2_vismae_classify train`` take on ``-o``.
+
+``claim_output_folder(folder, command)`` checks that the folder can be written, creates it, takes
+its lock and removes the temporaries that killed writers left there; the command releases the
+returned ``FolderLock`` when it ends (removing the folder again if it created it and nothing was
+written, e.g. after a user error). The lock is the file ``.nnunetv2_vismae.lock`` in the
+folder, naming the writer's pid, host, command and start time. A lock of a process of this host
+that is gone (kill -9, a crash, a power cut) is taken over; a live one, or one from another host
+(a shared file system, where the process cannot be checked), refuses the second writer with one
+sentence that says how to clear it. The check and the write happen under ``flock`` on the folder,
+so two processes of one host never both take it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+from datetime import datetime
+from pathlib import Path
+
+from nnunetv2_vismae.io.atomic import remove_leftovers, write_json_atomic
+from nnunetv2_vismae.io.folders import OutputFolderError, check_output_folder
+
+LOCK_FILE = ".nnunetv2_vismae.lock"
+
+
+def _process_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/PID/stat`` (the state first, the start time at index 19); None
+    where there is no such file (no /proc, or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) > 19 else None
+
+
+def _process_start(pid: int) -> str | None:
+    stat = _process_stat(pid)
+    return stat[19] if stat else None
+
+
+def _is_running(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not) and is the one that started
+    at ``start`` (not a later process given the same pid)."""
+    if os.name != "posix":
+        return True  # os.kill would end it: assume it runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    stat = _process_stat(pid)
+    if stat is None:
+        return True  # kill(pid, 0) is all there is to know
+    return stat[0] not in ("Z", "X") and start in (None, stat[19])
+
+
+def _is_stale(holder: dict) -> bool:
+    """A lock of a process of this host that no longer runs, or an unreadable one."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True
+    return holder.get("host") == socket.gethostname() and not _is_running(pid, holder.get("process_start"))
+
+
+def _read_holder(path: Path) -> dict | None:
+    """The record in the lock file; None if there is none, {} if it cannot be read."""
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """``flock`` on the folder itself while the lock file is checked and written."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the check is made without this guard
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # file systems without flock: the same, unguarded
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+class FolderLock:
+    """The exclusive lock of one output folder (a context manager: released on exit)."""
+
+    def __init__(self, folder: str | os.PathLike, command: str, remove_if_empty: bool = False):
+        self.folder, self.command, self.remove_if_empty = Path(folder), command, remove_if_empty
+        self.path = self.folder / LOCK_FILE
+        self.record: dict | None = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock, or raise OutputFolderError (one sentence) if another run holds it."""
+        with _exclusive(self.folder):
+            holder = _read_holder(self.path)
+            if holder is not None and not _is_stale(holder):
+                raise OutputFolderError(self.refusal(holder))
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                      "started": datetime.now().isoformat(timespec="seconds"),
+                      "process_start": _process_start(os.getpid()), "token": secrets.token_hex(8)}
+            write_json_atomic(self.path, record)
+            self.record = record
+        return self
+
+    def refusal(self, holder: dict) -> str:
+        who = (f"{holder.get('command', 'another command')} (pid {holder.get('pid')} on host "
+               f"{holder.get('host')}, started {holder.get('started')})")
+        if holder.get("host") == socket.gethostname():
+            return (f"Output folder {self.folder} is in use by {who}; wait for that run to end or choose "
+                    f"another output folder (if no such process runs, delete {self.path}).")
+        return (f"Output folder {self.folder} is in use by {who}, which cannot be checked from host "
+                f"{socket.gethostname()}; if no run is going on there, delete {self.path} and rerun.")
+
+    def release(self) -> None:
+        """Delete the lock file if it is still this lock's (and the folder, if ``remove_if_empty``
+        and it is empty now); idempotent."""
+        if self.record is None:
+            return
+        with contextlib.suppress(OSError), _exclusive(self.folder):
+            if _read_holder(self.path) == self.record:
+                self.path.unlink()
+        self.record = None
+        if self.remove_if_empty:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                self.folder.rmdir()
+
+    def __enter__(self) -> "FolderLock":
+        return self if self.record is not None else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_output_folder(folder: str | os.PathLike, command: str) -> FolderLock:
+    """Check that ``folder`` can be written, create it, lock it for ``command`` and remove what
+    killed writers left there; the held lock. OutputFolderError (one sentence) if it cannot be used."""
+    check_output_folder(folder)
+    created = not os.path.isdir(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputFolderError(f"Cannot create the output folder {folder}: {e.strerror or e}.") from None
+    lock = FolderLock(folder, command, remove_if_empty=created).acquire()
+    remove_leftovers(folder)
+    return lock
