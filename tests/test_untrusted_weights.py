@@ -18,6 +18,8 @@ COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file
     "nnUNetv2_vismae_inspect": ("nnunetv2_vismae.checkpoint.cli", "{evil}"),
     "nnUNetv2_vismae_plan": ("nnunetv2_vismae.planning.cli", "-d 1 --pretrained {evil}"),
     "nnUNetv2_vismae_benchmark": ("nnunetv2_vismae.benchmark.cli", "-d 1 -f 0 --arms vismae --pretrained {evil}"),
+    "nnUNetv2_vismae_benchmark --dry-run": ("nnunetv2_vismae.benchmark.cli",
+                                            "-d 1 -f 0 --arms vismae --pretrained {evil} --dry-run"),
 }
 
 

@@ -17,31 +17,52 @@ class Arm:
     needs_pretrained: bool  # the arm fine-tunes the checkpoint of its family (--pretrained / --pretrained-cnn)
     derived_plans: bool  # the plans are written by nnUNetv2_vismae_plan (not by nnU-Net)
     family: str | None = None  # encoder family of the checkpoint its derived plans are planned from
+    twin: str | None = None  # the same network and recipe from random weights (pretrained arms only)
+    ablation: bool = False  # a recipe variant, run only when --arms names it
 
 
 REFERENCE_ARM = "nnunet"  # vanilla nnU-Net; its 100% run is what the other arms must match
-HEADLINE_ARM = "vismae"
+REFERENCE_LABELS = 100
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("nnunet", "nnU-Net", "nnUNetTrainer", "nnUNetPlans", needs_pretrained=False, derived_plans=False),
-    Arm("cnn-mae", "nnU-Net + CNN MAE", "nnUNetTrainerMAE", "nnUNetMAEPlans", needs_pretrained=True,
-        derived_plans=True, family="cnn"),
     Arm("vismae", "VisMAE", "VisMAETrainer", "nnUNetVisMAEPlans", needs_pretrained=True, derived_plans=True,
-        family="swin"),
+        family="swin", twin="scratch"),
     Arm("scratch", "VisMAE from scratch", "VisMAETrainerScratch", "nnUNetVisMAEPlans", needs_pretrained=False,
         derived_plans=True, family="swin"),
+    Arm("cnn-mae", "nnU-Net + CNN MAE", "nnUNetTrainerMAE", "nnUNetMAEPlans", needs_pretrained=True,
+        derived_plans=True, family="cnn", twin="cnn-scratch"),
+    Arm("cnn-scratch", "CNN MAE recipe from scratch", "nnUNetTrainerMAEScratch", "nnUNetMAEPlans",
+        needs_pretrained=False, derived_plans=True, family="cnn"),
+    # ablations of the recipes, each with its twin
+    Arm("vismae-llrd", "VisMAE, layer-wise lr decay", "VisMAETrainerLLRD", "nnUNetVisMAEPlans", needs_pretrained=True,
+        derived_plans=True, family="swin", twin="scratch", ablation=True),
+    Arm("cnn-mae-highlr", "nnU-Net + CNN MAE, peak lr 1e-2", "nnUNetTrainerMAEHighLR", "nnUNetMAEPlans",
+        needs_pretrained=True, derived_plans=True, family="cnn", twin="cnn-scratch-highlr", ablation=True),
+    Arm("cnn-scratch-highlr", "CNN MAE recipe from scratch, peak lr 1e-2", "nnUNetTrainerMAEScratchHighLR",
+        "nnUNetMAEPlans", needs_pretrained=False, derived_plans=True, family="cnn", ablation=True),
 )}
-# Without --arms: every arm whose checkpoint was given (cnn-mae needs --pretrained-cnn).
 PRETRAINED_FLAGS = {"swin": "--pretrained", "cnn": "--pretrained-cnn"}
+# Plans of these families can only be derived from a checkpoint (nnUNetMAEPlans copy the network it fits).
+PLANNED_FROM_CHECKPOINT_ONLY = {"cnn"}
 
 
-def default_arms(cnn_checkpoint_given: bool) -> list[str]:
-    return [name for name, arm in ARMS.items() if arm.family != "cnn" or cnn_checkpoint_given]
+def default_arms(given_families: set[str]) -> list[str]:
+    """Every arm whose inputs are given: vismae with a swin checkpoint, both cnn arms with a cnn one."""
+    return [name for name, arm in ARMS.items() if not arm.ablation and (
+            arm.family in given_families or not (arm.needs_pretrained or arm.family in PLANNED_FROM_CHECKPOINT_ONLY))]
 
 
-def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None) -> str:
-    """``VisMAETrainer`` at 25% with 5 epochs -> ``VisMAETrainer_labels25_5epochs``."""
+def pretrained_arms(arms) -> list[Arm]:
+    return [arm for arm in arms if arm.twin is not None]
+
+
+def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None,
+                 seed: int = 0) -> str:
+    """``VisMAETrainer`` at 25%, subset seed 1, 5 epochs -> ``VisMAETrainer_labels25_seed1_5epochs``."""
     name = f"{arm.trainer}_labels{labels}"
+    if seed:
+        name += f"_seed{seed}"
     if epochs is not None:
         name += f"_{epochs}epochs"
     if iters is not None:

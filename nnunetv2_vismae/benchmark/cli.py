@@ -18,6 +18,7 @@ from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.arms import ARMS, default_arms
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
+from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.io.folders import unwritable_reason
 
 PROG = "nnUNetv2_vismae_benchmark"
@@ -41,15 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folds (default: 0 1 2 3 4)")
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 25, 50, 100], metavar="P",
                         help="label fractions in percent of each fold's training cases, 1..100 "
-                             "(default: 10 25 50 100)")
+                             "(default: 10 25 50 100); the nnunet arm always runs at 100%% too, the verdict's reference")
     parser.add_argument("--arms", nargs="+", metavar="ARM",
-                        help=f"arms to run, of {' '.join(ARMS)} (default: all; cnn-mae only with --pretrained-cnn)")
+                        help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
+                             "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "
+                             "with --pretrained-cnn)")
     parser.add_argument("--pretrained", metavar="FILE",
                         help="swin encoder checkpoint the vismae arm fine-tunes (required with that arm); "
                              "nnUNetv2_vismae_plan --pretrained FILE is run first")
     parser.add_argument("--pretrained-cnn", metavar="FILE",
                         help="cnn encoder checkpoint (nnUNetv2_vismae_pretrain --encoder cnn) the cnn-mae arm "
                              "fine-tunes (required with that arm); planned into nnUNetMAEPlans from nnUNetPlans")
+    parser.add_argument("--subset-seeds", nargs="+", type=int, default=[0], metavar="S",
+                        help="draw each label fraction below 100%% with each of these seeds (trainer suffix "
+                             "_seed{S}; 0, the default, is no suffix) and pool them like folds")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="non-inferiority margin in Dice: an arm is non-inferior to nnU-Net at 100%% labels "
+                             "when the lower 95%% confidence bound of the paired difference is above -margin "
+                             f"(default: {DEFAULT_MARGIN})")
+    parser.add_argument("--test", action="store_true",
+                        help="also predict the raw dataset's imagesTs with every run (nnUNetv2_predict) and score it "
+                             "against labelsTs (nnUNetv2_evaluate_folder); the statistics then use these test cases, "
+                             "the same for every run, instead of each fold's validation cases")
     parser.add_argument("--epochs", type=int,
                         help="epochs per run (trainer suffix _{E}epochs; default: the trainer's)")
     parser.add_argument("--iters", type=int,
@@ -74,17 +88,15 @@ def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
     logs = settings.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = le.subprocess_env()
-    with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
+    with tqdm(total=len(jobs), desc="benchmark", unit="command", dynamic_ncols=True) as bar:
         for job in jobs:
-            bar.set_postfix_str(job.run.short if job.run else job.name)
+            bar.set_postfix_str(job.label)
             log = logs / f"{job.name}.log"
             code = le.run_command(job.cmd, env, log)
             if code != 0:
-                raise RunFailed(f"Run {job.run.short if job.run else job.name} failed (exit {code}): {job.text}; "
-                                f"its output is in {log}")
-            if job.run is not None and not job.run.summary(settings.results_dir).is_file():
-                raise RunFailed(f"Run {job.run.short} finished but wrote no "
-                                f"{job.run.summary(settings.results_dir)}; its output is in {log}")
+                raise RunFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
+            if job.produces is not None and not job.produces.is_file():
+                raise RunFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
             append_history(settings.out, job.text)
             bar.update()
 
@@ -120,19 +132,26 @@ def settings_lines(settings: le.Settings) -> list[str]:
     if settings.iters is not None:
         schedule.append(f"{settings.iters} training iteration{'s' * (settings.iters != 1)} per epoch")
     default = "the trainers' defaults"
+    scored_on = (f"the test set ({le.TEST_IMAGES} / {le.TEST_LABELS} of {settings.raw_dir}), predicted by every run"
+                 if settings.test else "each fold's validation cases")
     return ([f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
             f"folds {', '.join(settings.folds)}",
             f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
-            "(validation cases are the whole fold's)",
+            f"(validation cases are the whole fold's; vanilla nnU-Net also at 100%); "
+            f"label-subset seeds {', '.join(map(str, settings.subset_seeds))}",
             f"- Arms: {arms}",
             f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
+            f"- Scored on: {scored_on}",
             f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}"]
             + ([f"- Pretrained cnn encoder: {settings.pretrained_cnn}"] if settings.pretrained_cnn else []))
 
 
 def collect(settings: le.Settings) -> list:
-    return [read_summary(run.summary(settings.results_dir), run.arm.name, run.labels, run.fold)
-            for run in le.all_runs(settings) if run.summary(settings.results_dir).is_file()]
+    """The runs' scores: on the test set with --test, else on each fold's validation cases."""
+    summary = le.Run.test_summary if settings.test else le.Run.summary
+    return [read_summary(summary(run, settings.results_dir), run.arm.name, run.labels, run.fold, run.seed,
+                         "test" if settings.test else "validation")
+            for run in le.all_runs(settings) if summary(run, settings.results_dir).is_file()]
 
 
 def check_configuration(settings: le.Settings) -> None:
@@ -165,9 +184,13 @@ def check_pretrained(settings: le.Settings) -> None:
 
 
 def benchmark(args, argv: list[str]) -> int:
-    arms = args.arms or default_arms(args.pretrained_cnn is not None)
-    settings = le.make_settings(args.d, args.c, args.f, args.labels, arms, args.pretrained, args.epochs,
-                                args.iters, args.device or default_device(), args.o, args.pretrained_cnn)
+    given = {family for family, path in (("swin", args.pretrained), ("cnn", args.pretrained_cnn)) if path}
+    if not 0 <= args.margin < 1:
+        raise BenchmarkError(f"--margin must be a Dice difference between 0 and 1, got {args.margin}.")
+    settings = le.make_settings(args.d, args.c, args.f, args.labels, args.arms or default_arms(given), args.pretrained,
+                                args.epochs, args.iters, args.device or default_device(), args.o, args.pretrained_cnn,
+                                args.subset_seeds, args.test)
+    check_pretrained(settings)  # a dry run refuses what the real run refuses
     jobs, finished = le.pending_jobs(settings)
     total = len(finished) + sum(j.run is not None for j in jobs)
     if args.dry_run:
@@ -178,7 +201,6 @@ def benchmark(args, argv: list[str]) -> int:
         return 0
     le.check_plans_exist(settings, jobs)
     check_configuration(settings)
-    check_pretrained(settings)
     problem = unwritable_reason(settings.out)
     if problem:
         raise BenchmarkError(f"Output folder {settings.out} cannot be written: {problem}.")
@@ -191,7 +213,7 @@ def benchmark(args, argv: list[str]) -> int:
     if not names and le.all_runs(settings):
         names = class_names(le.all_runs(settings)[0].folder(settings.results_dir).parent / "dataset.json")
     files = write_outputs(settings.out, results, names, f"{settings.dataset_name} ({settings.configuration})",
-                          report_commands(settings, invocation), settings_lines(settings))
+                          report_commands(settings, invocation), settings_lines(settings), args.margin)
     print(f"{len(results)} runs summarized; wrote " + ", ".join(str(f) for f in files))
     return 0
 

@@ -14,12 +14,14 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nnunetv2_vismae.benchmark.arms import ARMS, PRETRAINED_FLAGS, Arm, trainer_name
+from nnunetv2_vismae.benchmark.arms import (ARMS, PLANNED_FROM_CHECKPOINT_ONLY, PRETRAINED_FLAGS, REFERENCE_ARM,
+                                            REFERENCE_LABELS, Arm, trainer_name)
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.training.env import ext_trainer_value
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
 DONE, VALIDATE, CONTINUE, TRAIN = "done", "validate", "continue", "train"
+TEST_IMAGES, TEST_LABELS = "imagesTs", "labelsTs"  # nnU-Net's raw test folders, scored with --test
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Settings:
     device: str
     out: Path
     pretrained_cnn: Path | None = None
+    subset_seeds: tuple[int, ...] = (0,)  # label subsets drawn with each seed (0: the trainers' default draw)
+    test: bool = False  # every run also predicts and scores the raw dataset's imagesTs / labelsTs
 
     def checkpoint(self, arm: Arm) -> Path | None:
         """The checkpoint the arm's derived plans are planned from (None: none given or needed)."""
@@ -51,6 +55,10 @@ class Settings:
     def preprocessed_dir(self) -> Path:
         return Path(os.environ["nnUNet_preprocessed"]) / self.dataset_name
 
+    @property
+    def raw_dir(self) -> Path:
+        return Path(os.environ.get("nnUNet_raw", "")) / self.dataset_name
+
 
 @dataclass(frozen=True)
 class Run:
@@ -59,6 +67,7 @@ class Run:
     fold: str
     trainer: str
     configuration: str
+    seed: int = 0  # label-subset seed (always 0 at 100%: every seed draws all cases)
 
     @property
     def name(self) -> str:
@@ -67,7 +76,8 @@ class Run:
 
     @property
     def short(self) -> str:
-        return f"{self.arm.name} {self.labels}% fold {self.fold}"
+        seed = f" seed {self.seed}" if self.seed else ""
+        return f"{self.arm.name} {self.labels}%{seed} fold {self.fold}"
 
     def folder(self, results_dir: Path) -> Path:
         return results_dir / f"{self.trainer}__{self.arm.plans}__{self.configuration}" / f"fold_{self.fold}"
@@ -75,18 +85,28 @@ class Run:
     def summary(self, results_dir: Path) -> Path:
         return self.folder(results_dir) / "validation" / "summary.json"
 
+    def test_summary(self, results_dir: Path) -> Path:
+        return self.folder(results_dir) / "test" / "summary.json"
+
 
 @dataclass(frozen=True)
 class Job:
-    """One command to run; ``run`` is None for the planning step."""
+    """One command to run; ``run`` is None for the planning step; ``produces`` must exist after it."""
 
     name: str
     cmd: tuple[str, ...]
     run: Run | None = None
+    produces: Path | None = None
 
     @property
     def text(self) -> str:
         return shlex.join(self.cmd)
+
+    @property
+    def label(self) -> str:
+        if self.run is None:
+            return self.name
+        return self.run.short + ("" if self.cmd[0] == "nnUNetv2_train" else f" ({self.cmd[0]})")
 
 
 def check_environment() -> None:
@@ -126,7 +146,7 @@ def dataset_name(dataset: str) -> str:
 
 def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrained: str | None,
                   epochs: int | None, iters: int | None, device: str, out: str | None,
-                  pretrained_cnn: str | None = None) -> Settings:
+                  pretrained_cnn: str | None = None, subset_seeds=(0,), test: bool = False) -> Settings:
     """Check everything a user can get wrong before anything runs (raises BenchmarkError)."""
     check_environment()
     name = dataset_name(str(dataset))
@@ -136,6 +156,8 @@ def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrai
     for flag, value in (("--epochs", epochs), ("--iters", iters)):
         if value is not None and value < 1:
             raise BenchmarkError(f"{flag} must be at least 1, got {value}.")
+    if any(seed < 0 for seed in subset_seeds):
+        raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(subset_seeds)}.")
     for fold in folds:
         if fold != "all" and not (fold.isdigit()):
             raise BenchmarkError(f"Fold {fold!r} is neither a non-negative integer nor 'all'.")
@@ -146,11 +168,6 @@ def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrai
     derived = [a.name for a in chosen if a.derived_plans]
     if derived and configuration != "2d":
         raise BenchmarkError(f"The {derived[0]} arm trains the 2d configuration only, got -c {configuration}.")
-    given = {"swin": pretrained, "cnn": pretrained_cnn}
-    needing = [a for a in chosen if a.needs_pretrained and given[a.family] is None]
-    if needing:
-        raise BenchmarkError(f"The {needing[0].name} arm fine-tunes a pretrained {needing[0].family} encoder; pass "
-                             f"{PRETRAINED_FLAGS[needing[0].family]} FILE (or leave the arm out with --arms).")
     for path in (pretrained, pretrained_cnn):
         if path is not None and not Path(path).is_file():
             raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
@@ -158,13 +175,38 @@ def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrai
                         folds=tuple(dict.fromkeys(str(f) for f in folds)), labels=tuple(sorted(set(labels))),
                         arms=chosen, pretrained=Path(pretrained).resolve() if pretrained else None,
                         epochs=epochs, iters=iters, device=device, out=Path("."),
-                        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None)
+                        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None,
+                        subset_seeds=tuple(dict.fromkeys(int(s) for s in subset_seeds)), test=test)
+    check_checkpoints_given(settings)
+    if test:
+        check_test_set(settings)
     return replace(settings, out=Path(out) if out else settings.results_dir / "vismae_benchmark")
 
 
+def check_checkpoints_given(settings: Settings) -> None:
+    """Arms that load weights need their checkpoint; cnn plans can only be planned from one (or exist)."""
+    for arm in settings.arms:
+        if settings.checkpoint(arm) is not None:
+            continue
+        if arm.needs_pretrained:
+            raise BenchmarkError(f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass "
+                                 f"{PRETRAINED_FLAGS[arm.family]} FILE (or leave the arm out with --arms).")
+        if arm.family in PLANNED_FROM_CHECKPOINT_ONLY and not (settings.preprocessed_dir / f"{arm.plans}.json").is_file():
+            raise BenchmarkError(f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
+                                 f"{arm.family} checkpoint; pass {PRETRAINED_FLAGS[arm.family]} FILE once.")
+
+
+def run_labels(settings: Settings, arm: Arm) -> tuple[int, ...]:
+    """The fractions an arm runs at: --labels, and always 100% for vanilla nnU-Net (the verdict's reference)."""
+    if arm.name == REFERENCE_ARM:
+        return tuple(sorted({*settings.labels, REFERENCE_LABELS}))
+    return settings.labels
+
+
 def all_runs(settings: Settings) -> list[Run]:
-    return [Run(arm, p, fold, trainer_name(arm, p, settings.epochs, settings.iters), settings.configuration)
-            for arm in settings.arms for p in settings.labels for fold in settings.folds]
+    return [Run(arm, p, fold, trainer_name(arm, p, settings.epochs, settings.iters, seed), settings.configuration, seed)
+            for arm in settings.arms for p in run_labels(settings, arm)
+            for seed in (settings.subset_seeds if p < REFERENCE_LABELS else (0,)) for fold in settings.folds]
 
 
 def run_state(folder: Path) -> str:
@@ -204,16 +246,41 @@ def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
     return jobs
 
 
+def test_jobs(settings: Settings, run: Run) -> list[Job]:
+    """Predict the raw test images with the run's final checkpoint, then score them with nnU-Net."""
+    out, raw = run.test_summary(settings.results_dir).parent, settings.raw_dir
+    predict = ("nnUNetv2_predict", "-i", str(raw / TEST_IMAGES), "-o", str(out), "-d", settings.dataset,
+               "-c", run.configuration, "-f", run.fold, "-p", run.arm.plans, "-tr", run.trainer,
+               "-chk", "checkpoint_final.pth", "-device", settings.device, "--disable_progress_bar")
+    evaluate = ("nnUNetv2_evaluate_folder", str(raw / TEST_LABELS), str(out), "-djfile", str(out / "dataset.json"),
+                "-pfile", str(out / "plans.json"), "-o", str(out / "summary.json"))
+    return [Job(f"{run.name}__predict", predict, run),
+            Job(f"{run.name}__evaluate", evaluate, run, produces=run.test_summary(settings.results_dir))]
+
+
 def pending_jobs(settings: Settings) -> tuple[list[Job], list[Run]]:
-    """(jobs still to run, runs already finished)."""
-    finished, jobs = [], []
+    """(jobs still to run, runs already finished and scored)."""
+    finished, training, jobs = [], [], []
     for run in all_runs(settings):
         state = run_state(run.folder(settings.results_dir))
-        if state == DONE:
+        if state != DONE:
+            training.append(run)
+            jobs.append(Job(run.name, train_command(settings, run, state), run, run.summary(settings.results_dir)))
+        if settings.test and not run.test_summary(settings.results_dir).is_file():
+            jobs += test_jobs(settings, run)
+        elif state == DONE:
             finished.append(run)
-        else:
-            jobs.append(Job(run.name, train_command(settings, run, state), run))
-    return planning_jobs(settings, [j.run for j in jobs]) + jobs, finished
+    return planning_jobs(settings, training) + jobs, finished
+
+
+def check_test_set(settings: Settings) -> None:
+    """--test needs nnU-Net's raw test images and their labels."""
+    if not os.environ.get("nnUNet_raw"):
+        raise BenchmarkError("--test scores the raw dataset's imagesTs and labelsTs; set nnUNet_raw.")
+    for name in (TEST_IMAGES, TEST_LABELS):
+        folder = settings.raw_dir / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise BenchmarkError(f"--test needs the test set's {name} in {folder}, which is missing or empty.")
 
 
 def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:

@@ -1,8 +1,8 @@
-"""Read nnU-Net's validation summaries and write results.csv, report.md and label_efficiency.png.
+"""Read nnU-Net's validation summaries and write results.csv, cases.csv, report.md and label_efficiency.png.
 
-The numbers are nnU-Net's own: ``validation/summary.json`` of each fold, its ``foreground_mean``
-Dice (the "mean Dice") and the per-class ``mean`` Dice. Statistics are over folds: the mean and
-the sample standard deviation (n - 1; none for a single fold).
+The numbers are nnU-Net's own: ``validation/summary.json`` of each run, its per-case Dice
+(``metric_per_case``) and its fold means. A case's mean Dice is the mean of its classes' Dice.
+The statistics are in ``statistics.py``, what they allow one to claim in ``verdict.py``.
 """
 from __future__ import annotations
 
@@ -13,46 +13,57 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunetv2_vismae.benchmark.arms import ARMS, HEADLINE_ARM, REFERENCE_ARM
-from nnunetv2_vismae.benchmark.errors import BenchmarkError
-from nnunetv2_vismae.io.atomic import write_bytes_atomic
-from nnunetv2_vismae.io.figures import png_bytes
+import numpy as np
 
-MATCH_MARGIN = 0.01  # "matches": mean Dice >= nnU-Net@100% mean Dice - MATCH_MARGIN
-MEANINGFUL_REFERENCE_DICE = 0.2  # below this nnU-Net@100% has not learned the task yet
+from nnunetv2_vismae.benchmark import verdict as v
+from nnunetv2_vismae.benchmark.arms import REFERENCE_LABELS
+from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.statistics import CONFIDENCE, DEFAULT_MARGIN
+from nnunetv2_vismae.io.atomic import write_bytes_atomic
+from nnunetv2_vismae.io.figures import new_figure, png_bytes
 
 
 @dataclass(frozen=True)
-class FoldResult:
+class RunResult:
+    """One run's scores, on its fold's validation cases or on the test set: (arm, label fraction, subset seed, fold)."""
+
     arm: str
     labels: int
     fold: str
-    class_dice: dict  # class key as in summary.json ("1", "(1, 2)") -> Dice
-    mean_dice: float
+    class_dice: dict  # class key as in summary.json ("1", "(1, 2)") -> nnU-Net's mean Dice over the cases
+    mean_dice: float  # nnU-Net's foreground mean
+    cases: dict  # case id -> {class key: Dice, v.MEAN: mean over classes}
+    seed: int = 0
+    split: str = "validation"  # or "test": every run scores the same test cases
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    sd: float | None  # None for a single fold
-    n: int
-
-    def text(self, digits: int = 3) -> str:
-        if math.isnan(self.mean):
-            return "–"
-        sd = "–" if self.sd is None else f"{self.sd:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {sd}"
+def case_id(metrics: dict) -> str:
+    name = Path(metrics["reference_file"]).name
+    for ending in (".nii.gz", ".seg.nrrd"):
+        if name.endswith(ending):
+            return name[:-len(ending)]
+    return Path(name).stem
 
 
-def read_summary(path: Path, arm: str, labels: int, fold: str) -> FoldResult:
+def read_cases(metric_per_case: list) -> dict:
+    cases = {}
+    for entry in metric_per_case:
+        dice = {key: float(values["Dice"]) for key, values in entry["metrics"].items()}
+        finite = [d for d in dice.values() if math.isfinite(d)]
+        cases[case_id(entry)] = {**dice, v.MEAN: float(np.mean(finite)) if finite else math.nan}
+    return cases
+
+
+def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, split: str = "validation") -> RunResult:
     try:
         summary = json.loads(Path(path).read_text())
         per_class = {key: float(value["Dice"]) for key, value in summary["mean"].items()}
         mean = float(summary["foreground_mean"]["Dice"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        cases = read_cases(summary["metric_per_case"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BenchmarkError(f"{path} is not a readable nnU-Net validation summary "
                              f"({type(e).__name__}: {e}).") from None
-    return FoldResult(arm, labels, str(fold), per_class, mean)
+    return RunResult(arm, labels, str(fold), per_class, mean, cases, seed, split)
 
 
 def class_names(dataset_json: Path | None) -> dict:
@@ -71,99 +82,16 @@ def class_names(dataset_json: Path | None) -> dict:
     return names
 
 
-def class_keys(results: list[FoldResult]) -> list[str]:
+def class_keys(results: list[RunResult]) -> list[str]:
     keys = dict.fromkeys(k for r in results for k in r.class_dice)
     return sorted(keys, key=lambda k: (0, int(k)) if k.lstrip("-").isdigit() else (1, k))
 
 
-def stat(values) -> Stat:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return Stat(math.nan, None, 0)
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    return Stat(mean, sd, len(values))
-
-
-def group_stats(results: list[FoldResult]) -> dict:
-    """(arm, labels) -> {"mean": Stat, class key: Stat}, arms and fractions in the order found."""
-    groups: dict = {}
-    for r in results:
-        groups.setdefault((r.arm, r.labels), []).append(r)
-    out = {}
-    for key, rows in groups.items():
-        out[key] = {"mean": stat([r.mean_dice for r in rows])}
-        for k in class_keys(rows):
-            out[key][k] = stat([r.class_dice[k] for r in rows if k in r.class_dice])
-        out[key]["folds"] = [r.fold for r in rows]
-    return out
-
-
-def reference_dice(stats: dict) -> float | None:
-    ref = stats.get((REFERENCE_ARM, 100))
-    return None if ref is None or math.isnan(ref["mean"].mean) else ref["mean"].mean
-
-
-def matching_fraction(stats: dict, arm: str) -> int | None:
-    """The smallest label fraction at which ``arm`` matches nnU-Net@100% (None if none does)."""
-    ref = reference_dice(stats)
-    if ref is None:
-        return None
-    matching = [p for (a, p), s in stats.items() if a == arm and s["mean"].mean >= ref - MATCH_MARGIN]
-    return min(matching) if matching else None
-
-
-def reference_caveat(stats: dict) -> str | None:
-    """Why "matches" says little here, if it does: nnU-Net@100% learned next to nothing, or no more
-    than nnU-Net with fewer labels (then the task needs few labels, or the runs were too short)."""
-    ref = reference_dice(stats)
-    if ref is None:
-        return None
-    if ref < MEANINGFUL_REFERENCE_DICE:
-        return (f"Caution: vanilla nnU-Net at 100% labels reached only mean Dice {ref:.3f}, so matching it says "
-                "little; the runs are too short for this task (raise --epochs / --iters).")
-    fewer = {p: s["mean"].mean for (a, p), s in stats.items() if a == REFERENCE_ARM and p < 100}
-    if fewer and min(fewer.values()) >= ref - MATCH_MARGIN:
-        p = min(fewer, key=fewer.get)
-        return (f"Caution: vanilla nnU-Net scores as well with {p}% of the labels ({fewer[p]:.3f}) as with 100% "
-                f"({ref:.3f}): on this task and schedule more labels do not help, so there are no labels to save.")
-    return None
-
-
-def arm_title(arm: str) -> str:
-    return ARMS[arm].title if arm in ARMS else arm
-
-
-def matching_sentence(stats: dict, arm: str) -> str:
-    title = arm_title(arm)
-    arm_stats = {p: s for (a, p), s in stats.items() if a == arm}
-    if not arm_stats:
-        return f"{title} was not part of this benchmark."
-    ref = reference_dice(stats)
-    if ref is None:
-        return (f"The smallest label fraction at which {title} matches vanilla nnU-Net at 100% labels cannot be "
-                "computed: there is no nnU-Net run at 100% labels.")
-    fraction = matching_fraction(stats, arm)
-    if fraction is None:
-        best = max(arm_stats, key=lambda p: arm_stats[p]["mean"].mean)
-        return (f"{title} does not match vanilla nnU-Net at 100% labels (mean Dice {ref:.3f}) at any label "
-                f"fraction tested; its best is {arm_stats[best]['mean'].mean:.3f} at {best}%.")
-    return (f"The smallest label fraction at which {title} matches vanilla nnU-Net at 100% labels is "
-            f"{fraction}% (mean Dice {arm_stats[fraction]['mean'].mean:.3f} vs {ref:.3f}).")
-
-
-def column_name(key: str, names: dict) -> str:
-    return f"dice_{names.get(key, key)}"
-
-
-def results_csv(results: list[FoldResult], names: dict) -> str:
-    keys = class_keys(results)
+def _csv(header: list[str], rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["arm", "labels", "fold", *(column_name(k, names) for k in keys), "mean_dice"])
-    for r in results:
-        writer.writerow([r.arm, r.labels, r.fold, *(_num(r.class_dice.get(k, math.nan)) for k in keys),
-                         _num(r.mean_dice)])
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
@@ -171,77 +99,133 @@ def _num(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6f}"
 
 
-def report_markdown(results: list[FoldResult], names: dict, title: str, commands: list[str],
-                    settings_lines: list[str]) -> str:
-    stats = group_stats(results)
+def results_csv(results: list[RunResult], names: dict) -> str:
+    """One row per run: nnU-Net's fold means."""
     keys = class_keys(results)
-    arms = list(dict.fromkeys(r.arm for r in results))
-    lines = [f"# Label efficiency: {title}", ""]
-    lines += settings_lines + [""]
-    lines += ["## Result", ""]
-    compared = sorted((a for a in arms if a != REFERENCE_ARM), key=lambda a: a != HEADLINE_ARM)
-    for arm in compared or [HEADLINE_ARM]:
-        lines += [matching_sentence(stats, arm), ""]
-    caveat = reference_caveat(stats)
-    if caveat:
-        lines += [caveat, ""]
-    lines += [f'"Matches" means a mean Dice (over folds) of at least vanilla nnU-Net\'s mean Dice at 100% '
-              f"labels minus {MATCH_MARGIN}.", ""]
-    lines += ["## Dice per arm and label fraction", "",
-              "Mean ± sd over folds of nnU-Net's validation Dice (`validation/summary.json` of each fold): "
-              "the mean Dice is the foreground mean, then one column per class. sd is the sample standard "
-              "deviation over folds (n - 1), '–' for a single fold.", ""]
-    header = ["arm", "labels", "folds", "mean Dice", *(names.get(k, k) for k in keys)]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for arm in arms:
-        for (a, p), s in sorted(stats.items(), key=lambda item: item[0][1]):
-            if a != arm:
-                continue
-            cells = [arm_title(a), f"{p}%", str(s["mean"].n), s["mean"].text(),
-                     *(s[k].text() if k in s else "–" for k in keys)]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Commands", "", "This report was produced by:", "", "```bash", *commands, "```", ""]
+    return _csv(["arm", "labels", "seed", "fold", "cases", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"],
+                ([r.arm, r.labels, r.seed, r.fold, len(r.cases), *(_num(r.class_dice.get(k, math.nan)) for k in keys),
+                  _num(r.mean_dice)] for r in results))
+
+
+def cases_csv(results: list[RunResult], names: dict) -> str:
+    """One row per run and validated case, so anyone can redo the statistics."""
+    keys = class_keys(results)
+    return _csv(["arm", "labels", "seed", "fold", "case", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"],
+                ([r.arm, r.labels, r.seed, r.fold, case, *(_num(dice.get(k, math.nan)) for k in keys),
+                  _num(dice[v.MEAN])] for r in results for case, dice in r.cases.items()))
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows), ""]
+
+
+def dice_table(groups: dict, keys: list[str], names: dict) -> list[str]:
+    arms = list(dict.fromkeys(a for a, _ in groups))
+    ordered = sorted(groups.values(), key=lambda g: (arms.index(g.arm), g.labels))
+    rows = [[v.arm_title(g.arm), f"{g.labels}%", len(g.cases), g.runs, g.estimate().text(),
+             *(g.estimate(k).text() for k in keys)] for g in ordered]
+    return _table(["arm", "labels", "cases", "runs", "mean Dice [95% CI]", *(names.get(k, k) for k in keys)], rows)
+
+
+def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) -> list[str]:
+    rows = []
+    for c in found:
+        o = c.overall
+        p = "–" if o.p_value is None else f"{o.p_value:.3g}"
+        rows.append([c.kind, c.title, o.n, o.difference.text(signed=True), p, f"{o.improved}/{o.n}",
+                     *(c.by_key[k].difference.text(signed=True) for k in keys)])
+    return _table(["comparison", "difference", "cases", "Δ mean Dice [95% CI]", "Wilcoxon p", "improved",
+                   *(f"Δ {names.get(k, k)}" for k in keys)], rows)
+
+
+def headline(groups: dict, found: list[v.Comparison], keys: list[str], names: dict, margin: float) -> list[str]:
+    """The verdict, or the reason there is none, before anything else."""
+    reason = v.untrained_reason(groups, keys, names)
+    if reason:
+        return [f"**No verdict: {reason}.** The tables below are measurements only; no claim about label "
+                "savings can be drawn from them.", ""]
+    lines = v.verdict_lines(groups, found, margin)
+    if not lines:
+        return ["No pretrained arm ran, so there is no verdict about pretraining; the tables compare the arms "
+                "that ran.", ""]
+    return lines + [""]
+
+
+def explanation(margin: float) -> list[str]:
+    percent = round(CONFIDENCE * 100)
+    return [f"Every scored case counts once: validation cases are pooled over folds, and a case scored by several "
+            f"runs (label-subset seeds, or the folds' models on a test set) gets their mean Dice. Brackets are "
+            f"{percent}% bootstrap confidence intervals over cases. A comparison is paired: both arms are scored on "
+            f"the same cases and the interval is that of the mean per-case difference. An arm is **non-inferior** "
+            f"to vanilla nnU-Net at 100% labels when that interval lies above −{margin} Dice (the margin), and "
+            f"**beats its scratch twin** (same network and recipe, random weights) when its interval lies above 0.",
+            ""]
+
+
+def report_markdown(analysis: v.Analysis, names: dict, title: str, commands: list[str], settings_lines: list[str],
+                    margin: float = DEFAULT_MARGIN) -> str:
+    groups, keys, found = analysis.groups, analysis.keys, analysis.found
+    lines = [f"# Label efficiency: {title}", "", *headline(groups, found, keys, names, margin)]
+    lines += settings_lines + [""] + explanation(margin)
+    lines += ["## Dice per arm and label fraction", "", *dice_table(groups, keys, names)]
+    lines += ["## Paired comparisons", "", "(a) against vanilla nnU-Net at 100% labels, (b) a pretrained arm against "
+              "its scratch twin at the same fraction, (c) against vanilla nnU-Net at the same fraction.", "",
+              *comparison_table(found, keys, names)]
+    lines += ["## Commands", "", "This report was produced by:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
 
 
-def plot_png(results: list[FoldResult], title: str) -> bytes:
-    """Mean Dice against label fraction, one line per arm, error bars = sd over folds."""
-    import matplotlib
+def _errorbar(ax, x: float, estimate, **style) -> None:
+    low, high = (estimate.low, estimate.high) if estimate.low is not None else (estimate.mean, estimate.mean)
+    ax.errorbar([x], [estimate.mean], yerr=[[estimate.mean - low], [high - estimate.mean]], marker="o", capsize=4,
+                **style)
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
-    stats = group_stats(results)
-    figure = Figure(figsize=(6.4, 4.4))
-    ax = figure.subplots()
-    for arm in dict.fromkeys(r.arm for r in results):
-        points = sorted((p, s["mean"]) for (a, p), s in stats.items() if a == arm and s["mean"].n)
-        if not points:
-            continue
-        ax.errorbar([p for p, _ in points], [s.mean for _, s in points], yerr=[s.sd or 0.0 for _, s in points],
-                    marker="o", capsize=4, label=arm_title(arm))
-    ref = reference_dice(stats)
-    if ref is not None:
-        ax.axhline(ref - MATCH_MARGIN, color="gray", linestyle="--", linewidth=1,
-                   label=f"nnU-Net at 100% − {MATCH_MARGIN}")
-    fractions = sorted({r.labels for r in results})
-    ax.set_xticks(fractions)
-    ax.set_xlabel("Labelled training cases (% of each fold's training set)")
-    ax.set_ylabel("Mean Dice (validation, mean ± sd over folds)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -> bytes:
+    """Left: mean Dice with its CI per arm and fraction. Right: the paired difference to vanilla
+    nnU-Net at 100% with its CI and the non-inferiority band."""
+    groups = analysis.groups
+    found = {(c.arm, c.labels): c for c in analysis.found if c.kind == v.REFERENCE}
+    figure = new_figure((11.0, 4.4))
+    dice_ax, delta_ax = figure.subplots(1, 2)
+    arms = list(dict.fromkeys(a for a, _ in groups))
+    for i, arm in enumerate(arms):
+        offset = (i - (len(arms) - 1) / 2) * 1.2  # side by side, so the intervals do not hide each other
+        color = f"C{i}"
+        points = sorted((p, g) for (a, p), g in groups.items() if a == arm and g.cases)
+        dice_ax.plot([p + offset for p, _ in points], [g.estimate().mean for _, g in points], color=color, alpha=0.5)
+        for j, (p, g) in enumerate(points):
+            _errorbar(dice_ax, p + offset, g.estimate(), color=color, label=v.arm_title(arm) if j == 0 else None)
+            if (arm, p) in found and found[(arm, p)].overall.n:
+                _errorbar(delta_ax, p + offset, found[(arm, p)].overall.difference, color=color)
+    delta_ax.axhspan(-margin, 0, color="tab:green", alpha=0.15, label=f"non-inferiority margin (−{margin})")
+    delta_ax.axhline(0, color="gray", linewidth=1)
+    fractions = sorted({labels for _, labels in groups})
+    for ax, label in ((dice_ax, "Mean Dice (scored cases)"),
+                      (delta_ax, f"Paired Δ mean Dice vs nnU-Net at {REFERENCE_LABELS}%")):
+        ax.set_xticks(fractions)
+        ax.set_xlabel("Labelled training cases (% of each fold's training set)")
+        ax.set_ylabel(f"{label}, {round(CONFIDENCE * 100)}% CI")
+        ax.grid(alpha=0.3)
+    dice_ax.set_title(title)
+    delta_ax.set_title(f"Non-inferior where the whole bar is above −{margin}")
+    dice_ax.legend(fontsize="small")
+    delta_ax.legend(fontsize="small", loc="lower right")
     return png_bytes(figure)
 
 
-def write_outputs(out: Path, results: list[FoldResult], names: dict, title: str, commands: list[str],
-                  settings_lines: list[str]) -> list[Path]:
-    """results.csv, report.md and label_efficiency.png in ``out``, each written atomically."""
-    out = Path(out)
+def write_outputs(out: Path, results: list[RunResult], names: dict, title: str, commands: list[str],
+                  settings_lines: list[str], margin: float = DEFAULT_MARGIN) -> list[Path]:
+    """results.csv, cases.csv, report.md and label_efficiency.png in ``out``, each written atomically."""
+    out, analysis = Path(out), v.Analysis.of(results, class_keys(results))
     files = {out / "results.csv": results_csv(results, names).encode(),
-             out / "report.md": report_markdown(results, names, title, commands, settings_lines).encode(),
-             out / "label_efficiency.png": plot_png(results, title)}
+             out / "cases.csv": cases_csv(results, names).encode(),
+             out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
+             out / "label_efficiency.png": plot_png(analysis, title, margin)}
     for path, data in files.items():
         write_bytes_atomic(path, data)
     return list(files)

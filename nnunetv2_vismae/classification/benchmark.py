@@ -13,10 +13,9 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from nnunetv2_vismae.benchmark.report import stat
 from nnunetv2_vismae.classification.model import read_pretrained
 from nnunetv2_vismae.classification.predict import predict
-from nnunetv2_vismae.classification.report import csv_text, number
+from nnunetv2_vismae.classification.report import csv_text, number, stat
 from nnunetv2_vismae.classification.train import MODEL_DIR, TrainSettings, train
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.figures import new_figure, png_bytes

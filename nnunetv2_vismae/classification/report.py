@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,29 @@ from nnunetv2_vismae.io.figures import new_figure, png_bytes
 
 HEADLINE = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
             ("f1_macro", "F1 (macro)"))
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (n - 1; None for one value) over seeds."""
+
+    mean: float
+    sd: float | None
+    n: int
+
+    def text(self, digits: int = 3) -> str:
+        if math.isnan(self.mean):
+            return "–"
+        sd = "–" if self.sd is None else f"{self.sd:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {sd}"
+
+
+def stat(values) -> Stat:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return Stat(math.nan, None, 0)
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Stat(float(np.mean(values)), sd, len(values))
 
 
 def json_ready(value):

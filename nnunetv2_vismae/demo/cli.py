@@ -12,9 +12,9 @@ from nnunetv2_vismae.io.folders import unwritable_reason
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Run the whole pipeline on the embedded phantom dataset: generate it, plan and "
-                    "preprocess with nnU-Net, pretrain a Swin encoder on the unlabeled pool, and "
-                    "benchmark vanilla nnU-Net, VisMAE and VisMAE-from-scratch at several label "
-                    "fractions. Rerunning resumes.")
+                    "preprocess with nnU-Net, pretrain encoders on the unlabeled pool, and "
+                    "benchmark vanilla nnU-Net and each pretrained arm with its from-scratch twin at "
+                    "several label fractions. Rerunning resumes.")
     parser.add_argument("--quick", action="store_true", help="a smaller, shorter run (minutes on a CPU)")
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
@@ -23,6 +23,9 @@ def main(argv=None):
     if problem:
         print(f"nnUNetv2_vismae_demo: output folder {args.o} cannot be written: {problem}.", file=sys.stderr)
         sys.exit(1)
+    if args.quick:
+        print("This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
+              "organs, so its report draws no verdict.", flush=True)
     try:
         report_dir = run_demo(Path(args.o), QUICK if args.quick else DEFAULT, args.device)
     except DemoError as e:

@@ -1,8 +1,8 @@
 """``nnUNetv2_vismae_demo``: the whole pipeline on the embedded phantom dataset, as a user runs it.
 
 generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (unlabeled pool)
--> nnUNetv2_vismae_benchmark (vanilla nnU-Net, VisMAE, VisMAE from scratch at several label
-fractions) -> report.md and label_efficiency.png. Every step is a console command run in a child
+-> nnUNetv2_vismae_benchmark (vanilla nnU-Net, and each pretrained arm with its scratch twin, at
+several label fractions) -> report.md and label_efficiency.png. Every step is a console command run in a child
 process with its log in the output folder; rerunning resumes (finished steps are skipped).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ DATASET_ID = 800
 DATASET = f"Dataset{DATASET_ID}_VisMAEPhantoms"
 
 
-ARMS = ("nnunet", "cnn-mae", "vismae", "scratch")
+ARMS = ("nnunet", "cnn-mae", "cnn-scratch", "vismae", "scratch")
 QUICK_ARMS = ("nnunet", "vismae", "scratch")  # the CNN's own pretraining would add a fifth of the time
 
 

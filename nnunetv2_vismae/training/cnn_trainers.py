@@ -49,3 +49,22 @@ class nnUNetTrainerMAE(VisMAETrainer):
                                     momentum=0.99, nesterov=True)
         stage = max(1, round(self.num_epochs * self.stage_fraction))
         return optimizer, SawtoothLRScheduler(optimizer, self.initial_lr, self.num_epochs, stage, stage)
+
+
+class nnUNetTrainerMAEScratch(nnUNetTrainerMAE):
+    """nnUNetTrainerMAE's network, optimizer, schedule, warm-up and precision, always from random
+    weights: the twin that tells what the cnn checkpoint adds from what its recipe does."""
+
+    load_pretrained = False
+
+
+class nnUNetTrainerMAEHighLR(nnUNetTrainerMAE):
+    """Ablation: the same recipe at nnU-Net's from-scratch peak learning rate, 1e-2."""
+
+    peak_lr = 1e-2
+
+
+class nnUNetTrainerMAEScratchHighLR(nnUNetTrainerMAEScratch):
+    """Ablation: the scratch twin of nnUNetTrainerMAEHighLR."""
+
+    peak_lr = 1e-2

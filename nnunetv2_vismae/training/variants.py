@@ -1,7 +1,8 @@
-"""Trainer variants by name, in nnU-Net's style: ``{Base}[_labels{P}][_{N}epochs][_{M}iters]``.
+"""Trainer variants by name, in nnU-Net's style: ``{Base}[_labels{P}[_seed{S}]][_{N}epochs][_{M}iters]``.
 
 ``_labels25`` trains on a deterministic, nested 25% subset of the fold's training cases (written
-to ``label_subset.json`` in the output folder; validation cases untouched); ``_100epochs`` trains
+to ``label_subset.json`` in the output folder; validation cases untouched), ``_labels25_seed1`` on
+the one drawn with subset seed 1 (``_labels25`` is seed 0); ``_100epochs`` trains
 100 epochs; ``_{M}iters`` sets the training iterations per epoch (validation iterations scale
 with it), for quick runs. Classes are made on first use and
 cached here, so the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` and pickling in worker
@@ -15,15 +16,17 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
+from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAEHighLR, nnUNetTrainerMAEScratch,
+                                                   nnUNetTrainerMAEScratchHighLR)
 from nnunetv2_vismae.training.label_subsets import label_subset
 from nnunetv2_vismae.training.trainers import (VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD,
                                                VisMAETrainerSawtooth, VisMAETrainerScratch)
 
 BASES = {cls.__name__: cls for cls in (VisMAETrainer, VisMAETrainerScratch, VisMAETrainerLLRD, VisMAETrainerFrozen,
-                                       VisMAETrainerSawtooth, nnUNetTrainerMAE, nnUNetTrainer)}
-_SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+))?(?:_(?P<epochs>\d+)epochs)?"
-                       r"(?:_(?P<iters>\d+)iters)?$")
+                                       VisMAETrainerSawtooth, nnUNetTrainerMAE, nnUNetTrainerMAEScratch,
+                                       nnUNetTrainerMAEHighLR, nnUNetTrainerMAEScratchHighLR, nnUNetTrainer)}
+_SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+)(?:_seed(?P<seed>\d+))?)?"
+                       r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$")
 
 
 def parse_variant(name: str) -> tuple[type, dict] | None:
@@ -32,7 +35,7 @@ def parse_variant(name: str) -> tuple[type, dict] | None:
     if match is None or match["base"] not in BASES or name in BASES:
         return None
     settings = {k: int(v) for k, v in match.groupdict().items() if k != "base" and v is not None}
-    if not settings or any(v < 1 for k, v in settings.items() if k != "labels"):
+    if not settings or any(v < 1 for k, v in settings.items() if k in ("epochs", "iters")):
         return None
     if not 1 <= settings.get("labels", 1) <= 100:
         # An unmistakable user error inside nnUNetv2_train's trainer lookup, which would otherwise
@@ -60,10 +63,12 @@ def make_variant(name: str) -> type:
         train, val = base.do_split(self)
         if "labels" not in settings:
             return train, val
-        subset = label_subset(train, settings["labels"], self.plans_manager.dataset_name, self.fold)
-        save_json({"percent": settings["labels"], "train": subset, "fold_train": sorted(train)},
+        seed = settings.get("seed", 0)
+        subset = label_subset(train, settings["labels"], self.plans_manager.dataset_name, self.fold, seed)
+        save_json({"percent": settings["labels"], "seed": seed, "train": subset, "fold_train": sorted(train)},
                   join(self.output_folder, "label_subset.json"))
-        self.print_to_log_file(f"Label subset: {len(subset)} of {len(train)} training cases ({settings['labels']}%).")
+        self.print_to_log_file(f"Label subset: {len(subset)} of {len(train)} training cases "
+                               f"({settings['labels']}%, subset seed {seed}).")
         return subset, val
 
     cls = type(name, (base,), {"__init__": __init__, "do_split": do_split, "__module__": __name__,

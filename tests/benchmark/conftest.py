@@ -43,11 +43,17 @@ def fold_folder(results: Path, trainer: str, plans: str, fold, configuration: st
     return folder
 
 
-def write_summary(folder: Path, disc: float, square: float) -> Path:
-    """validation/summary.json as nnU-Net writes it (keys it sorts, per-class means, foreground mean)."""
-    path = folder / "validation" / "summary.json"
+def write_summary(folder: Path, disc: float, square: float, cases: dict | None = None,
+                  scored: str = "validation") -> Path:
+    """validation/summary.json as nnU-Net writes it: per-case Dice (``cases``: case id -> (disc, square);
+    default three cases of the given Dice, named after the fold), per-class means, foreground mean."""
+    cases = cases or {f"{folder.name}_case{i}": (disc, square) for i in range(3)}
+    per_case = [{"metrics": {"1": {"Dice": d}, "2": {"Dice": s}}, "prediction_file": f"/pred/{case}.nii.gz",
+                 "reference_file": f"/gt/{case}.nii.gz"} for case, (d, s) in cases.items()]
+    means = [sum(v[i] for v in cases.values()) / len(cases) for i in (0, 1)]
+    path = folder / scored / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    mean = {"1": {"Dice": disc, "IoU": disc / (2 - disc)}, "2": {"Dice": square, "IoU": square / (2 - square)}}
-    path.write_text(json.dumps({"foreground_mean": {"Dice": (disc + square) / 2, "IoU": 0.5},
-                                "mean": mean, "metric_per_case": []}, sort_keys=True, indent=4))
+    path.write_text(json.dumps({"foreground_mean": {"Dice": sum(means) / 2},
+                                "mean": {"1": {"Dice": means[0]}, "2": {"Dice": means[1]}},
+                                "metric_per_case": per_case}, sort_keys=True, indent=4))
     return path

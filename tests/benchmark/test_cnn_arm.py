@@ -19,21 +19,45 @@ def swin_checkpoint(path: Path) -> Path:
     return path
 
 
-def test_all_four_arms_plan_from_their_own_checkpoint(fake_nnunet, tmp_path, capsys):
-    swin, cnn = tmp_path / "swin.safetensors", tmp_path / "cnn.safetensors"
-    swin.write_bytes(b"x")
-    cnn.write_bytes(b"x")
-    assert cli.main(["-d", "990", "--arms", "nnunet", "cnn-mae", "vismae", "scratch", "--labels", "10", "-f", "0",
-                     "-device", "cpu", "--pretrained", str(swin), "--pretrained-cnn", str(cnn), "--dry-run"]) == 0
+def cnn_checkpoint(path: Path) -> Path:
+    from ..pretrain.test_cnn_family import residual_architecture
+    from ..training.test_cnn_trainer import saved_cnn_encoder
+
+    saved_cnn_encoder(path, residual_architecture())
+    return path
+
+
+def test_by_default_every_arm_whose_checkpoint_is_given_runs_with_its_twin(fake_nnunet, tmp_path, capsys):
+    swin, cnn = swin_checkpoint(tmp_path / "swin.safetensors"), cnn_checkpoint(tmp_path / "cnn.safetensors")
+    assert cli.main(["-d", "990", "--labels", "10", "100", "-f", "0", "-device", "cpu", "--subset-seeds", "0", "2",
+                     "--pretrained", str(swin), "--pretrained-cnn", str(cnn), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == [f"nnUNetv2_vismae_plan -d 990 -o nnUNetMAEPlans --pretrained {cnn.resolve()}",
-                         f"nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans --pretrained {swin.resolve()}"]
-    assert "nnUNetv2_train 990 2d 0 -p nnUNetMAEPlans -tr nnUNetTrainerMAE_labels10 -device cpu" in lines
-    assert len(lines) == 6
+    assert lines[:2] == [f"nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans --pretrained {swin.resolve()}",
+                         f"nnUNetv2_vismae_plan -d 990 -o nnUNetMAEPlans --pretrained {cnn.resolve()}"]
+    trainers = [line.split(" -tr ")[1].split()[0] for line in lines[2:]]
+    for plans, base in (("nnUNetPlans", "nnUNetTrainer"), ("nnUNetVisMAEPlans", "VisMAETrainer"),
+                        ("nnUNetVisMAEPlans", "VisMAETrainerScratch"), ("nnUNetMAEPlans", "nnUNetTrainerMAE"),
+                        ("nnUNetMAEPlans", "nnUNetTrainerMAEScratch")):
+        assert f"nnUNetv2_train 990 2d 0 -p {plans} -tr {base}_labels10_seed2 -device cpu" in lines
+        assert {f"{base}_labels10", f"{base}_labels10_seed2", f"{base}_labels100"} <= set(trainers)
+    assert len(trainers) == 15  # 5 arms x (10% with 2 seeds + 100% once: every seed draws all cases)
+
+
+def test_the_cnn_twin_needs_the_checkpoint_its_plans_are_planned_from(fake_nnunet, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["-d", "990", "--arms", "cnn-scratch", "-device", "cpu", "--dry-run"])
+    assert stop.value.code == 2
+    assert ("The cnn-scratch arm trains the network of nnUNetMAEPlans, which is planned from a cnn checkpoint; "
+            "pass --pretrained-cnn FILE once.") in capsys.readouterr().err
+    (fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetMAEPlans.json").write_text("{}")
+    assert cli.main(["-d", "990", "--arms", "cnn-scratch", "--labels", "10", "-f", "0", "-device", "cpu",
+                     "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "nnUNetv2_train 990 2d 0 -p nnUNetMAEPlans -tr nnUNetTrainerMAEScratch_labels10 -device cpu"]
 
 
 def test_cnn_mae_needs_its_checkpoint_and_is_left_out_by_default_without_it(fake_nnunet, capsys):
-    assert "cnn-mae" not in default_arms(False) and "cnn-mae" in default_arms(True)
+    assert "cnn-mae" not in default_arms(set()) and {"cnn-mae", "cnn-scratch"} <= set(default_arms({"cnn"}))
     with pytest.raises(SystemExit) as stop:
         cli.main(["-d", "990", "--arms", "cnn-mae", "-device", "cpu"])
     err = capsys.readouterr().err

@@ -1,27 +1,30 @@
-"""Aggregation of prepared validation summaries into results.csv, report.md and the plot."""
+"""Prepared validation summaries with known per-case Dice -> results.csv, cases.csv, report.md, plot."""
 import csv
-import math
 
+import numpy as np
 import pytest
 
 from nnunetv2_vismae.benchmark import cli
 from nnunetv2_vismae.benchmark import label_efficiency as le
-from nnunetv2_vismae.benchmark.report import Stat, matching_fraction, matching_sentence, stat
+from nnunetv2_vismae.benchmark.arms import ARMS, trainer_name
 
 from .conftest import fold_folder, write_summary
 
-# mean Dice per (arm, labels) over folds 0, 1, 2; disc = mean + 0.05, square = mean - 0.05
-MEANS = {("nnunet", 25): [0.60, 0.62, 0.64], ("nnunet", 50): [0.70, 0.72, 0.74], ("nnunet", 100): [0.80, 0.82, 0.84],
-         ("vismae", 25): [0.70, 0.72, 0.74], ("vismae", 50): [0.81, 0.815, 0.82], ("vismae", 100): [0.83, 0.84, 0.85]}
-TRAINERS = {"nnunet": ("nnUNetTrainer", "nnUNetPlans"), "vismae": ("VisMAETrainer", "nnUNetVisMAEPlans")}
+FOLDS = (0, 1)
+# six validation cases per fold: (disc, square) Dice of vanilla nnU-Net at 100% labels
+REFERENCE = {f"fold_{f}_case{i}": (0.80 + 0.01 * i, 0.70 + 0.02 * i) for f in FOLDS for i in range(6)}
 
 
-def plant(results, means=MEANS, suffix="_2epochs"):
-    for (arm, labels), values in means.items():
-        base, plans = TRAINERS[arm]
-        for fold, value in enumerate(values):
-            write_summary(fold_folder(results, f"{base}_labels{labels}{suffix}", plans, fold),
-                          value + 0.05, value - 0.05)
+def plant(results, arm: str, labels: int, shift: float = 0.0, noise: float = 0.0, square: float | None = None,
+          seed: int = 0):
+    """Summaries of both folds: the reference's per-case Dice + shift (+ seeded noise per case)."""
+    rng = np.random.default_rng(labels * 100 + seed + len(arm))
+    for fold in FOLDS:
+        cases = {case: (d + shift + rng.normal(0, noise), (square if square is not None else s) + shift +
+                        rng.normal(0, noise))
+                 for case, (d, s) in REFERENCE.items() if case.startswith(f"fold_{fold}_")}
+        write_summary(fold_folder(results, trainer_name(ARMS[arm], labels, 2, seed=seed), ARMS[arm].plans, fold),
+                      0, 0, cases)
 
 
 @pytest.fixture
@@ -31,69 +34,106 @@ def no_runs(monkeypatch):
     monkeypatch.setattr(le, "run_command", refuse)
 
 
-def test_stat_is_mean_and_sample_sd():
-    s = stat([0.8, 0.82, 0.84])
-    assert s.mean == pytest.approx(0.82) and s.sd == pytest.approx(0.02) and s.n == 3
-    assert stat([0.5]).sd is None and stat([0.5, math.nan]).n == 1
-    assert Stat(0.5, None, 1).text() == "0.500 ± –"
-
-
-def test_matching_fraction_uses_a_margin_of_one_hundredth():
-    stats = {("nnunet", 100): {"mean": Stat(0.82, 0.02, 3)}, ("vismae", 10): {"mean": Stat(0.80, 0.0, 3)},
-             ("vismae", 25): {"mean": Stat(0.8101, 0.0, 3)}, ("vismae", 50): {"mean": Stat(0.79, 0.0, 3)}}
-    assert matching_fraction(stats, "vismae") == 25
-    assert matching_fraction({k: v for k, v in stats.items() if k[0] == "vismae"}, "vismae") is None
-    assert matching_sentence(stats, "scratch") == "VisMAE from scratch was not part of this benchmark."
-    stats[("vismae", 25)] = {"mean": Stat(0.805, 0.0, 3)}
-    assert matching_fraction(stats, "vismae") is None
-    assert matching_sentence(stats, "vismae") == ("VisMAE does not match vanilla nnU-Net at 100% labels (mean Dice "
-                                                  "0.820) at any label fraction tested; its best is 0.805 at 25%.")
-
-
-def test_finished_summaries_become_csv_report_and_plot(fake_nnunet, no_runs, capsys):
-    plant(fake_nnunet["dataset_results"])
+def benchmark(fake_nnunet, labels, arms=("nnunet", "vismae", "scratch"), extra=()) -> str:
+    """The benchmark over finished runs; runs a test did not plant score like the reference."""
+    for arm in arms:
+        for p in labels:
+            if not fold_folder(fake_nnunet["dataset_results"], trainer_name(ARMS[arm], p, 2), ARMS[arm].plans,
+                               FOLDS[0]).joinpath("validation").is_dir():
+                plant(fake_nnunet["dataset_results"], arm, p, noise=0.01)
     out = fake_nnunet["results"] / "bench"
-    argv = ["-d", "990", "-f", "0", "1", "2", "--labels", "25", "50", "100", "--arms", "nnunet", "vismae",
-            "--pretrained", str(fake_nnunet["pretrained"]), "--epochs", "2", "-device", "cpu", "-o", str(out)]
+    argv = ["-d", "990", "-f", *map(str, FOLDS), "--labels", *map(str, labels), "--arms", *arms, "--epochs", "2",
+            "--pretrained", str(fake_nnunet["pretrained"]), "-device", "cpu", "-o", str(out), *extra]
     assert cli.main(argv) == 0
+    return (out / "report.md").read_text()
 
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    assert list(rows[0]) == ["arm", "labels", "fold", "dice_disc", "dice_square", "mean_dice"]
-    assert len(rows) == 18
-    row = next(r for r in rows if (r["arm"], r["labels"], r["fold"]) == ("vismae", "50", "1"))
-    assert float(row["mean_dice"]) == pytest.approx(0.815)
-    assert float(row["dice_disc"]) == pytest.approx(0.865) and float(row["dice_square"]) == pytest.approx(0.765)
 
-    report = (out / "report.md").read_text()
-    assert "| nnU-Net | 100% | 3 | 0.820 ± 0.020 | 0.870 ± 0.020 | 0.770 ± 0.020 |" in report
-    assert "| VisMAE | 50% | 3 | 0.815 ± 0.005 | 0.865 ± 0.005 | 0.765 ± 0.005 |" in report
-    assert ("The smallest label fraction at which VisMAE matches vanilla nnU-Net at 100% labels is 50% "
-            "(mean Dice 0.815 vs 0.820).") in report
-    assert "at 100% labels minus 0.01" in report
-    # the runs were found finished, so the report names the commands that make them
-    assert "nnUNetv2_train 990 2d 1 -p nnUNetVisMAEPlans -tr VisMAETrainer_labels25_2epochs -device cpu" in report
+def test_report_leads_with_non_inferiority_and_the_twin_gain(fake_nnunet, no_runs):
+    results = fake_nnunet["dataset_results"]
+    plant(results, "nnunet", 25, shift=-0.15, noise=0.01)
+    plant(results, "nnunet", 100)
+    plant(results, "vismae", 25, shift=-0.10, noise=0.01)  # clearly inferior
+    plant(results, "vismae", 50, shift=-0.002, noise=0.004)  # within the margin
+    plant(results, "scratch", 25, shift=-0.10, noise=0.01)
+    plant(results, "scratch", 50, shift=-0.06, noise=0.01)
+    plant(results, "nnunet", 50, shift=-0.08, noise=0.01)
+    report = benchmark(fake_nnunet, [25, 50, 100]).splitlines()
 
+    verdict = report[2:4]
+    assert verdict[0].startswith("- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels from **50%** of "
+                                 "the labels on: paired difference -0.00")
+    assert "over 12 cases, above −0.02" in verdict[0]
+    # at 25% both arms got the same shift but different noise: no measurable difference, not a win
+    assert verdict[1].startswith("  At 25% it does not measurably differ from its scratch twin (the CI includes 0)")
+    text = "\n".join(report)
+    assert text.index("non-inferior to vanilla") < text.index("## Dice per arm")
+    assert "| nnU-Net | 100% | 12 | 2 | 0.787 [" in text  # 12 cases pooled over 2 runs, with a CI
+    assert "| vs scratch twin | VisMAE 50% − VisMAE from scratch 50% | 12 |" in text
+    assert "| vs nnU-Net, same labels | VisMAE 25% − nnU-Net 25% | 12 | +0.05" in text
+    assert "| vs nnU-Net@100% | nnU-Net 25% − nnU-Net 100% | 12 | -0.15" in text
+    assert "12/12" in text  # VisMAE 25% improved every case over nnU-Net 25%
+
+    out = fake_nnunet["results"] / "bench"
+    runs = list(csv.DictReader((out / "results.csv").open()))
+    assert list(runs[0]) == ["arm", "labels", "seed", "fold", "cases", "dice_disc", "dice_square", "mean_dice"]
+    assert len(runs) == 18 and {r["cases"] for r in runs} == {"6"}
+    cases = list(csv.DictReader((out / "cases.csv").open()))
+    assert list(cases[0]) == ["arm", "labels", "seed", "fold", "case", "dice_disc", "dice_square", "mean_dice"]
+    assert len(cases) == 108
+    row = next(r for r in cases if (r["arm"], r["labels"], r["case"]) == ("nnunet", "100", "fold_1_case2"))
+    assert float(row["dice_disc"]) == pytest.approx(0.82) and float(row["mean_dice"]) == pytest.approx(0.78)
     png = (out / "label_efficiency.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
-def test_without_a_full_label_nnunet_run_the_match_cannot_be_computed(fake_nnunet, no_runs):
-    plant(fake_nnunet["dataset_results"], {k: v for k, v in MEANS.items() if k != ("nnunet", 100)}, suffix="")
-    out = fake_nnunet["results"] / "bench"
-    assert cli.main(["-d", "Dataset990_Synthetic", "-f", "0", "1", "2", "--labels", "25", "50", "--arms", "nnunet",
-                     "vismae", "--pretrained", str(fake_nnunet["pretrained"]), "-device", "cpu", "-o", str(out)]) == 0
-    report = (out / "report.md").read_text()
-    assert "cannot be computed: there is no nnU-Net run at 100% labels" in report
-    assert "| VisMAE | 25% | 3 | 0.720 ± 0.020 |" in report
+def test_a_clearly_inferior_arm_is_never_called_non_inferior(fake_nnunet, no_runs):
+    results = fake_nnunet["dataset_results"]
+    plant(results, "nnunet", 25, shift=-0.15, noise=0.01)
+    plant(results, "nnunet", 100)
+    for p in (25, 100):
+        plant(results, "vismae", p, shift=-0.04, noise=0.005)  # mean 0.04 below, CI well below -0.02
+    plant(results, "scratch", 25, shift=-0.12, noise=0.01)
+    report = benchmark(fake_nnunet, [25, 100], arms=("nnunet", "vismae", "scratch"), extra=["--margin", "0.02"])
+    assert ("- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels at none of the fractions run (25%, 100%; "
+            "margin 0.02 Dice).") in report
+    assert "  At 25% it beats its scratch twin: +0.08" in report
+    assert "is non-inferior to vanilla nnU-Net at 100% labels from" not in report
+    wide = benchmark(fake_nnunet, [25, 100], extra=["--margin", "0.1"])
+    assert "from **25%** of the labels on" in wide
 
 
-def test_report_warns_when_the_reference_has_not_learned_or_gains_nothing_from_labels():
-    from nnunetv2_vismae.benchmark.report import reference_caveat
+@pytest.mark.parametrize("problem, expected", [
+    ("square", "has not learned every class (Dice below 0.5: square 0."),
+    ("no gain", "is not better than at 25% by a confidence interval that excludes 0"),
+])
+def test_the_warning_leads_and_no_claim_is_made_when_nnunet_at_100_is_untrained(fake_nnunet, no_runs, problem,
+                                                                               expected):
+    results = fake_nnunet["dataset_results"]
+    plant(results, "nnunet", 25, noise=0.01)
+    plant(results, "nnunet", 100, square=0.3 if problem == "square" else None, noise=0.01)
+    plant(results, "vismae", 25, shift=0.05)
+    plant(results, "scratch", 25)
+    report = benchmark(fake_nnunet, [25, 100]).splitlines()
+    assert report[2].startswith("**No verdict: ") and expected in report[2]
+    assert not any("is non-inferior to" in line or "it beats" in line for line in report)
 
-    stats = {("nnunet", 10): {"mean": Stat(0.60, None, 1)}, ("nnunet", 100): {"mean": Stat(0.80, None, 1)}}
-    assert reference_caveat(stats) is None
-    stats[("nnunet", 100)] = {"mean": Stat(0.05, None, 1)}
-    assert "reached only mean Dice 0.050" in reference_caveat(stats)
-    stats[("nnunet", 100)] = {"mean": Stat(0.605, None, 1)}
-    assert "as well with 10% of the labels (0.600) as with 100% (0.605)" in reference_caveat(stats)
+
+def test_without_nnunet_at_100_there_is_no_verdict(fake_nnunet, no_runs):
+    plant(fake_nnunet["dataset_results"], "vismae", 25)
+    report = benchmark(fake_nnunet, [25], arms=("vismae",))
+    assert report.splitlines()[2].startswith("**No verdict: there is no run of vanilla nnU-Net at 100% labels")
+
+
+def test_subset_seeds_are_pooled_per_case_like_folds(fake_nnunet, no_runs, capsys):
+    results = fake_nnunet["dataset_results"]
+    plant(results, "nnunet", 100)
+    plant(results, "nnunet", 25, shift=-0.10, seed=0)
+    plant(results, "nnunet", 25, shift=-0.20, seed=3)
+    report = benchmark(fake_nnunet, [25, 100], arms=("nnunet",), extra=["--subset-seeds", "0", "3"])
+    row = next(line for line in report.splitlines() if line.startswith("| nnU-Net | 25% |")).split(" | ")
+    assert row[2:4] == ["12", "4"]  # 12 cases from 4 runs, each case the mean of its two seeds' Dice
+    assert float(row[4].split()[0]) == pytest.approx(0.7875 - 0.15, abs=1e-3)
+    assert "label-subset seeds 0, 3" in report
+    cases = list(csv.DictReader((fake_nnunet["results"] / "bench" / "cases.csv").open()))
+    assert sorted({(r["labels"], r["seed"]) for r in cases}) == [("100", "0"), ("25", "0"), ("25", "3")]

@@ -1,4 +1,6 @@
 """Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
+from pathlib import Path
+
 import pytest
 
 from nnunetv2_vismae.benchmark import cli
@@ -7,7 +9,7 @@ from nnunetv2_vismae.training.env import ext_trainer_folder
 
 from .conftest import fold_folder, write_summary
 
-TRAINER = "nnUNetTrainer_labels50_1epochs_5iters"
+TRAINER = "nnUNetTrainer_labels100_1epochs_5iters"
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def plant_states(results):
     (fold_folder(results, TRAINER, "nnUNetPlans", 2) / "checkpoint_latest.pth").write_bytes(b"")
 
 
-ARGV = ["-d", "990", "--arms", "nnunet", "--labels", "50", "-f", "0", "1", "2", "3", "--epochs", "1",
+ARGV = ["-d", "990", "--arms", "nnunet", "--labels", "100", "-f", "0", "1", "2", "3", "--epochs", "1",
         "--iters", "5", "-device", "cpu"]
 
 
@@ -47,11 +49,11 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resumed(fake_nnunet, rec
     out = fake_nnunet["dataset_results"] / "vismae_benchmark"
     assert recorder[0]["log"] == out / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_1.log"
     assert ext_trainer_folder() in recorder[0]["env"]["nnUNet_extTrainer"].split(":")
-    assert (out / "results.csv").read_text().count("\nnnunet,50,") == 4
+    assert (out / "results.csv").read_text().count("\nnnunet,100,") == 4
     report = (out / "report.md").read_text()
-    assert "nnUNetv2_train 990 2d 2 -p nnUNetPlans -tr nnUNetTrainer_labels50_1epochs_5iters -device cpu --c" in report
+    assert "nnUNetv2_train 990 2d 2 -p nnUNetPlans -tr nnUNetTrainer_labels100_1epochs_5iters -device cpu --c" in report
     assert "nnUNetv2_vismae_benchmark -d 990 --arms nnunet" in report
-    assert "VisMAE was not part of this benchmark." in report
+    assert report.splitlines()[2].startswith("No pretrained arm ran, so there is no verdict about pretraining")
 
     recorder.clear()
     assert cli.main(ARGV) == 0
@@ -93,7 +95,7 @@ def test_a_failed_run_names_itself_and_its_log(fake_nnunet, monkeypatch, capsys)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     log = fake_nnunet["dataset_results"] / "vismae_benchmark" / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_0.log"
-    assert "Run nnunet 50% fold 0 failed (exit 3)" in err and str(log) in err
+    assert "Run nnunet 100% fold 0 failed (exit 3)" in err and str(log) in err
 
 
 @pytest.mark.parametrize("change, argv, message", [
@@ -117,3 +119,48 @@ def test_user_errors_exit_2_with_one_sentence(fake_nnunet, monkeypatch, capsys, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, monkeypatch, recorder):
+    raw = fake_nnunet["raw"] / "Dataset990_Synthetic"
+    monkeypatch.setenv("nnUNet_raw", str(fake_nnunet["raw"]))
+    argv = ARGV[:ARGV.index("-f") + 1] + ["0", "1"] + ARGV[ARGV.index("--epochs"):] + ["--test"]
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2  # no test set yet: one sentence before anything runs
+    assert recorder == []
+    for folder in ("imagesTs", "labelsTs"):
+        (raw / folder).mkdir(parents=True)
+        (raw / folder / "case.nii.gz").write_bytes(b"")
+    write_summary(fold_folder(fake_nnunet["dataset_results"], TRAINER, "nnUNetPlans", 0), 0.9, 0.8)  # trained
+
+    def fake_evaluate(cmd, env, log):
+        if cmd[0] == "nnUNetv2_evaluate_folder":  # both folds' models score the same two test cases
+            fold = 0.1 * len([c for c in recorder if c["cmd"][0] == cmd[0]])
+            write_summary(Path(cmd[cmd.index("-o") + 1]).parent.parent, 0, 0, {"t1": (0.5 + fold, 0.5), "t2": (0.7, 0.7)},
+                          scored="test")
+        return recorded(cmd, env, log)
+
+    recorded = le.run_command
+    monkeypatch.setattr(le, "run_command", fake_evaluate)
+    assert cli.main(argv) == 0
+    commands = [c["cmd"][:2] + [c["cmd"][c["cmd"].index("-f") + 1] if "-f" in c["cmd"] else ""] for c in recorder]
+    assert commands == [["nnUNetv2_predict", "-i", "0"], ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""],
+                        ["nnUNetv2_train", "990", ""], ["nnUNetv2_predict", "-i", "1"],
+                        ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""]]
+    predict = recorder[0]["cmd"]
+    assert predict[predict.index("-i") + 1] == str(raw / "imagesTs")
+    assert predict[predict.index("-chk") + 1] == "checkpoint_final.pth"
+    report = (fake_nnunet["dataset_results"] / "vismae_benchmark" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| nnU-Net | 100% |")).split(" | ")
+    assert row[2:4] == ["2", "2"] and row[5].startswith("0.625 [")  # 2 test cases, disc averaged over the folds
+    assert "- Scored on: the test set (imagesTs / labelsTs of" in report
+    recorder.clear()
+    assert cli.main(argv) == 0 and recorder == []  # trained and scored: nothing runs again
+
+
+def test_vanilla_nnunet_always_runs_at_100_percent_the_verdicts_reference(fake_nnunet, capsys):
+    assert cli.main(["-d", "990", "--arms", "nnunet", "scratch", "--labels", "10", "-f", "0", "-device", "cpu",
+                     "--dry-run"]) == 0
+    trainers = [line.split(" -tr ")[1].split()[0] for line in capsys.readouterr().out.splitlines() if " -tr " in line]
+    assert trainers == ["nnUNetTrainer_labels10", "nnUNetTrainer_labels100", "VisMAETrainerScratch_labels10"]

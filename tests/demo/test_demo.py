@@ -21,7 +21,8 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
         assert "-d" not in pretrain  # the preprocessed (labeled, scored) cases are never pretrained on
     bench = commands["benchmark"]
     assert bench[bench.index("--arms") + 1:bench.index("--pretrained")] == list(size.arms)
-    assert {"nnunet", "vismae", "scratch"} <= set(size.arms) and "cnn-mae" in pipeline.DEFAULT.arms
+    assert {"nnunet", "vismae", "scratch"} <= set(size.arms)
+    assert {"cnn-mae", "cnn-scratch"} <= set(pipeline.DEFAULT.arms)  # every pretrained arm with its twin
     assert len(size.labels) >= 2 and 100 in size.labels
 
 
@@ -69,6 +70,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows)
     assert {"dice_liver", "dice_kidney", "dice_spleen"} <= set(rows[0])
     assert "## Dice per arm and label fraction" in result.stdout and f"Report: {bench / 'report.md'}" in result.stdout
+    assert result.stdout.startswith("This quick demo is a smoke test")
+    report = (bench / "report.md").read_text().splitlines()  # untrained runs: the report says so first
+    assert report[2].startswith("**No verdict: vanilla nnU-Net at 100% labels has not learned every class")
+    assert (bench / "cases.csv").read_text().count("\n") == 1 + sum(int(r["cases"]) for r in rows) > 1 + len(rows)
     assert (bench / "label_efficiency.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "pretrain" / "encoder.safetensors").is_file()
     logs = (tmp_path / "nnUNet_results").glob("*/VisMAETrainer_labels*/fold_0/training_log_*.txt")

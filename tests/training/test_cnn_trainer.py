@@ -7,7 +7,7 @@ import torch
 from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from nnunetv2_vismae.training import env, variants
-from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
+from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE, nnUNetTrainerMAEScratch
 
 from ..pretrain.test_cnn_family import residual_architecture
 
@@ -48,15 +48,39 @@ def test_decoder_warms_up_alone_then_whole_network_then_poly():
     assert all(a > b for a, b in zip(encoder_lrs[4:-1], encoder_lrs[5:]))  # then poly decay
 
 
+def saved_cnn_encoder(path, architecture) -> tuple[torch.nn.Module, dict]:
+    """A seeded encoder of the architecture saved as a cnn checkpoint; (encoder, the plans' reference)."""
+    torch.manual_seed(0)
+    encoder = build_stock_network(architecture, 1).encoder
+    digest = save_encoder_checkpoint(path, encoder.state_dict(), {
+        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
+    return encoder, {"path": str(path), "content_hash": digest, "family": "cnn"}
+
+
 def test_pretrained_encoder_and_stem_load_with_a_report(tmp_path):
     architecture = residual_architecture()
-    torch.manual_seed(0)
-    source = build_stock_network(architecture, 1).encoder
     path = tmp_path / "enc.safetensors"
-    digest = save_encoder_checkpoint(path, source.state_dict(), {
-        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
+    source, reference = saved_cnn_encoder(path, architecture)
     trainer = bare_trainer(build_stock_network(architecture, 1))
-    trainer.load_pretrained_encoder({"path": str(path), "content_hash": digest, "family": "cnn"})
+    trainer.load_pretrained_encoder(reference)
     for name, tensor in source.state_dict().items():  # stem.* included
         assert torch.equal(trainer.network.encoder.state_dict()[name], tensor)
     assert any(f"Loaded cnn encoder checkpoint {path}" in line and "(100.0%)" in line for line in trainer.log)
+
+
+@pytest.mark.parametrize("trainer_class, loads", [(nnUNetTrainerMAE, True), (nnUNetTrainerMAEScratch, False)])
+def test_the_scratch_twin_never_loads_the_checkpoint_its_plans_name(tmp_path, monkeypatch, trainer_class, loads):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    architecture = residual_architecture()
+    pretrained, reference = saved_cnn_encoder(tmp_path / "enc.safetensors", architecture)
+    monkeypatch.setattr(trainer_class, "pretrained_reference", property(lambda self: reference))
+    monkeypatch.setattr(nnUNetTrainer, "initialize", lambda self: setattr(
+        self, "network", build_stock_network(architecture, 1)))  # nnU-Net's setup, reduced to building the network
+    trainer = bare_trainer(None)
+    trainer.__class__, trainer.device = trainer_class, torch.device("cpu")
+    trainer.initialize()
+    same = [torch.equal(trainer.network.encoder.state_dict()[k], t) for k, t in pretrained.state_dict().items()
+            if t.ndim > 1]  # convolutions: random init differs, norm weights start at 1 either way
+    assert all(same) if loads else not any(same)
+    assert any("Loaded cnn encoder checkpoint" in line for line in trainer.log) == loads
