@@ -37,9 +37,9 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     # ablations of the recipes, each with its twin
     Arm("vismae-llrd", "VisMAE, layer-wise lr decay", "VisMAETrainerLLRD", "nnUNetVisMAEPlans", needs_pretrained=True,
         derived_plans=True, family="swin", twin="scratch", ablation=True),
-    Arm("cnn-mae-highlr", "nnU-Net + CNN MAE, peak lr 1e-2", "nnUNetTrainerMAEHighLR", "nnUNetMAEPlans",
-        needs_pretrained=True, derived_plans=True, family="cnn", twin="cnn-scratch-highlr", ablation=True),
-    Arm("cnn-scratch-highlr", "CNN MAE recipe from scratch, peak lr 1e-2", "nnUNetTrainerMAEScratchHighLR",
+    Arm("cnn-mae-lowlr", "nnU-Net + CNN MAE, peak lr 1e-3", "nnUNetTrainerMAELowLR", "nnUNetMAEPlans",
+        needs_pretrained=True, derived_plans=True, family="cnn", twin="cnn-scratch-lowlr", ablation=True),
+    Arm("cnn-scratch-lowlr", "CNN MAE recipe from scratch, peak lr 1e-3", "nnUNetTrainerMAEScratchLowLR",
         "nnUNetMAEPlans", needs_pretrained=False, derived_plans=True, family="cnn", ablation=True),
 )}
 PRETRAINED_FLAGS = {"swin": "--pretrained", "cnn": "--pretrained-cnn"}

@@ -6,7 +6,7 @@ The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants s
 from nnunetv2_vismae.training.trainers import (  # noqa: F401
     VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD, VisMAETrainerSawtooth, VisMAETrainerScratch)
 from nnunetv2_vismae.training.cnn_trainers import (  # noqa: F401
-    nnUNetTrainerMAE, nnUNetTrainerMAEHighLR, nnUNetTrainerMAEScratch, nnUNetTrainerMAEScratchHighLR)
+    nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch, nnUNetTrainerMAEScratchLowLR)
 from nnunetv2_vismae.training.variants import make_variant
 
 

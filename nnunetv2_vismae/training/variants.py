@@ -16,15 +16,15 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAEHighLR, nnUNetTrainerMAEScratch,
-                                                   nnUNetTrainerMAEScratchHighLR)
+from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch,
+                                                   nnUNetTrainerMAEScratchLowLR)
 from nnunetv2_vismae.training.label_subsets import label_subset
 from nnunetv2_vismae.training.trainers import (VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD,
                                                VisMAETrainerSawtooth, VisMAETrainerScratch)
 
 BASES = {cls.__name__: cls for cls in (VisMAETrainer, VisMAETrainerScratch, VisMAETrainerLLRD, VisMAETrainerFrozen,
                                        VisMAETrainerSawtooth, nnUNetTrainerMAE, nnUNetTrainerMAEScratch,
-                                       nnUNetTrainerMAEHighLR, nnUNetTrainerMAEScratchHighLR, nnUNetTrainer)}
+                                       nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratchLowLR, nnUNetTrainer)}
 _SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+)(?:_seed(?P<seed>\d+))?)?"
                        r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$")
 
