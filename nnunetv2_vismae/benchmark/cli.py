@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folds (default: 0 1 2 3 4)")
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 25, 50, 100], metavar="P",
                         help="label fractions in percent of each fold's training cases, 1..100 "
-                             "(default: 10 25 50 100); the nnunet arm always runs at 100%% too, the verdict's reference")
+                             "(default: 10 25 50 100); the nnunet arm always runs at 100%% too, the verdict's "
+                             "reference")
     parser.add_argument("--arms", nargs="+", metavar="ARM",
                         help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
                              "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "

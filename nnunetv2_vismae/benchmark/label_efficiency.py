@@ -191,7 +191,8 @@ def check_checkpoints_given(settings: Settings) -> None:
         if arm.needs_pretrained:
             raise BenchmarkError(f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass "
                                  f"{PRETRAINED_FLAGS[arm.family]} FILE (or leave the arm out with --arms).")
-        if arm.family in PLANNED_FROM_CHECKPOINT_ONLY and not (settings.preprocessed_dir / f"{arm.plans}.json").is_file():
+        planned = (settings.preprocessed_dir / f"{arm.plans}.json").is_file()
+        if arm.family in PLANNED_FROM_CHECKPOINT_ONLY and not planned:
             raise BenchmarkError(f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
                                  f"{arm.family} checkpoint; pass {PRETRAINED_FLAGS[arm.family]} FILE once.")
 

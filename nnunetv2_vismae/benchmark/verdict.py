@@ -119,7 +119,7 @@ def untrained_reason(groups: dict, keys, names: dict) -> str | None:
     """Why no verdict can be drawn from these runs, or None when vanilla nnU-Net@100% learned the task."""
     reference = groups.get((REFERENCE_ARM, REFERENCE_LABELS))
     if reference is None:
-        return "there is no run of vanilla nnU-Net at 100% labels to compare with (add nnunet to --arms and 100 to --labels)"
+        return "there is no run of vanilla nnU-Net at 100% labels to compare with (add nnunet to --arms)"
     weak = [(names.get(k, k), reference.estimate(k).mean) for k in keys if reference.estimate(k).mean < LEARNED_DICE]
     if weak:
         listed = ", ".join(f"{name} {dice:.3f}" for name, dice in weak)

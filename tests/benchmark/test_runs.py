@@ -137,8 +137,8 @@ def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, m
     def fake_evaluate(cmd, env, log):
         if cmd[0] == "nnUNetv2_evaluate_folder":  # both folds' models score the same two test cases
             fold = 0.1 * len([c for c in recorder if c["cmd"][0] == cmd[0]])
-            write_summary(Path(cmd[cmd.index("-o") + 1]).parent.parent, 0, 0, {"t1": (0.5 + fold, 0.5), "t2": (0.7, 0.7)},
-                          scored="test")
+            scores = {"t1": (0.5 + fold, 0.5), "t2": (0.7, 0.7)}
+            write_summary(Path(cmd[cmd.index("-o") + 1]).parent.parent, 0, 0, scores, scored="test")
         return recorded(cmd, env, log)
 
     recorded = le.run_command
