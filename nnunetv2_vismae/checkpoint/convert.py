@@ -153,7 +153,10 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.converting-{os.getpid()}"
     try:
-        content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
+        try:
+            content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
+        except CheckpointError as e:  # name the file the user asked for, not the temporary beside it
+            raise CheckpointError(str(e).replace(str(tmp), str(dst))) from None
         checkpoint = read_encoder_checkpoint(tmp)
         checkpoint.path = str(dst)
         report = verify_loads_completely(checkpoint, log)
