@@ -156,9 +156,9 @@ def non_inferiority_line(groups: dict, found: list[Comparison], arm: str, margin
                 f"run ({', '.join(f'{p}%' for p in fractions)}; margin {margin} Dice).")
     p = passing[0]
     c = find(found, REFERENCE, arm, p).overall
-    return (f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels from **{p}%** of the labels "
-            f"on: paired difference {c.difference.text(signed=True)} over {c.n} cases, above −{margin} "
-            "(smallest such fraction).")
+    return (f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels with as few as **{p}%** of "
+            f"the labels: paired difference {c.difference.text(signed=True)} over {c.n} cases, above −{margin} "
+            f"(non-inferior at {', '.join(f'{q}%' for q in passing)} of {', '.join(f'{q}%' for q in fractions)}).")
 
 
 def twin_line(groups: dict, found: list[Comparison], arm: str) -> str:
