@@ -1,11 +1,12 @@
-"""``nnUNetv2_vismae_demo [--quick] [-o DIR] [-device cpu|cuda]``."""
+"""``nnUNetv2_vismae_demo [--quick | --study] [-o DIR] [-device cpu|cuda] [--dry-run]``."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
-from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, DemoError, run_demo
+from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, STUDY, DemoError, run_demo, steps
 from nnunetv2_vismae.io.folders import unwritable_reason
 
 
@@ -15,19 +16,29 @@ def main(argv=None):
                     "preprocess with nnU-Net, pretrain encoders on the unlabeled pool, and "
                     "benchmark vanilla nnU-Net and each pretrained arm with its from-scratch twin at "
                     "several label fractions. Rerunning resumes.")
-    parser.add_argument("--quick", action="store_true", help="a smaller, shorter run (minutes on a CPU)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="size", const=QUICK, default=DEFAULT,
+                      help="a smoke test: a smaller, shorter run (minutes on a CPU) that draws no verdict")
+    size.add_argument("--study", action="store_const", dest="size", const=STUDY,
+                      help="the README's study: every arm with its twin at 5, 10, 25 and 100%% labels (about 1.5 h "
+                           "on a 2-core CPU); in a default demo's folder it reuses that demo's runs")
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps' commands and run nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        for name, action in steps(args.size, Path(args.o).resolve(), args.device):
+            print(f"{name}: " + ("(in-process) phantom generation" if callable(action) else shlex.join(action)))
+        return
     problem = unwritable_reason(args.o)
     if problem:
         print(f"nnUNetv2_vismae_demo: output folder {args.o} cannot be written: {problem}.", file=sys.stderr)
         sys.exit(1)
-    if args.quick:
+    if args.size is QUICK:
         print("This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
               "organs, so its report draws no verdict.", flush=True)
     try:
-        report_dir = run_demo(Path(args.o), QUICK if args.quick else DEFAULT, args.device)
+        report_dir = run_demo(Path(args.o), args.size, args.device)
     except DemoError as e:
         print(f"nnUNetv2_vismae_demo: {e}", file=sys.stderr)
         sys.exit(1)

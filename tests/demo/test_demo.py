@@ -2,16 +2,20 @@
 import csv
 import os
 import subprocess
+import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
+from nnunetv2_vismae.demo.cli import main
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
 
 
-@pytest.mark.parametrize("size", [pipeline.QUICK, pipeline.DEFAULT])
+@pytest.mark.parametrize("size", [pipeline.QUICK, pipeline.DEFAULT, pipeline.STUDY])
 def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_the_arms(size, tmp_path):
     commands = {name: action for name, action in pipeline.steps(size, tmp_path, "cpu") if not callable(action)}
     assert ("pretrain_cnn" in commands) == ("cnn-mae" in size.arms)
@@ -19,11 +23,30 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
         inputs = pretrain[pretrain.index("-i") + 1:pretrain.index("--patch-size")]
         assert inputs == [str(tmp_path / "nnUNet_raw" / pipeline.DATASET / UNLABELED_FOLDER)]
         assert "-d" not in pretrain  # the preprocessed (labeled, scored) cases are never pretrained on
-    bench = commands["benchmark"]
+    bench = commands[size.name]
     assert bench[bench.index("--arms") + 1:bench.index("--pretrained")] == list(size.arms)
-    assert {"nnunet", "vismae", "scratch"} <= set(size.arms)
-    assert {"cnn-mae", "cnn-scratch"} <= set(pipeline.DEFAULT.arms)  # every pretrained arm with its twin
-    assert len(size.labels) >= 2 and 100 in size.labels
+    assert {"nnunet", "vismae", "scratch"} <= set(size.arms)  # nnunet runs at 100% too, always
+    assert ("--test" in bench) == (size.num_test > 0) and bench[bench.index("-o") + 1] == str(tmp_path / size.name)
+
+
+def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_cases(capsys):
+    main(["--study", "--dry-run", "-o", "study_out"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["generate", "preprocess", "pretrain", "pretrain_cnn", "study"]
+    study = shlex.split(lines[-1].split(": ", 1)[1])
+    arms = study[study.index("--arms") + 1:study.index("--pretrained")]
+    assert {a.twin for a in map(ARMS.get, arms) if a.twin} <= set(arms) and {"cnn-mae", "vismae"} <= set(arms)
+    assert len([p for p in study[study.index("--labels") + 1:study.index("--arms")] if int(p) < 100]) >= 3
+    assert "--test" in study and "--pretrained-cnn" in study and pipeline.STUDY.num_test >= 100
+
+
+def test_the_study_contains_every_run_of_the_default_demo():
+    """So that ``--study`` in a default demo's folder reuses its runs, and both score the same test cases."""
+    def runs(size):  # the benchmark always runs nnunet at 100% as well
+        return {(arm, p) for arm in size.arms for p in size.labels} | {("nnunet", 100)}
+    default, study = pipeline.DEFAULT, pipeline.STUDY
+    assert runs(default) <= runs(study) and default.labels != study.labels
+    assert replace(study, name=default.name, labels=default.labels, arms=default.arms) == default
 
 
 def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):
