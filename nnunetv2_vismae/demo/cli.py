@@ -20,8 +20,9 @@ def main(argv=None):
     size.add_argument("--quick", action="store_const", dest="size", const=QUICK, default=DEFAULT,
                       help="a smoke test: a smaller, shorter run (minutes on a CPU) that draws no verdict")
     size.add_argument("--study", action="store_const", dest="size", const=STUDY,
-                      help="the README's study: every arm with its twin at 5, 10, 25 and 100%% labels (about 1.5 h "
-                           "on a 2-core CPU); in a default demo's folder it reuses that demo's runs")
+                      help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
+                           "held-out phantoms (about 1.5 h on a 2-core CPU); in a default demo's folder it reuses "
+                           "that demo's runs")
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands and run nothing")

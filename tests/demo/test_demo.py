@@ -26,7 +26,7 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
     bench = commands[size.name]
     assert bench[bench.index("--arms") + 1:bench.index("--pretrained")] == list(size.arms)
     assert {"nnunet", "vismae", "scratch"} <= set(size.arms)  # nnunet runs at 100% too, always
-    assert ("--test" in bench) == (size.num_test > 0) and bench[bench.index("-o") + 1] == str(tmp_path / size.name)
+    assert ("--test" in bench) == size.test and bench[bench.index("-o") + 1] == str(tmp_path / size.name)
 
 
 def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_cases(capsys):
@@ -37,7 +37,7 @@ def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_c
     arms = study[study.index("--arms") + 1:study.index("--pretrained")]
     assert {a.twin for a in map(ARMS.get, arms) if a.twin} <= set(arms) and {"cnn-mae", "vismae"} <= set(arms)
     assert len([p for p in study[study.index("--labels") + 1:study.index("--arms")] if int(p) < 100]) >= 3
-    assert "--test" in study and "--pretrained-cnn" in study and pipeline.STUDY.num_test >= 100
+    assert "--test" in study and "--pretrained-cnn" in study and pipeline.STUDY.num_test >= 200
 
 
 def test_the_study_contains_every_run_of_the_default_demo():
@@ -46,7 +46,7 @@ def test_the_study_contains_every_run_of_the_default_demo():
         return {(arm, p) for arm in size.arms for p in size.labels} | {("nnunet", 100)}
     default, study = pipeline.DEFAULT, pipeline.STUDY
     assert runs(default) <= runs(study) and default.labels != study.labels
-    assert replace(study, name=default.name, labels=default.labels, arms=default.arms) == default
+    assert replace(study, name=default.name, labels=default.labels, arms=default.arms, test=default.test) == default
 
 
 def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):
