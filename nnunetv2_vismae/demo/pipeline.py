@@ -55,7 +55,7 @@ QUICK = DemoSize("benchmark", num_train=20, num_unlabeled=200, num_test=0, test=
 DEFAULT = DemoSize("benchmark", num_train=60, num_unlabeled=600, num_test=200, test=False, image_size=64,
                    encoder=SWIN_ENCODER, pretrain_steps=300, pretrain_batch=16, labels=(10,), arms=SWIN_ARMS,
                    epochs=16, iters=50)
-# The study trains the default demo's runs and more (in the demo's folder it reuses them) and scores all on the test set.
+# The study trains the default demo's runs and more (reused in the demo's folder), all scored on the test set.
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS)
 
 
@@ -68,9 +68,10 @@ def nnunet_environment(out: Path) -> dict:
                "nnUNet_results": out / "nnUNet_results"}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    # nnUNetv2_predict without worker processes (nnUNet_npp/nps 0): for 100 phantoms on a 2-core CPU, 30 s instead of 55
+    # nnUNetv2_predict without worker processes (nnUNet_npp/nps 0): 100 phantoms on a 2-core CPU in 30 s instead of 55
     return dict(os.environ, **{k: str(v) for k, v in folders.items()}, nnUNet_def_n_proc="1", nnUNet_compile="f",
-                nnUNet_npp="0", nnUNet_nps="0", nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
+                nnUNet_npp="0", nnUNet_nps="0",
+                nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
 
 
 def step_environment(name: str, env: dict) -> dict:
