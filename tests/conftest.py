@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from PIL import Image
 
 import nnunetv2_vismae  # noqa: F401  (installs the warning filter before timm is imported)
+from nnunetv2_vismae.io.nnunet import FOLDER_VARIABLES, command_environment, console_script, make_folders
 
 TINY_ENCODER = {"patch_size": 4, "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
                 "window_size": 4, "mlp_ratio": 2.0, "drop_path_rate": 0.0}
@@ -47,21 +46,22 @@ def write_raw_dataset(raw_root: Path, dataset_id: int = 990, num_cases: int = 8,
 
 def nnunet_env(root: Path) -> dict:
     """Environment for nnU-Net's commands with its folders under ``root`` and our trainers found."""
-    from nnunetv2_vismae.training.env import ext_trainer_value
-
-    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
-               nnUNet_results=str(root / "results"), nnUNet_compile="f", nnUNet_def_n_proc="1",
-               nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
-    for name in ("raw", "preprocessed", "results"):
-        (root / name).mkdir(exist_ok=True)
-    return env
+    return command_environment(**make_folders(root), nnUNet_compile="f", nnUNet_def_n_proc="1")
 
 
-def run(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a console script from this environment; fail the test with its output if it fails."""
-    exe = str(Path(sys.executable).parent / cmd[0])
-    result = subprocess.run([exe, *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+def set_nnunet_folders(monkeypatch, env: dict) -> None:
+    """nnU-Net's folder variables of ``env`` set in this process, for one test."""
+    for name in FOLDER_VARIABLES:
+        monkeypatch.setenv(name, env[name])
+
+
+def run(cmd: list[str], env: dict, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a console script from this environment; unless told not to (``check``), fail the test with its
+    output if it fails."""
+    result = subprocess.run([console_script(cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert not check or result.returncode == 0, \
+        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
@@ -70,6 +70,6 @@ def preprocessed_dataset(tmp_path_factory) -> dict:
     """Dataset 990 planned and preprocessed by nnU-Net's own command; returns its environment."""
     root = tmp_path_factory.mktemp("nnunet")
     env = nnunet_env(root)
-    write_raw_dataset(root / "raw")
+    write_raw_dataset(Path(env["nnUNet_raw"]))
     run(["nnUNetv2_plan_and_preprocess", "-d", "990", "-c", "2d", "-np", "1"], env)
     return env

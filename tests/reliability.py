@@ -16,11 +16,10 @@ TINY_SWIN = {"embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
 def nnunet_tree(root: Path) -> dict:
     """nnU-Net's folders with Dataset001_Tiny (2d plans, preprocessed cases) and Dataset002_No2d
     (plans with a 3d_fullres configuration only); returns the environment variables."""
+    from nnunetv2_vismae.io.nnunet import make_folders
     from tests.pretrain.helpers import write_nnunet_dataset
 
-    env = {name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for folder in env.values():
-        os.makedirs(folder)
+    env = make_folders(root)
     write_nnunet_dataset(env["nnUNet_preprocessed"])
     no2d = Path(env["nnUNet_preprocessed"]) / "Dataset002_No2d"
     no2d.mkdir()

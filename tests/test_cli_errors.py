@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import set_nnunet_folders
 from tests.reliability import (deny_write, nnunet_tree, swin_encoder, three_channel_checkpoint, three_d_checkpoint,
                                write_checkpoint)
 
@@ -24,7 +25,8 @@ MAINS = {
 # (command, arguments, environment without nnU-Net's variables?, expected part of the sentence)
 CASES = {
     "pretrain: no nnUNet_preprocessed": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out", True, "nnUNet_preprocessed"),
-    "pretrain: unknown dataset": ("nnUNetv2_vismae_pretrain", "-d 7 -o {tmp}/out", False, "Dataset 7 was not found"),
+    "pretrain: unknown dataset": ("nnUNetv2_vismae_pretrain", "-d 7 -o {tmp}/out", False,
+                                 "Found no dataset folder for dataset 7"),
     "pretrain: plans without 2d": ("nnUNetv2_vismae_pretrain", "-d 2 -o {tmp}/out", False,
                                    "Configuration 2d is not in"),
     "pretrain: unwritable output": ("nnUNetv2_vismae_pretrain", "-d 1 -o {locked}", False,
@@ -34,7 +36,7 @@ CASES = {
     "pretrain: bad --max-bad-steps": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out --max-bad-steps 0", False,
                                       "--max-bad-steps must be at least 1, got 0."),
     "plan: no nnUNet_preprocessed": ("nnUNetv2_vismae_plan", "-d 1", True, "nnUNet_preprocessed is not set"),
-    "plan: unknown dataset": ("nnUNetv2_vismae_plan", "-d 7", False, "Found no folder for dataset 7"),
+    "plan: unknown dataset": ("nnUNetv2_vismae_plan", "-d 7", False, "Found no dataset folder for dataset 7"),
     "plan: plans without 2d": ("nnUNetv2_vismae_plan", "-d 2", False, "has no '2d' configuration"),
     "plan: 3D checkpoint": ("nnUNetv2_vismae_plan", "-d 1 --pretrained {tmp}/3d.safetensors", False,
                             "'patch_embed.proj.weight' is [12, 1, 4, 4, 4], expected [12, 1, 4, 4]"),
@@ -78,8 +80,7 @@ def files(tmp_path_factory):
 def world(files, tmp_path, monkeypatch):
     """nnU-Net's variables set, and ``locked``: an unwritable folder."""
     root, env = files
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    set_nnunet_folders(monkeypatch, env)
     return {"tmp": str(root), "locked": str(tmp_path / "locked")}
 
 

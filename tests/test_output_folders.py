@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 
 from nnunetv2_vismae.io.lock import LOCK_FILE
-from tests.conftest import TINY_ENCODER
+from tests.conftest import TINY_ENCODER, set_nnunet_folders
 from tests.reliability import LockHolder, deny_write, nnunet_tree
 
 FULL_DISK = "No space left on device"
@@ -163,8 +163,7 @@ def test_convert_on_a_full_disk_is_one_sentence_and_leaves_nothing(timm_weights,
 def test_plan_on_a_full_disk_is_one_sentence_and_leaves_no_partial_plans(tmp_path, monkeypatch, capsys):
     from nnunetv2_vismae.planning.cli import main
 
-    for name, value in nnunet_tree(tmp_path / "nnunet").items():
-        monkeypatch.setenv(name, value)
+    set_nnunet_folders(monkeypatch, nnunet_tree(tmp_path / "nnunet"))
     dataset = tmp_path / "nnunet" / "nnUNet_preprocessed" / "Dataset001_Tiny"
     plans = json.loads((dataset / "nnUNetPlans.json").read_text())
     plans["configurations"]["2d"]["batch_size"] = 2

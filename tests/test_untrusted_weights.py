@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from tests.conftest import set_nnunet_folders
 from tests.reliability import malicious_pickle, nnunet_tree
 
 COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file)
@@ -41,8 +42,7 @@ def test_the_crafted_file_is_live(tmp_path):
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_commands_refuse_a_malicious_pickle(command, evil, tmp_path, monkeypatch, capsys):
-    for name, value in nnunet_tree(tmp_path / "nnunet").items():
-        monkeypatch.setenv(name, value)
+    set_nnunet_folders(monkeypatch, nnunet_tree(tmp_path / "nnunet"))
     module, arguments = COMMANDS[command]
     try:
         code = importlib.import_module(module).main(arguments.format(evil=evil, tmp=tmp_path).split())

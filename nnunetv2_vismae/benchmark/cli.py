@@ -20,6 +20,7 @@ from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.io.nnunet import command_environment, run_logged
 
 PROG = "nnUNetv2_vismae_benchmark"
 HISTORY = "commands.txt"
@@ -88,12 +89,12 @@ def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
     """Run the jobs in order, each logged to OUT/logs/<name>.log; raises RunFailed on the first failure."""
     logs = settings.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = le.subprocess_env()
+    env = command_environment()
     with tqdm(total=len(jobs), desc="benchmark", unit="command", dynamic_ncols=True) as bar:
         for job in jobs:
             bar.set_postfix_str(job.label)
             log = logs / f"{job.name}.log"
-            code = le.run_command(job.cmd, env, log)
+            code = run_logged(job.cmd, env, log)
             if code != 0:
                 raise RunFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
             if job.produces is not None and not job.produces.is_file():
@@ -114,7 +115,7 @@ def report_commands(settings: le.Settings, invocation: str) -> list[str]:
     history = settings.out / HISTORY
     lines = history.read_text().splitlines() if history.is_file() else []
     lines = list(dict.fromkeys(lines + [invocation]))
-    lines.insert(0, f"# nnU-Net's commands ran with nnUNet_extTrainer={le.subprocess_env()['nnUNet_extTrainer']}")
+    lines.insert(0, f"# nnU-Net's commands ran with nnUNet_extTrainer={command_environment()['nnUNet_extTrainer']}")
     foreign = []
     for run in le.all_runs(settings):
         command = shlex.join(le.train_command(settings, run, le.TRAIN))

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nnunetv2_vismae.benchmark.arms import (ARMS, PLANNED_FROM_CHECKPOINT_ONLY, PRETRAINED_FLAGS, REFERENCE_ARM,
                                             REFERENCE_LABELS, Arm, trainer_name)
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
-from nnunetv2_vismae.training.env import ext_trainer_value
+from nnunetv2_vismae.io.nnunet import dataset_name
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
 DONE, VALIDATE, CONTINUE, TRAIN = "done", "validate", "continue", "train"
@@ -120,36 +118,12 @@ def check_environment() -> None:
         raise BenchmarkError(f"nnUNet_preprocessed={root} is not a folder.")
 
 
-def dataset_name(dataset: str) -> str:
-    """``4`` or ``Dataset004_Hippocampus`` -> the folder name found in nnU-Net's folders."""
-    if dataset.startswith("Dataset"):
-        prefix = dataset
-    else:
-        try:
-            number = int(dataset)
-        except ValueError:
-            raise BenchmarkError(f"Dataset {dataset!r} is neither an integer id nor a DatasetXXX_Name.") from None
-        prefix = "Dataset%03d_" % number
-    found = set()
-    for variable in ("nnUNet_preprocessed", "nnUNet_results"):
-        root = Path(os.environ[variable])
-        if not root.is_dir():
-            continue
-        found |= {p.name for p in root.iterdir() if p.is_dir() and (p.name == prefix or (
-            prefix.endswith("_") and p.name.startswith(prefix)))}
-    if len(found) != 1:
-        what = "no dataset folder" if not found else f"several dataset folders ({', '.join(sorted(found))})"
-        raise BenchmarkError(f"Found {what} for dataset {dataset} in nnUNet_preprocessed "
-                             f"({os.environ['nnUNet_preprocessed']}); run nnUNetv2_plan_and_preprocess for it first.")
-    return found.pop()
-
-
 def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrained: str | None,
                   epochs: int | None, iters: int | None, device: str, out: str | None,
                   pretrained_cnn: str | None = None, subset_seeds=(0,), test: bool = False) -> Settings:
     """Check everything a user can get wrong before anything runs (raises BenchmarkError)."""
     check_environment()
-    name = dataset_name(str(dataset))
+    name = dataset_name(dataset, BenchmarkError)
     bad = [p for p in labels if not 1 <= p <= 100]
     if bad:
         raise BenchmarkError(f"--labels must be percentages between 1 and 100, got {bad[0]}.")
@@ -294,21 +268,3 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
         if not path.is_file():
             raise BenchmarkError(f"{path} does not exist; run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
                                  f"-c {settings.configuration} first.")
-
-
-def subprocess_env() -> dict:
-    return dict(os.environ, nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
-
-
-def executable(name: str) -> str:
-    """The console script of this environment when it is there, else whatever PATH finds."""
-    local = Path(sys.executable).parent / name
-    return str(local) if local.is_file() else name
-
-
-def run_command(cmd: tuple[str, ...], env: dict, log: Path) -> int:
-    """Run one command with its output appended to ``log``; returns the exit status."""
-    with open(log, "a") as handle:
-        handle.write(f"$ {shlex.join(cmd)}\n")
-        handle.flush()
-        return subprocess.call([executable(cmd[0]), *cmd[1:]], env=env, stdout=handle, stderr=subprocess.STDOUT)

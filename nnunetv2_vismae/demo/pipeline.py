@@ -7,9 +7,6 @@ process with its log in the output folder; rerunning resumes (finished steps are
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER, generate_dataset
-from nnunetv2_vismae.training.env import ext_trainer_value
+from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
 DATASET_ID = 800
 DATASET = f"Dataset{DATASET_ID}_VisMAEPhantoms"
@@ -64,14 +61,11 @@ class DemoError(Exception):
 
 
 def nnunet_environment(out: Path) -> dict:
-    folders = {"nnUNet_raw": out / "nnUNet_raw", "nnUNet_preprocessed": out / "nnUNet_preprocessed",
-               "nnUNet_results": out / "nnUNet_results"}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+    """Every step's environment: nnU-Net's folders under ``out``, our trainers found, one export process,
+    no torch.compile."""
     # nnUNetv2_predict without worker processes (nnUNet_npp/nps 0): 100 phantoms on a 2-core CPU in 30 s instead of 55
-    return dict(os.environ, **{k: str(v) for k, v in folders.items()}, nnUNet_def_n_proc="1", nnUNet_compile="f",
-                nnUNet_npp="0", nnUNet_nps="0",
-                nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")))
+    return command_environment(**make_folders(out), nnUNet_def_n_proc="1", nnUNet_compile="f", nnUNet_npp="0",
+                               nnUNet_nps="0")
 
 
 def step_environment(name: str, env: dict) -> dict:
@@ -86,11 +80,7 @@ def step_environment(name: str, env: dict) -> dict:
 def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
     """Run one console script of this environment, its output in ``logs/<name>.log``."""
     log = logs / f"{name}.log"
-    exe = str(Path(sys.executable).parent / cmd[0])
-    with open(log, "w") as handle:
-        handle.write(" ".join(cmd) + "\n")
-        handle.flush()
-        code = subprocess.call([exe, *cmd[1:]], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    code = run_logged(cmd, env, log, mode="w")
     if code != 0:
         raise DemoError(f"step '{name}' failed (exit {code}); see {log}")
 

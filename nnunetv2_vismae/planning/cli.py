@@ -10,13 +10,13 @@ from pathlib import Path
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import WriteError, write_json_atomic
 from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
 from nnunetv2_vismae.planning.vismae_plans import (
     PRETRAINED_KEY,
     PlanningError,
     derive_vismae_plans,
     load_plans,
-    preprocessed_dataset_folder,
 )
 
 
@@ -57,7 +57,7 @@ def fine_tuning_trainer(plans_file: Path) -> str:
 
 def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pretrained: str | None) -> Path:
     """Write the plans (default name by the checkpoint's family) and return their file."""
-    folder = preprocessed_dataset_folder(dataset)
+    folder = preprocessed_folder(dataset, PlanningError)
     plans = load_plans(folder, source_plans)
     checkpoint = read_checkpoint(pretrained) if pretrained else None
     cnn = checkpoint is not None and checkpoint.family == "cnn"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
@@ -16,29 +15,6 @@ PRETRAINED_KEY = "vismae_pretrained"
 
 class PlanningError(Exception):
     """A user error while planning; the message is one sentence for the command line."""
-
-
-def preprocessed_dataset_folder(dataset: int | str) -> Path:
-    """``$nnUNet_preprocessed/DatasetXXX_Name`` for an id or name, with a clear error otherwise."""
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise PlanningError("The environment variable nnUNet_preprocessed is not set; point it at "
-                            "nnU-Net's preprocessed folder.")
-    if not Path(root).is_dir():
-        raise PlanningError(f"nnUNet_preprocessed={root} is not a folder.")
-    name = str(dataset)
-    prefix = name if name.startswith("Dataset") else None
-    if prefix is None:
-        try:
-            prefix = "Dataset%03d_" % int(name)
-        except ValueError:
-            raise PlanningError(f"Dataset {name!r} is neither an integer id nor a DatasetXXX_Name.") from None
-    matches = sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name.startswith(prefix))
-    if len(matches) != 1:
-        found = "no folder" if not matches else f"{len(matches)} folders"
-        raise PlanningError(f"Found {found} for dataset {name} in {root}; run "
-                            "nnUNetv2_plan_and_preprocess for it first.")
-    return matches[0]
 
 
 def load_plans(folder: Path, plans_name: str) -> dict:

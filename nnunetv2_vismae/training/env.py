@@ -4,20 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from pathlib import Path
 
-import nnunetv2_vismae
-
-
-def ext_trainer_folder() -> str:
-    return str(Path(nnunetv2_vismae.__file__).parent / "nnunet_ext")
-
-
-def ext_trainer_value(current: str | None) -> str:
-    """nnUNet_extTrainer with our folder appended to whatever the user already has."""
-    parts = [p for p in (current or "").split(os.pathsep) if p]
-    folder = ext_trainer_folder()
-    return os.pathsep.join(parts if folder in parts else parts + [folder])
+from nnunetv2_vismae.io.nnunet import ext_trainer_value
 
 
 def main(argv=None):

@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import numpy as np
 
+from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from pretrain.errors import PretrainUserError
-
-
-def resolve_dataset_folder(preprocessed_root: str, dataset: str) -> str:
-    """``1``, ``001`` or ``Dataset001_Name`` -> the dataset's folder in nnUNet_preprocessed."""
-    names = sorted(os.listdir(preprocessed_root)) if os.path.isdir(preprocessed_root) else []
-    if dataset in names:
-        return os.path.join(preprocessed_root, dataset)
-    if re.fullmatch(r"\d+", dataset):
-        matches = [n for n in names if re.fullmatch(rf"Dataset{int(dataset):03d}_.+", n)]
-        if len(matches) == 1:
-            return os.path.join(preprocessed_root, matches[0])
-        if len(matches) > 1:
-            raise PretrainUserError(f"Dataset id {dataset} matches several folders in {preprocessed_root}: "
-                                    f"{', '.join(matches)}.")
-    raise PretrainUserError(f"Dataset {dataset} was not found in nnUNet_preprocessed ({preprocessed_root}); "
-                            "run nnUNetv2_plan_and_preprocess for it first.")
 
 
 class NnUNetSource:
@@ -38,11 +22,7 @@ class NnUNetSource:
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        root = os.environ.get("nnUNet_preprocessed")
-        if not root:
-            raise PretrainUserError("-d needs the environment variable nnUNet_preprocessed to point at "
-                                    "nnU-Net's preprocessed data folder.")
-        dataset_folder = resolve_dataset_folder(root, str(dataset))
+        dataset_folder = preprocessed_folder(dataset, PretrainUserError)
         self.name = os.path.basename(dataset_folder)
         plans_file = os.path.join(dataset_folder, plans_identifier + ".json")
         if not os.path.isfile(plans_file):

@@ -108,16 +108,13 @@ class CnnMAE(MAEModel):
 def read_plans_architecture(args: argparse.Namespace) -> tuple[dict, str]:
     """The ``architecture`` block of the plans (``-p``, ``-c``) of ``--plans-of`` or else the first ``-d``
     dataset, and its file."""
-    from pretrain.data.nnunet import resolve_dataset_folder
+    from nnunetv2_vismae.io.nnunet import preprocessed_folder
 
     dataset = args.plans_of or (args.d[0] if args.d else None)
     if dataset is None:
         raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET "
                                 "or --plans-of DATASET.")
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise PretrainUserError("--encoder cnn needs the environment variable nnUNet_preprocessed.")
-    plans_file = os.path.join(resolve_dataset_folder(root, str(dataset)), f"{args.p}.json")
+    plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{args.p}.json")
     if not os.path.isfile(plans_file):
         raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
     with open(plans_file) as f:

@@ -8,7 +8,8 @@ import pytest
 
 from nnunetv2_vismae.architectures import SwinEncoder
 from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
-from tests.conftest import TINY_ENCODER
+from nnunetv2_vismae.io.nnunet import make_folders
+from tests.conftest import TINY_ENCODER, set_nnunet_folders
 
 DATASET = "Dataset990_Synthetic"
 LABELS = {"background": 0, "disc": 1, "square": 2}
@@ -17,11 +18,9 @@ LABELS = {"background": 0, "disc": 1, "square": 2}
 @pytest.fixture
 def fake_nnunet(tmp_path, monkeypatch) -> dict:
     """nnU-Net's three folders under tmp_path with env vars set; returns the paths."""
-    paths = {name: tmp_path / name for name in ("raw", "preprocessed", "results")}
-    for variable, name in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
-                           ("nnUNet_results", "results")):
-        paths[name].mkdir()
-        monkeypatch.setenv(variable, str(paths[name]))
+    folders = make_folders(tmp_path)
+    set_nnunet_folders(monkeypatch, folders)
+    paths = {variable.removeprefix("nnUNet_"): Path(folder) for variable, folder in folders.items()}
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     dataset = paths["preprocessed"] / DATASET
     dataset.mkdir()

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from nnunetv2_vismae.benchmark import cli
-from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.arms import ARMS, trainer_name
 
 from .conftest import fold_folder, write_summary
@@ -31,7 +30,7 @@ def plant(results, arm: str, labels: int, shift: float = 0.0, noise: float = 0.0
 def no_runs(monkeypatch):
     def refuse(cmd, env, log):
         raise AssertionError(f"nothing should run, got {cmd}")
-    monkeypatch.setattr(le, "run_command", refuse)
+    monkeypatch.setattr(cli, "run_logged", refuse)
 
 
 def benchmark(fake_nnunet, labels, arms=("nnunet", "vismae", "scratch"), extra=()) -> str:

@@ -1,36 +1,20 @@
 """nnUNetv2_vismae_inspect: prints metadata and tensor groups; one line and exit 2 on bad input."""
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cli import main
+from tests.conftest import run
 
 
-def _inspect_command():
-    script = Path(sys.executable).parent / "nnUNetv2_vismae_inspect"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "nnunetv2_vismae.checkpoint.cli"]
-
-
-def _run(path):
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
-    return subprocess.run(_inspect_command() + [str(path)], capture_output=True, text=True,
-                          timeout=300, env=env)
-
-
-def test_console_script_prints_metadata_and_groups(tmp_path, make_encoder, base_metadata):
+def test_inspect_prints_metadata_and_groups(tmp_path, make_encoder, base_metadata, capsys):
     encoder = make_encoder(0)
     path = tmp_path / "enc.safetensors"
     content_hash = save_encoder_checkpoint(path, encoder.state_dict(),
                                            base_metadata(encoder, steps=321, final_loss=0.25))
-    result = _run(path)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
     for text in ("format: \"nnunetv2_vismae.encoder\"", "format_version: 1", "family: \"swin\"",
                  content_hash, "depths: [1, 1, 1, 1]", "scheme: \"zscore\"", "steps: 321",
                  "final_loss: 0.25"):
@@ -46,10 +30,11 @@ def test_console_script_prints_metadata_and_groups(tmp_path, make_encoder, base_
     assert sum(int(g[2].replace(",", "")) for g in group_lines) == total
 
 
+@pytest.mark.slow
 def test_console_script_bad_file_gives_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(os.urandom(2048))
-    result = _run(bad)
+    result = run(["nnUNetv2_vismae_inspect", str(bad)], {**os.environ, "PYTHONWARNINGS": "default"}, check=False)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

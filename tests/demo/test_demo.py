@@ -3,9 +3,7 @@ import csv
 import os
 import subprocess
 import shlex
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +11,7 @@ from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
+from tests.conftest import run
 
 
 @pytest.mark.parametrize("size", [pipeline.QUICK, pipeline.DEFAULT, pipeline.STUDY])
@@ -61,7 +60,7 @@ def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, mo
 
     (tmp_path / "steps_done.txt").write_text("generate\npreprocess\n")
     monkeypatch.undo()  # the real run_command now, on a child process that exits with 3
-    monkeypatch.setattr(pipeline.subprocess, "call", lambda *a, **k: 3)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: 3)
     with pytest.raises(pipeline.DemoError, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
         pipeline.run_demo(tmp_path, pipeline.QUICK)
     assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
@@ -82,10 +81,7 @@ def test_planning_runs_without_the_users_in_process_switch(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    demo = Path(sys.executable).parent / "nnUNetv2_vismae_demo"
-    result = subprocess.run([str(demo), "--quick", "-o", str(tmp_path)], env=env, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run(["nnUNetv2_vismae_demo", "--quick", "-o", str(tmp_path)], env, timeout=900)
     bench = tmp_path / "benchmark"
     rows = list(csv.DictReader((bench / "results.csv").open()))
     expected = {(arm, str(p)) for arm in pipeline.QUICK.arms for p in pipeline.QUICK.labels}
@@ -102,6 +98,5 @@ def test_quick_demo_end_to_end(tmp_path):
     logs = (tmp_path / "nnUNet_results").glob("*/VisMAETrainer_labels*/fold_0/training_log_*.txt")
     assert all("encoder tensors (100.0%)" in log.read_text() for log in logs)
 
-    again = subprocess.run([str(demo), "--quick", "-o", str(tmp_path)], env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0 and "Demo finished in 0.0 min." in again.stdout
+    again = run(["nnUNetv2_vismae_demo", "--quick", "-o", str(tmp_path)], env, timeout=300)
+    assert "Demo finished in 0.0 min." in again.stdout

@@ -3,10 +3,10 @@ import json
 import pytest
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
+from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning import cli
 from nnunetv2_vismae.planning.vismae_plans import (PRETRAINED_KEY, PlanningError, compatible_patch_size,
-                                                   derive_vismae_plans, load_plans, preprocessed_dataset_folder,
-                                                   scaled_batch_size)
+                                                   derive_vismae_plans, load_plans, scaled_batch_size)
 
 
 def nnunet_plans(patch=(200, 136), batch=12, configurations=("2d", "3d_fullres")):
@@ -70,7 +70,7 @@ def test_plan_command_writes_next_to_nnunet_plans(preprocessed):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["-d", "8"], "Found no folder for dataset 8"),
+    (["-d", "8"], "Found no dataset folder for dataset 8"),
     (["-d", "7", "-p", "nnUNetResEncUNetMPlans"], "nnUNetResEncUNetMPlans.json does not exist"),
     (["-d", "7", "--pretrained", "/nonexistent/encoder.safetensors"], "/nonexistent/encoder.safetensors"),
 ])
@@ -88,7 +88,7 @@ def test_missing_2d_configuration_and_environment(tmp_path, monkeypatch):
     (folder / "nnUNetPlans.json").write_text(json.dumps(nnunet_plans(configurations=("3d_fullres",))))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
     with pytest.raises(PlanningError, match="no '2d' configuration"):
-        load_plans(preprocessed_dataset_folder(9), "nnUNetPlans")
+        load_plans(preprocessed_folder(9, PlanningError), "nnUNetPlans")
     monkeypatch.delenv("nnUNet_preprocessed")
     with pytest.raises(PlanningError, match="nnUNet_preprocessed is not set"):
-        preprocessed_dataset_folder(9)
+        preprocessed_folder(9, PlanningError)

@@ -9,13 +9,13 @@ import torch
 from nnunetv2_vismae.checkpoint import load_encoder_into, read_encoder_checkpoint, save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config, encoder_and_stem_as_encoder
 from pretrain.cli import main
+from tests.conftest import set_nnunet_folders
 
 from .test_cnn_family import residual_architecture
 
 
 def _env(monkeypatch, preprocessed_dataset):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, preprocessed_dataset[key])
+    set_nnunet_folders(monkeypatch, preprocessed_dataset)
     plans = Path(preprocessed_dataset["nnUNet_preprocessed"]) / "Dataset990_Synthetic" / "nnUNetPlans.json"
     return json.loads(plans.read_text())
 

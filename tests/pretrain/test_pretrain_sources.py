@@ -110,7 +110,7 @@ def test_nnunet_preprocessed_dataset(tmp_path, monkeypatch):
 
     with pytest.raises(PretrainUserError, match="Configuration 3d_fullres"):
         NnUNetSource("1", "3d_fullres")
-    with pytest.raises(PretrainUserError, match="Dataset 7 was not found"):
+    with pytest.raises(PretrainUserError, match="Found no dataset folder for dataset 7"):
         NnUNetSource("7")
     monkeypatch.delenv("nnUNet_preprocessed")
     with pytest.raises(PretrainUserError, match="nnUNet_preprocessed"):

@@ -6,7 +6,8 @@ import torch
 
 from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
-from nnunetv2_vismae.training import env, variants
+from nnunetv2_vismae.io.nnunet import ext_trainer_folder
+from nnunetv2_vismae.training import variants
 from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch,
                                                    nnUNetTrainerMAEScratchLowLR)
 
@@ -28,7 +29,7 @@ def test_variants_resolve_and_nnunet_finds_the_trainer():
     cls = variants.nnUNetTrainerMAE_labels25_100epochs
     assert issubclass(cls, nnUNetTrainerMAE)
     assert variants.parse_variant(cls.__name__)[1] == {"labels": 25, "epochs": 100}
-    folder = env.ext_trainer_folder()
+    folder = ext_trainer_folder()
     assert recursive_find_python_class(folder, "nnUNetTrainerMAE", None, base_folder=folder,
                                        cleanup_imports_from_base_folder=True) is nnUNetTrainerMAE
 

@@ -1,7 +1,5 @@
 import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
 from nnunetv2_vismae.device import cpu_bf16_enabled, run_forward_in_bf16
+from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
 from nnunetv2_vismae.training.trainers import no_decay
 
@@ -27,7 +26,7 @@ def test_variant_names_resolve_to_configured_subclasses():
 def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
-    folder = env.ext_trainer_folder()
+    folder = ext_trainer_folder()
     found = recursive_find_python_class(folder, "VisMAETrainer_2epochs", None, base_folder=folder,
                                         cleanup_imports_from_base_folder=True)
     assert found is variants.VisMAETrainer_2epochs
@@ -35,12 +34,13 @@ def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
                                        cleanup_imports_from_base_folder=True) is VisMAETrainer
 
 
-def test_env_command_appends_to_existing_value():
-    folder = env.ext_trainer_folder()
+def test_env_command_appends_to_existing_value(monkeypatch, capsys):
+    folder = ext_trainer_folder()
     assert env.ext_trainer_value("/a") == os.pathsep.join(["/a", folder])
     assert env.ext_trainer_value(os.pathsep.join([folder, "/a"])) == os.pathsep.join([folder, "/a"])
-    out = subprocess.run([sys.executable, "-m", "nnunetv2_vismae.training.env"], capture_output=True, text=True,
-                         env=dict(os.environ, nnUNet_extTrainer="/mine"), check=True).stdout
+    monkeypatch.setenv("nnUNet_extTrainer", "/mine")
+    env.main([])
+    out = capsys.readouterr().out
     assert out.startswith("export nnUNet_extTrainer=") and "/mine" in out and folder in out
 
 

@@ -1,0 +1,52 @@
+"""A dataset id or name -> its folder, by nnU-Net's own lookup; the environment of nnU-Net's commands."""
+import os
+
+import pytest
+
+from nnunetv2_vismae.io.nnunet import command_environment, ext_trainer_folder, make_folders, preprocessed_folder
+from tests.conftest import set_nnunet_folders
+
+
+class UserError(Exception):
+    pass
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    folders = make_folders(tmp_path)
+    set_nnunet_folders(monkeypatch, folders)
+    (tmp_path / "nnUNet_preprocessed" / "Dataset004_Hippocampus").mkdir()
+    return folders
+
+
+@pytest.mark.parametrize("dataset", [4, "4", "004", "Dataset004_Hippocampus"])
+def test_an_id_or_a_name_finds_the_preprocessed_folder(folders, dataset):
+    expected = os.path.join(folders["nnUNet_preprocessed"], "Dataset004_Hippocampus")
+    assert str(preprocessed_folder(dataset, UserError)) == expected
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ("5", "Found no dataset folder for dataset 5 in nnUNet_raw ("),
+    ("Dataset005_Other", "Found no dataset folder for dataset Dataset005_Other in nnUNet_preprocessed ("),
+    ("Hippocampus", "Dataset 'Hippocampus' is neither an integer id nor a DatasetXXX_Name."),
+    ("4", "Dataset id 4 matches several folders: Dataset004_Hippocampus, Dataset004_Other."),
+])
+def test_what_is_not_one_folder_is_one_sentence(folders, dataset, message):
+    if "several" in message:  # nnU-Net's lookup also reads the raw folder
+        os.mkdir(os.path.join(folders["nnUNet_raw"], "Dataset004_Other"))
+    with pytest.raises(UserError) as error:
+        preprocessed_folder(dataset, UserError)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_without_the_variable_it_says_which_to_set(folders, monkeypatch):
+    monkeypatch.delenv("nnUNet_preprocessed")
+    with pytest.raises(UserError, match="The environment variable nnUNet_preprocessed is not set"):
+        preprocessed_folder(4, UserError)
+
+
+def test_commands_find_our_trainers_next_to_the_users(monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", "/mine")
+    env = command_environment(nnUNet_compile="f")
+    assert env["nnUNet_extTrainer"] == os.pathsep.join(["/mine", ext_trainer_folder()])
+    assert env["nnUNet_compile"] == "f" and env["PATH"] == os.environ["PATH"]
