@@ -80,13 +80,9 @@ class VisMAETrainer(nnUNetTrainer):
                 raise SystemExit(f"{type(self).__name__}: {e}") from None
 
     def load_pretrained_encoder(self, reference: dict):
-        """Verify the checkpoint against the hash in the plans, load it, refuse partial loads."""
+        """Verify the checkpoint against the hash in the plans and load it (a partial load is refused there)."""
         checkpoint = verify_checkpoint(reference["path"], reference["content_hash"])
-        report = load_encoder_into(unwrap(self.network), checkpoint, log=self.print_to_log_file)
-        if report.fraction_loaded < 1.0:
-            raise CheckpointError(f"{reference['path']} filled only {report.num_loaded} of "
-                                  f"{report.num_network_tensors} encoder tensors; refusing to fine-tune "
-                                  "a partly random encoder.")
+        load_encoder_into(unwrap(self.network), checkpoint, log=self.print_to_log_file)
 
     def parameter_groups(self) -> list[dict]:
         """AdamW groups by (lr scale, weight decay, encoder or not); frozen parameters left out."""

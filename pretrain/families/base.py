@@ -68,4 +68,5 @@ class EncoderFamily(ABC):
     @abstractmethod
     def check_fine_tunable(self, model: MAEModel, workdir: str, metadata: dict | None = None) -> None:
         """Save the encoder (with ``metadata``) as a checkpoint in ``workdir`` and check that it loads
-        fully into the fine-tuning network; raise PretrainUserError otherwise. Runs before the first step."""
+        fully into the fine-tuning network (load_encoder_into raises CheckpointError otherwise). Runs before the
+        first step."""
