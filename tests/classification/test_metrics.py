@@ -34,3 +34,15 @@ def test_accuracy_balanced_accuracy_f1_and_confusion_matrix():
     assert m["f1_macro"] == pytest.approx((6 / 7 + 0.0) / 2)
     assert m["per_class"]["pos"] == {"support": 1, "recall": 0.0, "precision": None, "f1": 0.0}
     assert m["auc"] == 0.5
+
+
+def test_a_predicted_class_without_images_counts_for_f1_but_not_for_balanced_accuracy_or_auc(recwarn):
+    y = [0, 0, 1, 1]
+    p = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]])  # "c" predicted, never true
+    m = compute_metrics(y, p, ["a", "b", "c"])
+    assert m["balanced_accuracy"] == 0.75                       # (1/2 + 2/2) / 2
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m["per_class"]["c"] == {"support": 0, "recall": None, "precision": 0.0, "f1": 0.0}
+    assert m["auc"] == pytest.approx((0.75 + 1.0) / 2)          # "c" has no positives: left out
+    assert m["confusion_matrix"] == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    assert not recwarn.list
