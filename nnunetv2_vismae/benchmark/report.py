@@ -6,8 +6,6 @@ The statistics are in ``statistics.py``, what they allow one to claim in ``verdi
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -19,8 +17,8 @@ from nnunetv2_vismae.benchmark import verdict as v
 from nnunetv2_vismae.benchmark.arms import REFERENCE_LABELS
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.statistics import CONFIDENCE, DEFAULT_MARGIN
-from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
+from nnunetv2_vismae.io.report import csv_text, markdown_table, write_files
 
 
 @dataclass(frozen=True)
@@ -87,14 +85,6 @@ def class_keys(results: list[RunResult]) -> list[str]:
     return sorted(keys, key=lambda k: (0, int(k)) if k.lstrip("-").isdigit() else (1, k))
 
 
-def _csv(header: list[str], rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _num(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6f}"
 
@@ -102,25 +92,18 @@ def _num(value: float) -> str:
 def results_csv(results: list[RunResult], names: dict) -> str:
     """One row per run: nnU-Net's fold means."""
     keys = class_keys(results)
-    return _csv(["arm", "labels", "seed", "fold", "cases", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"],
-                ([r.arm, r.labels, r.seed, r.fold, len(r.cases), *(_num(r.class_dice.get(k, math.nan)) for k in keys),
-                  _num(r.mean_dice)] for r in results))
+    header = ["arm", "labels", "seed", "fold", "cases", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"]
+    return csv_text(header, ([r.arm, r.labels, r.seed, r.fold, len(r.cases),
+                              *(_num(r.class_dice.get(k, math.nan)) for k in keys), _num(r.mean_dice)]
+                             for r in results))
 
 
 def cases_csv(results: list[RunResult], names: dict) -> str:
     """One row per run and validated case, so anyone can redo the statistics."""
     keys = class_keys(results)
-    return _csv(["arm", "labels", "seed", "fold", "case", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"],
-                ([r.arm, r.labels, r.seed, r.fold, case, *(_num(dice.get(k, math.nan)) for k in keys),
-                  _num(dice[v.MEAN])] for r in results for case, dice in r.cases.items()))
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows), ""]
+    header = ["arm", "labels", "seed", "fold", "case", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"]
+    return csv_text(header, ([r.arm, r.labels, r.seed, r.fold, case, *(_num(dice.get(k, math.nan)) for k in keys),
+                              _num(dice[v.MEAN])] for r in results for case, dice in r.cases.items()))
 
 
 def dice_table(groups: dict, keys: list[str], names: dict) -> list[str]:
@@ -128,7 +111,8 @@ def dice_table(groups: dict, keys: list[str], names: dict) -> list[str]:
     ordered = sorted(groups.values(), key=lambda g: (arms.index(g.arm), g.labels))
     rows = [[v.arm_title(g.arm), f"{g.labels}%", len(g.cases), g.runs, g.estimate().text(),
              *(g.estimate(k).text() for k in keys)] for g in ordered]
-    return _table(["arm", "labels", "cases", "runs", "mean Dice [95% CI]", *(names.get(k, k) for k in keys)], rows)
+    header = ["arm", "labels", "cases", "runs", "mean Dice [95% CI]", *(names.get(k, k) for k in keys)]
+    return markdown_table(header, rows)
 
 
 def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) -> list[str]:
@@ -138,8 +122,8 @@ def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) ->
         p = "–" if o.p_value is None else f"{o.p_value:.3g}"
         rows.append([c.kind, c.title, o.n, o.difference.text(signed=True), p, f"{o.improved}/{o.n}",
                      *(c.by_key[k].difference.text(signed=True) for k in keys)])
-    return _table(["comparison", "difference", "cases", "Δ mean Dice [95% CI]", "Wilcoxon p", "improved",
-                   *(f"Δ {names.get(k, k)}" for k in keys)], rows)
+    return markdown_table(["comparison", "difference", "cases", "Δ mean Dice [95% CI]", "Wilcoxon p", "improved",
+                           *(f"Δ {names.get(k, k)}" for k in keys)], rows)
 
 
 def headline(groups: dict, found: list[v.Comparison], keys: list[str], names: dict, margin: float) -> list[str]:
@@ -226,6 +210,4 @@ def write_outputs(out: Path, results: list[RunResult], names: dict, title: str, 
              out / "cases.csv": cases_csv(results, names).encode(),
              out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
              out / "label_efficiency.png": plot_png(analysis, title, margin)}
-    for path, data in files.items():
-        write_bytes_atomic(path, data)
-    return list(files)
+    return write_files(files)

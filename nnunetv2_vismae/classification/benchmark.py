@@ -15,10 +15,10 @@ from pathlib import Path
 
 from nnunetv2_vismae.classification.model import read_pretrained
 from nnunetv2_vismae.classification.predict import predict
-from nnunetv2_vismae.classification.report import csv_text, number, stat
+from nnunetv2_vismae.classification.report import number, stat
 from nnunetv2_vismae.classification.train import MODEL_DIR, TrainSettings, train
-from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
+from nnunetv2_vismae.io.report import csv_text, markdown_table, write_files
 
 METRICS = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("f1_macro", "F1"))
 MATCH_MARGIN = 0.01  # "matches": mean AUC >= from-scratch@100% mean AUC - MATCH_MARGIN
@@ -87,15 +87,14 @@ def matching_sentence(rows: list[dict]) -> str:
 def report_markdown(rows: list[dict], test: str | None, command: str) -> str:
     stats = {key: grouped(rows, key) for key, _ in METRICS}
     scored_on = f"test set {test}" if test else "validation set"
+    table = [[ARM_TITLES.get(arm, arm), f"{p}%", auc.n, *(stats[key][(arm, p)].text(4) for key, _ in METRICS)]
+             for (arm, p), auc in stats["auc"].items()]
     lines = ["# Classification label efficiency", "",
              (f"Scores on the {scored_on}; mean ± sd over seeds (sample sd, '–' for one seed). The best "
               "epoch of every run is chosen on its validation set."), "",
-             matching_sentence(rows), "", "| arm | labels | runs | " + " | ".join(t for _, t in METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
-    for (arm, percent), auc in stats["auc"].items():
-        cells = [stats[key][(arm, percent)].text(4) for key, _ in METRICS]
-        lines.append(f"| {ARM_TITLES.get(arm, arm)} | {percent}% | {auc.n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Command", "", "```bash", command, "```", ""]
+             matching_sentence(rows), "",
+             *markdown_table(["arm", "labels", "runs", *(t for _, t in METRICS)], table),
+             "## Command", "", "```bash", command, "```", ""]
     return "\n".join(lines)
 
 
@@ -118,9 +117,9 @@ def plot_png(rows: list[dict], scored_on: str) -> bytes:
 
 def write_outputs(out: Path, rows: list[dict], test: str | None, command: str) -> None:
     header = ["arm", "labels", "seed", *(key for key, _ in METRICS)]
-    write_bytes_atomic(out / "results.csv", csv_text(header, [[r[k] for k in header] for r in rows]))
-    write_bytes_atomic(out / "report.md", report_markdown(rows, test, command).encode())
-    write_bytes_atomic(out / "label_efficiency.png", plot_png(rows, "test set" if test else "validation set"))
+    write_files({out / "results.csv": csv_text(header, [[r[k] for k in header] for r in rows]).encode(),
+                 out / "report.md": report_markdown(rows, test, command).encode(),
+                 out / "label_efficiency.png": plot_png(rows, "test set" if test else "validation set")})
 
 
 def run_benchmark(args) -> None:

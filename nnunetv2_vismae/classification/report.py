@@ -2,8 +2,6 @@
 training_curve.png, history.csv and predictions CSVs, each written atomically."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import numpy as np
 from nnunetv2_vismae.classification.data import Sample
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
+from nnunetv2_vismae.io.report import csv_text, markdown_table, write_files
 
 HEADLINE = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
             ("f1_macro", "F1 (macro)"))
@@ -57,26 +56,18 @@ def number(value, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def csv_text(header: list, rows) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
-
-
 def write_predictions_csv(path: Path, samples: list[Sample], probabilities: np.ndarray, classes: list[str]) -> None:
     """image, label (when known), one probability column per class, predicted class."""
     with_labels = any(s.label is not None for s in samples)
     header = ["image"] + (["label"] if with_labels else []) + [f"p_{c}" for c in classes] + ["predicted"]
     rows = [[s.path] + ([s.label] if with_labels else []) + [f"{p:.6f}" for p in probs] + [classes[int(probs.argmax())]]
             for s, probs in zip(samples, probabilities)]
-    write_bytes_atomic(path, csv_text(header, rows))
+    write_bytes_atomic(path, csv_text(header, rows).encode())
 
 
 def write_history_csv(path: Path, history: list[dict]) -> None:
     keys = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "val_accuracy"]
-    write_bytes_atomic(path, csv_text(keys, [[h[k] for k in keys] for h in history]))
+    write_bytes_atomic(path, csv_text(keys, [[h[k] for k in keys] for h in history]).encode())
 
 
 def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
@@ -114,27 +105,23 @@ def write_training_curve(path: Path, history: list[dict], best_epoch: int) -> No
 
 def report_markdown(metrics: dict, title: str, settings: dict) -> str:
     classes = metrics["classes"]
+    per_class = [[c, p["support"], number(p["recall"]), number(p["precision"]), number(p["f1"])]
+                 for c, p in metrics["per_class"].items()]
+    confusion = [[f"**{c}**", *row] for c, row in zip(classes, metrics["confusion_matrix"])]
     lines = [f"# {title}", "", f"{metrics['num_images']} images, classes {', '.join(classes)}."]
     if "best_epoch" in metrics:
         lines.append(f"Best epoch (highest validation AUC): {metrics['best_epoch']}.")
-    lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {number(metrics[key])} |" for key, label in HEADLINE]
-    lines += ["", "AUC: one-vs-rest, macro-averaged over classes for more than two classes; F1: macro.", "",
-              "## Per class", "", "| class | images | recall | precision | F1 |", "|---|---|---|---|---|"]
-    for c in classes:
-        p = metrics["per_class"][c]
-        lines.append(f"| {c} | {p['support']} | {number(p['recall'])} | {number(p['precision'])} | {number(p['f1'])} |")
-    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-              "| | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    lines += [f"| **{c}** | " + " | ".join(str(v) for v in row) + " |"
-              for c, row in zip(classes, metrics["confusion_matrix"])]
-    lines += ["", "## Settings", "", "```json", json.dumps(json_ready(settings), indent=1), "```", ""]
+    lines += ["", *markdown_table(["metric", "value"], [[label, number(metrics[key])] for key, label in HEADLINE]),
+              "AUC: one-vs-rest, macro-averaged over classes for more than two classes; F1: macro.", "",
+              "## Per class", "", *markdown_table(["class", "images", "recall", "precision", "F1"], per_class),
+              "## Confusion matrix (rows: true, columns: predicted)", "", *markdown_table(["", *classes], confusion),
+              "## Settings", "", "```json", json.dumps(json_ready(settings), indent=1), "```", ""]
     return "\n".join(lines)
 
 
 def write_metrics(folder: Path, metrics: dict, title: str, settings: dict) -> None:
     """metrics.json, report.md and confusion_matrix.png in ``folder``."""
     folder = Path(folder)
-    write_bytes_atomic(folder / "metrics.json", json.dumps(json_ready(metrics), indent=2).encode())
-    write_bytes_atomic(folder / "report.md", report_markdown(metrics, title, settings).encode())
-    write_bytes_atomic(folder / "confusion_matrix.png", confusion_png(metrics["confusion_matrix"], metrics["classes"]))
+    write_files({folder / "metrics.json": json.dumps(json_ready(metrics), indent=2).encode(),
+                 folder / "report.md": report_markdown(metrics, title, settings).encode(),
+                 folder / "confusion_matrix.png": confusion_png(metrics["confusion_matrix"], metrics["classes"])})
