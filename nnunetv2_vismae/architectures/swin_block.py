@@ -7,6 +7,10 @@ tokens. Here the projections run on the real tokens only: a padded token's q, k 
 bias (the projection of zero, exactly what timm computes for it), and its outputs are cropped
 before the output projection. The shifted-window mask is also made once per size instead of in
 every forward. Same parameters, same function, less work.
+
+It overrides and reads parts of timm's Swin that are not public (``_attn``, ``_get_rel_pos_bias``,
+``dynamic_mask``, a ``__class__`` swap): tests/architectures/test_timm_private_api.py names any that a
+new timm changes, and pyproject.toml bounds timm to the versions it passed with.
 """
 from __future__ import annotations
 
