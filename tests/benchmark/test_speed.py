@@ -24,6 +24,7 @@ def test_matmul_yardstick_is_positive_and_finite():
     assert np.isfinite(flops) and flops > 0
 
 
+@pytest.mark.slow  # one python -m pretrain.speed child per configuration
 def test_pretraining_child_reports_throughput_flops_and_memory(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -13,6 +13,8 @@ from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_enco
 from nnunetv2_vismae.planning import cli
 from nnunetv2_vismae.planning.vismae_plans import PRETRAINED_KEY
 
+pytestmark = pytest.mark.slow  # nnUNetv2_plan_and_preprocess runs first (the preprocessed_dataset fixture)
+
 
 @pytest.fixture
 def dataset(monkeypatch, preprocessed_dataset) -> Path:

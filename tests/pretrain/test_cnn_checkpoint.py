@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from nnunetv2_vismae.checkpoint import load_encoder_into, read_encoder_checkpoint, save_encoder_checkpoint
@@ -20,6 +21,7 @@ def _env(monkeypatch, preprocessed_dataset):
     return json.loads(plans.read_text())
 
 
+@pytest.mark.slow  # the preprocessed_dataset fixture runs nnUNetv2_plan_and_preprocess
 def test_pretrained_checkpoint_loads_fully_into_the_stock_network(tmp_path, monkeypatch, preprocessed_dataset):
     plans = _env(monkeypatch, preprocessed_dataset)
     out = tmp_path / "run"
@@ -61,6 +63,7 @@ def test_cnn_encoder_needs_a_dataset(tmp_path, capsys, png_folder):
     assert "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the preprocessed_dataset fixture
 def test_plans_of_takes_the_network_from_a_dataset_without_its_images(tmp_path, monkeypatch, preprocessed_dataset,
                                                                         png_folder):
     plans = _env(monkeypatch, preprocessed_dataset)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from tests.pretrain.helpers import TINY
+
+pytestmark = pytest.mark.slow  # two new Python processes
 
 
 def _free_port() -> int:

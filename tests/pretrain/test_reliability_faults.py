@@ -37,6 +37,7 @@ def _log_steps(out) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(f) if r["step"].isdigit()]
 
 
+@pytest.mark.slow  # the run is a new Python process, killed and started again
 def test_kill_9_then_the_same_command_resumes_to_the_same_end(png_folder, tmp_path, capsys):
     flags = [*FAST, "-i", png_folder, "--steps", "6", "--save-every", "2", "--workers", "1"]
     out = str(tmp_path / "killed")
