@@ -62,7 +62,11 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
         speed.prepare_plans(tmp_path, size=32, num_train=2, num_unlabeled=0, encoder=tiny)
         finetuning = speed.measure_finetuning(CPU, batch_size=2, repeats=1)
         inference = speed.measure_inference(CPU, repeats=1, case_size=48)
-    assert set(finetuning) == {"fp32", "bf16"} if not speed.native_bf16(CPU) else True
+    assert set(finetuning) == {"fp32", "bf16"}  # on a CPU both are reported, bf16 measured only where native
+    if speed.native_bf16(CPU):
+        assert set(finetuning["bf16"]) == {"nnunet", "vismae"}
+    else:
+        assert "no native bf16" in finetuning["bf16"]["not_measured"]
     fp32 = finetuning["fp32"]
     assert fp32["nnunet"]["patch_size"] == fp32["vismae"]["patch_size"]
     assert fp32["vismae"]["parameters"] != fp32["nnunet"]["parameters"]  # two different networks
@@ -78,30 +82,6 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
 
 
 # ----------------------------------------------------------- the speed levers keep the numerics
-def test_fused_adamw_updates_like_the_reference_implementation():
-    """Same parameters, same gradients (random: network gradients such as a key bias's are pure
-    rounding noise, which Adam amplifies differently per implementation) -> same parameters."""
-    from nnunetv2_vismae.architectures import SwinUNet
-    from nnunetv2_vismae.device import fused_adamw
-
-    assert fused_adamw(CPU)
-    torch.manual_seed(0)
-    net = SwinUNet(1, 3, False, encoder={"embed_dim": 12, "depths": [1, 1], "num_heads": [3, 6], "window_size": 4})
-    params = [[p.detach().clone().requires_grad_() for p in net.parameters()] for _ in range(2)]
-    optimizers = [torch.optim.AdamW(params[0], lr=1e-2, weight_decay=0.05, foreach=False),
-                  torch.optim.AdamW(params[1], lr=1e-2, weight_decay=0.05, fused=True)]
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        grads = [torch.randn(p.shape, generator=generator) for p in params[0]]
-        for group, optimizer in zip(params, optimizers):
-            for p, g in zip(group, grads):
-                p.grad = g.clone()
-            optimizer.step()
-    assert not torch.equal(params[0][0], next(net.parameters()))
-    for reference, fused in zip(*params):
-        torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
-
-
 def test_bf16_and_fp32_mae_losses_agree_on_a_fixed_batch():
     from pretrain.families.swin import SwinMAE
     from pretrain.masking import window_mask

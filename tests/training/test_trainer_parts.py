@@ -161,6 +161,13 @@ def test_layer_decay_scales_encoder_blocks_by_distance_from_the_decoder():
     assert counted == sum(p.numel() for p in stub.network.parameters())
 
 
+def test_fine_tuning_steps_with_torchs_fused_adamw():
+    """The speed lever is ours to pull; that the fused kernel updates like the reference one is torch's to test."""
+    stub = _GroupsStub(_tiny_swinunet(), VisMAETrainer)
+    optimizer, _ = VisMAETrainer.configure_optimizers(stub)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
+
+
 def test_frozen_encoder_is_left_out_of_the_optimizer():
     from nnunetv2_vismae.training import VisMAETrainerFrozen
 
