@@ -41,9 +41,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def fused_adamw(device: torch.device) -> bool:
-    """Use torch's fused AdamW kernel: one pass over all parameters instead of a loop of small ops.
-    On this project's 2-core CPU it made the optimizer step of a 27M-parameter SwinUNet 3.4x faster
-    (0.68 s -> 0.20 s) with the same updates; torch has it for CPU and CUDA."""
+    """Use torch's fused AdamW kernel: one pass over all parameters instead of a loop of small ops, with the
+    same updates; torch has it for CPU and CUDA."""
     return device.type in ("cpu", "cuda")
 
 

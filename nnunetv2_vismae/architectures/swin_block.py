@@ -70,7 +70,7 @@ class SwinBlock(SwinTransformerBlock):
 
     def window_mask(self, padded: torch.Tensor) -> torch.Tensor | None:
         """timm's shifted-window mask for this padded size, made once per size and mode (timm rebuilds
-        it in every forward from about 150 small operations: 11% of SwinUNet's inference at batch 1)."""
+        it in every forward from many small operations)."""
         key = (*padded.shape[1:3], padded.device, padded.dtype, torch.is_inference_mode_enabled())
         cache = self.__dict__.setdefault("_window_masks", {})  # not a buffer: no state_dict entry
         if key not in cache:
