@@ -16,7 +16,6 @@ epoch, or just rewrites the outputs when the run is complete. A run locks its ou
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
+from nnunetv2_vismae.checkpoint.state import load_state, save_state
 from nnunetv2_vismae.classification import report
 from nnunetv2_vismae.classification.augment import Augmentation
 from nnunetv2_vismae.classification.data import (
@@ -46,7 +46,7 @@ from nnunetv2_vismae.classification.model import (
     save_model_folder,
 )
 from nnunetv2_vismae.device import DeviceError, resolve_device
-from nnunetv2_vismae.io.atomic import atomic_path, write_json_atomic
+from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.folders import OutputFolderError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
@@ -204,17 +204,13 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state()}
 
     def save_state(self):
-        with atomic_path(self.out / STATE_FILE) as tmp:
-            torch.save(self.state(), tmp)
+        save_state(self.out / STATE_FILE, self.state())
 
     def resume(self) -> bool:
         path = self.out / STATE_FILE
         if not path.is_file():
             return False
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-            raise ClassificationError(f"{path} cannot be read ({type(e).__name__}); move it away to start again.") from None
+        state = load_state(path, "move it away to start again")
         if state["settings"] != self.s.resume_key():
             raise ClassificationError(f"{path} belongs to a run with other settings; use the original flags "
                                       "or another output folder.")
