@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
                         "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).")
     for family in FAMILIES.values():
-        family.add_arguments(p)
+        family.options_type.add_arguments(p)
 
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=10000, help="total optimizer steps (default 10000).")

@@ -1,11 +1,13 @@
-"""Run monitoring on rank 0: per-step ``log.csv``, the ``loss.png`` curve, reconstruction previews."""
+"""Run monitoring on rank 0: per-step ``log.csv`` and progress bar, the ``loss.png`` curve, reconstruction previews."""
 from __future__ import annotations
 
 import csv
 import os
+import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from nnunetv2_vismae.io.atomic import atomic_path, writing
 
@@ -40,6 +42,37 @@ class CsvLog:
     def close(self) -> None:
         with writing(self.path):
             self._file.close()
+
+
+class Progress:
+    """The report of each optimizer step: a ``log.csv`` row and the progress bar (loss, lr, images/s
+    smoothed), on rank 0 only."""
+
+    def __init__(self, out: str, step: int, total_steps: int, effective_batch: int, is_main: bool):
+        self.effective_batch = effective_batch
+        self.log = CsvLog(os.path.join(out, "log.csv"), step) if is_main else None
+        self.bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", dynamic_ncols=True,
+                        desc="MAE pretraining")
+        self.start_time, self.img_rate = time.time(), None
+
+    def start_clock(self) -> None:
+        """Count ``elapsed_s`` from now."""
+        self.start_time = time.time()
+
+    def update(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        if self.log is None:
+            return
+        rate = self.effective_batch / seconds
+        self.img_rate = rate if self.img_rate is None else 0.9 * self.img_rate + 0.1 * rate
+        self.log.write(step=step, loss=f"{loss:.6f}", lr=f"{lr:.3e}", img_per_s=f"{rate:.2f}",
+                       elapsed_s=f"{time.time() - self.start_time:.1f}")
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{self.img_rate:.1f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def plot_loss(log_path: str, png_path: str) -> None:

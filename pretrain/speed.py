@@ -3,9 +3,9 @@
 The model, optimizer and loader are built by ``Pretrainer.setup`` from the flags of
 ``nnUNetv2_vismae_pretrain`` (so exactly what a user's run would build), then:
 
-- the model's images/s: best time of the training loop's step (mask on the device, forward
-  under the run's precision, backward, AdamW) on one batch held in memory, so data loading is
-  not part of it;
+- the model's images/s: best time of the training loop's own ``Pretrainer.train_step`` (mask on
+  the device, forward under the run's precision, backward, the finite checks of loss and gradient
+  norm, AdamW, the schedule) on one batch held on the device, so data loading is not part of it;
 - model FLOPs per step, counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
   convolutions, attention; forward and backward), and model FLOP/s = FLOPs / step time;
 - the loader's samples/s with the configured ``--workers``, measured after its first batch
@@ -18,6 +18,7 @@ Writes one JSON object to ``--json`` (atomically).
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from pretrain.cli import build_parser, validate_args
+from pretrain.config import PretrainConfig
 from pretrain.errors import PretrainUserError
 from pretrain.train import Pretrainer
 
@@ -38,22 +40,17 @@ def _sync(device: torch.device) -> None:
 
 
 class StepRunner:
-    """The inner step of ``Pretrainer.train`` on a fixed batch (no logging, no saving, no scheduler)."""
+    """``Pretrainer.train_step`` over and over on one batch (no logging, no saving)."""
 
-    def __init__(self, trainer: Pretrainer, imgs: torch.Tensor):
-        self.trainer, self.imgs = trainer, imgs.to(trainer.runtime.device)
+    def __init__(self, trainer: Pretrainer, batch: tuple[torch.Tensor, list[str]]):
+        imgs, reports = batch
+        self.trainer = trainer
+        self.batches = itertools.repeat((imgs.to(trainer.runtime.device), reports))
         self.generator = torch.Generator(device=trainer.runtime.device)
-        self.generator.manual_seed(trainer.args.seed)
+        trainer.model.train()
 
-    def __call__(self) -> torch.Tensor:
-        t = self.trainer
-        mask = t.family.make_mask(self.imgs, self.generator)
-        with t.runtime.autocast(t.precision):
-            loss, _ = t.model(self.imgs, mask)
-        loss.backward()
-        t.optimizer.step()
-        t.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+    def __call__(self) -> None:
+        self.trainer.train_step(self.batches, self.generator)
 
     def seconds(self, repeats: int) -> float:
         """Best seconds per step (other processes can only add time); call after a warm-up step."""
@@ -73,18 +70,13 @@ class StepRunner:
         return int(counter.get_total_flops())
 
 
-def _images(batch) -> torch.Tensor:
-    """The image tensor of a loader batch (the loader may add per-sample reports after it)."""
-    return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
-def loader_samples_per_s(loader, batches: int) -> tuple[torch.Tensor, float]:
-    """(first batch's images, samples/s over the next ``batches`` batches)."""
+def loader_samples_per_s(loader, batches: int) -> tuple[tuple[torch.Tensor, list[str]], float]:
+    """(the first batch: images and reports, samples/s over the next ``batches`` batches)."""
     iterator = iter(loader)
     try:
-        first = _images(next(iterator))
+        first = next(iterator)
         start = time.perf_counter()
-        samples = sum(_images(next(iterator)).shape[0] for _ in range(batches))
+        samples = sum(next(iterator)[0].shape[0] for _ in range(batches))
         return first, samples / (time.perf_counter() - start)
     finally:  # the workers ignore SIGTERM (the loop stops them itself), so stop them here too
         shutdown = getattr(iterator, "_shutdown_workers", None)
@@ -99,14 +91,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict:
-    trainer = Pretrainer(args).setup()
+    trainer = Pretrainer(PretrainConfig.from_args(args)).setup()
     trainer.release()  # measuring writes nothing more into -o
     device = trainer.runtime.device
     first, loader_rate = loader_samples_per_s(trainer.loader, loader_batches)
     run = StepRunner(trainer, first)
     flops = run.flops()  # also the warm-up step
     step_s = run.seconds(repeats)
-    images_per_s = args.batch_size / step_s
+    images_per_s = trainer.effective_batch / step_s  # --accum micro-batches per step
     return {"device": str(device), "precision": trainer.precision, "batch_size": args.batch_size,
             "patch_size": args.patch_size, "family": args.family, "decoder": getattr(args, "decoder", None),
             "mask_ratio": getattr(args, "mask_ratio", None), "workers": args.workers,

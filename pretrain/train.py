@@ -1,10 +1,12 @@
 """The pretraining loop: sources -> family MAE -> AdamW/cosine, accumulation, bf16, DDP -> checkpoints.
 
-``Pretrainer(args).setup()`` locks the output folder and builds everything (resuming from
-``<output>/state.pt`` when present); ``train()`` runs until ``--steps`` optimizer steps, a signal
-(SIGTERM/SIGINT: save, then stop) or, for tests, ``stop_after`` steps, checks that
-``encoder.safetensors`` holds the encoder of the saved state, and releases the folder. Only rank 0
-writes files.
+``Pretrainer(config).setup()`` locks the output folder and builds everything from a
+``PretrainConfig`` (resuming from ``<output>/state.pt`` when present). ``train()`` repeats
+``train_step`` (one optimizer step, guarded against non-finite losses and gradients) and the
+after-step hooks (log and progress bar, previews, saving) until ``--steps`` optimizer steps, a
+signal (SIGTERM/SIGINT: save, then stop) or, for tests, ``stop_after`` steps; then it checks that
+``encoder.safetensors`` holds the encoder of the saved state and releases the folder. Only rank 0
+writes files. ``pretrain.speed`` times the same ``train_step``.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -25,14 +29,14 @@ from tqdm import tqdm
 from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.io.folders import OutputFolderError
 from nnunetv2_vismae.io.lock import claim_output_folder
-from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.cli import PROG
+from pretrain.config import PretrainConfig
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
-from pretrain.monitor import CsvLog, plot_loss, save_preview
+from pretrain.monitor import Progress, plot_loss, save_preview
 from pretrain.runtime import Runtime, setup_runtime
 from pretrain.state import STATE_FILE, load_state, save_state
 
@@ -40,9 +44,9 @@ ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
 
 
-def scaled_lr(args: argparse.Namespace, effective_batch: int) -> float:
+def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
     """``--lr`` if given, else ``--blr * effective_batch / 256`` (MAE's linear scaling rule)."""
-    return args.lr if args.lr is not None else args.blr * effective_batch / 256
+    return config.lr if config.lr is not None else config.blr * effective_batch / 256
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -53,15 +57,14 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def build_sources(args: argparse.Namespace, runtime: Runtime) -> list:
-    sources = [NnUNetSource(d, args.c, args.p) for d in args.d or []]
-    norm = Normalization(args.norm, tuple(args.ct_clip) if args.ct_clip else None,
-                         tuple(args.ct_stats) if args.ct_stats else None)
-    file_inputs = [(f, discover_files([f])) for f in args.i or []]
-    if args.file_list:
-        file_inputs.append((args.file_list, discover_files(file_list=args.file_list)))
+def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
+    sources = [NnUNetSource(d, config.configuration, config.plans) for d in config.datasets]
+    file_inputs = [(f, discover_files([f])) for f in config.folders]
+    if config.file_list:
+        file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
-        sources.append(FileSource(name, files, args.axis, norm, args.o, runtime.is_main, runtime.barrier))
+        sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime.is_main,
+                                  runtime.barrier))
     if not sources:
         raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
     for s in sources:
@@ -80,11 +83,24 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+@dataclass
+class StepOutcome:
+    """What one ``train_step`` did, for the after-step hooks."""
+
+    stepped: bool          # False: the NaN guard skipped it, the weights are untouched
+    stop_requested: bool   # some rank received SIGINT/SIGTERM
+    seconds: float
+    imgs: torch.Tensor     # the last micro-batch, its mask and prediction (for previews)
+    mask: torch.Tensor
+    pred: torch.Tensor
+
+
 class Pretrainer:
-    def __init__(self, args: argparse.Namespace, runtime: Runtime | None = None):
-        self.args = args
-        self.runtime = runtime or setup_runtime(args.device)
-        self.out = args.o
+    def __init__(self, config: PretrainConfig | argparse.Namespace, runtime: Runtime | None = None):
+        """From ``config``, or from the parsed flags of ``nnUNetv2_vismae_pretrain`` made into one."""
+        self.config = config if isinstance(config, PretrainConfig) else PretrainConfig.from_args(config)
+        self.runtime = runtime or setup_runtime(self.config.device)
+        self.out = self.config.output
         self.stop_signal: int | None = None
         self.lock = None
 
@@ -108,34 +124,34 @@ class Pretrainer:
             self.lock.release()
 
     def _build(self) -> "Pretrainer":
-        a, rt = self.args, self.runtime
-        self.precision = rt.resolve_precision(a.precision)
+        c, rt = self.config, self.runtime
+        self.precision = rt.resolve_precision(c.precision)
         if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
             print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
                   "here than --precision fp32.")
         rt.barrier()
-        self.sources = build_sources(a, rt)
-        self.unusable = UnusableFiles.from_sources(self.sources, a.max_unusable,
+        self.sources = build_sources(c, rt)
+        self.unusable = UnusableFiles.from_sources(self.sources, c.max_unusable,
                                                    announce=tqdm.write if rt.is_main else lambda _: None)
         if rt.is_main and self.unusable.entries:
             print(f"{self.unusable.describe()}; they are skipped.")
         self._check_unusable_files()
-        self.dataset = PatchDataset(self.sources, a.patch_size, a.source_weights, a.seed, rt.rank, rt.world_size)
+        self.dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
-        self.family = FAMILIES[a.family](a, in_channels)
-        self.family.validate(a.patch_size)
+        self.family = FAMILIES[c.family](c.family_options, in_channels)
+        self.family.validate(c.patch_size)
 
-        self.effective_batch = a.batch_size * a.accum * rt.world_size
+        self.effective_batch = c.batch_size * c.accum * rt.world_size
         corpus = sum(len(s) for s in self.sources)
-        self.total_steps = a.steps if a.epochs is None else max(1, math.ceil(a.epochs * corpus / self.effective_batch))
-        self.warmup = a.warmup_steps if a.warmup_steps is not None else max(1, self.total_steps // 80)
-        self.lr = scaled_lr(a, self.effective_batch)
+        self.total_steps = c.steps if c.epochs is None else max(1, math.ceil(c.epochs * corpus / self.effective_batch))
+        self.warmup = c.warmup_steps if c.warmup_steps is not None else max(1, self.total_steps // 80)
+        self.lr = scaled_lr(c, self.effective_batch)
 
-        torch.manual_seed(a.seed)  # identical initial weights on every rank
+        torch.manual_seed(c.seed)  # identical initial weights on every rank
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(self.model, a.weight_decay, ("mask_token", "*mask_tokens.*", "*relative_position_bias_table"))
+        groups = param_groups_weight_decay(self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", "*relative_position_bias_table"))
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))
@@ -146,8 +162,8 @@ class Pretrainer:
             self._resume(load_state(state_path), state_path)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
                     if rt.distributed else None)
-        self.loader = DataLoader(self.dataset.reporting(), batch_size=a.batch_size,
-                                 sampler=SampleIndexSampler(self.data_position), num_workers=a.workers,
+        self.loader = DataLoader(self.dataset.reporting(), batch_size=c.batch_size,
+                                 sampler=SampleIndexSampler(self.data_position), num_workers=c.workers,
                                  pin_memory=rt.device.type == "cuda", drop_last=True,
                                  worker_init_fn=_ignore_stop_signals)
         return self
@@ -159,7 +175,7 @@ class Pretrainer:
             changed = {k: saved.get(k) for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)}
             raise PretrainUserError(f"{path} was written with different model settings ({changed}); "
                                     "rerun with the original flags or use a new output folder.")
-        if state["world_batch"] != [self.args.batch_size, self.args.accum, self.runtime.world_size]:
+        if state["world_batch"] != self._world_batch():
             print(f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
                   "from its position but is not the one of the original run.")
         self.model.load_state_dict(state["model"])
@@ -174,6 +190,10 @@ class Pretrainer:
                 print(f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
                       f"the encoder of step {self.step}.")
 
+    def _world_batch(self) -> list[int]:
+        """What the data stream of a run depends on: batch size, accumulation, world size."""
+        return [self.config.batch_size, self.config.accum, self.runtime.world_size]
+
     # ------------------------------------------------------------------------------- checkpoint
     def checkpoint_metadata(self, steps: int, final_loss: float | None) -> dict:
         summaries = [s.summary() for s in self.sources]
@@ -183,10 +203,10 @@ class Pretrainer:
                 "normalization": {"scheme": schemes.pop() if len(schemes) == 1 else "mixed", "per_source": norms},
                 "data_sources": {"sources": summaries, "unusable_files": dict(self.unusable.counts()),
                                  "weights": [float(w) for w in self.dataset.probabilities],
-                                 "patch_size": self.args.patch_size},
+                                 "patch_size": self.config.patch_size},
                 "steps": steps, "final_loss": final_loss,
                 "training": {"effective_batch": self.effective_batch, "lr": self.lr, "warmup_steps": self.warmup,
-                             "total_steps": self.total_steps, "weight_decay": self.args.weight_decay,
+                             "total_steps": self.total_steps, "weight_decay": self.config.weight_decay,
                              "precision": self.precision, "world_size": self.runtime.world_size}}
         nnunet = [s for s in summaries if s["type"] == "nnunet_preprocessed"]
         if nnunet:
@@ -237,8 +257,7 @@ class Pretrainer:
             "settings": self.family.settings(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": self.step, "data_position": self.data_position, "last_loss": self.last_loss,
-            "skipped_steps": self.skipped_steps,
-            "seed": self.args.seed, "world_batch": [self.args.batch_size, self.args.accum, self.runtime.world_size]})
+            "skipped_steps": self.skipped_steps, "seed": self.config.seed, "world_batch": self._world_batch()})
         self.export_encoder()
         plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
         if self.unusable.entries:
@@ -251,17 +270,48 @@ class Pretrainer:
             raise PretrainUserError("Another rank found too many unusable files; see its messages.")
         self.unusable.check(os.path.join(self.out, UNUSABLE_FILE) if self.runtime.is_main else None)
 
-    # ------------------------------------------------------------------------------------ train
-    def _on_signal(self, signum, frame):
-        if self.stop_signal is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.stop_signal = signum
-        if self.runtime.is_main:
-            tqdm.write(f"Received signal {signum}: saving the state after this step, then stopping.")
+    # ------------------------------------------------------------------------------------- step
+    def train_step(self, batches: Iterator, generator: torch.Generator) -> StepOutcome:
+        """One optimizer step: ``--accum`` micro-batches from ``batches`` forward and backward (DDP
+        synchronizes the gradients on the last), the loss and the stop and bad-data votes summed over
+        ranks in one collective, then the optimizer step unless the NaN guard skips it."""
+        c, rt = self.config, self.runtime
+        start = time.perf_counter()
+        torch.manual_seed(self._step_seed())      # stochastic depth
+        generator.manual_seed(self._step_seed())  # masks
+        loss_sum = 0.0
+        for micro in range(c.accum):
+            imgs, mask, micro_loss, pred = self._forward_backward(next(batches), generator, sync=micro == c.accum - 1)
+            loss_sum += micro_loss
+        total_loss, stop_votes, bad_data = rt.all_reduce_sum(
+            [loss_sum / c.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())])
+        if bad_data:
+            self._check_unusable_files(other_rank_stops=True)
+        self.data_position += c.accum * c.batch_size
+        loss = total_loss / rt.world_size
+        stepped = self._optimizer_step(loss)
+        if stepped:
+            self.step += 1
+            self.last_loss = loss
+        return StepOutcome(stepped, stop_votes > 0, time.perf_counter() - start, imgs, mask, pred)
+
+    def _forward_backward(self, batch: tuple[torch.Tensor, list[str]], generator: torch.Generator, sync: bool):
+        """One micro-batch: (images, mask, loss, prediction); gradients accumulate, and DDP
+        synchronizes them only when ``sync``."""
+        imgs, reports = batch
+        self.unusable.add_reports(reports)
+        imgs = imgs.to(self.runtime.device, non_blocking=True)
+        mask = self.family.make_mask(imgs, generator)
+        model = self.ddp or self.model
+        with (model.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()):
+            with self.runtime.autocast(self.precision):
+                loss, pred = model(imgs, mask)
+            (loss / self.config.accum).backward()
+        return imgs, mask, loss.detach().item(), pred
 
     def _optimizer_step(self, loss: float) -> bool:
-        """Step if the loss and the gradients are finite; else skip the step (weights and optimizer
-        untouched), and stop after ``--max-bad-steps`` in a row. Returns whether it stepped."""
+        """The NaN guard: step if the loss and the gradients are finite; else skip the step (weights and
+        optimizer untouched), and stop after ``--max-bad-steps`` in a row. Returns whether it stepped."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
@@ -275,16 +325,17 @@ class Pretrainer:
         what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
         if self.runtime.is_main:
             tqdm.write(f"Step {self.step + 1}: {what}; skipped this optimizer step ({self.bad_steps} in a row, "
-                       f"stopping at --max-bad-steps {self.args.max_bad_steps}).")
-        if self.bad_steps >= self.args.max_bad_steps:
+                       f"stopping at --max-bad-steps {self.config.max_bad_steps}).")
+        if self.bad_steps >= self.config.max_bad_steps:
             raise PretrainUserError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: {what} "
                                     f"at step {self.step + 1}); stopped, and the last saved state is intact; lower "
                                     "the learning rate or use --precision fp32.")
         return False
 
     def _step_seed(self) -> int:
-        return (self.args.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
+        return (self.config.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
 
+    # ------------------------------------------------------------------------------------- loop
     def train(self, stop_after: int | None = None) -> int:
         """Run to the end (0), or until a signal (128 + signal) or ``stop_after`` steps (0); then
         verify the encoder checkpoint, report, and release the output folder."""
@@ -298,73 +349,52 @@ class Pretrainer:
         return 128 + self.stop_signal if self.stop_signal is not None else 0
 
     def _train(self, stop_after: int | None) -> None:
-        a, rt = self.args, self.runtime
-        log = CsvLog(os.path.join(self.out, "log.csv"), self.step) if rt.is_main else None
+        progress = Progress(self.out, self.step, self.total_steps, self.effective_batch, self.runtime.is_main)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not rt.is_main, unit="step",
-                   dynamic_ncols=True, desc="MAE pretraining")
-        model = self.ddp or self.model
-        model.train()
+        (self.ddp or self.model).train()
         batches = iter(self.loader)
-        generator = torch.Generator(device=rt.device)
-        start_time, img_rate = time.time(), None
+        generator = torch.Generator(device=self.runtime.device)
+        progress.start_clock()  # after the loader's workers started
         try:
             while self.step < self.total_steps:
-                t0 = time.perf_counter()
-                torch.manual_seed(self._step_seed())      # stochastic depth
-                generator.manual_seed(self._step_seed())  # masks
-                loss_sum = 0.0
-                for micro in range(a.accum):
-                    imgs, reports = next(batches)
-                    self.unusable.add_reports(reports)
-                    imgs = imgs.to(rt.device, non_blocking=True)
-                    mask = self.family.make_mask(imgs, generator)
-                    sync = self.ddp is None or micro == a.accum - 1
-                    with (model.no_sync() if not sync else contextlib.nullcontext()):
-                        with rt.autocast(self.precision):
-                            loss, pred = model(imgs, mask)
-                        (loss / a.accum).backward()
-                    loss_sum += loss.detach().item()
-                total_loss, stop_votes, bad_data = rt.all_reduce_sum(
-                    [loss_sum / a.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())])
-                if bad_data:
-                    self._check_unusable_files(other_rank_stops=True)
-                self.data_position += a.accum * a.batch_size
-                stepped = self._optimizer_step(total_loss / rt.world_size)
-                stopping = stop_votes > 0 or (stop_after is not None and self.step + stepped >= stop_after)
-                if not stepped:  # weights untouched; on a stop signal still save the steps since the last save
-                    if stopping:
-                        self.save()
-                        rt.barrier()
-                        break
-                    continue
-                self.step += 1
-                self.last_loss = total_loss / rt.world_size
-                dt = time.perf_counter() - t0
-                rate = self.effective_batch / dt
-                img_rate = rate if img_rate is None else 0.9 * img_rate + 0.1 * rate
-                if rt.is_main:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    log.write(step=self.step, loss=f"{self.last_loss:.6f}", lr=f"{lr:.3e}", img_per_s=f"{rate:.2f}",
-                              elapsed_s=f"{time.time() - start_time:.1f}")
-                    bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{img_rate:.1f}")
-                    bar.update(1)
-                    if a.preview_every and self.step % a.preview_every == 0:
-                        recon, pixel_mask = self.model.reconstruct(imgs, mask, pred.detach())
-                        save_preview(os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
-                                     imgs, recon, pixel_mask)
-                if stopping or self.step % a.save_every == 0 or self.step == self.total_steps:
-                    self.save()
-                    rt.barrier()
-                if stopping:
+                if self._after_step(self.train_step(batches, generator), progress, stop_after):
                     break
         finally:
-            bar.close()
-            if log:
-                log.close()
+            progress.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             del batches
+
+    def _after_step(self, outcome: StepOutcome, progress: Progress, stop_after: int | None) -> bool:
+        """The hooks after each step: a finished step is logged and previewed; the state is saved when
+        due, and on stopping even after a skipped step (the steps before it may be unsaved). Returns
+        whether to stop: a signal on any rank, or ``stop_after`` steps done."""
+        stopping = outcome.stop_requested or (stop_after is not None and self.step >= stop_after)
+        if outcome.stepped:
+            progress.update(self.step, self.last_loss, self.optimizer.param_groups[0]["lr"], outcome.seconds)
+            self._preview(outcome)
+        if stopping or (outcome.stepped and self._save_due()):
+            self.save()
+            self.runtime.barrier()
+        return stopping
+
+    def _save_due(self) -> bool:
+        return self.step % self.config.save_every == 0 or self.step == self.total_steps
+
+    def _preview(self, outcome: StepOutcome) -> None:
+        """Rank 0, every ``--preview-every`` steps: previews/step_N.png of the step's last micro-batch."""
+        every = self.config.preview_every
+        if self.runtime.is_main and every and self.step % every == 0:
+            recon, pixel_mask = self.model.reconstruct(outcome.imgs, outcome.mask, outcome.pred.detach())
+            save_preview(os.path.join(self.out, "previews", f"step_{self.step:07d}.png"), outcome.imgs, recon,
+                         pixel_mask)
+
+    def _on_signal(self, signum, frame):
+        if self.stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        if self.runtime.is_main:
+            tqdm.write(f"Received signal {signum}: saving the state after this step, then stopping.")
 
     def _report(self) -> None:
         where = os.path.join(self.out, ENCODER_FILE)

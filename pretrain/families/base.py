@@ -3,13 +3,16 @@
 Sources, the training loop, DDP, checkpoints and monitoring are family-agnostic; a family supplies
 its MAE model (encoder + mask token/masking + reconstruction decoder), its mask generator, the
 encoder tensors and metadata for the checkpoint contract, and a check that a fine-tuning network
-accepts those tensors. A CNN family (SparK-style) adds a subclass and registers it in
-``pretrain.families.FAMILIES``.
+accepts those tensors. Each family file holds three parts: the model (plain ``nn.Module``s), the
+family (built from typed options), and its command-line plug-in (the options and their flags). A
+new family adds such a file and registers its family in ``pretrain.families.FAMILIES``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,18 +31,28 @@ class MAEModel(nn.Module, ABC):
         """For previews: (reconstruction B x C x H x W with visible pixels kept, pixel mask B x 1 x H x W)."""
 
 
-class EncoderFamily(ABC):
-    """One encoder family of the pretraining stage (built from parsed CLI arguments)."""
-
-    name: str = ""
+class FamilyOptions(ABC):
+    """A family's command-line plug-in: a dataclass of the family's settings and the flags they come from."""
 
     @classmethod
     @abstractmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add the family's own flags (encoder shape, decoder, masking)."""
 
-    def __init__(self, args: argparse.Namespace, in_channels: int):
-        self.args, self.in_channels = args, in_channels
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "FamilyOptions":
+        """The values of the flags named like the fields."""
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+
+class EncoderFamily(ABC):
+    """One encoder family of the pretraining stage, built from its options."""
+
+    name: ClassVar[str] = ""
+    options_type: ClassVar[type[FamilyOptions]]
+
+    def __init__(self, options: FamilyOptions, in_channels: int):
+        self.options, self.in_channels = options, in_channels
 
     @abstractmethod
     def validate(self, patch_size: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +20,11 @@ from torch import nn
 
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from pretrain.errors import PretrainUserError
-from pretrain.families.base import EncoderFamily, MAEModel
+from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
 from pretrain.masking import window_mask
 
 
+# ------------------------------------------------------------------------------------- model
 def at_resolution(hidden: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """B x h x w bool mask -> B x 1 x H' x W' bool at ``like``'s spatial size (nearest)."""
     return F.interpolate(hidden[:, None].float(), size=like.shape[-2:], mode="nearest").bool()
@@ -105,31 +107,17 @@ class CnnMAE(MAEModel):
         return torch.where(pixel_mask, pred.float(), imgs.float()), pixel_mask
 
 
-def read_plans_architecture(args: argparse.Namespace) -> tuple[dict, str]:
-    """The ``architecture`` block of the plans (``-p``, ``-c``) of ``--plans-of`` or else the first ``-d``
-    dataset, and its file."""
-    from nnunetv2_vismae.io.nnunet import preprocessed_folder
+# ------------------------------------------------------------------------ command-line plug-in
+@dataclass(frozen=True)
+class CnnOptions(FamilyOptions):
+    """The cnn family's flags, and the plans its network comes from."""
 
-    dataset = args.plans_of or (args.d[0] if args.d else None)
-    if dataset is None:
-        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET "
-                                "or --plans-of DATASET.")
-    plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{args.p}.json")
-    if not os.path.isfile(plans_file):
-        raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
-    with open(plans_file) as f:
-        configuration = json.load(f)["configurations"].get(args.c, {})
-    architecture = configuration.get("architecture")
-    if architecture is None:
-        raise PretrainUserError(f"{plans_file} has no configuration {args.c!r} with an architecture block.")
-    if not str(architecture["arch_kwargs"].get("conv_op", "")).endswith("Conv2d"):
-        raise PretrainUserError(f"Configuration {args.c!r} of {plans_file} is not a 2D network; --encoder cnn "
-                                "pretrains the 2d configuration (-c 2d).")
-    return architecture, plans_file
-
-
-class CnnFamily(EncoderFamily):
-    name = "cnn"
+    plans_dataset: str | None   # --plans-of, else the first -d
+    plans: str                  # -p
+    configuration: str          # -c
+    mask_block: int | None      # --cnn-mask-block, in pixels
+    mask_ratio: float           # the swin family's --mask-ratio
+    norm_pix_loss: bool         # a swin flag, refused here
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -142,9 +130,44 @@ class CnnFamily(EncoderFamily):
                        help="side of a hidden square in pixels, a multiple of the encoder's total stride "
                             "(default: the total stride, one cell of the deepest stage, as SparK).")
 
-    def __init__(self, args: argparse.Namespace, in_channels: int):
-        super().__init__(args, in_channels)
-        self.architecture, self.plans_file = read_plans_architecture(args)
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "CnnOptions":
+        return cls(args.plans_of or (args.d[0] if args.d else None), args.p, args.c, args.cnn_mask_block,
+                   args.mask_ratio, args.norm_pix_loss)
+
+
+# ------------------------------------------------------------------------------------ family
+def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
+    """The ``architecture`` block of the plans (``-p``, ``-c``) of ``--plans-of`` or else the first ``-d``
+    dataset, and its file."""
+    from nnunetv2_vismae.io.nnunet import preprocessed_folder
+
+    dataset, name = options.plans_dataset, options.configuration
+    if dataset is None:
+        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET "
+                                "or --plans-of DATASET.")
+    plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{options.plans}.json")
+    if not os.path.isfile(plans_file):
+        raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
+    with open(plans_file) as f:
+        configuration = json.load(f)["configurations"].get(name, {})
+    architecture = configuration.get("architecture")
+    if architecture is None:
+        raise PretrainUserError(f"{plans_file} has no configuration {name!r} with an architecture block.")
+    if not str(architecture["arch_kwargs"].get("conv_op", "")).endswith("Conv2d"):
+        raise PretrainUserError(f"Configuration {name!r} of {plans_file} is not a 2D network; --encoder cnn "
+                                "pretrains the 2d configuration (-c 2d).")
+    return architecture, plans_file
+
+
+class CnnFamily(EncoderFamily):
+    name = "cnn"
+    options_type = CnnOptions
+    options: CnnOptions
+
+    def __init__(self, options: CnnOptions, in_channels: int):
+        super().__init__(options, in_channels)
+        self.architecture, self.plans_file = read_plans_architecture(options)
         try:
             self.encoder_config = cnn_encoder_config(self.architecture, in_channels)
         except Exception as e:  # plans naming a network we cannot build
@@ -155,15 +178,15 @@ class CnnFamily(EncoderFamily):
             raise PretrainUserError(f"The network of {self.plans_file} downsamples anisotropically ({strides}); "
                                     "--encoder cnn needs square 2D stages.")
         self.total_stride = int(strides[0])
-        self.block = self.total_stride if args.cnn_mask_block is None else args.cnn_mask_block
-        self.mask_settings = {"type": "window_sparse", "ratio": args.mask_ratio, "block_pixels": self.block,
+        self.block = self.total_stride if options.mask_block is None else options.mask_block
+        self.mask_settings = {"type": "window_sparse", "ratio": options.mask_ratio, "block_pixels": self.block,
                               "replaced_by": "zeros_per_stage_then_mask_tokens"}
 
     def validate(self, patch_size: int) -> None:
-        a, s = self.args, self.total_stride
-        if not 0 < a.mask_ratio < 1:
-            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {a.mask_ratio}.")
-        if a.norm_pix_loss:
+        o, s = self.options, self.total_stride
+        if not 0 < o.mask_ratio < 1:
+            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {o.mask_ratio}.")
+        if o.norm_pix_loss:
             raise PretrainUserError("--norm-pix-loss belongs to the swin family; the cnn family regresses pixels.")
         if self.block < 1 or self.block % s:
             raise PretrainUserError(f"--cnn-mask-block {self.block} must be a positive multiple of the encoder's "
@@ -172,8 +195,8 @@ class CnnFamily(EncoderFamily):
             raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
                                     f"({self.block} pixels).")
         blocks = (patch_size // self.block) ** 2
-        if not 0 < round(a.mask_ratio * blocks) < blocks:
-            raise PretrainUserError(f"--mask-ratio {a.mask_ratio} must hide at least one and keep at least one "
+        if not 0 < round(o.mask_ratio * blocks) < blocks:
+            raise PretrainUserError(f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
                                     f"of the {blocks} mask blocks of a patch.")
 
     def build_model(self) -> CnnMAE:
@@ -183,7 +206,7 @@ class CnnFamily(EncoderFamily):
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         s = self.total_stride
         return window_mask(imgs.shape[0], (imgs.shape[2] // s, imgs.shape[3] // s), self.block // s,
-                           self.args.mask_ratio, imgs.device, generator)
+                           self.options.mask_ratio, imgs.device, generator)
 
     def encoder_tensors(self, model: CnnMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
@@ -203,4 +226,7 @@ class CnnFamily(EncoderFamily):
         path = os.path.join(workdir, "fine_tune_check.safetensors")
         save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
         with encoder_and_stem_as_encoder(network):
-            load_encoder_into(network, path, log=lambda *a, **k: None)  # raises unless every tensor loads
+            report = load_encoder_into(network, path, log=lambda *a, **k: None)
+        if report.fraction_loaded < 1.0:
+            raise PretrainUserError(f"Only {report.fraction_loaded:.0%} of this encoder would load into the "
+                                    f"network of {self.plans_file}; refusing to pretrain an unusable encoder.")

@@ -7,6 +7,7 @@ mask hides blocks of ``mask_block`` x ``mask_block`` patches (16 x 16 pixels by 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +19,13 @@ from nnunetv2_vismae.architectures.swin_block import decoder_stage
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 from nnunetv2_vismae.flags import positive_int
 from pretrain.errors import PretrainUserError
-from pretrain.families.base import EncoderFamily, MAEModel
+from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
 from pretrain.masking import window_mask
 
 DECODERS = ("swin", "light")
 
 
+# ------------------------------------------------------------------------------------- model
 class SwinMAEDecoder(nn.Module):
     """VIS-MAE decoder: patch expanding + Swin blocks from the deepest stage up to patch resolution.
 
@@ -143,8 +145,22 @@ class SwinMAE(MAEModel):
         return recon, pixel_mask
 
 
-class SwinFamily(EncoderFamily):
-    name = "swin"
+# ------------------------------------------------------------------------ command-line plug-in
+@dataclass(frozen=True)
+class SwinOptions(FamilyOptions):
+    """The swin family's flags (``--mask-ratio`` is shared with the cnn family)."""
+
+    embed_dim: int
+    depths: list[int]
+    heads: list[int]
+    window: int
+    encoder_patch: int
+    drop_path: float
+    decoder: str
+    decoder_depth: int
+    mask_ratio: float
+    mask_block: int
+    norm_pix_loss: bool
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -168,53 +184,62 @@ class SwinFamily(EncoderFamily):
         g.add_argument("--norm-pix-loss", action="store_true",
                        help="regress per-patch normalized pixels (MAE's norm_pix_loss).")
 
-    def __init__(self, args: argparse.Namespace, in_channels: int):
-        super().__init__(args, in_channels)
+
+# ------------------------------------------------------------------------------------ family
+class SwinFamily(EncoderFamily):
+    name = "swin"
+    options_type = SwinOptions
+    options: SwinOptions
+
+    def __init__(self, options: SwinOptions, in_channels: int):
+        super().__init__(options, in_channels)
+        o = options
         try:
-            self.encoder_config = SwinEncoderConfig(in_channels, args.encoder_patch, args.embed_dim, args.depths,
-                                                    args.heads, args.window, drop_path_rate=args.drop_path)
+            self.encoder_config = SwinEncoderConfig(in_channels, o.encoder_patch, o.embed_dim, o.depths, o.heads,
+                                                    o.window, drop_path_rate=o.drop_path)
         except ValueError as e:
             raise PretrainUserError(str(e)) from None
-        self.mask_settings = {"type": "window", "ratio": args.mask_ratio, "block_patches": args.mask_block,
-                              "block_pixels": args.mask_block * args.encoder_patch, "replaced_by": "mask_token"}
+        self.mask_settings = {"type": "window", "ratio": o.mask_ratio, "block_patches": o.mask_block,
+                              "block_pixels": o.mask_block * o.encoder_patch, "replaced_by": "mask_token"}
 
     def validate(self, patch_size: int) -> None:
-        cfg, a = self.encoder_config, self.args
-        if not 0 < a.mask_ratio < 1:
-            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {a.mask_ratio}.")
+        cfg, o = self.encoder_config, self.options
+        if not 0 < o.mask_ratio < 1:
+            raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {o.mask_ratio}.")
         for i, (dim, heads) in enumerate(zip(cfg.stage_dims, cfg.num_heads)):
             if dim % heads:
                 raise PretrainUserError(f"Stage {i} has dimension {dim}, which --heads {heads} does not divide.")
         if patch_size % cfg.total_stride:
             raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the encoder's total stride "
                                     f"{cfg.total_stride} (encoder patch x 2^(stages-1)).")
-        if (patch_size // cfg.patch_size) % a.mask_block:
+        if (patch_size // cfg.patch_size) % o.mask_block:
             raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
-                                    f"({a.mask_block} patches = {a.mask_block * cfg.patch_size} pixels).")
-        blocks = (patch_size // cfg.patch_size // a.mask_block) ** 2
-        if not 0 < round(a.mask_ratio * blocks) < blocks:
-            raise PretrainUserError(f"--mask-ratio {a.mask_ratio} must hide at least one and keep at least one "
+                                    f"({o.mask_block} patches = {o.mask_block * cfg.patch_size} pixels).")
+        blocks = (patch_size // cfg.patch_size // o.mask_block) ** 2
+        if not 0 < round(o.mask_ratio * blocks) < blocks:
+            raise PretrainUserError(f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
                                     f"of the {blocks} mask blocks of a patch.")
 
     def build_model(self) -> SwinMAE:
-        return SwinMAE(self.encoder_config, self.args.decoder, self.args.decoder_depth, self.args.norm_pix_loss)
+        return SwinMAE(self.encoder_config, self.options.decoder, self.options.decoder_depth,
+                       self.options.norm_pix_loss)
 
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         p = self.encoder_config.patch_size
-        return window_mask(imgs.shape[0], (imgs.shape[2] // p, imgs.shape[3] // p), self.args.mask_block,
-                           self.args.mask_ratio, imgs.device, generator)
+        return window_mask(imgs.shape[0], (imgs.shape[2] // p, imgs.shape[3] // p), self.options.mask_block,
+                           self.options.mask_ratio, imgs.device, generator)
 
     def encoder_tensors(self, model: SwinMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
 
     def settings(self) -> dict:
-        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "decoder": self.args.decoder,
-                "decoder_depth": self.args.decoder_depth, "norm_pix_loss": self.args.norm_pix_loss,
-                "mask": self.mask_settings}
+        o = self.options
+        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "decoder": o.decoder,
+                "decoder_depth": o.decoder_depth, "norm_pix_loss": o.norm_pix_loss, "mask": self.mask_settings}
 
     def checkpoint_metadata(self) -> dict:
         return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "mask": self.mask_settings,
-                "pretraining_decoder": self.args.decoder, "norm_pix_loss": self.args.norm_pix_loss}
+                "pretraining_decoder": self.options.decoder, "norm_pix_loss": self.options.norm_pix_loss}
 
     def check_fine_tunable(self, model: SwinMAE, workdir: str, metadata: dict | None = None) -> None:
         import os
