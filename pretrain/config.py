@@ -50,12 +50,12 @@ class PretrainConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PretrainConfig":
         """The config of parsed (and validated) command-line flags."""
-        optional_tuple = (lambda values: tuple(values) if values else None)
         return cls(
             output=args.o, family=args.family, family_options=FAMILIES[args.family].options_type.from_args(args),
             datasets=tuple(args.d or ()), configuration=args.c, plans=args.p, folders=tuple(args.i or ()),
             file_list=args.file_list, axis=args.axis,
-            normalization=Normalization(args.norm, optional_tuple(args.ct_clip), optional_tuple(args.ct_stats)),
+            normalization=Normalization(args.norm, tuple(args.ct_clip) if args.ct_clip else None,
+                                        tuple(args.ct_stats) if args.ct_stats else None),
             source_weights=None if args.source_weights is None else tuple(args.source_weights),
             **{name: getattr(args, name) for name in (
                 "max_unusable", "patch_size", "steps", "epochs", "batch_size", "accum", "blr", "lr", "warmup_steps",
