@@ -14,8 +14,10 @@ import os
 import torch
 from torch import nn
 
+from nnunetv2_vismae.errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError):
     """A -device value this machine cannot honour."""
 
 

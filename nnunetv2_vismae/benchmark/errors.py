@@ -1,5 +1,6 @@
 """The benchmark's user error: one sentence for the command line, exit status 2."""
+from nnunetv2_vismae.errors import UserError
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UserError):
     """Bad input (environment, dataset, flags, files); the message is one sentence."""

@@ -1,7 +1,8 @@
 """The one exception type of the checkpoint package."""
+from nnunetv2_vismae.errors import UserError
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A user-facing problem with an encoder checkpoint.
 
     The message is one sentence naming the file or value and what was expected; command-line

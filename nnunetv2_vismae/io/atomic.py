@@ -19,11 +19,13 @@ import secrets
 import shutil
 from pathlib import Path
 
+from nnunetv2_vismae.errors import UserError
+
 # .NAME.<random>SUFFIX, SUFFIX being NAME's own (or .tmp); <random> also covers tempfile's names
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]+(?P<suffix>\.[^.]+)")
 
 
-class WriteError(OSError):
+class WriteError(UserError, OSError):
     """Writing a file failed (disk full, no permission, read-only file system): ``str()`` is one
     sentence naming the file, ``strerror`` says why."""
 

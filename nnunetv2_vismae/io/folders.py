@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nnunetv2_vismae.errors import UserError
 
-class OutputFolderError(Exception):
+
+class OutputFolderError(UserError):
     """An output folder cannot be used (not writable, a file, in use by another run): one
     sentence that commands print as it is, with a non-zero exit."""
 

@@ -8,12 +8,13 @@ from pathlib import Path
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
 from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS
 from nnunetv2_vismae.architectures.swin_unet import DECODERS
+from nnunetv2_vismae.errors import UserError
 
 NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
 PRETRAINED_KEY = "vismae_pretrained"
 
 
-class PlanningError(Exception):
+class PlanningError(UserError):
     """A user error while planning; the message is one sentence for the command line."""
 
 
