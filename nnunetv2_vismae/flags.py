@@ -1,12 +1,21 @@
-"""Command-line flags shared by the commands: numeric ``type``s that refuse a value out of range while
+"""The command line shared by the commands: numeric ``type``s that refuse a value out of range while
 argparse parses it (so ``--epochs 0`` is one sentence before anything is read or written, not a
-ZeroDivisionError later), and a parser that reports a bad command line as one sentence.
+ZeroDivisionError later), a parser that reports a bad command line as one sentence, and the runner
+of every console script's ``main``.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
+import sys
+
+from nnunetv2_vismae.errors import StepFailed, UserError
+from nnunetv2_vismae.io.atomic import WriteError
+
+# exit statuses: 2 for a user error, as argparse has it for a bad flag; 128 + SIGINT as shells report Ctrl-C
+USER_ERROR, STEP_FAILED, INTERRUPTED = 2, 1, 130
 
 
 def _number(convert, kind: str, requirement: str, accept):
@@ -38,8 +47,37 @@ def sentence(message: str) -> str:
 
 
 class OneSentenceParser(argparse.ArgumentParser):
-    """An ArgumentParser (and its subcommands' parsers) that reports a bad command line as
-    ``PROG: error: <one sentence>`` with exit code 2, without the usage dump."""
+    """An ArgumentParser (and its subcommands' parsers) that raises a bad command line as a
+    UserError of one sentence, which ``console_script`` reports like any other: no usage dump."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {sentence(message)}\n")
+        raise UserError(sentence(message))
+
+
+def console_script(prog: str, resumes: bool = False):
+    """Decorate ``main(argv=None) -> int | None`` into the main of the console script ``prog``,
+    returning its exit status. A UserError (a bad flag included) prints ``PROG: error: <sentence>``
+    on stderr and returns 2, a StepFailed the same and 1, Ctrl-C 130; any other exception is a
+    bug and keeps its traceback. ``resumes``: the same command run again continues where this one
+    stopped, which the sentences for a full disk and for Ctrl-C then say."""
+    def decorate(main):
+        @functools.wraps(main)
+        def run(argv=None) -> int:
+            try:
+                return main(argv) or 0
+            except WriteError as e:  # atomic writes: what was saved before is intact
+                return _report(f"{prog}: error: {e.sentence(e.RERUN) if resumes else e}", USER_ERROR)
+            except UserError as e:
+                return _report(f"{prog}: error: {e}", USER_ERROR)
+            except StepFailed as e:
+                return _report(f"{prog}: error: {e}", STEP_FAILED)
+            except KeyboardInterrupt:
+                return _report(f"{prog}: interrupted" + ("; run the same command again to resume." if resumes
+                                                        else "."), INTERRUPTED)
+        return run
+    return decorate
+
+
+def _report(line: str, status: int) -> int:
+    print(line, file=sys.stderr)
+    return status

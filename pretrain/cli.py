@@ -12,22 +12,16 @@ import warnings
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
 
-from nnunetv2_vismae.flags import (non_negative_float, non_negative_int, positive_float, positive_int,  # noqa: E402
-                                   sentence)
-from nnunetv2_vismae.io.atomic import WriteError  # noqa: E402
+from nnunetv2_vismae.flags import (OneSentenceParser, console_script, non_negative_float,  # noqa: E402
+                                   non_negative_int, positive_float, positive_int)
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import FAMILIES  # noqa: E402
 
 PROG = "nnUNetv2_vismae_pretrain"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one sentence, exit 2, no usage dump
-        raise PretrainUserError(sentence(message))
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+    p = OneSentenceParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
         "Writes -o/encoder.safetensors (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
         "trainers load), state.pt (resumable: rerun the same command to continue), log.csv, loss.png\n"
@@ -117,28 +111,18 @@ def validate_args(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@console_script(PROG, resumes=True)
 def main(argv: list[str] | None = None) -> int:
-    runtime = None
-    try:
-        args = build_parser().parse_args(argv)
-        validate_args(args)
-        from pretrain.runtime import setup_runtime
-        from pretrain.train import Pretrainer
+    args = build_parser().parse_args(argv)
+    validate_args(args)
+    from pretrain.runtime import setup_runtime
+    from pretrain.train import Pretrainer
 
-        runtime = setup_runtime(args.device)
+    runtime = setup_runtime(args.device)
+    try:
         return Pretrainer(args, runtime).setup().train()
-    except PretrainUserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except WriteError as e:  # disk full, ...: what was saved before is intact
-        print(f"{PROG}: error: {e.sentence(e.RERUN)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted.", file=sys.stderr)
-        return 130
     finally:
-        if runtime is not None:
-            runtime.shutdown()
+        runtime.shutdown()
 
 
 if __name__ == "__main__":

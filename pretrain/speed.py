@@ -27,10 +27,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from pretrain.cli import build_parser, validate_args
 from pretrain.config import PretrainConfig
-from pretrain.errors import PretrainUserError
 from pretrain.train import Pretrainer
 
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="pretrain_speed_") as workdir:
             mine, args = parse(argv, workdir)
             result = measure(args, mine.repeats, mine.loader_batches)
-    except PretrainUserError as e:
+    except UserError as e:
         print(f"pretrain.speed: error: {e}", file=sys.stderr)
         return 2
     write_json_atomic(mine.json, result)

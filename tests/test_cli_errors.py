@@ -1,5 +1,6 @@
-"""Every command's user errors: one sentence naming the value and what was expected, a non-zero
-exit, no traceback. Commands run in this process through their ``main`` (the console scripts' code)."""
+"""Every command's user errors: one line ``PROG: error: <sentence>`` naming the value and what was
+expected, exit status 2, no traceback. Commands run in this process through their ``main`` (the
+console scripts' code); every console script in pyproject.toml is here."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +15,7 @@ from tests.reliability import (deny_write, nnunet_tree, swin_encoder, three_chan
                                write_checkpoint)
 
 MAINS = {
+    "nnUNetv2_vismae_env": "nnunetv2_vismae.training.env",
     "nnUNetv2_vismae_pretrain": "pretrain.cli",
     "nnUNetv2_vismae_plan": "nnunetv2_vismae.planning.cli",
     "nnUNetv2_vismae_benchmark": "nnunetv2_vismae.benchmark.cli",
@@ -21,9 +23,11 @@ MAINS = {
     "nnUNetv2_vismae_convert": "nnunetv2_vismae.checkpoint.convert",
     "nnUNetv2_vismae_demo": "nnunetv2_vismae.demo.cli",
     "nnUNetv2_vismae_classify": "nnunetv2_vismae.classification.cli",
+    "nnUNetv2_vismae_speed": "nnunetv2_vismae.benchmark.speed",
 }
 # (command, arguments, environment without nnU-Net's variables?, expected part of the sentence)
 CASES = {
+    "env: unknown flag": ("nnUNetv2_vismae_env", "--bogus", False, "Unrecognized arguments: --bogus."),
     "pretrain: no nnUNet_preprocessed": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out", True, "nnUNet_preprocessed"),
     "pretrain: unknown dataset": ("nnUNetv2_vismae_pretrain", "-d 7 -o {tmp}/out", False,
                                  "Found no dataset folder for dataset 7"),
@@ -61,7 +65,12 @@ CASES = {
     "convert: channels 0": ("nnUNetv2_vismae_convert", "{tmp}/timm.pth {tmp}/e.safetensors --in-channels 0", False,
                             "--in-channels 0 must be a positive integer."),
     "demo: unwritable output": ("nnUNetv2_vismae_demo", "-o {locked}/demo", False,
-                                "output folder {locked}/demo cannot be written: {locked} is not writable."),
+                                "Output folder {locked}/demo cannot be written: {locked} is not writable."),
+    "classify: predict without a model": ("nnUNetv2_vismae_classify",
+                                          "predict -m {tmp}/no_model -i {tmp} -o {tmp}/predictions", False,
+                                          "{tmp}/no_model is not a saved classification model"),
+    "speed: unwritable output": ("nnUNetv2_vismae_speed", "-o {locked}/speed", False,
+                                 "Output folder {locked}/speed cannot be written: {locked} is not writable."),
 }
 
 
@@ -107,10 +116,37 @@ def test_user_errors_are_one_sentence_and_a_non_zero_exit(case, world, capsys, m
         code, err = run_command(command, [a.format(**world) for a in arguments.split()], capsys)
     finally:
         os.chmod(dataset, 0o755)  # shared with the other cases
-    assert code not in (0, None), err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"{command}: error: ") and "Traceback" not in err, err
     assert expected.format(**world) in err, err
     assert not os.path.exists(os.path.join(world["locked"], "demo"))
+
+
+def test_every_console_script_is_covered():
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {name: target.split(":")[0] for name, target in scripts.items()} == MAINS
+    assert set(MAINS) == {command for command, *_ in CASES.values()}
+
+
+def test_a_failed_step_exits_1_ctrl_c_130_and_a_bug_keeps_its_traceback(capsys):
+    from nnunetv2_vismae.errors import StepFailed
+    from nnunetv2_vismae.flags import console_script
+
+    def command_raising(error, resumes=False):
+        @console_script("prog", resumes)
+        def main(argv=None):
+            raise error
+        return main
+
+    assert command_raising(StepFailed("Run x failed (exit 3); its output is in x.log"))() == 1
+    assert capsys.readouterr().err == "prog: error: Run x failed (exit 3); its output is in x.log\n"
+    assert command_raising(KeyboardInterrupt())() == 130
+    assert command_raising(KeyboardInterrupt(), resumes=True)([]) == 130
+    assert capsys.readouterr().err == "prog: interrupted.\nprog: interrupted; run the same command again to resume.\n"
+    with pytest.raises(ZeroDivisionError):  # a bug: Python prints the traceback
+        command_raising(ZeroDivisionError("division by zero"))()
 
 
 # (command, flag, sentence): a value out of range stops the command while its flags are parsed
@@ -152,7 +188,7 @@ def test_flags_out_of_range_stop_before_anything_is_written(case, inputs, tmp_pa
     command, flag, expected = BAD_FLAGS[case]
     out = tmp_path / "out"
     code, err = run_command(command, [*inputs[command], "-o", str(out), *flag.split()], capsys)
-    assert code == 2 and err.endswith(expected) and len(err.splitlines()) == 1, err
+    assert code == 2 and err == f"{command}: error: {expected}", err
     assert not out.exists()
 
 

@@ -71,7 +71,7 @@ def test_classification_output_that_cannot_be_written_is_refused_before_any_imag
             "predict": ["predict", "-m", str(tmp_path / "model"), "-i", missing, "-o", str(out)],
             "example": ["example", "-o", str(out)]}[subcommand]
     code, err = one_sentence(main, argv, capsys)
-    assert err == f"nnUNetv2_vismae_classify {subcommand}: {expected}"
+    assert err == f"nnUNetv2_vismae_classify: error: {expected}"
 
 
 # ---------------------------------------------------------------- predict's saved model
@@ -176,5 +176,5 @@ def test_plan_on_a_full_disk_is_one_sentence_and_leaves_no_partial_plans(tmp_pat
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     code, err = one_sentence(main, ["-d", "1"], capsys)
-    assert err == f"nnUNetv2_vismae_plan: Cannot write {dataset / 'nnUNetVisMAEPlans.json'}: {FULL_DISK}."
+    assert err == f"nnUNetv2_vismae_plan: error: Cannot write {dataset / 'nnUNetVisMAEPlans.json'}: {FULL_DISK}."
     assert sorted(os.listdir(dataset)) == before

@@ -19,6 +19,8 @@ from nnunetv2_vismae.benchmark.arms import ARMS, default_arms
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
+from nnunetv2_vismae.errors import StepFailed
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.io.nnunet import command_environment, run_logged
 
@@ -26,13 +28,9 @@ PROG = "nnUNetv2_vismae_benchmark"
 HISTORY = "commands.txt"
 
 
-class RunFailed(Exception):
-    """A training or planning command failed; the message names it and its log."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     arms = ", ".join(f"{a.name} ({a.trainer} with {a.plans})" for a in ARMS.values())
-    parser = argparse.ArgumentParser(
+    parser = OneSentenceParser(
         prog=PROG,
         description="Label-efficiency benchmark: train each arm on a fraction of each fold's training cases "
                     "with nnU-Net's own nnUNetv2_train (finished runs are skipped, interrupted ones resumed), "
@@ -86,7 +84,7 @@ def default_device() -> str:
 
 
 def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
-    """Run the jobs in order, each logged to OUT/logs/<name>.log; raises RunFailed on the first failure."""
+    """Run the jobs in order, each logged to OUT/logs/<name>.log; raises StepFailed on the first failure."""
     logs = settings.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = command_environment()
@@ -96,9 +94,9 @@ def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
             log = logs / f"{job.name}.log"
             code = run_logged(job.cmd, env, log)
             if code != 0:
-                raise RunFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
+                raise StepFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
             if job.produces is not None and not job.produces.is_file():
-                raise RunFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
+                raise StepFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
             append_history(settings.out, job.text)
             bar.update()
 
@@ -171,16 +169,13 @@ def check_configuration(settings: le.Settings) -> None:
 def check_pretrained(settings: le.Settings) -> None:
     """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
     and check each is of the family its flag is for."""
-    from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 
     for flag, family, path in (("--pretrained", "swin", settings.pretrained),
                                ("--pretrained-cnn", "cnn", settings.pretrained_cnn)):
         if path is None:
             continue
-        try:
-            checkpoint = read_encoder_checkpoint(path)
-        except CheckpointError as e:
-            raise BenchmarkError(str(e)) from None
+        checkpoint = read_encoder_checkpoint(path)
         if checkpoint.family != family:
             raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
 
@@ -220,21 +215,10 @@ def benchmark(args, argv: list[str]) -> int:
     return 0
 
 
+@console_script(PROG, resumes=True)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
-    try:
-        code = benchmark(args, argv)
-    except BenchmarkError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RunFailed as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume.", file=sys.stderr)
-        sys.exit(130)
-    return code
+    return benchmark(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ dataset, so both networks see the same patch and batch size. Nothing is download
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import json
@@ -28,7 +27,10 @@ import torch
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.demo.phantoms import PIXEL_SPACING_MM, UNLABELED_FOLDER, generate_dataset, make_case
 from nnunetv2_vismae.device import native_bf16
+from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
+from nnunetv2_vismae.io.folders import check_output_folder
 from nnunetv2_vismae.training.env import ext_trainer_value
 
 DATASET_ID = 801
@@ -328,25 +330,21 @@ def run_speed(device: torch.device, work: Path) -> dict:
     return results
 
 
+@console_script("nnUNetv2_vismae_speed")
 def main(argv=None):
     from nnunetv2_vismae.benchmark.speed_report import markdown_report
 
-    parser = argparse.ArgumentParser(prog="nnUNetv2_vismae_speed", description=(
+    parser = OneSentenceParser(prog="nnUNetv2_vismae_speed", description=(
         "Measure pretraining, data loading, fine-tuning and inference speed against the machine's matmul "
         "FLOP/s, in one run; writes speed.json and speed.md to -o. Takes about 2 minutes on an idle 2-core CPU."))
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("-o", default="vismae_speed", help="output folder (default: ./vismae_speed)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("nnUNetv2_vismae_speed: -device cuda was given but torch sees no CUDA device; use -device cpu.",
-              file=sys.stderr)
-        sys.exit(2)
+        raise UserError("-device cuda was given but torch sees no CUDA device; use -device cpu.")
     out = Path(args.o)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"nnUNetv2_vismae_speed: cannot create the output folder {out}: {e.strerror or e}.", file=sys.stderr)
-        sys.exit(2)
+    check_output_folder(out)  # before minutes of measuring
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vismae_speed_") as work:
         results = run_speed(torch.device(args.device), Path(work))
     write_json_atomic(out / "speed.json", results)
@@ -357,4 +355,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,12 +1,15 @@
 """``nnUNetv2_vismae_inspect FILE``: print an encoder checkpoint's metadata and tensor summary."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import warnings
 from collections import OrderedDict
+
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
+
+PROG = "nnUNetv2_vismae_inspect"
 
 
 def tensor_groups(tensors) -> "OrderedDict[str, dict]":
@@ -66,9 +69,10 @@ def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
     return "\n".join(lines)
 
 
+@console_script(PROG)
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="nnUNetv2_vismae_inspect",
+    parser = OneSentenceParser(
+        prog=PROG,
         description="Print the metadata and a tensor summary of an nnunetv2_vismae encoder "
                     "checkpoint (.safetensors). The content hash is verified.")
     parser.add_argument("file", metavar="FILE", help="encoder checkpoint (.safetensors)")
@@ -76,14 +80,9 @@ def main(argv=None) -> int:
 
     # timm's import-time deprecation noise must not bury the one-line error of a bad file
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from .errors import CheckpointError
     from .format import read_encoder_checkpoint
 
-    try:
-        checkpoint = read_encoder_checkpoint(args.file)
-    except CheckpointError as e:
-        print(f"nnUNetv2_vismae_inspect: {e}", file=sys.stderr)
-        return 2
+    checkpoint = read_encoder_checkpoint(args.file)
     print(format_checkpoint(checkpoint, os.path.getsize(args.file)))
     return 0
 

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
+
 CONVERTER = "nnUNetv2_vismae_convert"
 
 
@@ -169,7 +171,7 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneSentenceParser(
         prog=CONVERTER,
         description="Convert foreign Swin Transformer weights into an nnunetv2_vismae encoder "
                     "checkpoint (.safetensors): the original VIS-MAE / Swin-MAE pretraining "
@@ -191,17 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script(CONVERTER)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # timm's import-time deprecation noise must not bury the one-line error of a bad file
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from .errors import CheckpointError
-
-    try:
-        convert(args.input, args.output, args.source, args.in_channels)
-    except CheckpointError as e:
-        print(f"{CONVERTER}: {e}", file=sys.stderr)
-        return 2
+    convert(args.input, args.output, args.source, args.in_channels)
     return 0
 
 

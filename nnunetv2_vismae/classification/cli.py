@@ -5,14 +5,12 @@ import argparse
 import shlex
 import sys
 
-from nnunetv2_vismae.checkpoint import CheckpointError
 from nnunetv2_vismae.classification.augment import FLIPS
 from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.classification.model import SMALL_ENCODER
 from nnunetv2_vismae.classification.train import MODES, TrainSettings
-from nnunetv2_vismae.flags import OneSentenceParser, non_negative_float, positive_float, positive_int
-from nnunetv2_vismae.io.atomic import WriteError
-from nnunetv2_vismae.io.folders import OutputFolderError, check_output_folder
+from nnunetv2_vismae.flags import OneSentenceParser, console_script, non_negative_float, positive_float, positive_int
+from nnunetv2_vismae.io.folders import check_output_folder
 
 PROG = "nnUNetv2_vismae_classify"
 
@@ -139,19 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script(PROG, resumes=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join([PROG, *(sys.argv[1:] if argv is None else argv)])
-    try:
-        check_output_folder(args.o)  # before any image is read
-        args.func(args)
-    except (ClassificationError, CheckpointError, OutputFolderError) as e:
-        print(f"{PROG} {args.command}: {e}", file=sys.stderr)
-        sys.exit(1)
-    except WriteError as e:
-        print(f"{PROG} {args.command}: {e.sentence(e.RERUN)}", file=sys.stderr)
-        sys.exit(1)
+    check_output_folder(args.o)  # before any image is read
+    args.func(args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,17 +1,21 @@
 """``nnUNetv2_vismae_demo [--quick | --study] [-o DIR] [-device cpu|cuda] [--dry-run]``."""
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, STUDY, DemoError, run_demo, steps
-from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, STUDY, run_demo, steps
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
+from nnunetv2_vismae.io.folders import check_output_folder
+
+PROG = "nnUNetv2_vismae_demo"
 
 
+@console_script(PROG, resumes=True)
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneSentenceParser(
+        prog=PROG,
         description="Run the whole pipeline on the embedded phantom dataset: generate it, plan and "
                     "preprocess with nnU-Net, pretrain encoders on the unlabeled pool, and "
                     "benchmark vanilla nnU-Net and each pretrained arm with its from-scratch twin at "
@@ -31,22 +35,15 @@ def main(argv=None):
         for name, action in steps(args.size, Path(args.o).resolve(), args.device):
             print(f"{name}: " + ("(in-process) phantom generation" if callable(action) else shlex.join(action)))
         return
-    problem = unwritable_reason(args.o)
-    if problem:
-        print(f"nnUNetv2_vismae_demo: output folder {args.o} cannot be written: {problem}.", file=sys.stderr)
-        sys.exit(1)
+    check_output_folder(args.o)
     if args.size is QUICK:
         print("This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
               "organs, so its report draws no verdict.", flush=True)
-    try:
-        report_dir = run_demo(Path(args.o), args.size, args.device)
-    except DemoError as e:
-        print(f"nnUNetv2_vismae_demo: {e}", file=sys.stderr)
-        sys.exit(1)
+    report_dir = run_demo(Path(args.o), args.size, args.device)
     report = report_dir / "report.md"
     print(report.read_text() if report.exists() else "")
     print(f"Report: {report}\nPlot:   {report_dir / 'label_efficiency.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
 DATASET_ID = 800
@@ -56,10 +57,6 @@ DEFAULT = DemoSize("benchmark", num_train=60, num_unlabeled=600, num_test=200, t
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS)
 
 
-class DemoError(Exception):
-    """A failed step; the message names it and its log."""
-
-
 def nnunet_environment(out: Path) -> dict:
     """Every step's environment: nnU-Net's folders under ``out``, our trainers found, one export process,
     no torch.compile."""
@@ -82,7 +79,7 @@ def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
     log = logs / f"{name}.log"
     code = run_logged(cmd, env, log, mode="w")
     if code != 0:
-        raise DemoError(f"step '{name}' failed (exit {code}); see {log}")
+        raise StepFailed(f"step '{name}' failed (exit {code}); see {log}")
 
 
 def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:

@@ -2,13 +2,14 @@
 next to the dataset's nnU-Net plans."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
-from nnunetv2_vismae.io.atomic import WriteError, write_json_atomic
+from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
+from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
@@ -20,16 +21,8 @@ from nnunetv2_vismae.planning.vismae_plans import (
 )
 
 
+PROG = "nnUNetv2_vismae_plan"
 VISMAE_PLANS, VISMAE_TRAINER = "nnUNetVisMAEPlans", "VisMAETrainer"
-
-
-def read_checkpoint(path: str):
-    from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint
-
-    try:
-        return read_encoder_checkpoint(path)
-    except CheckpointError as e:
-        raise PlanningError(str(e)) from None
 
 
 def checkpoint_reference(path: str, checkpoint) -> dict:
@@ -44,7 +37,7 @@ def num_input_channels(folder: Path) -> int:
 
 def pretrained_encoder(path: str, checkpoint=None) -> tuple[SwinEncoderConfig, dict]:
     """Encoder config and the plans' checkpoint reference (absolute path and content hash)."""
-    checkpoint = checkpoint or read_checkpoint(path)
+    checkpoint = checkpoint or read_encoder_checkpoint(path)
     if checkpoint.family != "swin":
         raise PlanningError(f"{path} holds a {checkpoint.family!r} encoder; VisMAE plans need a 'swin' one.")
     return SwinEncoderConfig.from_json(checkpoint.encoder_config), checkpoint_reference(path, checkpoint)
@@ -59,7 +52,7 @@ def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pre
     """Write the plans (default name by the checkpoint's family) and return their file."""
     folder = preprocessed_folder(dataset, PlanningError)
     plans = load_plans(folder, source_plans)
-    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    checkpoint = read_encoder_checkpoint(pretrained) if pretrained else None
     cnn = checkpoint is not None and checkpoint.family == "cnn"
     target_plans = target_plans or (MAE_PLANS if cnn else VISMAE_PLANS)
     problem = unwritable_reason(folder)
@@ -76,10 +69,11 @@ def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pre
     return target
 
 
+@console_script(PROG)
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Derive fine-tuning plans (2d, same preprocessed data) from a "
-                                                 "dataset's nnU-Net plans: SwinUNet for a swin checkpoint (or none), "
-                                                 "nnU-Net's own network for a cnn checkpoint.")
+    parser = OneSentenceParser(prog=PROG, description="Derive fine-tuning plans (2d, same preprocessed data) from "
+                                                      "a dataset's nnU-Net plans: SwinUNet for a swin checkpoint (or "
+                                                      "none), nnU-Net's own network for a cnn checkpoint.")
     parser.add_argument("-d", required=True, help="dataset id or name")
     parser.add_argument("-p", default="nnUNetPlans", help="source nnU-Net plans (default: nnUNetPlans)")
     parser.add_argument("-o", help="name of the plans to write (default: nnUNetVisMAEPlans, or nnUNetMAEPlans "
@@ -90,14 +84,10 @@ def main(argv=None):
                         help="conv: SwinUNETR-style conv decoder with a full-resolution stem skip "
                              "(default); swin: VIS-MAE's Swin-UNet decoder")
     args = parser.parse_args(argv)
-    try:
-        target = plan(args.d, args.p, args.o, args.decoder, args.pretrained)
-    except (PlanningError, WriteError) as e:  # WriteError: e.g. the disk is full; no partial plans are left
-        print(f"nnUNetv2_vismae_plan: {e}", file=sys.stderr)
-        sys.exit(2)
+    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained)
     print(f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {target.stem} "
           f"-tr {fine_tuning_trainer(target)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

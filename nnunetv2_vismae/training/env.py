@@ -1,15 +1,20 @@
 """``nnUNetv2_vismae_env``: print the shell line that lets nnU-Net's own commands find our trainers."""
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
+import sys
 
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.nnunet import ext_trainer_value
 
+PROG = "nnUNetv2_vismae_env"
 
+
+@console_script(PROG)
 def main(argv=None):
-    argparse.ArgumentParser(
+    OneSentenceParser(
+        prog=PROG,
         description="Print the export line for nnUNet_extTrainer so that nnUNetv2_train and "
                     "nnUNetv2_predict find VisMAETrainer and its variants. "
                     'Use: eval "$(nnUNetv2_vismae_env)"').parse_args(argv)
@@ -17,4 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

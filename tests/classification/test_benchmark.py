@@ -13,7 +13,7 @@ def test_benchmark_runs_both_arms_and_reports(tiny_checkpoint, tmp_path, capsys)
     out = tmp_path / "bench"
     argv = ["benchmark", "-i", str(task["train"]), "--val", str(task["test"]), "-o", str(out), "--pretrained",
             tiny_checkpoint, "--labels", "50", "100", "--epochs", "1", "--size", "32", "--batch-size", "8"]
-    main(argv)
+    assert main(argv) == 0
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["arm"], r["labels"]) for r in rows] == [("pretrained", "50"), ("pretrained", "100"),
@@ -27,5 +27,5 @@ def test_benchmark_runs_both_arms_and_reports(tiny_checkpoint, tmp_path, capsys)
     report = (out / "report.md").read_text()
     assert "| from scratch | 100% | 1 |" in report and (out / "label_efficiency.png").stat().st_size > 0
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/state.pt")}
-    main(argv)  # finished runs are re-reported, not retrained
+    assert main(argv) == 0  # finished runs are re-reported, not retrained
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/state.pt")} == stamps

@@ -11,6 +11,7 @@ from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
+from nnunetv2_vismae.errors import StepFailed
 from tests.conftest import run
 
 
@@ -29,7 +30,7 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
 
 
 def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_cases(capsys):
-    main(["--study", "--dry-run", "-o", "study_out"])
+    assert main(["--study", "--dry-run", "-o", "study_out"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["generate", "preprocess", "pretrain", "pretrain_cnn", "study"]
     study = shlex.split(lines[-1].split(": ", 1)[1])
@@ -61,7 +62,7 @@ def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, mo
     (tmp_path / "steps_done.txt").write_text("generate\npreprocess\n")
     monkeypatch.undo()  # the real run_command now, on a child process that exits with 3
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: 3)
-    with pytest.raises(pipeline.DemoError, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
+    with pytest.raises(StepFailed, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
         pipeline.run_demo(tmp_path, pipeline.QUICK)
     assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
 
