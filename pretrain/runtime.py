@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from nnunetv2_vismae.device import DeviceError, native_bf16, resolve_device
-from pretrain.errors import PretrainUserError
+from nnunetv2_vismae.device import native_bf16, resolve_device
 
 
 @dataclass
@@ -66,10 +65,7 @@ def setup_runtime(device: str) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    try:
-        torch_device = resolve_device(device, local_rank)
-    except DeviceError as e:
-        raise PretrainUserError(str(e)) from None
+    torch_device = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size)

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnunetv2_vismae.device import fused_adamw, native_bf16
-from nnunetv2_vismae.io.folders import OutputFolderError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from pretrain.cli import PROG
 from pretrain.config import PretrainConfig
@@ -108,10 +107,7 @@ class Pretrainer:
     def setup(self) -> "Pretrainer":
         """Lock the output folder (rank 0) and build everything; a failure releases the folder again."""
         if self.runtime.is_main:
-            try:
-                self.lock = claim_output_folder(self.out, PROG)
-            except OutputFolderError as e:
-                raise PretrainUserError(str(e)) from None
+            self.lock = claim_output_folder(self.out, PROG)
         try:
             return self._build()
         except BaseException:
@@ -216,13 +212,11 @@ class Pretrainer:
 
     def export_encoder(self) -> None:
         """Write ``encoder.safetensors`` (atomically) from the model as it is."""
-        from nnunetv2_vismae.checkpoint import CheckpointError, save_encoder_checkpoint
+        from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 
-        try:
-            save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
-                                    self.checkpoint_metadata(self.step, self.last_loss))
-        except CheckpointError as e:  # e.g. the disk is full
-            raise PretrainUserError(str(e)) from None
+        # a full disk is a CheckpointError, which the command reports as one sentence
+        save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
+                                self.checkpoint_metadata(self.step, self.last_loss))
 
     def encoder_is_current(self) -> bool:
         """Whether ``encoder.safetensors`` exists and holds this model's encoder at this step."""

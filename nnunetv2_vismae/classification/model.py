@@ -14,11 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nnunetv2_vismae.architectures import SwinEncoder, SwinEncoderConfig
-from nnunetv2_vismae.checkpoint import (
-    CheckpointError,
-    load_encoder_into,
-    read_encoder_checkpoint,
-)
+from nnunetv2_vismae.checkpoint import load_encoder_into, read_encoder_checkpoint
 from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.classification.inputs import InputSpec, normalization_from_checkpoint
 from nnunetv2_vismae.io.atomic import atomic_path, write_json_atomic
@@ -53,10 +49,7 @@ class SwinClassifier(nn.Module):
 
 def read_pretrained(path: str):
     """(checkpoint, encoder config, input normalization) of a swin encoder checkpoint."""
-    try:
-        checkpoint = read_encoder_checkpoint(path)
-    except CheckpointError as e:
-        raise ClassificationError(str(e)) from None
+    checkpoint = read_encoder_checkpoint(path)
     if checkpoint.family != "swin":
         raise ClassificationError(f"{path} holds a {checkpoint.family} encoder; classification uses the swin family.")
     config = SwinEncoderConfig.from_json(checkpoint.encoder_config)
@@ -65,10 +58,7 @@ def read_pretrained(path: str):
 
 def load_pretrained_encoder(model: SwinClassifier, checkpoint, log=print) -> dict:
     """Load the checkpoint into the encoder (a partial load is refused there); the reference to record."""
-    try:
-        report = load_encoder_into(model, checkpoint, log=log)
-    except CheckpointError as e:
-        raise ClassificationError(str(e)) from None
+    report = load_encoder_into(model, checkpoint, log=log)
     return {"path": str(Path(checkpoint.path).resolve()), "content_hash": checkpoint.content_hash,
             "loaded": report.num_loaded, "adapted": report.adapted}
 

@@ -12,21 +12,17 @@ import numpy as np
 
 from nnunetv2_vismae.classification import report
 from nnunetv2_vismae.classification.data import check_known_labels, load_samples
-from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.classification.inference import predict_logits
 from nnunetv2_vismae.classification.inputs import InputSpec, load_inputs
 from nnunetv2_vismae.classification.metrics import compute_metrics
 from nnunetv2_vismae.classification.model import load_model_folder
-from nnunetv2_vismae.device import DeviceError, resolve_device
+from nnunetv2_vismae.device import resolve_device
 
 
 def predict(model_dir: str, source: str, out: str, device: str = "cpu", batch_size: int = 32,
             log=print) -> dict | None:
     """Write the predictions (and metrics, when labels are known); return the metrics or None."""
-    try:
-        torch_device = resolve_device(device)
-    except DeviceError as e:
-        raise ClassificationError(str(e)) from None
+    torch_device = resolve_device(device)
     model, description = load_model_folder(model_dir)
     classes = description["classes"]
     samples = load_samples(source, require_labels=False)

@@ -45,9 +45,8 @@ from nnunetv2_vismae.classification.model import (
     read_pretrained,
     save_model_folder,
 )
-from nnunetv2_vismae.device import DeviceError, resolve_device
+from nnunetv2_vismae.device import resolve_device
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.io.folders import OutputFolderError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
 from nnunetv2_vismae.training.trainers import encoder_layer_id, no_decay
@@ -151,10 +150,7 @@ class Run:
         self.s, self.log, self.out = s, log, Path(s.out)
         if s.mode not in MODES:
             raise ClassificationError(f"--mode must be one of {', '.join(MODES)}, got {s.mode!r}.")
-        try:
-            self.device = resolve_device(s.device)
-        except DeviceError as e:
-            raise ClassificationError(str(e)) from None
+        self.device = resolve_device(s.device)
         self.data = select_data(s)
         self.build_model()
         self.x_train = load_inputs(self.data.train, self.spec, "training images")
@@ -301,9 +297,5 @@ class Run:
 def train(settings: TrainSettings, log=print) -> dict:
     """Train (or resume, or just report a finished run) and return the best epoch's validation metrics.
     The output folder is checked and locked before any image is read."""
-    try:
-        lock = claim_output_folder(settings.out, COMMAND)
-    except OutputFolderError as e:
-        raise ClassificationError(str(e)) from None
-    with lock:
+    with claim_output_folder(settings.out, COMMAND):
         return Run(settings, log).fit()

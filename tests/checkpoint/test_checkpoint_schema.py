@@ -191,13 +191,12 @@ def test_inspect_builds_no_model(saved, monkeypatch):
 
 
 def test_classification_gets_one_sentence_for_a_crafted_normalization(saved, tmp_path):
-    from nnunetv2_vismae.classification.errors import ClassificationError
     from nnunetv2_vismae.classification.model import read_pretrained
 
     path, _, _ = saved
     for norm in ("zscore", {"scheme": "imagenet_rgb_folded", "mean": [0.4], "std": [0.2]}):
         bad = crafted(path, tmp_path / "bad.safetensors", normalization=norm)
-        with pytest.raises(ClassificationError, match="has invalid metadata: normalization"):
+        with pytest.raises(CheckpointError, match="has invalid metadata: normalization"):
             read_pretrained(str(bad))
 
 
