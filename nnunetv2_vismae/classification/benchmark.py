@@ -120,13 +120,3 @@ def write_outputs(out: Path, rows: list[dict], test: str | None, command: str) -
     write_files({out / "results.csv": csv_text(header, [[r[k] for k in header] for r in rows]).encode(),
                  out / "report.md": report_markdown(rows, test, command).encode(),
                  out / "label_efficiency.png": plot_png(rows, "test set" if test else "validation set")})
-
-
-def run_benchmark(args) -> None:
-    """The command line's entry: one TrainSettings for all runs, then ``benchmark``."""
-    from nnunetv2_vismae.classification.cli import settings_from
-
-    base = settings_from(args, args.o, args.pretrained, 100)
-    read_pretrained(args.pretrained)  # a bad checkpoint stops here, before any run
-    benchmark(base, args.arms, args.labels, args.seeds, Path(args.o), args.test, args.command_line)
-    print(f"Report: {Path(args.o) / 'report.md'}\nPlot:   {Path(args.o) / 'label_efficiency.png'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from nnunetv2_vismae.classification.augment import FLIPS
 from nnunetv2_vismae.classification.errors import ClassificationError
@@ -87,9 +88,15 @@ def run_example(args):
 
 
 def run_benchmark(args):
-    from nnunetv2_vismae.classification.benchmark import run_benchmark as benchmark
+    """One TrainSettings for all runs; a bad checkpoint stops here, before any run."""
+    from nnunetv2_vismae.classification.benchmark import benchmark
+    from nnunetv2_vismae.classification.model import read_pretrained
 
-    benchmark(args)
+    base = settings_from(args, args.o, args.pretrained, 100)
+    read_pretrained(args.pretrained)
+    out = Path(args.o)
+    benchmark(base, args.arms, args.labels, args.seeds, out, args.test, args.command_line)
+    print(f"Report: {out / 'report.md'}\nPlot:   {out / 'label_efficiency.png'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
