@@ -8,13 +8,13 @@ from pathlib import Path
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, checkpoint_reference
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
 from nnunetv2_vismae.planning.vismae_plans import (
-    PRETRAINED_KEY,
     PlanningError,
     derive_vismae_plans,
     load_plans,
@@ -23,11 +23,6 @@ from nnunetv2_vismae.planning.vismae_plans import (
 
 PROG = "nnUNetv2_vismae_plan"
 VISMAE_PLANS, VISMAE_TRAINER = "nnUNetVisMAEPlans", "VisMAETrainer"
-
-
-def checkpoint_reference(path: str, checkpoint) -> dict:
-    """What the plans record: absolute path, content hash (verified by the trainer) and family."""
-    return {"path": str(Path(path).resolve()), "content_hash": checkpoint.content_hash, "family": checkpoint.family}
 
 
 def num_input_channels(folder: Path) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import json
 
-from nnunetv2_vismae.planning.vismae_plans import PRETRAINED_KEY, PlanningError
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
+from nnunetv2_vismae.planning.vismae_plans import PlanningError
 
 MAE_PLANS = "nnUNetMAEPlans"
 MAE_TRAINER = "nnUNetTrainerMAE"

@@ -8,10 +8,10 @@ from pathlib import Path
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
 from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS
 from nnunetv2_vismae.architectures.swin_unet import DECODERS
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
 from nnunetv2_vismae.errors import UserError
 
 NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
-PRETRAINED_KEY = "vismae_pretrained"
 
 
 class PlanningError(UserError):

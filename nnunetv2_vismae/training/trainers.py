@@ -9,7 +9,7 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
-from nnunetv2_vismae.planning.vismae_plans import PRETRAINED_KEY
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
 from nnunetv2_vismae.device import cpu_bf16_enabled, fused_adamw, run_forward_in_bf16
 from nnunetv2_vismae.training.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 
