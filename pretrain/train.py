@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.io.lock import claim_output_folder
+from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
 from pretrain.cli import PROG
 from pretrain.config import PretrainConfig
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
@@ -147,7 +148,7 @@ class Pretrainer:
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", "*relative_position_bias_table"))
+        groups = param_groups_weight_decay(self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY))
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))

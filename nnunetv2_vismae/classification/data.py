@@ -14,7 +14,7 @@ import numpy as np
 
 from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.io.images import SUPPORTED_ENDINGS, file_kind
-from nnunetv2_vismae.training.label_subsets import label_subset
+from nnunetv2_vismae.label_subsets import label_subset
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from nnunetv2_vismae.classification.model import (
 from nnunetv2_vismae.device import resolve_device
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.lock import claim_output_folder
-from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
-from nnunetv2_vismae.training.trainers import encoder_layer_id, no_decay
+from nnunetv2_vismae.optim.parameter_groups import param_groups
+from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
 
 COMMAND = "nnUNetv2_vismae_classify train"
 STATE_FILE = "state.pt"
@@ -117,20 +117,6 @@ def select_data(s: TrainSettings) -> Data:
     return Data(classes, stratified_label_subset(train, s.labels, s.seed), val)
 
 
-def parameter_groups(model: SwinClassifier, weight_decay: float, layer_decay: float) -> list[dict]:
-    """AdamW groups by (lr scale, decay): encoder tensors get ``layer_decay ** (blocks below the
-    head)``; norms, biases and position tables no weight decay; frozen tensors are left out."""
-    depths = model.encoder.config.depths
-    groups: dict[tuple, list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        scale = layer_decay ** (sum(depths) + 1 - encoder_layer_id(name, depths)) if name.startswith("encoder.") else 1.0
-        groups.setdefault((scale, not no_decay(name, param)), []).append(param)
-    return [{"params": params, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0}
-            for (scale, decay), params in groups.items()]
-
-
 def class_weights(train: list[Sample], classes: list[str]) -> torch.Tensor:
     """n / (k * n_c): every class weighs the same in the loss however many images it has."""
     counts = torch.tensor([sum(s.label == c for s in train) for c in classes], dtype=torch.float32)
@@ -185,8 +171,8 @@ class Run:
         s = self.s
         # layer decay keeps pretrained low-level features close to where pretraining left them; a
         # randomly initialised (or frozen) encoder has nothing to keep
-        layer_decay = s.layer_decay if s.mode == "finetune" and self.pretrained else 1.0
-        groups = parameter_groups(self.model, s.weight_decay, layer_decay)
+        layer_decay = s.layer_decay if s.mode == "finetune" and self.pretrained else None
+        groups = param_groups(self.model, s.weight_decay, layer_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=s.learning_rate, betas=(0.9, 0.999))
         self.steps_per_epoch = math.ceil(len(self.x_train) / s.batch_size)
         total = s.epochs * self.steps_per_epoch

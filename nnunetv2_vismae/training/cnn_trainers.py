@@ -8,7 +8,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_vismae.architectures import SwinUNet
 from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
-from nnunetv2_vismae.training.schedules import SawtoothLRScheduler
+from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler
 from nnunetv2_vismae.training.trainers import VisMAETrainer, unwrap
 
 

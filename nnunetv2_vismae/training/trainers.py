@@ -11,7 +11,8 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
 from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
 from nnunetv2_vismae.device import cpu_bf16_enabled, fused_adamw, run_forward_in_bf16
-from nnunetv2_vismae.training.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
+from nnunetv2_vismae.optim.parameter_groups import param_groups
+from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -21,23 +22,6 @@ def unwrap(network: nn.Module) -> nn.Module:
     if isinstance(network, OptimizedModule):
         network = network._orig_mod
     return network
-
-
-def no_decay(name: str, param: torch.Tensor) -> bool:
-    return param.ndim <= 1 or name.endswith("relative_position_bias_table")
-
-
-def encoder_layer_id(name: str, depths) -> int:
-    """0 for the patch embedding, then one per Swin block in order (patch merging goes with the
-    first block of its stage); the final norm shares the last block's id."""
-    parts = name.split(".")
-    if parts[1] == "patch_embed":
-        return 0
-    if parts[1] == "norm":
-        return sum(depths)
-    stage = int(parts[2])
-    block = int(parts[4]) if parts[3] == "blocks" else 0
-    return sum(depths[:stage]) + block + 1
 
 
 class VisMAETrainer(nnUNetTrainer):
@@ -85,23 +69,10 @@ class VisMAETrainer(nnUNetTrainer):
         load_encoder_into(unwrap(self.network), checkpoint, log=self.print_to_log_file)
 
     def parameter_groups(self) -> list[dict]:
-        """AdamW groups by (lr scale, weight decay, encoder or not); frozen parameters left out."""
-        network = unwrap(self.network)
-        groups: dict[tuple, list] = {}
-        for name, param in network.named_parameters():
-            if param.requires_grad:
-                key = (self.lr_scale(name, network), not no_decay(name, param), name.startswith("encoder."))
-                groups.setdefault(key, []).append(param)
-        decoder_first = sorted(groups.items(), key=lambda g: g[0][2])  # nnU-Net logs group 0's lr
-        return [{"params": params, "lr_scale": scale, "weight_decay": self.weight_decay if decay else 0.0,
-                 "encoder": encoder} for (scale, decay, encoder), params in decoder_first]
-
-    def lr_scale(self, name: str, network: nn.Module) -> float:
-        """``layer_decay ** (distance from the decoder)`` for encoder tensors; 1 without layer decay."""
-        if self.layer_decay is None or not name.startswith("encoder."):
-            return 1.0
-        depths = network.encoder.config.depths
-        return self.layer_decay ** (sum(depths) + 1 - encoder_layer_id(name, depths))
+        """Optimizer groups (``optim.parameter_groups``), frozen parameters left out, the decoder's first:
+        nnU-Net logs the lr of group 0."""
+        groups = param_groups(unwrap(self.network), self.weight_decay, self.layer_decay)
+        return sorted(groups, key=lambda group: group["encoder"])
 
     def configure_optimizers(self):
         if self.frozen_encoder:

@@ -16,9 +16,9 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_vismae.label_subsets import label_subset
 from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch,
                                                    nnUNetTrainerMAEScratchLowLR)
-from nnunetv2_vismae.training.label_subsets import label_subset
 from nnunetv2_vismae.training.trainers import (VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD,
                                                VisMAETrainerSawtooth, VisMAETrainerScratch)
 

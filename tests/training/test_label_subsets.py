@@ -1,7 +1,7 @@
 import pytest
 
 from nnunetv2_vismae.training import variants
-from nnunetv2_vismae.training.label_subsets import label_subset
+from nnunetv2_vismae.label_subsets import label_subset
 
 CASES = [f"case_{i:03d}" for i in range(40)]
 

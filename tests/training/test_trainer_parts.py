@@ -8,8 +8,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
 from nnunetv2_vismae.device import cpu_bf16_enabled, run_forward_in_bf16
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
-from nnunetv2_vismae.training.schedules import WarmupPolyLRScheduler
-from nnunetv2_vismae.training.trainers import no_decay
+from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
 
 
 def test_variant_names_resolve_to_configured_subclasses():
@@ -55,12 +54,6 @@ def test_warmup_then_poly_schedule():
     assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
     assert lrs[10] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[10:-1], lrs[11:]))
     assert lrs[-1] < 3e-5
-
-
-def test_norms_biases_and_position_tables_skip_weight_decay():
-    assert no_decay("encoder.layers.0.blocks.0.attn.relative_position_bias_table", torch.zeros(49, 3))
-    assert no_decay("encoder.norm.weight", torch.zeros(8))
-    assert not no_decay("encoder.layers.0.blocks.0.attn.qkv.weight", torch.zeros(8, 8))
 
 
 def test_bf16_forward_keeps_state_dict_and_returns_fp32(monkeypatch):
@@ -121,16 +114,13 @@ def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
 
 
 class _GroupsStub:
-    """What parameter_groups / lr_scale / configure_optimizers touch."""
+    """What parameter_groups / configure_optimizers touch."""
 
     def __init__(self, network, cls):
         self.network, self.weight_decay, self.layer_decay = network, 0.05, cls.layer_decay
         self.frozen_encoder, self.initial_lr, self.betas = cls.frozen_encoder, 1e-3, (0.9, 0.999)
         self.num_epochs, self.device, self.cls = 100, torch.device("cpu"), cls
         self.warmup_fraction = cls.warmup_fraction
-
-    def lr_scale(self, name, network):
-        return self.cls.lr_scale(self, name, network)
 
     def parameter_groups(self):
         return self.cls.parameter_groups(self)
@@ -145,20 +135,17 @@ def _tiny_swinunet():
 
 def test_layer_decay_scales_encoder_blocks_by_distance_from_the_decoder():
     from nnunetv2_vismae.training import VisMAETrainerLLRD
-    from nnunetv2_vismae.training.trainers import encoder_layer_id
 
-    depths = (1, 2, 1, 1)
-    assert encoder_layer_id("encoder.patch_embed.proj.weight", depths) == 0
-    assert encoder_layer_id("encoder.layers.1.downsample.reduction.weight", depths) == 2
-    assert encoder_layer_id("encoder.layers.1.blocks.1.mlp.fc1.weight", depths) == 3
-    assert encoder_layer_id("encoder.norm.weight", depths) == 5
     stub = _GroupsStub(_tiny_swinunet(), VisMAETrainerLLRD)
-    scales = {name: stub.lr_scale(name, stub.network) for name, _ in stub.network.named_parameters()}
+    groups = stub.parameter_groups()
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    scales = {name: scale_of[id(p)] for name, p in stub.network.named_parameters()}
     assert scales["encoder.patch_embed.proj.weight"] == pytest.approx(0.75 ** 6)
     assert scales["encoder.layers.3.blocks.0.attn.qkv.weight"] == pytest.approx(0.75)
     assert all(s == 1.0 for n, s in scales.items() if n.startswith("decoder."))
-    counted = sum(p.numel() for g in stub.parameter_groups() for p in g["params"])
+    counted = sum(p.numel() for g in groups for p in g["params"])
     assert counted == sum(p.numel() for p in stub.network.parameters())
+    assert not groups[0]["encoder"]  # nnU-Net logs the lr of group 0: the decoder's
 
 
 def test_fine_tuning_steps_with_torchs_fused_adamw():
@@ -179,7 +166,7 @@ def test_frozen_encoder_is_left_out_of_the_optimizer():
 
 
 def test_sawtooth_keeps_the_encoder_still_then_warms_everything_up():
-    from nnunetv2_vismae.training.schedules import SawtoothLRScheduler
+    from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler
 
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
     opt = torch.optim.AdamW([{"params": [params[0]], "encoder": True}, {"params": [params[1]]}], lr=1.0)

@@ -1,4 +1,5 @@
-"""Deterministic, nested subsets of a fold's training cases, for label-efficiency runs."""
+"""Deterministic, nested subsets of training cases for label-efficiency runs: a fold's cases
+(``_labels{P}`` trainers) or a class's images (classification)."""
 from __future__ import annotations
 
 import hashlib
