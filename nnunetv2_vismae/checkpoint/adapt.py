@@ -74,7 +74,8 @@ def patch_size_adapter(weight_name: str) -> TensorAdapter:
     return adapt
 
 
-def _window_of_table(rows: int) -> Optional[int]:
+def window_of_table(rows: int) -> Optional[int]:
+    """Window size w of a relative position table with (2w-1)^2 rows, else None."""
     side = math.isqrt(rows)
     return (side + 1) // 2 if side * side == rows and side % 2 == 1 else None
 
@@ -86,14 +87,14 @@ def relative_position_table_adapter(name, value, target, encoder):
     if (not name.endswith(suffix) or value.ndim != 2 or target.ndim != 2
             or value.shape[1] != target.shape[1] or value.shape[0] == target.shape[0]):
         return None
-    old_window = _window_of_table(value.shape[0])
+    old_window = window_of_table(value.shape[0])
     owner_name = name[: -len(suffix)].rstrip(".")
     owner = encoder.get_submodule(owner_name) if owner_name else encoder
     new_window = getattr(owner, "window_size", None)
     if isinstance(new_window, int):
         new_window = (new_window, new_window)
     if new_window is None:
-        side = _window_of_table(target.shape[0])
+        side = window_of_table(target.shape[0])
         new_window = (side, side) if side else None
     if old_window is None or new_window is None:
         return None

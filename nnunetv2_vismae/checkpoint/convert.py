@@ -3,11 +3,12 @@
     nnUNetv2_vismae_convert --from auto vismae_pretrain.pth encoder.safetensors
     nnUNetv2_vismae_convert --from timm swin_tiny.safetensors encoder.safetensors --in-channels 3
 
-The encoder config is read from the tensors (``foreign_layouts.derive_swin_config``), the tensors
-are renamed to our encoder's (timm's) names, the RGB stem is folded to ``--in-channels``, and the
-result is written with ``save_encoder_checkpoint`` and a ``converted_from`` metadata record. Before
-the file appears under its name it is read back and loaded into a ``SwinUNet`` built from the
-derived config; anything short of a complete, unadapted load fails the command and writes nothing.
+The file is read without running pickled code (``foreign_files``), the encoder config is read from
+the tensors (``foreign_layouts.derive_swin_config``), the tensors are renamed to our encoder's
+(timm's) names, the RGB stem is folded to ``--in-channels``, and the result is written with
+``save_encoder_checkpoint`` and a ``converted_from`` metadata record. Before the file appears under
+its name it is read back and loaded into a ``SwinUNet`` built from the derived config; anything short
+of a complete, unadapted load fails the command and writes nothing.
 """
 from __future__ import annotations
 
@@ -70,9 +71,10 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
     from .errors import CheckpointError
     from .families import get_family
+    from .foreign_files import read_foreign_file
     from .foreign_layouts import (LAYOUTS, SHIFTS_SINGLE_WINDOW_STAGES, derive_swin_config, detect_layout,
                                   fold_input_channels, imagenet_normalization, map_to_encoder_names,
-                                  read_foreign_file, strip_module_prefix)
+                                  strip_module_prefix)
     from .format import read_encoder_checkpoint, save_encoder_checkpoint
 
     src, dst = Path(source_path), Path(output_path)

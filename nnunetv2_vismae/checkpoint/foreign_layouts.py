@@ -13,21 +13,19 @@ Our ``SwinEncoder`` *is* timm's ``SwinTransformer``, so the target names are tim
   non-persistent buffers), which is dropped and reported;
 - the number of input channels of the stem (RGB), folded to what the user asks for.
 
-Everything here works on in-memory state dicts; ``convert.py`` does the files and the command.
+Everything here works on in-memory state dicts: ``foreign_files.py`` reads them from the files,
+``convert.py`` writes the checkpoint and is the command.
 """
 from __future__ import annotations
 
-import argparse
-import math
-import pickle
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Optional
 
 import torch
 
+from .adapt import window_of_table
 from .errors import CheckpointError
 
 LAYOUTS = ("vismae", "timm")
@@ -55,100 +53,6 @@ _BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.*)$")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ------------------------------------------------------------------------------------ reading
-@dataclass
-class ForeignFile:
-    """What was read from a foreign weights file."""
-
-    state_dict: dict[str, torch.Tensor]
-    container: str                      # "safetensors", "torch.save" (+ the wrapper key, if any)
-    extras: dict = field(default_factory=dict)  # JSON-able facts from beside the weights (epoch, args)
-
-
-def _json_scalar(value):
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_json_scalar(v) for v in value)
-    return False
-
-
-def _unsupported_global(message: str) -> Optional[str]:
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    return match.group(1) if match else None
-
-
-def _torch_load_safely(path: Path):
-    """``torch.load(weights_only=True)`` allowing only ``argparse.Namespace`` beside tensors and
-    plain containers (what VIS-MAE's pretraining files hold in their ``args`` entry)."""
-    try:
-        # a file object, not the name: torch.load hands *.safetensors names to safetensors
-        with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        name = _unsupported_global(str(e))
-        what = f"the object {name}" if name else "objects"
-        raise CheckpointError(
-            f"{path} is refused: it holds {what} beyond tensors, plain containers and "
-            "argparse.Namespace, and unpickling it could run arbitrary code (loaded with "
-            "torch.load(weights_only=True)); re-save its state dict with tensors only, e.g. as "
-            ".safetensors.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{path} could not be read as a torch.save file ({reason}).") from None
-
-
-def _is_tensor_dict(value) -> bool:
-    return (isinstance(value, Mapping) and bool(value)
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
-
-
-def read_foreign_file(path) -> ForeignFile:
-    """State dict of a ``.safetensors`` file or a ``torch.save`` file (a state dict, or a dict
-    holding it under ``model`` or ``state_dict``), read without executing pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Input weights {path} do not exist or are not a file.")
-    from .format import looks_like_pickle
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not looks_like_pickle(head):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, ValueError, OSError, RuntimeError) as e:
-            reason = " ".join(str(e).split())[:200]
-            raise CheckpointError(f"{path} is neither a torch.save file nor a readable "
-                                  f"safetensors file ({reason}).") from None
-        if "format" in metadata and "content_hash" in metadata:
-            raise CheckpointError(f"{path} is already an nnunetv2_vismae encoder checkpoint; "
-                                  "use it directly (nnUNetv2_vismae_inspect shows it).")
-        return ForeignFile(tensors, "safetensors")
-
-    loaded = _torch_load_safely(path)
-    if _is_tensor_dict(loaded):
-        return ForeignFile(dict(loaded), "torch.save")
-    if isinstance(loaded, Mapping):
-        for key in ("model", "state_dict"):
-            if _is_tensor_dict(loaded.get(key)):
-                extras = {}
-                if _json_scalar(loaded.get("epoch")):
-                    extras["epoch"] = loaded.get("epoch")
-                args = loaded.get("args")
-                if isinstance(args, argparse.Namespace):
-                    extras["args"] = {k: v for k, v in vars(args).items() if _json_scalar(v)}
-                return ForeignFile(dict(loaded[key]), f"torch.save ['{key}']", extras)
-        keys = ", ".join(repr(k) for k in list(loaded)[:8])
-        raise CheckpointError(f"{path} holds a dict without a state dict of tensors at its top "
-                              f"level or under 'model' / 'state_dict' (its keys: {keys}).")
-    raise CheckpointError(f"{path} holds a {type(loaded).__name__}, expected a state dict "
-                          "(a dict of tensors) or a dict holding one under 'model'.")
 
 
 # ---------------------------------------------------------------------------- layout detection
@@ -301,11 +205,6 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str,
 
 
 # ------------------------------------------------------------------------------ config derivation
-def _window_from_table_rows(rows: int) -> Optional[int]:
-    side = math.isqrt(rows)
-    return (side + 1) // 2 if side * side == rows and side % 2 == 1 else None
-
-
 def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The input") -> dict:
     """SwinEncoderConfig JSON read from tensor shapes (our names): embed dim and in-channels and
     patch size from ``patch_embed.proj.weight``, depths from the block indices, heads from each
@@ -347,7 +246,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
             if norm1.shape[0] != dim:
                 fail(f"stage {stage} has width {norm1.shape[0]}, expected {dim} (embed dim "
                      f"{embed_dim} doubled per stage)")
-            window = _window_from_table_rows(table.shape[0])
+            window = window_of_table(table.shape[0])
             if window is None:
                 fail(f"{prefix}attn.relative_position_bias_table has {table.shape[0]} rows, not "
                      "(2w-1)^2 for a square window w")
