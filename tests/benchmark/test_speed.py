@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
-from nnunetv2_vismae.benchmark import speed
+from nnunetv2_vismae.benchmark import speed, speed_fixtures, speed_timing
 from nnunetv2_vismae.benchmark.speed_report import markdown_report
 
 CPU = torch.device("cpu")
@@ -20,7 +21,7 @@ TINY_PRETRAIN = ["--embed-dim", "12", "--depths", "1", "1", "--heads", "3", "6",
 
 
 def test_matmul_yardstick_is_positive_and_finite():
-    flops = speed.matmul_flops(CPU, torch.float32, n=64)
+    flops = speed_timing.matmul_flops(CPU, torch.float32, n=64)
     assert np.isfinite(flops) and flops > 0
 
 
@@ -45,7 +46,7 @@ def test_pretraining_child_reports_throughput_flops_and_memory(tmp_path):
 
 def write_fingerprint(root, size: int, cases: int) -> None:
     """What nnU-Net's fingerprint extractor writes for ``cases`` phantoms (it takes ~15 s to spawn)."""
-    folder = root / "nnUNet_preprocessed" / f"Dataset{speed.DATASET_ID:03d}_VisMAEPhantoms"
+    folder = root / "nnUNet_preprocessed" / f"Dataset{speed_fixtures.DATASET_ID:03d}_VisMAEPhantoms"
     folder.mkdir(parents=True)
     intensities = {"max": 3.0, "mean": 0.0, "median": 0.0, "min": -3.0, "percentile_00_5": -2.5,
                    "percentile_99_5": 2.5, "std": 1.0}
@@ -57,9 +58,9 @@ def write_fingerprint(root, size: int, cases: int) -> None:
 
 def test_finetuning_and_inference_compare_both_trainers(tmp_path):
     tiny = SwinEncoderConfig(embed_dim=12, depths=(1, 1), num_heads=(3, 6), window_size=4)
-    with speed.nnunet_folders(tmp_path):
+    with speed_fixtures.nnunet_folders(tmp_path):
         write_fingerprint(tmp_path, 32, 2)
-        speed.prepare_plans(tmp_path, size=32, num_train=2, num_unlabeled=0, encoder=tiny)
+        speed_fixtures.prepare_plans(tmp_path, size=32, num_train=2, num_unlabeled=0, encoder=tiny)
         finetuning = speed.measure_finetuning(CPU, batch_size=2, repeats=1)
         inference = speed.measure_inference(CPU, repeats=1, case_size=48)
     assert set(finetuning) == {"fp32", "bf16"}  # on a CPU both are reported, bf16 measured only where native
@@ -79,6 +80,23 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
                               "matmul_flops_per_s": {"fp32": 1e11, "bf16": 1e9}})
     assert "fine-tune step fp32: VisMAE / nnU-Net" in report and "inference per case" in report
     assert report.count("goal <= 1") == 2 and report.count("CPU time") == 2
+
+
+def test_measurements_restore_the_environment_even_on_error(tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no trainer")
+
+    monkeypatch.setenv("nnUNet_vismae_cpu_bf16", "as the user set it")
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.setattr(speed, "load_trainer", broken)
+    monkeypatch.setattr(speed, "predictor_for", broken)
+    before = dict(os.environ)
+    with pytest.raises(RuntimeError), speed_fixtures.nnunet_folders(tmp_path):
+        assert os.environ["nnUNet_raw"] == str(tmp_path / "nnUNet_raw")
+        speed.measure_finetuning(CPU)
+    with pytest.raises(RuntimeError):
+        speed.measure_inference(CPU)
+    assert dict(os.environ) == before
 
 
 # ----------------------------------------------------------- the speed levers keep the numerics

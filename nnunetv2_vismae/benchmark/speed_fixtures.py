@@ -1,0 +1,122 @@
+"""What ``nnUNetv2_vismae_speed`` measures on: a small phantom dataset planned and preprocessed by
+nnU-Net's own planner in a scratch folder, both trainers built on its plans, synthetic batches shaped
+as nnU-Net's loader makes them, and nnU-Net's predictor around each network. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from nnunetv2_vismae.architectures import SwinEncoderConfig
+from nnunetv2_vismae.demo.phantoms import PIXEL_SPACING_MM, generate_dataset, make_case
+from nnunetv2_vismae.io.atomic import write_json_atomic
+from nnunetv2_vismae.training.env import ext_trainer_value
+
+DATASET_ID = 801
+PLANS, VISMAE_PLANS = "nnUNetPlans", "nnUNetVisMAEPlans"
+
+
+@contextmanager
+def nnunet_folders(root: Path):
+    """nnU-Net's folder variables pointing under ``root`` and our trainers findable, for the duration
+    (nnU-Net reads them lazily); the environment is restored on exit, even on error."""
+    folders = {name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    trainers = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    with mock.patch.dict(os.environ, {**folders, "nnUNet_extTrainer": trainers}):
+        yield
+
+
+def prepare_plans(root: Path, size: int = 128, num_train: int = 8, num_unlabeled: int = 64,
+                  encoder: SwinEncoderConfig | None = None) -> Path:
+    """Phantoms; nnU-Net's fingerprint (unless one is already there), plans and, in this process,
+    preprocessing of the training cases; VisMAE plans derived from them. Returns the raw folder."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, \
+        plan_experiment_dataset
+
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans, load_plans
+
+    raw = generate_dataset(root / "nnUNet_raw", DATASET_ID, num_train=num_train, num_test=0,
+                           num_unlabeled=num_unlabeled, size=size)
+    folder = root / "nnUNet_preprocessed" / raw.name
+    if not (folder / "dataset_fingerprint.json").is_file():
+        extract_fingerprint_dataset(DATASET_ID, num_processes=1, check_dataset_integrity=False, verbose=False)
+    plan_experiment_dataset(DATASET_ID)
+    preprocess_training_cases(raw, folder)
+    vismae = derive_vismae_plans(load_plans(folder, PLANS), VISMAE_PLANS, encoder or SwinEncoderConfig(), "conv")
+    write_json_atomic(folder / f"{VISMAE_PLANS}.json", vismae)
+    return raw
+
+
+def preprocess_training_cases(raw: Path, folder: Path) -> None:
+    """nnU-Net's 2d preprocessing of every training case, in this process (its pool takes longer to start
+    than the work); trainers need the preprocessed folder to exist even when fed synthetic batches."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(str(folder / f"{PLANS}.json"))
+    configuration = plans.get_configuration("2d")
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    out = folder / configuration.data_identifier
+    out.mkdir(exist_ok=True)
+    for image in sorted((raw / "imagesTr").iterdir()):
+        case = image.name[:-len("_0000" + dataset_json["file_ending"])]
+        DefaultPreprocessor(verbose=False).run_case_save(
+            str(out / case), [str(image)], str(raw / "labelsTr" / (case + dataset_json["file_ending"])),
+            plans, configuration, dataset_json)
+
+
+def load_trainer(trainer_class, plans_name: str, device: torch.device):
+    folder = Path(os.environ["nnUNet_preprocessed"]) / f"Dataset{DATASET_ID:03d}_VisMAEPhantoms"
+    plans = json.loads((folder / f"{plans_name}.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans["continue_training"] = False  # what nnUNetv2_train adds before building a trainer
+    trainer = trainer_class(plans, "2d", 0, dataset_json, device)
+    trainer.initialize()
+    return trainer
+
+
+def trainer_classes() -> dict:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunetv2_vismae.training import VisMAETrainer
+
+    return {"nnunet": (nnUNetTrainer, PLANS), "vismae": (VisMAETrainer, VISMAE_PLANS)}
+
+
+def synthetic_batch(trainer, batch_size: int) -> dict:
+    """A batch shaped as nnU-Net's loader makes it: data and one target per deep-supervision scale."""
+    patch = trainer.configuration_manager.patch_size
+    data = torch.randn(batch_size, trainer.num_input_channels, *patch)
+    scales = trainer._get_deep_supervision_scales() or [[1.0] * len(patch)]
+    labels = len(trainer.label_manager.all_labels)
+    targets = [torch.randint(0, labels, (batch_size, 1, *[round(p * s) for p, s in zip(patch, scale)])).float()
+               for scale in scales]
+    return {"data": data, "target": targets if trainer.enable_deep_supervision else targets[0]}
+
+
+def phantom_case(size: int) -> tuple[np.ndarray, dict]:
+    """One phantom image, as nnU-Net's SimpleITK reader returns a 2D image: (1, 1, H, W) and spacing."""
+    image, _ = make_case(np.random.default_rng(7), size, "ct")
+    return image[None, None].astype(np.float32), {"spacing": [999.0, PIXEL_SPACING_MM, PIXEL_SPACING_MM]}
+
+
+def predictor_for(cls, plans: str, device: torch.device):
+    """nnU-Net's predictor around a freshly built network of the trainer, set up as inference sets it up."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    trainer = load_trainer(cls, plans, device)
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets the mirroring axes
+    trainer.set_deep_supervision_enabled(False)
+    predictor = nnUNetPredictor(device=device, allow_tqdm=False, verbose=False, verbose_preprocessing=False)
+    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
+                                    [trainer.network.state_dict()], trainer.dataset_json, cls.__name__,
+                                    trainer.inference_allowed_mirroring_axes)
+    return predictor
