@@ -148,7 +148,8 @@ class Pretrainer:
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY))
+        groups = param_groups_weight_decay(self.model, c.weight_decay,
+                                           ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY))
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))

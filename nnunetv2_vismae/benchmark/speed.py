@@ -100,8 +100,9 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
             steps, info = training_steps(device, precision, batch_size)
             peaks = first_call_peak_mb(steps, device)
             seconds = interleaved_seconds(steps, device, repeats)
-        results[precision] = {name: {**info[name], "step_s": seconds[name][0], "step_cpu_s": cpu_seconds(seconds[name], device),
-                                     "peak_mb": peaks[name]} for name in steps}
+        results[precision] = {name: {**info[name], "step_s": seconds[name][0],
+                                     "step_cpu_s": cpu_seconds(seconds[name], device), "peak_mb": peaks[name]}
+                              for name in steps}
     return results
 
 
@@ -113,7 +114,8 @@ def measure_inference(device: torch.device, repeats: int = 2, case_size: int | N
     with cpu_bf16(False):  # inference rebuilds the network: fp32 on CPU
         predictors = {name: predictor_for(cls, plans, device) for name, (cls, plans) in trainer_classes().items()}
         image, properties = phantom_case(case_size or 2 * max(predictors["nnunet"].configuration_manager.patch_size))
-        cases = {name: functools.partial(p.predict_single_npy_array, image, properties) for name, p in predictors.items()}
+        cases = {name: functools.partial(p.predict_single_npy_array, image, properties)
+                 for name, p in predictors.items()}
         peaks = first_call_peak_mb(cases, device)
         seconds = interleaved_seconds(cases, device, repeats)
     return {name: {"case_s": seconds[name][0], "case_cpu_s": cpu_seconds(seconds[name], device), "peak_mb": peaks[name],
