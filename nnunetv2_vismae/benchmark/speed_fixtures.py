@@ -16,7 +16,7 @@ import torch
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.demo.phantoms import PIXEL_SPACING_MM, generate_dataset, make_case
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.training.env import ext_trainer_value
+from nnunetv2_vismae.io.nnunet import ext_trainer_value
 
 DATASET_ID = 801
 PLANS, VISMAE_PLANS = "nnUNetPlans", "nnUNetVisMAEPlans"
