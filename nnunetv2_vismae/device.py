@@ -6,6 +6,7 @@ reports it: AVX512-BF16 or AMX), where it is several times faster. Without nativ
 emulated and about ten times slower than fp32 (measured on an AMD EPYC without AVX512), so fp32
 stays. ``nnUNet_vismae_cpu_bf16=1`` or ``=0`` overrides the detection.
 """
+
 from __future__ import annotations
 
 import functools

@@ -3,6 +3,7 @@ argparse parses it (so ``--epochs 0`` is one sentence before anything is read or
 ZeroDivisionError later), a parser that reports a bad command line as one sentence, and the runner
 of every console script's ``main``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ USER_ERROR, STEP_FAILED, INTERRUPTED = 2, 1, 130
 def _number(convert, kind: str, requirement: str, accept):
     """An argparse ``type``: the text converted by ``convert`` (else "must be ``kind``"), refused
     unless ``accept(value)`` (then "must be ``requirement``")."""
+
     def parse(text: str):
         try:
             value = convert(text)
@@ -60,6 +62,7 @@ def console_script(prog: str, resumes: bool = False):
     on stderr and returns 2, a StepFailed the same and 1, Ctrl-C 130; any other exception is a
     bug and keeps its traceback. ``resumes``: the same command run again continues where this one
     stopped, which the sentences for a full disk and for Ctrl-C then say."""
+
     def decorate(main):
         @functools.wraps(main)
         def run(argv=None) -> int:
@@ -72,9 +75,13 @@ def console_script(prog: str, resumes: bool = False):
             except StepFailed as e:
                 return _report(f"{prog}: error: {e}", STEP_FAILED)
             except KeyboardInterrupt:
-                return _report(f"{prog}: interrupted" + ("; run the same command again to resume." if resumes
-                                                        else "."), INTERRUPTED)
+                return _report(
+                    f"{prog}: interrupted" + ("; run the same command again to resume." if resumes else "."),
+                    INTERRUPTED,
+                )
+
         return run
+
     return decorate
 
 

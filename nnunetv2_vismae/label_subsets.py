@@ -1,5 +1,6 @@
 """Deterministic, nested subsets of training cases for label-efficiency runs: a fold's cases
 (``_labels{P}`` trainers) or a class's images (classification)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Single process:  nnUNetv2_vismae_pretrain -i /data/xrays -o /runs/mae -device cuda
 Multi-GPU/node:  torchrun --nproc_per_node 8 $(which nnUNetv2_vismae_pretrain) -d 1 2 -o /runs/mae
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,14 @@ import warnings
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.*", category=FutureWarning)
 
-from nnunetv2_vismae.flags import (OneSentenceParser, console_script, non_negative_float,  # noqa: E402
-                                   non_negative_int, positive_float, positive_int)
+from nnunetv2_vismae.flags import (  # noqa: E402
+    OneSentenceParser,
+    console_script,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import FAMILIES  # noqa: E402
 
@@ -21,71 +28,168 @@ PROG = "nnUNetv2_vismae_pretrain"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneSentenceParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, description=(
-        "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
-        "Writes -o/encoder.safetensors (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
-        "trainers load), state.pt (resumable: rerun the same command to continue), log.csv, loss.png\n"
-        "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
-        "-o must then be on a file system all nodes share."))
+    p = OneSentenceParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
+            "Writes -o/encoder.safetensors (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
+            "trainers load), state.pt (resumable: rerun the same command to continue), log.csv, loss.png\n"
+            "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
+            "-o must then be on a file system all nodes share."
+        ),
+    )
     data = p.add_argument_group("data (sources can be mixed; each -d dataset, -i folder and --file-list is one source)")
-    data.add_argument("-d", nargs="+", metavar="DATASET",
-                      help="nnU-Net preprocessed dataset ids or names (needs nnUNet_preprocessed); random 2D "
-                           "patches of the preprocessed, already normalized data, as fine-tuning sees them.")
+    data.add_argument(
+        "-d",
+        nargs="+",
+        metavar="DATASET",
+        help="nnU-Net preprocessed dataset ids or names (needs nnUNet_preprocessed); random 2D "
+        "patches of the preprocessed, already normalized data, as fine-tuning sees them.",
+    )
     data.add_argument("-c", default="2d", help="nnU-Net configuration of -d (default 2d).")
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
-    data.add_argument("-i", nargs="+", metavar="FOLDER",
-                      help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.")
+    data.add_argument(
+        "-i",
+        nargs="+",
+        metavar="FOLDER",
+        help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.",
+    )
     data.add_argument("--file-list", metavar="TXT", help="text file naming one image per line (relative to the file).")
-    data.add_argument("--axis", choices=["0", "1", "2", "all"], default="0",
-                      help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).")
-    data.add_argument("--norm", choices=["zscore", "ct"], default="zscore",
-                      help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).")
+    data.add_argument(
+        "--axis",
+        choices=["0", "1", "2", "all"],
+        default="0",
+        help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).",
+    )
+    data.add_argument(
+        "--norm",
+        choices=["zscore", "ct"],
+        default="zscore",
+        help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).",
+    )
     data.add_argument("--ct-clip", type=float, nargs=2, metavar=("LO", "HI"), help="CT window for --norm ct.")
-    data.add_argument("--ct-stats", type=float, nargs=2, metavar=("MEAN", "STD"),
-                      help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
-                           "intensity properties); default: each image's own.")
-    data.add_argument("--source-weights", type=float, nargs="+", metavar="W",
-                      help="sampling weight per source, in the order -d..., -i..., --file-list (default: "
-                           "proportional to each source's number of slices).")
-    data.add_argument("--max-unusable", type=float, default=0.1, metavar="SHARE",
-                      help="stop when more than this share of the files is unusable (empty, truncated, "
-                           "undecodable, NaN/Inf, constant, ...; counted by reason and skipped otherwise) "
-                           "(default 0.1).")
-    data.add_argument("--patch-size", type=positive_int, default=224, help="square training patch in pixels; smaller "
-                      "images are zero-padded (default 224).")
+    data.add_argument(
+        "--ct-stats",
+        type=float,
+        nargs=2,
+        metavar=("MEAN", "STD"),
+        help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
+        "intensity properties); default: each image's own.",
+    )
+    data.add_argument(
+        "--source-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="sampling weight per source, in the order -d..., -i..., --file-list (default: "
+        "proportional to each source's number of slices).",
+    )
+    data.add_argument(
+        "--max-unusable",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
+        help="stop when more than this share of the files is unusable (empty, truncated, "
+        "undecodable, NaN/Inf, constant, ...; counted by reason and skipped otherwise) "
+        "(default 0.1).",
+    )
+    data.add_argument(
+        "--patch-size",
+        type=positive_int,
+        default=224,
+        help="square training patch in pixels; smaller images are zero-padded (default 224).",
+    )
 
-    p.add_argument("-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt).")
-    p.add_argument("--encoder", "--family", dest="family", choices=sorted(FAMILIES), default="swin",
-                   help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
-                        "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).")
+    p.add_argument(
+        "-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt)."
+    )
+    p.add_argument(
+        "--encoder",
+        "--family",
+        dest="family",
+        choices=sorted(FAMILIES),
+        default="swin",
+        help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
+        "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).",
+    )
     for family in FAMILIES.values():
         family.options_type.add_arguments(p)
 
     t = p.add_argument_group("training")
     t.add_argument("--steps", type=positive_int, default=10000, help="total optimizer steps (default 10000).")
-    t.add_argument("--epochs", type=positive_float, help="instead of --steps: passes over the corpus "
-                   "(steps = epochs * slices / effective batch).")
-    t.add_argument("--batch-size", type=positive_int, default=32, help="images per GPU/process per micro-step (default 32).")
-    t.add_argument("--accum", type=positive_int, default=1, help="gradient accumulation micro-steps per optimizer step (default 1).")
-    t.add_argument("--blr", type=positive_float, default=1e-3, help="base learning rate; the learning rate is "
-                   "blr * effective_batch / 256 with effective_batch = batch-size * accum * world size (default 1e-3).")
+    t.add_argument(
+        "--epochs",
+        type=positive_float,
+        help="instead of --steps: passes over the corpus (steps = epochs * slices / effective batch).",
+    )
+    t.add_argument(
+        "--batch-size", type=positive_int, default=32, help="images per GPU/process per micro-step (default 32)."
+    )
+    t.add_argument(
+        "--accum",
+        type=positive_int,
+        default=1,
+        help="gradient accumulation micro-steps per optimizer step (default 1).",
+    )
+    t.add_argument(
+        "--blr",
+        type=positive_float,
+        default=1e-3,
+        help="base learning rate; the learning rate is "
+        "blr * effective_batch / 256 with effective_batch = batch-size * accum * world size (default 1e-3).",
+    )
     t.add_argument("--lr", type=positive_float, help="absolute learning rate (overrides --blr scaling).")
-    t.add_argument("--warmup-steps", type=non_negative_int, help="linear warmup steps before the cosine decay "
-                   "(default steps / 80, VIS-MAE's 10 of 800 epochs).")
-    t.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay, betas (0.9, 0.95) (default 0.05).")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
-                        "fp32 on other CPUs, where bf16 is emulated and ~20x slower (default auto).")
-    t.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default=None,
-                   help="cpu or cuda (default cuda when available, else cpu).")
-    t.add_argument("--workers", type=non_negative_int, default=4, help="data-loader worker processes per GPU/process (default 4).")
+    t.add_argument(
+        "--warmup-steps",
+        type=non_negative_int,
+        help="linear warmup steps before the cosine decay (default steps / 80, VIS-MAE's 10 of 800 epochs).",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=0.05,
+        help="AdamW weight decay, betas (0.9, 0.95) (default 0.05).",
+    )
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast or fp32; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
+        "fp32 on other CPUs, where bf16 is emulated and ~20x slower (default auto).",
+    )
+    t.add_argument(
+        "-device",
+        "--device",
+        dest="device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="cpu or cuda (default cuda when available, else cpu).",
+    )
+    t.add_argument(
+        "--workers", type=non_negative_int, default=4, help="data-loader worker processes per GPU/process (default 4)."
+    )
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0).")
-    t.add_argument("--max-bad-steps", type=positive_int, default=5, metavar="N",
-                   help="a step with a NaN/Inf loss or gradient is skipped; stop after N in a row (default 5).")
-    t.add_argument("--save-every", type=positive_int, default=500, help="write state.pt and encoder.safetensors every N steps "
-                   "(default 500; also at the end and on SIGTERM/SIGINT).")
-    t.add_argument("--preview-every", type=non_negative_int, default=500,
-                   help="write previews/step_N.png (original | masked | reconstruction) every N steps; 0 = never (default 500).")
+    t.add_argument(
+        "--max-bad-steps",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="a step with a NaN/Inf loss or gradient is skipped; stop after N in a row (default 5).",
+    )
+    t.add_argument(
+        "--save-every",
+        type=positive_int,
+        default=500,
+        help="write state.pt and encoder.safetensors every N steps "
+        "(default 500; also at the end and on SIGTERM/SIGINT).",
+    )
+    t.add_argument(
+        "--preview-every",
+        type=non_negative_int,
+        default=500,
+        help="write previews/step_N.png (original | masked | reconstruction) every N steps; 0 = never (default 500).",
+    )
     return p
 
 
@@ -101,13 +205,16 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.source_weights is not None:
         n = len(args.d or []) + len(args.i or []) + (1 if args.file_list else 0)
         if len(args.source_weights) != n:
-            raise PretrainUserError(f"--source-weights needs one weight per source ({n}), got {len(args.source_weights)}.")
+            raise PretrainUserError(
+                f"--source-weights needs one weight per source ({n}), got {len(args.source_weights)}."
+            )
         if any(w < 0 for w in args.source_weights) or sum(args.source_weights) <= 0:
             raise PretrainUserError("--source-weights must be non-negative and not all zero.")
     if os.path.exists(args.o) and not os.path.isdir(args.o):
         raise PretrainUserError(f"Output {args.o} exists and is not a folder.")
     if args.device is None:
         import torch
+
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -4,6 +4,7 @@
 The defaults live in one place, the parser (``pretrain.cli.build_parser``); every field here is
 required.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,24 +17,24 @@ from pretrain.families.base import FamilyOptions
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    output: str                           # -o
-    family: str                           # --encoder
-    family_options: FamilyOptions         # the family's own flags
+    output: str  # -o
+    family: str  # --encoder
+    family_options: FamilyOptions  # the family's own flags
     # data: each dataset, folder and the file list is one source, weighted in that order
-    datasets: tuple[str, ...]             # -d, with the configuration -c and plans -p
+    datasets: tuple[str, ...]  # -d, with the configuration -c and plans -p
     configuration: str
     plans: str
-    folders: tuple[str, ...]              # -i
+    folders: tuple[str, ...]  # -i
     file_list: str | None
     axis: str
-    normalization: Normalization          # of -i / --file-list images
+    normalization: Normalization  # of -i / --file-list images
     source_weights: tuple[float, ...] | None
     max_unusable: float
     patch_size: int
     # training
     steps: int
     epochs: float | None
-    batch_size: int                       # per process and micro-step
+    batch_size: int  # per process and micro-step
     accum: int
     blr: float
     lr: float | None
@@ -51,13 +52,41 @@ class PretrainConfig:
     def from_args(cls, args: argparse.Namespace) -> "PretrainConfig":
         """The config of parsed (and validated) command-line flags."""
         return cls(
-            output=args.o, family=args.family, family_options=FAMILIES[args.family].options_type.from_args(args),
-            datasets=tuple(args.d or ()), configuration=args.c, plans=args.p, folders=tuple(args.i or ()),
-            file_list=args.file_list, axis=args.axis,
-            normalization=Normalization(args.norm, tuple(args.ct_clip) if args.ct_clip else None,
-                                        tuple(args.ct_stats) if args.ct_stats else None),
+            output=args.o,
+            family=args.family,
+            family_options=FAMILIES[args.family].options_type.from_args(args),
+            datasets=tuple(args.d or ()),
+            configuration=args.c,
+            plans=args.p,
+            folders=tuple(args.i or ()),
+            file_list=args.file_list,
+            axis=args.axis,
+            normalization=Normalization(
+                args.norm,
+                tuple(args.ct_clip) if args.ct_clip else None,
+                tuple(args.ct_stats) if args.ct_stats else None,
+            ),
             source_weights=None if args.source_weights is None else tuple(args.source_weights),
-            **{name: getattr(args, name) for name in (
-                "max_unusable", "patch_size", "steps", "epochs", "batch_size", "accum", "blr", "lr", "warmup_steps",
-                "weight_decay", "precision", "device", "workers", "seed", "max_bad_steps", "save_every",
-                "preview_every")})
+            **{
+                name: getattr(args, name)
+                for name in (
+                    "max_unusable",
+                    "patch_size",
+                    "steps",
+                    "epochs",
+                    "batch_size",
+                    "accum",
+                    "blr",
+                    "lr",
+                    "warmup_steps",
+                    "weight_decay",
+                    "precision",
+                    "device",
+                    "workers",
+                    "seed",
+                    "max_bad_steps",
+                    "save_every",
+                    "preview_every",
+                )
+            },
+        )

@@ -1,4 +1,5 @@
 """The one exception type for user mistakes (bad flags, paths, data): the CLI prints it as one line."""
+
 from nnunetv2_vismae.errors import UserError
 
 

@@ -1,4 +1,5 @@
 """Run monitoring on rank 0: per-step ``log.csv`` and progress bar, the ``loss.png`` curve, reconstruction previews."""
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,14 @@ class Progress:
     def __init__(self, out: str, step: int, total_steps: int, effective_batch: int, is_main: bool):
         self.effective_batch = effective_batch
         self.log = CsvLog(os.path.join(out, "log.csv"), step) if is_main else None
-        self.bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", dynamic_ncols=True,
-                        desc="MAE pretraining")
+        self.bar = tqdm(
+            total=total_steps,
+            initial=step,
+            disable=not is_main,
+            unit="step",
+            dynamic_ncols=True,
+            desc="MAE pretraining",
+        )
         self.start_time, self.img_rate = time.time(), None
 
     def start_clock(self) -> None:
@@ -64,8 +71,13 @@ class Progress:
             return
         rate = self.effective_batch / seconds
         self.img_rate = rate if self.img_rate is None else 0.9 * self.img_rate + 0.1 * rate
-        self.log.write(step=step, loss=f"{loss:.6f}", lr=f"{lr:.3e}", img_per_s=f"{rate:.2f}",
-                       elapsed_s=f"{time.time() - self.start_time:.1f}")
+        self.log.write(
+            step=step,
+            loss=f"{loss:.6f}",
+            lr=f"{lr:.3e}",
+            img_per_s=f"{rate:.2f}",
+            elapsed_s=f"{time.time() - self.start_time:.1f}",
+        )
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{self.img_rate:.1f}")
         self.bar.update(1)
 
@@ -77,6 +89,7 @@ class Progress:
 
 def plot_loss(log_path: str, png_path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -90,7 +103,7 @@ def plot_loss(log_path: str, png_path: str) -> None:
     if len(loss) >= 20:
         k = max(len(loss) // 50, 5)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k} steps")
+        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k} steps")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("masked-patch MSE")
     ax.grid(alpha=0.3)

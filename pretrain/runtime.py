@@ -4,6 +4,7 @@ Distributed runs are launched with ``torchrun``; this module reads its environme
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and initialises the
 process group with nccl on CUDA and gloo on CPU.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,6 +68,7 @@ def setup_runtime(device: str) -> Runtime:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torch_device = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world_size)
+        dist.init_process_group(
+            backend="nccl" if device == "cuda" else "gloo", init_method="env://", rank=rank, world_size=world_size
+        )
     return Runtime(torch_device, rank, world_size, local_rank)

@@ -15,6 +15,7 @@ The model, optimizer and loader are built by ``Pretrainer.setup`` from the flags
 
 Writes one JSON object to ``--json`` (atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,8 @@ def loader_samples_per_s(loader, batches: int) -> tuple[tuple[torch.Tensor, list
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10  # KiB on Linux
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
 def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict:
@@ -99,14 +100,24 @@ def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict
     flops = run.flops()  # also the warm-up step
     step_s = run.seconds(repeats)
     images_per_s = trainer.effective_batch / step_s  # --accum micro-batches per step
-    return {"device": str(device), "precision": trainer.precision, "batch_size": args.batch_size,
-            "patch_size": args.patch_size, "family": args.family, "decoder": getattr(args, "decoder", None),
-            "mask_ratio": getattr(args, "mask_ratio", None), "workers": args.workers,
-            "parameters": sum(p.numel() for p in trainer.model.parameters()),
-            "step_s": step_s, "images_per_s": images_per_s,
-            "flops_per_step": flops, "model_flops_per_s": flops / step_s,
-            "loader_samples_per_s": loader_rate, "loader_vs_model": loader_rate / images_per_s,
-            "peak_mb": peak_memory_mb(device)}
+    return {
+        "device": str(device),
+        "precision": trainer.precision,
+        "batch_size": args.batch_size,
+        "patch_size": args.patch_size,
+        "family": args.family,
+        "decoder": getattr(args, "decoder", None),
+        "mask_ratio": getattr(args, "mask_ratio", None),
+        "workers": args.workers,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "step_s": step_s,
+        "images_per_s": images_per_s,
+        "flops_per_step": flops,
+        "model_flops_per_s": flops / step_s,
+        "loader_samples_per_s": loader_rate,
+        "loader_vs_model": loader_rate / images_per_s,
+        "peak_mb": peak_memory_mb(device),
+    }
 
 
 def parse(argv: list[str] | None, workdir: str) -> tuple[argparse.Namespace, argparse.Namespace]:

@@ -4,6 +4,7 @@
 RNG streams are not stored: masks, stochastic depth and data are drawn from generators seeded by
 (seed, rank, step) or (seed, rank, sample index), so every rank resumes them exactly.
 """
+
 from __future__ import annotations
 
 from nnunetv2_vismae.checkpoint import CheckpointError, state

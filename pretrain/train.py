@@ -8,6 +8,7 @@ signal (SIGTERM/SIGINT: save, then stop) or, for tests, ``stop_after`` steps; th
 ``encoder.safetensors`` holds the encoder of the saved state and releases the folder. Only rank 0
 writes files. ``pretrain.speed`` times the same ``train_step``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,9 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
     if config.file_list:
         file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
-        sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime.is_main,
-                                  runtime.barrier))
+        sources.append(
+            FileSource(name, files, config.axis, config.normalization, config.output, runtime.is_main, runtime.barrier)
+        )
     if not sources:
         raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
     for s in sources:
@@ -72,8 +74,11 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
             raise PretrainUserError(f"Source {s.name} contains no images.")
     channels = {s.num_channels for s in sources}
     if len(channels) > 1:
-        raise PretrainUserError("All sources must have the same number of channels; got "
-                                + ", ".join(f"{s.name}: {s.num_channels}" for s in sources) + ".")
+        raise PretrainUserError(
+            "All sources must have the same number of channels; got "
+            + ", ".join(f"{s.name}: {s.num_channels}" for s in sources)
+            + "."
+        )
     return sources
 
 
@@ -87,10 +92,10 @@ def _ignore_stop_signals(worker_id: int) -> None:
 class StepOutcome:
     """What one ``train_step`` did, for the after-step hooks."""
 
-    stepped: bool          # False: the NaN guard skipped it, the weights are untouched
-    stop_requested: bool   # some rank received SIGINT/SIGTERM
+    stepped: bool  # False: the NaN guard skipped it, the weights are untouched
+    stop_requested: bool  # some rank received SIGINT/SIGTERM
     seconds: float
-    imgs: torch.Tensor     # the last micro-batch, its mask and prediction (for previews)
+    imgs: torch.Tensor  # the last micro-batch, its mask and prediction (for previews)
     mask: torch.Tensor
     pred: torch.Tensor
 
@@ -124,12 +129,15 @@ class Pretrainer:
         c, rt = self.config, self.runtime
         self.precision = rt.resolve_precision(c.precision)
         if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
-            print("Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
-                  "here than --precision fp32.")
+            print(
+                "Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
+                "here than --precision fp32."
+            )
         rt.barrier()
         self.sources = build_sources(c, rt)
-        self.unusable = UnusableFiles.from_sources(self.sources, c.max_unusable,
-                                                   announce=tqdm.write if rt.is_main else lambda _: None)
+        self.unusable = UnusableFiles.from_sources(
+            self.sources, c.max_unusable, announce=tqdm.write if rt.is_main else lambda _: None
+        )
         if rt.is_main and self.unusable.entries:
             print(f"{self.unusable.describe()}; they are skipped.")
         self._check_unusable_files()
@@ -148,22 +156,32 @@ class Pretrainer:
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(self.model, c.weight_decay,
-                                           ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY))
+        groups = param_groups_weight_decay(
+            self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY)
+        )
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps))
+            self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps)
+        )
         self.step, self.data_position, self.last_loss = 0, 0, None
         self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
         state_path = os.path.join(self.out, STATE_FILE)
         if os.path.isfile(state_path):
             self._resume(load_state(state_path), state_path)
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-                    if rt.distributed else None)
-        self.loader = DataLoader(self.dataset.reporting(), batch_size=c.batch_size,
-                                 sampler=SampleIndexSampler(self.data_position), num_workers=c.workers,
-                                 pin_memory=rt.device.type == "cuda", drop_last=True,
-                                 worker_init_fn=_ignore_stop_signals)
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            if rt.distributed
+            else None
+        )
+        self.loader = DataLoader(
+            self.dataset.reporting(),
+            batch_size=c.batch_size,
+            sampler=SampleIndexSampler(self.data_position),
+            num_workers=c.workers,
+            pin_memory=rt.device.type == "cuda",
+            drop_last=True,
+            worker_init_fn=_ignore_stop_signals,
+        )
         return self
 
     def _resume(self, state: dict, path: str) -> None:
@@ -171,11 +189,15 @@ class Pretrainer:
         saved = state.get("settings") or {}
         if saved != settings:
             changed = {k: saved.get(k) for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)}
-            raise PretrainUserError(f"{path} was written with different model settings ({changed}); "
-                                    "rerun with the original flags or use a new output folder.")
+            raise PretrainUserError(
+                f"{path} was written with different model settings ({changed}); "
+                "rerun with the original flags or use a new output folder."
+            )
         if state["world_batch"] != self._world_batch():
-            print(f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
-                  "from its position but is not the one of the original run.")
+            print(
+                f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
+                "from its position but is not the one of the original run."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -185,8 +207,10 @@ class Pretrainer:
         if self.runtime.is_main:
             print(f"Resuming from {path} at step {self.step}.")
             if self.ensure_encoder():  # a run stopped between writing the state and the encoder
-                print(f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
-                      f"the encoder of step {self.step}.")
+                print(
+                    f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
+                    f"the encoder of step {self.step}."
+                )
 
     def _world_batch(self) -> list[int]:
         """What the data stream of a run depends on: batch size, accumulation, world size."""
@@ -197,15 +221,27 @@ class Pretrainer:
         summaries = [s.summary() for s in self.sources]
         norms = [s["normalization"] for s in summaries]
         schemes = {n["scheme"] for n in norms}
-        meta = {**self.family.checkpoint_metadata(),
-                "normalization": {"scheme": schemes.pop() if len(schemes) == 1 else "mixed", "per_source": norms},
-                "data_sources": {"sources": summaries, "unusable_files": dict(self.unusable.counts()),
-                                 "weights": [float(w) for w in self.dataset.probabilities],
-                                 "patch_size": self.config.patch_size},
-                "steps": steps, "final_loss": final_loss,
-                "training": {"effective_batch": self.effective_batch, "lr": self.lr, "warmup_steps": self.warmup,
-                             "total_steps": self.total_steps, "weight_decay": self.config.weight_decay,
-                             "precision": self.precision, "world_size": self.runtime.world_size}}
+        meta = {
+            **self.family.checkpoint_metadata(),
+            "normalization": {"scheme": schemes.pop() if len(schemes) == 1 else "mixed", "per_source": norms},
+            "data_sources": {
+                "sources": summaries,
+                "unusable_files": dict(self.unusable.counts()),
+                "weights": [float(w) for w in self.dataset.probabilities],
+                "patch_size": self.config.patch_size,
+            },
+            "steps": steps,
+            "final_loss": final_loss,
+            "training": {
+                "effective_batch": self.effective_batch,
+                "lr": self.lr,
+                "warmup_steps": self.warmup,
+                "total_steps": self.total_steps,
+                "weight_decay": self.config.weight_decay,
+                "precision": self.precision,
+                "world_size": self.runtime.world_size,
+            },
+        }
         nnunet = [s for s in summaries if s["type"] == "nnunet_preprocessed"]
         if nnunet:
             meta["source_plans"] = [{k: s[k] for k in ("name", "plans", "configuration", "spacing")} for s in nnunet]
@@ -217,8 +253,11 @@ class Pretrainer:
         from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 
         # a full disk is a CheckpointError, which the command reports as one sentence
-        save_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE), self.family.encoder_tensors(self.model),
-                                self.checkpoint_metadata(self.step, self.last_loss))
+        save_encoder_checkpoint(
+            os.path.join(self.out, ENCODER_FILE),
+            self.family.encoder_tensors(self.model),
+            self.checkpoint_metadata(self.step, self.last_loss),
+        )
 
     def encoder_is_current(self) -> bool:
         """Whether ``encoder.safetensors`` exists and holds this model's encoder at this step."""
@@ -228,8 +267,9 @@ class Pretrainer:
             checkpoint = read_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE))
         except CheckpointError:
             return False
-        return (checkpoint.metadata.get("steps") == self.step
-                and checkpoint.content_hash == tensors_content_hash(self.family.encoder_tensors(self.model)))
+        return checkpoint.metadata.get("steps") == self.step and checkpoint.content_hash == tensors_content_hash(
+            self.family.encoder_tensors(self.model)
+        )
 
     def ensure_encoder(self) -> bool:
         """Make ``encoder.safetensors`` the encoder of this step, verified by reading it back;
@@ -238,8 +278,10 @@ class Pretrainer:
             return False
         self.export_encoder()
         if not self.encoder_is_current():
-            raise PretrainUserError(f"{os.path.join(self.out, ENCODER_FILE)} does not read back as the encoder of "
-                                    f"step {self.step} after writing it; check the file system of {self.out}.")
+            raise PretrainUserError(
+                f"{os.path.join(self.out, ENCODER_FILE)} does not read back as the encoder of "
+                f"step {self.step} after writing it; check the file system of {self.out}."
+            )
         return True
 
     def save(self) -> None:
@@ -247,13 +289,25 @@ class Pretrainer:
         if not self.runtime.is_main:
             return
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise PretrainUserError(f"The weights are no longer finite at step {self.step}; nothing was written, "
-                                    "the last saved state is intact; lower the learning rate or use --precision fp32.")
-        save_state(os.path.join(self.out, STATE_FILE), {
-            "settings": self.family.settings(), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "step": self.step, "data_position": self.data_position, "last_loss": self.last_loss,
-            "skipped_steps": self.skipped_steps, "seed": self.config.seed, "world_batch": self._world_batch()})
+            raise PretrainUserError(
+                f"The weights are no longer finite at step {self.step}; nothing was written, "
+                "the last saved state is intact; lower the learning rate or use --precision fp32."
+            )
+        save_state(
+            os.path.join(self.out, STATE_FILE),
+            {
+                "settings": self.family.settings(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "data_position": self.data_position,
+                "last_loss": self.last_loss,
+                "skipped_steps": self.skipped_steps,
+                "seed": self.config.seed,
+                "world_batch": self._world_batch(),
+            },
+        )
         self.export_encoder()
         plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
         if self.unusable.entries:
@@ -273,14 +327,15 @@ class Pretrainer:
         ranks in one collective, then the optimizer step unless the NaN guard skips it."""
         c, rt = self.config, self.runtime
         start = time.perf_counter()
-        torch.manual_seed(self._step_seed())      # stochastic depth
+        torch.manual_seed(self._step_seed())  # stochastic depth
         generator.manual_seed(self._step_seed())  # masks
         loss_sum = 0.0
         for micro in range(c.accum):
             imgs, mask, micro_loss, pred = self._forward_backward(next(batches), generator, sync=micro == c.accum - 1)
             loss_sum += micro_loss
         total_loss, stop_votes, bad_data = rt.all_reduce_sum(
-            [loss_sum / c.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())])
+            [loss_sum / c.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())]
+        )
         if bad_data:
             self._check_unusable_files(other_rank_stops=True)
         self.data_position += c.accum * c.batch_size
@@ -299,7 +354,7 @@ class Pretrainer:
         imgs = imgs.to(self.runtime.device, non_blocking=True)
         mask = self.family.make_mask(imgs, generator)
         model = self.ddp or self.model
-        with (model.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()):
+        with model.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext():
             with self.runtime.autocast(self.precision):
                 loss, pred = model(imgs, mask)
             (loss / self.config.accum).backward()
@@ -320,16 +375,20 @@ class Pretrainer:
         self.skipped_steps += 1
         what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm}"
         if self.runtime.is_main:
-            tqdm.write(f"Step {self.step + 1}: {what}; skipped this optimizer step ({self.bad_steps} in a row, "
-                       f"stopping at --max-bad-steps {self.config.max_bad_steps}).")
+            tqdm.write(
+                f"Step {self.step + 1}: {what}; skipped this optimizer step ({self.bad_steps} in a row, "
+                f"stopping at --max-bad-steps {self.config.max_bad_steps})."
+            )
         if self.bad_steps >= self.config.max_bad_steps:
-            raise PretrainUserError(f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: {what} "
-                                    f"at step {self.step + 1}); stopped, and the last saved state is intact; lower "
-                                    "the learning rate or use --precision fp32.")
+            raise PretrainUserError(
+                f"{self.bad_steps} steps in a row had a non-finite loss or gradient (last: {what} "
+                f"at step {self.step + 1}); stopped, and the last saved state is intact; lower "
+                "the learning rate or use --precision fp32."
+            )
         return False
 
     def _step_seed(self) -> int:
-        return (self.config.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2 ** 63)
+        return (self.config.seed * 1_000_003 + self.runtime.rank * 7_919 + self.step) % (2**63)
 
     # ------------------------------------------------------------------------------------- loop
     def train(self, stop_after: int | None = None) -> int:
@@ -382,8 +441,9 @@ class Pretrainer:
         every = self.config.preview_every
         if self.runtime.is_main and every and self.step % every == 0:
             recon, pixel_mask = self.model.reconstruct(outcome.imgs, outcome.mask, outcome.pred.detach())
-            save_preview(os.path.join(self.out, "previews", f"step_{self.step:07d}.png"), outcome.imgs, recon,
-                         pixel_mask)
+            save_preview(
+                os.path.join(self.out, "previews", f"step_{self.step:07d}.png"), outcome.imgs, recon, pixel_mask
+            )
 
     def _on_signal(self, signum, frame):
         if self.stop_signal is not None:  # second signal: stop now
@@ -400,4 +460,3 @@ class Pretrainer:
             print(f"Stopped at step {self.step}; state saved, rerun the same command to resume. Encoder: {where}")
         else:
             print(f"Step {self.step}/{self.total_steps}, loss {self.last_loss}. Encoder checkpoint: {where}")
-

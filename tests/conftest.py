@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny nnU-Net dataset of 2D discs and squares, and nnU-Net's folders."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ from PIL import Image
 import nnunetv2_vismae  # noqa: F401  (installs the warning filter before timm is imported)
 from nnunetv2_vismae.io.nnunet import FOLDER_VARIABLES, command_environment, console_script, make_folders
 
-TINY_ENCODER = {"patch_size": 4, "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
-                "window_size": 4, "mlp_ratio": 2.0, "drop_path_rate": 0.0}
+TINY_ENCODER = {
+    "patch_size": 4,
+    "embed_dim": 12,
+    "depths": [1, 1, 1, 1],
+    "num_heads": [1, 1, 2, 2],
+    "window_size": 4,
+    "mlp_ratio": 2.0,
+    "drop_path_rate": 0.0,
+}
 
 
 def make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,9 +30,9 @@ def make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     label = np.zeros((size, size), np.uint8)
     cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
     r = int(rng.integers(size // 8, size // 5))
-    label[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = 1
+    label[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = 1
     y0, x0 = rng.integers(0, size - size // 4, 2)
-    label[y0:y0 + size // 5, x0:x0 + size // 5] = 2
+    label[y0 : y0 + size // 5, x0 : x0 + size // 5] = 2
     image = 100 + 80 * (label == 1) - 60 * (label == 2) + rng.normal(0, 15, (size, size))
     return np.clip(image, 0, 255).astype(np.uint8), label
 
@@ -38,9 +46,16 @@ def write_raw_dataset(raw_root: Path, dataset_id: int = 990, num_cases: int = 8,
         image, label = make_case(rng, size)
         Image.fromarray(image).save(folder / "imagesTr" / f"case_{i:03d}_0000.png")
         Image.fromarray(label).save(folder / "labelsTr" / f"case_{i:03d}.png")
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "gray"}, "labels": {"background": 0, "disc": 1, "square": 2},
-        "numTraining": num_cases, "file_ending": ".png"}))
+    (folder / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "gray"},
+                "labels": {"background": 0, "disc": 1, "square": 2},
+                "numTraining": num_cases,
+                "file_ending": ".png",
+            }
+        )
+    )
     return folder
 
 
@@ -58,10 +73,12 @@ def set_nnunet_folders(monkeypatch, env: dict) -> None:
 def run(cmd: list[str], env: dict, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run a console script from this environment; unless told not to (``check``), fail the test with its
     output if it fails."""
-    result = subprocess.run([console_script(cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    assert not check or result.returncode == 0, \
+    result = subprocess.run(
+        [console_script(cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert not check or result.returncode == 0, (
         f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 

@@ -1,4 +1,5 @@
 """Helpers of the CLI-error and untrusted-weight tests: nnU-Net folders, crafted checkpoints, denials."""
+
 from __future__ import annotations
 
 import functools
@@ -23,9 +24,15 @@ def nnunet_tree(root: Path) -> dict:
     write_nnunet_dataset(env["nnUNet_preprocessed"])
     no2d = Path(env["nnUNet_preprocessed"]) / "Dataset002_No2d"
     no2d.mkdir()
-    (no2d / "nnUNetPlans.json").write_text(json.dumps({
-        "dataset_name": "Dataset002_No2d", "plans_name": "nnUNetPlans",
-        "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}))
+    (no2d / "nnUNetPlans.json").write_text(
+        json.dumps(
+            {
+                "dataset_name": "Dataset002_No2d",
+                "plans_name": "nnUNetPlans",
+                "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}},
+            }
+        )
+    )
     return env
 
 
@@ -46,9 +53,14 @@ def write_checkpoint(path: Path, encoder, replace: dict | None = None, config: d
 
     tensors = {k: v.contiguous() for k, v in {**encoder.state_dict(), **(replace or {})}.items()}
     digest = tensors_content_hash(tensors)
-    header = {"format": FORMAT_NAME, "format_version": 1, "family": "swin",
-              "encoder_config": config or encoder.config.to_json(), "normalization": {"scheme": "zscore"},
-              "content_hash": digest}
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": 1,
+        "family": "swin",
+        "encoder_config": config or encoder.config.to_json(),
+        "normalization": {"scheme": "zscore"},
+        "content_hash": digest,
+    }
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in header.items()})
     return digest
 
@@ -88,8 +100,13 @@ def deny_write(folder: Path, monkeypatch) -> Path:
     if os.geteuid() == 0:
         real = os.access
         denied = str(folder.absolute())
-        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(Path(p).absolute()) == denied
-                            and mode & os.W_OK else real(p, mode, *a, **k))
+        monkeypatch.setattr(
+            os,
+            "access",
+            lambda p, mode, *a, **k: (
+                False if str(Path(p).absolute()) == denied and mode & os.W_OK else real(p, mode, *a, **k)
+            ),
+        )
     return folder
 
 
@@ -97,13 +114,16 @@ class LockHolder:
     """Another process that holds the output-folder lock of ``folder`` (as a pretraining run would)
     until it is killed."""
 
-    SCRIPT = ("import sys; from nnunetv2_vismae.io.lock import claim_output_folder; "
-              "claim_output_folder(sys.argv[1], 'nnUNetv2_vismae_pretrain'); print('locked', flush=True); "
-              "sys.stdin.read()")
+    SCRIPT = (
+        "import sys; from nnunetv2_vismae.io.lock import claim_output_folder; "
+        "claim_output_folder(sys.argv[1], 'nnUNetv2_vismae_pretrain'); print('locked', flush=True); "
+        "sys.stdin.read()"
+    )
 
     def __init__(self, folder):
-        self.process = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(folder)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.process.stdout.readline().strip() == "locked"
         self.pid = self.process.pid
 

@@ -1,6 +1,7 @@
 """Every command's user errors: one line ``PROG: error: <sentence>`` naming the value and what was
 expected, exit status 2, no traceback. Commands run in this process through their ``main`` (the
 console scripts' code); every console script in pyproject.toml is here."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,8 +12,14 @@ import pytest
 import torch
 
 from tests.conftest import set_nnunet_folders
-from tests.reliability import (deny_write, nnunet_tree, swin_encoder, three_channel_checkpoint, three_d_checkpoint,
-                               write_checkpoint)
+from tests.reliability import (
+    deny_write,
+    nnunet_tree,
+    swin_encoder,
+    three_channel_checkpoint,
+    three_d_checkpoint,
+    write_checkpoint,
+)
 
 MAINS = {
     "nnUNetv2_vismae_env": "nnunetv2_vismae.training.env",
@@ -29,48 +36,111 @@ MAINS = {
 CASES = {
     "env: unknown flag": ("nnUNetv2_vismae_env", "--bogus", False, "Unrecognized arguments: --bogus."),
     "pretrain: no nnUNet_preprocessed": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out", True, "nnUNet_preprocessed"),
-    "pretrain: unknown dataset": ("nnUNetv2_vismae_pretrain", "-d 7 -o {tmp}/out", False,
-                                 "Found no dataset folder for dataset 7"),
-    "pretrain: plans without 2d": ("nnUNetv2_vismae_pretrain", "-d 2 -o {tmp}/out", False,
-                                   "Configuration 2d is not in"),
-    "pretrain: unwritable output": ("nnUNetv2_vismae_pretrain", "-d 1 -o {locked}", False,
-                                    "Output folder {locked} cannot be written: {locked} is not writable."),
-    "pretrain: bad --max-unusable": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out --max-unusable 2", False,
-                                     "--max-unusable is a share between 0 and 1, got 2.0."),
-    "pretrain: bad --max-bad-steps": ("nnUNetv2_vismae_pretrain", "-d 1 -o {tmp}/out --max-bad-steps 0", False,
-                                      "--max-bad-steps must be at least 1, got 0."),
+    "pretrain: unknown dataset": (
+        "nnUNetv2_vismae_pretrain",
+        "-d 7 -o {tmp}/out",
+        False,
+        "Found no dataset folder for dataset 7",
+    ),
+    "pretrain: plans without 2d": (
+        "nnUNetv2_vismae_pretrain",
+        "-d 2 -o {tmp}/out",
+        False,
+        "Configuration 2d is not in",
+    ),
+    "pretrain: unwritable output": (
+        "nnUNetv2_vismae_pretrain",
+        "-d 1 -o {locked}",
+        False,
+        "Output folder {locked} cannot be written: {locked} is not writable.",
+    ),
+    "pretrain: bad --max-unusable": (
+        "nnUNetv2_vismae_pretrain",
+        "-d 1 -o {tmp}/out --max-unusable 2",
+        False,
+        "--max-unusable is a share between 0 and 1, got 2.0.",
+    ),
+    "pretrain: bad --max-bad-steps": (
+        "nnUNetv2_vismae_pretrain",
+        "-d 1 -o {tmp}/out --max-bad-steps 0",
+        False,
+        "--max-bad-steps must be at least 1, got 0.",
+    ),
     "plan: no nnUNet_preprocessed": ("nnUNetv2_vismae_plan", "-d 1", True, "nnUNet_preprocessed is not set"),
     "plan: unknown dataset": ("nnUNetv2_vismae_plan", "-d 7", False, "Found no dataset folder for dataset 7"),
     "plan: plans without 2d": ("nnUNetv2_vismae_plan", "-d 2", False, "has no '2d' configuration"),
-    "plan: 3D checkpoint": ("nnUNetv2_vismae_plan", "-d 1 --pretrained {tmp}/3d.safetensors", False,
-                            "'patch_embed.proj.weight' is [12, 1, 4, 4, 4], expected [12, 1, 4, 4]"),
-    "plan: wrong channel count": ("nnUNetv2_vismae_plan", "-d 1 --pretrained {tmp}/3ch.safetensors", False,
-                                  "'patch_embed.proj.weight' is [12, 3, 4, 4], expected [12, 1, 4, 4]"),
+    "plan: 3D checkpoint": (
+        "nnUNetv2_vismae_plan",
+        "-d 1 --pretrained {tmp}/3d.safetensors",
+        False,
+        "'patch_embed.proj.weight' is [12, 1, 4, 4, 4], expected [12, 1, 4, 4]",
+    ),
+    "plan: wrong channel count": (
+        "nnUNetv2_vismae_plan",
+        "-d 1 --pretrained {tmp}/3ch.safetensors",
+        False,
+        "'patch_embed.proj.weight' is [12, 3, 4, 4], expected [12, 1, 4, 4]",
+    ),
     "plan: unwritable plans folder": ("nnUNetv2_vismae_plan", "-d 1", False, "Dataset001_Tiny is not writable."),
     "benchmark: no nnUNet_results": ("nnUNetv2_vismae_benchmark", "-d 1", True, "nnUNet_preprocessed is not set"),
     "benchmark: unknown dataset": ("nnUNetv2_vismae_benchmark", "-d 7", False, "Found no dataset folder for dataset 7"),
-    "benchmark: plans without 2d": ("nnUNetv2_vismae_benchmark", "-d 2 --arms nnunet scratch -f 0", False,
-                                    "has no '2d' configuration (it has ['3d_fullres'])"),
-    "benchmark: labels 0": ("nnUNetv2_vismae_benchmark", "-d 1 --labels 0 50", False,
-                            "--labels must be percentages between 1 and 100, got 0."),
+    "benchmark: plans without 2d": (
+        "nnUNetv2_vismae_benchmark",
+        "-d 2 --arms nnunet scratch -f 0",
+        False,
+        "has no '2d' configuration (it has ['3d_fullres'])",
+    ),
+    "benchmark: labels 0": (
+        "nnUNetv2_vismae_benchmark",
+        "-d 1 --labels 0 50",
+        False,
+        "--labels must be percentages between 1 and 100, got 0.",
+    ),
     "benchmark: labels 101": ("nnUNetv2_vismae_benchmark", "-d 1 --labels 101", False, "got 101."),
-    "benchmark: missing checkpoint": ("nnUNetv2_vismae_benchmark", "-d 1 --pretrained {tmp}/none.safetensors", False,
-                                      "The pretrained checkpoint {tmp}/none.safetensors does not exist."),
-    "benchmark: unwritable output": ("nnUNetv2_vismae_benchmark", "-d 1 --arms nnunet -f 0 -o {locked}/bench", False,
-                                     "Output folder {locked}/bench cannot be written: {locked} is not writable."),
+    "benchmark: missing checkpoint": (
+        "nnUNetv2_vismae_benchmark",
+        "-d 1 --pretrained {tmp}/none.safetensors",
+        False,
+        "The pretrained checkpoint {tmp}/none.safetensors does not exist.",
+    ),
+    "benchmark: unwritable output": (
+        "nnUNetv2_vismae_benchmark",
+        "-d 1 --arms nnunet -f 0 -o {locked}/bench",
+        False,
+        "Output folder {locked}/bench cannot be written: {locked} is not writable.",
+    ),
     "inspect: 3D checkpoint": ("nnUNetv2_vismae_inspect", "{tmp}/3d.safetensors", False, "of wrong shape"),
     "inspect: wrong channel count": ("nnUNetv2_vismae_inspect", "{tmp}/3ch.safetensors", False, "[12, 3, 4, 4]"),
-    "convert: unwritable output": ("nnUNetv2_vismae_convert", "{tmp}/timm.pth {locked}/encoder.safetensors", False,
-                                   "Cannot write {locked}/encoder.safetensors: {locked} is not writable."),
-    "convert: channels 0": ("nnUNetv2_vismae_convert", "{tmp}/timm.pth {tmp}/e.safetensors --in-channels 0", False,
-                            "--in-channels 0 must be a positive integer."),
-    "demo: unwritable output": ("nnUNetv2_vismae_demo", "-o {locked}/demo", False,
-                                "Output folder {locked}/demo cannot be written: {locked} is not writable."),
-    "classify: predict without a model": ("nnUNetv2_vismae_classify",
-                                          "predict -m {tmp}/no_model -i {tmp} -o {tmp}/predictions", False,
-                                          "{tmp}/no_model is not a saved classification model"),
-    "speed: unwritable output": ("nnUNetv2_vismae_speed", "-o {locked}/speed", False,
-                                 "Output folder {locked}/speed cannot be written: {locked} is not writable."),
+    "convert: unwritable output": (
+        "nnUNetv2_vismae_convert",
+        "{tmp}/timm.pth {locked}/encoder.safetensors",
+        False,
+        "Cannot write {locked}/encoder.safetensors: {locked} is not writable.",
+    ),
+    "convert: channels 0": (
+        "nnUNetv2_vismae_convert",
+        "{tmp}/timm.pth {tmp}/e.safetensors --in-channels 0",
+        False,
+        "--in-channels 0 must be a positive integer.",
+    ),
+    "demo: unwritable output": (
+        "nnUNetv2_vismae_demo",
+        "-o {locked}/demo",
+        False,
+        "Output folder {locked}/demo cannot be written: {locked} is not writable.",
+    ),
+    "classify: predict without a model": (
+        "nnUNetv2_vismae_classify",
+        "predict -m {tmp}/no_model -i {tmp} -o {tmp}/predictions",
+        False,
+        "{tmp}/no_model is not a saved classification model",
+    ),
+    "speed: unwritable output": (
+        "nnUNetv2_vismae_speed",
+        "-o {locked}/speed",
+        False,
+        "Output folder {locked}/speed cannot be written: {locked} is not writable.",
+    ),
 }
 
 
@@ -138,6 +208,7 @@ def test_a_failed_step_exits_1_ctrl_c_130_and_a_bug_keeps_its_traceback(capsys):
         @console_script("prog", resumes)
         def main(argv=None):
             raise error
+
         return main
 
     assert command_raising(StepFailed("Run x failed (exit 3); its output is in x.log"))() == 1
@@ -153,13 +224,19 @@ def test_a_failed_step_exits_1_ctrl_c_130_and_a_bug_keeps_its_traceback(capsys):
 BAD_FLAGS = {
     "pretrain --window 0": ("nnUNetv2_vismae_pretrain", "--window 0", "--window must be at least 1, got 0."),
     "pretrain --embed-dim 0": ("nnUNetv2_vismae_pretrain", "--embed-dim 0", "--embed-dim must be at least 1, got 0."),
-    "pretrain --encoder-patch 0": ("nnUNetv2_vismae_pretrain", "--encoder-patch 0",
-                                   "--encoder-patch must be at least 1, got 0."),
+    "pretrain --encoder-patch 0": (
+        "nnUNetv2_vismae_pretrain",
+        "--encoder-patch 0",
+        "--encoder-patch must be at least 1, got 0.",
+    ),
     "pretrain --heads 0": ("nnUNetv2_vismae_pretrain", "--heads 0 6", "--heads must be at least 1, got 0."),
     "pretrain --lr -1": ("nnUNetv2_vismae_pretrain", "--lr -1", "--lr must be a positive number, got -1."),
     "classify --epochs 0": ("nnUNetv2_vismae_classify", "--epochs 0", "--epochs must be at least 1, got 0."),
-    "classify --batch-size 0": ("nnUNetv2_vismae_classify", "--batch-size 0",
-                                "--batch-size must be at least 1, got 0."),
+    "classify --batch-size 0": (
+        "nnUNetv2_vismae_classify",
+        "--batch-size 0",
+        "--batch-size must be at least 1, got 0.",
+    ),
     "classify --size 0": ("nnUNetv2_vismae_classify", "--size 0", "--size must be at least 1, got 0."),
     "classify --epochs x": ("nnUNetv2_vismae_classify", "--epochs x", "--epochs must be an integer, got x."),
 }
@@ -179,8 +256,10 @@ def inputs(tmp_path_factory):
         pixels = np.random.default_rng(i).integers(0, 255, (40, 40), dtype=np.uint8)
         Image.fromarray(pixels).save(root / "images" / f"{i}.png")
     task = write_style_task(str(root / "task"), 8, 0, 32, 0, "png", "csv")
-    return {"nnUNetv2_vismae_pretrain": ["-i", str(root / "images"), "-device", "cpu", "--workers", "0"],
-            "nnUNetv2_vismae_classify": ["train", "-i", str(task["train"])]}
+    return {
+        "nnUNetv2_vismae_pretrain": ["-i", str(root / "images"), "-device", "cpu", "--workers", "0"],
+        "nnUNetv2_vismae_classify": ["train", "-i", str(task["train"])],
+    }
 
 
 @pytest.mark.parametrize("case", list(BAD_FLAGS))
@@ -209,12 +288,15 @@ def _trainer_stopping_at_initialize(reference: dict, monkeypatch):
     return trainer
 
 
-@pytest.mark.parametrize("problem, expected", [
-    ("replaced", "has content hash"),
-    ("truncated", "is truncated"),
-    ("3D", "'patch_embed.proj.weight' is [12, 1, 4, 4, 4]"),
-    ("wrong embed dim", "does not fit the network"),
-])
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        ("replaced", "has content hash"),
+        ("truncated", "is truncated"),
+        ("3D", "'patch_embed.proj.weight' is [12, 1, 4, 4, 4]"),
+        ("wrong embed dim", "does not fit the network"),
+    ],
+)
 def test_trainer_stops_nnunetv2_train_with_one_sentence(problem, expected, tmp_path, monkeypatch):
     path = tmp_path / "encoder.safetensors"
     digest = write_checkpoint(path, swin_encoder())
@@ -249,8 +331,12 @@ def _plans_and_dataset(files, network: str | None = None) -> tuple[dict, dict]:
     plans = json.loads((Path(env["nnUNet_preprocessed"]) / "Dataset001_Tiny" / "nnUNetPlans.json").read_text())
     if network is not None:
         plans["configurations"]["2d"]["architecture"]["network_class_name"] = network
-    return {**plans, "continue_training": False}, {"channel_names": {"0": "gray"}, "labels": {"background": 0, "a": 1},
-                                                   "numTraining": 2, "file_ending": ".png"}
+    return {**plans, "continue_training": False}, {
+        "channel_names": {"0": "gray"},
+        "labels": {"background": 0, "a": 1},
+        "numTraining": 2,
+        "file_ending": ".png",
+    }
 
 
 @pytest.mark.parametrize("trainer", ["VisMAETrainer", "nnUNetTrainerMAE"])
@@ -263,9 +349,11 @@ def test_trainer_without_nnunet_results_stops_with_one_sentence(trainer, files, 
     plans, dataset_json = _plans_and_dataset(files)
     with pytest.raises(SystemExit) as stop:
         cls(plans, "2d", 0, dataset_json, torch.device("cpu"))
-    assert str(stop.value.code) == (f"{trainer}: the environment variable nnUNet_results is not set; nnUNetv2_train "
-                                    "needs it for the folder the trained model is written to "
-                                    "(export nnUNet_results=/path/to/nnUNet_results).")
+    assert str(stop.value.code) == (
+        f"{trainer}: the environment variable nnUNet_results is not set; nnUNetv2_train "
+        "needs it for the folder the trained model is written to "
+        "(export nnUNet_results=/path/to/nnUNet_results)."
+    )
 
 
 def test_cnn_trainer_on_swin_plans_stops_with_one_sentence_and_writes_nothing(files, world):
@@ -277,6 +365,12 @@ def test_cnn_trainer_on_swin_plans_stops_with_one_sentence_and_writes_nothing(fi
     with pytest.raises(SystemExit) as stop:
         nnUNetTrainerMAE(plans, "2d", 0, dataset_json, torch.device("cpu"))
     message = str(stop.value.code)
-    assert message.startswith("nnUNetTrainerMAE: the plans nnUNetPlans name nnunetv2_vismae.architectures.SwinUNet, "
-                              "which VisMAETrainer trains;") and "-p nnUNetMAEPlans" in message and "\n" not in message
+    assert (
+        message.startswith(
+            "nnUNetTrainerMAE: the plans nnUNetPlans name nnunetv2_vismae.architectures.SwinUNet, "
+            "which VisMAETrainer trains;"
+        )
+        and "-p nnUNetMAEPlans" in message
+        and "\n" not in message
+    )
     assert sorted(results.rglob("*")) == before

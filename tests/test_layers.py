@@ -1,5 +1,6 @@
 """README's folder table says which folder may import which; every import in the code (parsed with
 ``ast``, never run, lazy imports inside functions included) keeps to it, so dependencies point one way."""
+
 from __future__ import annotations
 
 import ast
@@ -65,8 +66,11 @@ def files_of(folder: str) -> list[Path]:
 
 
 def test_every_folder_has_a_row():
-    on_disk = {p.stem for p in (ROOT / PACKAGE).iterdir()
-               if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.name != "__init__.py")}
+    on_disk = {
+        p.stem
+        for p in (ROOT / PACKAGE).iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and p.name != "__init__.py")
+    }
     assert set(folder_table()) == on_disk | {"pretrain"}
 
 
@@ -104,7 +108,7 @@ def test_no_module_of_the_package_imports_itself_through_others():
 
     def visit(module):
         if module in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module) :] + [module]))
         if module not in done:
             path.append(module)
             for other in sorted(edges[module]):

@@ -1,6 +1,7 @@
 """Output folders of every command: one writer per folder, a full disk, folders that cannot be written
 and saved models that cannot be read end in one sentence naming the file and a non-zero exit, with
 nothing lost. Commands run in this process through their ``main``."""
+
 from __future__ import annotations
 
 import errno
@@ -56,7 +57,8 @@ def test_a_second_run_into_a_folder_in_use_is_refused(command, tmp_path, capsys)
 @pytest.mark.parametrize("subcommand", ["train", "predict", "example"])
 @pytest.mark.parametrize("problem", ["file", "read-only"])
 def test_classification_output_that_cannot_be_written_is_refused_before_any_image_is_read(
-        subcommand, problem, tmp_path, monkeypatch, capsys):
+    subcommand, problem, tmp_path, monkeypatch, capsys
+):
     from nnunetv2_vismae.classification.cli import main
 
     out = tmp_path / "out"
@@ -67,9 +69,11 @@ def test_classification_output_that_cannot_be_written_is_refused_before_any_imag
         deny_write(out, monkeypatch)
         expected = f"Output folder {out} cannot be written: {out} is not writable."
     missing = str(tmp_path / "never_read.csv")  # read first, this would be the error
-    argv = {"train": ["train", "-i", missing, "-o", str(out)],
-            "predict": ["predict", "-m", str(tmp_path / "model"), "-i", missing, "-o", str(out)],
-            "example": ["example", "-o", str(out)]}[subcommand]
+    argv = {
+        "train": ["train", "-i", missing, "-o", str(out)],
+        "predict": ["predict", "-m", str(tmp_path / "model"), "-i", missing, "-o", str(out)],
+        "example": ["example", "-o", str(out)],
+    }[subcommand]
     code, err = one_sentence(main, argv, capsys)
     assert err == f"nnUNetv2_vismae_classify: error: {expected}"
 
@@ -83,9 +87,15 @@ def model_folder(tmp_path) -> Path:
 
     config = SwinEncoderConfig.from_json(TINY_ENCODER)
     folder = tmp_path / "model"
-    save_model_folder(folder, SwinClassifier(config, 2), {
-        "classes": ["a", "b"], "input": InputSpec(32, 1, {"scheme": "zscore"}).to_json(),
-        "encoder_config": config.to_json()})
+    save_model_folder(
+        folder,
+        SwinClassifier(config, 2),
+        {
+            "classes": ["a", "b"],
+            "input": InputSpec(32, 1, {"scheme": "zscore"}).to_json(),
+            "encoder_config": config.to_json(),
+        },
+    )
     return folder
 
 
@@ -116,8 +126,9 @@ def test_predict_with_a_damaged_model_is_one_sentence_naming_the_file(how, model
     from nnunetv2_vismae.classification.cli import main
 
     expected = _break(model_folder, how)
-    code, err = one_sentence(main, ["predict", "-m", str(model_folder), "-i", str(tmp_path), "-o",
-                                    str(tmp_path / "predictions")], capsys)
+    code, err = one_sentence(
+        main, ["predict", "-m", str(model_folder), "-i", str(tmp_path), "-o", str(tmp_path / "predictions")], capsys
+    )
     assert expected in err, err
     assert not (tmp_path / "predictions").exists()
 
@@ -128,8 +139,16 @@ def timm_weights(tmp_path) -> Path:
     from timm.models.swin_transformer import SwinTransformer
 
     torch.manual_seed(0)
-    model = SwinTransformer(img_size=224, patch_size=4, in_chans=3, embed_dim=12, depths=(1, 1, 1, 1),
-                            num_heads=(1, 1, 2, 2), window_size=7, num_classes=2)
+    model = SwinTransformer(
+        img_size=224,
+        patch_size=4,
+        in_chans=3,
+        embed_dim=12,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 2, 2),
+        window_size=7,
+        num_classes=2,
+    )
     path = tmp_path / "source" / "swin.pth"
     path.parent.mkdir()
     torch.save(model.state_dict(), path)
@@ -141,8 +160,10 @@ def test_convert_to_an_existing_folder_names_the_file_to_give(timm_weights, tmp_
 
     (tmp_path / "out").mkdir()
     code, err = one_sentence(main, [str(timm_weights), str(tmp_path / "out")], capsys)
-    assert f"Output {tmp_path / 'out'} is a folder; give the checkpoint file to write, e.g. " \
-           f"{tmp_path / 'out' / 'encoder.safetensors'}." in err
+    assert (
+        f"Output {tmp_path / 'out'} is a folder; give the checkpoint file to write, e.g. "
+        f"{tmp_path / 'out' / 'encoder.safetensors'}." in err
+    )
     assert not os.listdir(tmp_path / "out")
 
 
@@ -152,6 +173,7 @@ def test_convert_on_a_full_disk_is_one_sentence_and_leaves_nothing(timm_weights,
     def full_disk(tensors, path, *args, **kwargs):  # as safetensors reports ENOSPC
         Path(path).write_bytes(b"half")
         raise SafetensorError(f"Error while serializing: I/O error: {FULL_DISK} (os error 28)")
+
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
     (tmp_path / "out").mkdir()
     code, err = one_sentence(main, [str(timm_weights), str(tmp_path / "out" / "encoder.safetensors")], capsys)
@@ -172,8 +194,9 @@ def test_plan_on_a_full_disk_is_one_sentence_and_leaves_no_partial_plans(tmp_pat
 
     def full_disk(self, data):
         with open(self, "wb") as f:
-            f.write(data[:len(data) // 2])
+            f.write(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     code, err = one_sentence(main, ["-d", "1"], capsys)
     assert err == f"nnUNetv2_vismae_plan: error: Cannot write {dataset / 'nnUNetVisMAEPlans.json'}: {FULL_DISK}."

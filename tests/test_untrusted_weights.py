@@ -2,6 +2,7 @@
 
 The crafted file creates a marker file when unpickled; after each refusal the marker must not exist.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,10 @@ COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file
     "nnUNetv2_vismae_inspect": ("nnunetv2_vismae.checkpoint.cli", "{evil}"),
     "nnUNetv2_vismae_plan": ("nnunetv2_vismae.planning.cli", "-d 1 --pretrained {evil}"),
     "nnUNetv2_vismae_benchmark": ("nnunetv2_vismae.benchmark.cli", "-d 1 -f 0 --arms vismae --pretrained {evil}"),
-    "nnUNetv2_vismae_benchmark --dry-run": ("nnunetv2_vismae.benchmark.cli",
-                                            "-d 1 -f 0 --arms vismae --pretrained {evil} --dry-run"),
+    "nnUNetv2_vismae_benchmark --dry-run": (
+        "nnunetv2_vismae.benchmark.cli",
+        "-d 1 -f 0 --arms vismae --pretrained {evil} --dry-run",
+    ),
 }
 
 
@@ -81,9 +84,15 @@ def test_pretraining_refuses_a_malicious_state_file(evil, tmp_path):
     assert os.listdir(out) != []
 
 
-@pytest.mark.parametrize("content, kind", [(b"step 87\nloss 0.25\n", "plain text"),
-                                           (b"The quick brown fox", "plain text"), (b"", "empty"),
-                                           (bytes(range(7, 200)), "binary data")])
+@pytest.mark.parametrize(
+    "content, kind",
+    [
+        (b"step 87\nloss 0.25\n", "plain text"),
+        (b"The quick brown fox", "plain text"),
+        (b"", "empty"),
+        (bytes(range(7, 200)), "binary data"),
+    ],
+)
 def test_a_state_file_that_is_no_pickle_is_described_as_what_it_is(tmp_path, content, kind):
     """Issue 17: a plain text state.pt was called a pickle that "can run code"."""
     from pretrain.errors import PretrainUserError
@@ -94,5 +103,6 @@ def test_a_state_file_that_is_no_pickle_is_described_as_what_it_is(tmp_path, con
     with pytest.raises(PretrainUserError) as info:
         load_state(str(path))
     message = str(info.value)
-    assert message == (f"{path} is {kind}, not a training state written by torch.save; move it away to start "
-                       "a new run in this folder.")
+    assert message == (
+        f"{path} is {kind}, not a training state written by torch.save; move it away to start a new run in this folder."
+    )

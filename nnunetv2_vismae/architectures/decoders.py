@@ -4,6 +4,7 @@ Both return the segmentation nnU-Net expects: one tensor, or with deep supervisi
 highest resolution first, at the scales given by ``output_strides`` (which the plans write as
 ``strides`` so that nnU-Net down-samples its targets to match).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,20 +41,30 @@ class SwinDecoder(nn.Module):
     Outputs at strides 1 (after a final x``patch_size`` expansion), then each decoder stage.
     """
 
-    def __init__(self, stage_dims: list[int], depths, num_heads, window_size: int, patch_size: int,
-                 num_classes: int, deep_supervision: bool):
+    def __init__(
+        self,
+        stage_dims: list[int],
+        depths,
+        num_heads,
+        window_size: int,
+        patch_size: int,
+        num_classes: int,
+        deep_supervision: bool,
+    ):
         super().__init__()
         self.deep_supervision = deep_supervision
         n = len(stage_dims)
         self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
         self.fuse = nn.ModuleList(nn.Linear(2 * stage_dims[i], stage_dims[i]) for i in reversed(range(n - 1)))
-        self.stages = nn.ModuleList(decoder_stage(stage_dims[i], depths[i], num_heads[i], window_size)
-                                    for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(
+            decoder_stage(stage_dims[i], depths[i], num_heads[i], window_size) for i in reversed(range(n - 1))
+        )
         self.norm = nn.LayerNorm(stage_dims[0])
         self.final_expand = PatchExpand(stage_dims[0], stage_dims[0], scale=patch_size)
         self.seg_layers = nn.ModuleList(
             [nn.Conv2d(stage_dims[0], num_classes, 1)]
-            + [nn.Conv2d(stage_dims[i], num_classes, 1) for i in range(n - 1)])
+            + [nn.Conv2d(stage_dims[i], num_classes, 1) for i in range(n - 1)]
+        )
 
     @staticmethod
     def output_strides(patch_size: int, num_stages: int) -> list[list[int]]:
@@ -82,7 +93,8 @@ class ConvStem(nn.Module):
         super().__init__()
         self.stages = nn.ModuleList(
             StackedConvBlocks(2, nn.Conv2d, c_in, c_out, 3, 1 if i == 0 else 2, **conv_kwargs)
-            for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels)))
+            for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels))
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -109,26 +121,42 @@ class ConvDecoder(nn.Module):
     against 2.92 s for nnU-Net's default 2D U-Net.
     """
 
-    def __init__(self, in_channels: int, stage_dims: list[int], patch_size: int, num_classes: int,
-                 deep_supervision: bool, stem_channels: int = STEM_CHANNELS):
+    def __init__(
+        self,
+        in_channels: int,
+        stage_dims: list[int],
+        patch_size: int,
+        num_classes: int,
+        deep_supervision: bool,
+        stem_channels: int = STEM_CHANNELS,
+    ):
         super().__init__()
         n_stem = self.num_stem_stages(patch_size)
-        stem_dims = [min(stem_channels * 2 ** i, stage_dims[0]) for i in range(n_stem)]
-        conv_kwargs = dict(conv_bias=True, norm_op=nn.InstanceNorm2d,
-                           norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None,
-                           dropout_op_kwargs=None, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+        stem_dims = [min(stem_channels * 2**i, stage_dims[0]) for i in range(n_stem)]
+        conv_kwargs = dict(
+            conv_bias=True,
+            norm_op=nn.InstanceNorm2d,
+            norm_op_kwargs={"eps": 1e-5, "affine": True},
+            dropout_op=None,
+            dropout_op_kwargs=None,
+            nonlin=nn.LeakyReLU,
+            nonlin_kwargs={"inplace": True},
+        )
         self.stem = ConvStem(in_channels, stem_dims, conv_kwargs)
-        spec = SimpleNamespace(output_channels=stem_dims + list(stage_dims),
-                               strides=self.output_strides(patch_size, len(stage_dims)),
-                               kernel_sizes=[[3, 3]] * (n_stem + len(stage_dims)),
-                               conv_op=nn.Conv2d, **conv_kwargs)
+        spec = SimpleNamespace(
+            output_channels=stem_dims + list(stage_dims),
+            strides=self.output_strides(patch_size, len(stage_dims)),
+            kernel_sizes=[[3, 3]] * (n_stem + len(stage_dims)),
+            conv_op=nn.Conv2d,
+            **conv_kwargs,
+        )
         self.unet = UNetDecoder(spec, num_classes, 2, deep_supervision)
 
     @staticmethod
     def num_stem_stages(patch_size: int) -> int:
         """Conv stages at strides 1, 2, ..., patch_size / 2, filling the gap below the Swin stages."""
         n = int(math.log2(patch_size))
-        if patch_size < 2 or 2 ** n != patch_size:
+        if patch_size < 2 or 2**n != patch_size:
             raise ValueError(f"The conv decoder needs a power-of-two encoder patch size >= 2, got {patch_size}.")
         return n
 

@@ -12,12 +12,18 @@ It overrides and reads parts of timm's Swin that are not public (``_attn``, ``_g
 ``dynamic_mask``, a ``__class__`` swap): tests/architectures/test_timm_private_api.py names any that a
 new timm changes, and pyproject.toml bounds timm to the versions it passed with.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.models.swin_transformer import (SwinTransformerBlock, SwinTransformerStage, WindowAttention,
-                                          window_partition, window_reverse)
+from timm.models.swin_transformer import (
+    SwinTransformerBlock,
+    SwinTransformerStage,
+    WindowAttention,
+    window_partition,
+    window_reverse,
+)
 from torch import nn
 
 
@@ -34,8 +40,9 @@ def window_attention(attn: WindowAttention, qkv: torch.Tensor, mask: torch.Tenso
         bias = attn._get_rel_pos_bias()
         if mask is not None:
             bias = bias + mask.unsqueeze(1).repeat(windows // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                             dropout_p=attn.attn_drop.p if attn.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=attn.attn_drop.p if attn.training else 0.0
+        )
     else:
         scores = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()
         if mask is not None:
@@ -90,7 +97,15 @@ def use_swin_blocks(module: nn.Module) -> nn.Module:
 
 def decoder_stage(dim: int, depth: int, num_heads: int, window_size: int) -> SwinTransformerStage:
     """A Swin stage for a decoder: no downsampling, windows of ``window_size`` at any resolution."""
-    stage = SwinTransformerStage(dim, dim, (window_size, window_size), depth, downsample=False,
-                                 num_heads=num_heads, window_size=window_size, always_partition=True,
-                                 dynamic_mask=True)
+    stage = SwinTransformerStage(
+        dim,
+        dim,
+        (window_size, window_size),
+        depth,
+        downsample=False,
+        num_heads=num_heads,
+        window_size=window_size,
+        always_partition=True,
+        dynamic_mask=True,
+    )
     return use_swin_blocks(stage)

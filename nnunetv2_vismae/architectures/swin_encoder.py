@@ -4,6 +4,7 @@ Built on timm's ``SwinTransformer`` so that its parameter names are timm's own
 (``patch_embed.*``, ``layers.{i}.downsample.*``, ``layers.{i}.blocks.{j}.*``, ``norm.*``):
 what the MAE pretrains is exactly what ``SwinUNet`` fine-tunes, and timm checkpoints map 1:1.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -34,12 +35,13 @@ class SwinEncoderConfig:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         if len(self.depths) != len(self.num_heads):
-            raise ValueError(f"Swin encoder depths {self.depths} and num_heads {self.num_heads} "
-                             "must have the same number of stages.")
+            raise ValueError(
+                f"Swin encoder depths {self.depths} and num_heads {self.num_heads} must have the same number of stages."
+            )
 
     @property
     def stage_dims(self) -> list[int]:
-        return [self.embed_dim * 2 ** i for i in range(len(self.depths))]
+        return [self.embed_dim * 2**i for i in range(len(self.depths))]
 
     @property
     def total_stride(self) -> int:
@@ -74,27 +76,60 @@ class SwinEncoder(SwinTransformer):
         forward_stages: [B x 96 x H/4 x W/4, B x 192 x H/8, B x 384 x H/16, B x 768 x H/32]
     """
 
-    def __init__(self, in_channels: int = 1, patch_size: int = 4, embed_dim: int = 96,
-                 depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), window_size: int = 7,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.1,
-                 shift_single_window_stages: bool = False):
-        self.config = SwinEncoderConfig(in_channels, patch_size, embed_dim, depths, num_heads,
-                                        window_size, mlp_ratio, drop_path_rate,
-                                        shift_single_window_stages)
+    def __init__(
+        self,
+        in_channels: int = 1,
+        patch_size: int = 4,
+        embed_dim: int = 96,
+        depths=(2, 2, 2, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        shift_single_window_stages: bool = False,
+    ):
+        self.config = SwinEncoderConfig(
+            in_channels,
+            patch_size,
+            embed_dim,
+            depths,
+            num_heads,
+            window_size,
+            mlp_ratio,
+            drop_path_rate,
+            shift_single_window_stages,
+        )
         super().__init__(
-            img_size=window_size * self.config.total_stride, patch_size=patch_size,
-            in_chans=in_channels, num_classes=0, global_pool="", embed_dim=embed_dim,
-            depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
-            mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-            always_partition=shift_single_window_stages, strict_img_size=False)
+            img_size=window_size * self.config.total_stride,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            num_classes=0,
+            global_pool="",
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            always_partition=shift_single_window_stages,
+            strict_img_size=False,
+        )
         del self.head  # a classifier head is not part of the encoder contract
         use_swin_blocks(self)
 
     @classmethod
     def from_config(cls, config: SwinEncoderConfig) -> "SwinEncoder":
-        return cls(config.in_channels, config.patch_size, config.embed_dim, config.depths,
-                   config.num_heads, config.window_size, config.mlp_ratio, config.drop_path_rate,
-                   config.shift_single_window_stages)
+        return cls(
+            config.in_channels,
+            config.patch_size,
+            config.embed_dim,
+            config.depths,
+            config.num_heads,
+            config.window_size,
+            config.mlp_ratio,
+            config.drop_path_rate,
+            config.shift_single_window_stages,
+        )
 
     @property
     def stage_dims(self) -> list[int]:
@@ -115,4 +150,3 @@ class SwinEncoder(SwinTransformer):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_stages(self.embed(x))
-

@@ -1,4 +1,5 @@
 """SwinUNet: the network class that VisMAE plans name (``nnunetv2_vismae.architectures.SwinUNet``)."""
+
 from __future__ import annotations
 
 import torch
@@ -23,9 +24,16 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
     ``output_strides`` scales, highest resolution first.
     """
 
-    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False,
-                 encoder: dict | None = None, decoder: str = "conv", strides=None,
-                 stem_channels: int = STEM_CHANNELS):
+    def __init__(
+        self,
+        input_channels: int,
+        num_classes: int,
+        deep_supervision: bool = False,
+        encoder: dict | None = None,
+        decoder: str = "conv",
+        strides=None,
+        stem_channels: int = STEM_CHANNELS,
+    ):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"SwinUNet decoder must be one of {DECODERS}, got {decoder!r}.")
@@ -33,15 +41,25 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
         self.encoder = SwinEncoder.from_config(config)
         self.decoder_name = decoder
         if decoder == "swin":
-            self.decoder = SwinDecoder(config.stage_dims, config.depths, config.num_heads, config.window_size,
-                                       config.patch_size, num_classes, deep_supervision)
+            self.decoder = SwinDecoder(
+                config.stage_dims,
+                config.depths,
+                config.num_heads,
+                config.window_size,
+                config.patch_size,
+                num_classes,
+                deep_supervision,
+            )
         else:
-            self.decoder = ConvDecoder(input_channels, config.stage_dims, config.patch_size, num_classes,
-                                       deep_supervision, stem_channels)
+            self.decoder = ConvDecoder(
+                input_channels, config.stage_dims, config.patch_size, num_classes, deep_supervision, stem_channels
+            )
         expected = self.output_strides(config, decoder)
         if strides is not None and [list(s) for s in strides] != expected:
-            raise ValueError(f"SwinUNet with the {decoder} decoder produces outputs at strides {expected}, "
-                             f"but the plans say {strides}; re-run nnUNetv2_vismae_plan.")
+            raise ValueError(
+                f"SwinUNet with the {decoder} decoder produces outputs at strides {expected}, "
+                f"but the plans say {strides}; re-run nnUNetv2_vismae_plan."
+            )
         self.key_to_encoder = "encoder"
         self.key_to_stem = "encoder.patch_embed"
         self.keys_to_in_proj = ("encoder.patch_embed.proj",)

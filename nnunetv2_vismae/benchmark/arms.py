@@ -3,6 +3,7 @@
 An arm is a trainer base and the plans it trains with. Trainer names follow the variants in
 ``nnunetv2_vismae.training.variants``: ``{trainer}_labels{P}[_{E}epochs][_{M}iters]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,24 +25,83 @@ class Arm:
 REFERENCE_ARM = "nnunet"  # vanilla nnU-Net; its 100% run is what the other arms must match
 REFERENCE_LABELS = 100
 
-ARMS: dict[str, Arm] = {arm.name: arm for arm in (
-    Arm("nnunet", "nnU-Net", "nnUNetTrainer", "nnUNetPlans", needs_pretrained=False, derived_plans=False),
-    Arm("vismae", "VisMAE", "VisMAETrainer", "nnUNetVisMAEPlans", needs_pretrained=True, derived_plans=True,
-        family="swin", twin="scratch"),
-    Arm("scratch", "VisMAE from scratch", "VisMAETrainerScratch", "nnUNetVisMAEPlans", needs_pretrained=False,
-        derived_plans=True, family="swin"),
-    Arm("cnn-mae", "nnU-Net + CNN MAE", "nnUNetTrainerMAE", "nnUNetMAEPlans", needs_pretrained=True,
-        derived_plans=True, family="cnn", twin="cnn-scratch"),
-    Arm("cnn-scratch", "CNN MAE recipe from scratch", "nnUNetTrainerMAEScratch", "nnUNetMAEPlans",
-        needs_pretrained=False, derived_plans=True, family="cnn"),
-    # ablations of the recipes, each with its twin
-    Arm("vismae-llrd", "VisMAE, layer-wise lr decay", "VisMAETrainerLLRD", "nnUNetVisMAEPlans", needs_pretrained=True,
-        derived_plans=True, family="swin", twin="scratch", ablation=True),
-    Arm("cnn-mae-lowlr", "nnU-Net + CNN MAE, peak lr 1e-3", "nnUNetTrainerMAELowLR", "nnUNetMAEPlans",
-        needs_pretrained=True, derived_plans=True, family="cnn", twin="cnn-scratch-lowlr", ablation=True),
-    Arm("cnn-scratch-lowlr", "CNN MAE recipe from scratch, peak lr 1e-3", "nnUNetTrainerMAEScratchLowLR",
-        "nnUNetMAEPlans", needs_pretrained=False, derived_plans=True, family="cnn", ablation=True),
-)}
+ARMS: dict[str, Arm] = {
+    arm.name: arm
+    for arm in (
+        Arm("nnunet", "nnU-Net", "nnUNetTrainer", "nnUNetPlans", needs_pretrained=False, derived_plans=False),
+        Arm(
+            "vismae",
+            "VisMAE",
+            "VisMAETrainer",
+            "nnUNetVisMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="swin",
+            twin="scratch",
+        ),
+        Arm(
+            "scratch",
+            "VisMAE from scratch",
+            "VisMAETrainerScratch",
+            "nnUNetVisMAEPlans",
+            needs_pretrained=False,
+            derived_plans=True,
+            family="swin",
+        ),
+        Arm(
+            "cnn-mae",
+            "nnU-Net + CNN MAE",
+            "nnUNetTrainerMAE",
+            "nnUNetMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="cnn",
+            twin="cnn-scratch",
+        ),
+        Arm(
+            "cnn-scratch",
+            "CNN MAE recipe from scratch",
+            "nnUNetTrainerMAEScratch",
+            "nnUNetMAEPlans",
+            needs_pretrained=False,
+            derived_plans=True,
+            family="cnn",
+        ),
+        # ablations of the recipes, each with its twin
+        Arm(
+            "vismae-llrd",
+            "VisMAE, layer-wise lr decay",
+            "VisMAETrainerLLRD",
+            "nnUNetVisMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="swin",
+            twin="scratch",
+            ablation=True,
+        ),
+        Arm(
+            "cnn-mae-lowlr",
+            "nnU-Net + CNN MAE, peak lr 1e-3",
+            "nnUNetTrainerMAELowLR",
+            "nnUNetMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="cnn",
+            twin="cnn-scratch-lowlr",
+            ablation=True,
+        ),
+        Arm(
+            "cnn-scratch-lowlr",
+            "CNN MAE recipe from scratch, peak lr 1e-3",
+            "nnUNetTrainerMAEScratchLowLR",
+            "nnUNetMAEPlans",
+            needs_pretrained=False,
+            derived_plans=True,
+            family="cnn",
+            ablation=True,
+        ),
+    )
+}
 PRETRAINED_FLAGS = {"swin": "--pretrained", "cnn": "--pretrained-cnn"}
 # Plans of these families can only be derived from a checkpoint (nnUNetMAEPlans copy the network it fits).
 PLANNED_FROM_CHECKPOINT_ONLY = {"cnn"}
@@ -49,16 +109,19 @@ PLANNED_FROM_CHECKPOINT_ONLY = {"cnn"}
 
 def default_arms(given_families: set[str]) -> list[str]:
     """Every arm whose inputs are given: vismae with a swin checkpoint, both cnn arms with a cnn one."""
-    return [name for name, arm in ARMS.items() if not arm.ablation and (
-            arm.family in given_families or not (arm.needs_pretrained or arm.family in PLANNED_FROM_CHECKPOINT_ONLY))]
+    return [
+        name
+        for name, arm in ARMS.items()
+        if not arm.ablation
+        and (arm.family in given_families or not (arm.needs_pretrained or arm.family in PLANNED_FROM_CHECKPOINT_ONLY))
+    ]
 
 
 def pretrained_arms(arms) -> list[Arm]:
     return [arm for arm in arms if arm.twin is not None]
 
 
-def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None,
-                 seed: int = 0) -> str:
+def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None, seed: int = 0) -> str:
     """``VisMAETrainer`` at 25%, subset seed 1, 5 epochs -> ``VisMAETrainer_labels25_seed1_5epochs``."""
     name = f"{arm.trainer}_labels{labels}"
     if seed:

@@ -4,6 +4,7 @@ Trains every (arm, label fraction, fold) that is not finished through nnU-Net's 
 ``nnUNetv2_train`` (each run's output in ``OUT/logs``), then reads the folds' validation
 summaries and writes ``results.csv``, ``report.md`` and ``label_efficiency.png`` into OUT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,47 +34,82 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneSentenceParser(
         prog=PROG,
         description="Label-efficiency benchmark: train each arm on a fraction of each fold's training cases "
-                    "with nnU-Net's own nnUNetv2_train (finished runs are skipped, interrupted ones resumed), "
-                    "then write results.csv, report.md and label_efficiency.png. Arms: " + arms + ".")
+        "with nnU-Net's own nnUNetv2_train (finished runs are skipped, interrupted ones resumed), "
+        "then write results.csv, report.md and label_efficiency.png. Arms: " + arms + ".",
+    )
     parser.add_argument("-d", required=True, help="dataset id or DatasetXXX_Name")
     parser.add_argument("-c", default="2d", help="configuration (default: 2d)")
-    parser.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD",
-                        help="folds (default: 0 1 2 3 4)")
-    parser.add_argument("--labels", nargs="+", type=int, default=[10, 25, 50, 100], metavar="P",
-                        help="label fractions in percent of each fold's training cases, 1..100 "
-                             "(default: 10 25 50 100); the nnunet arm always runs at 100%% too, the verdict's "
-                             "reference")
-    parser.add_argument("--arms", nargs="+", metavar="ARM",
-                        help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
-                             "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "
-                             "with --pretrained-cnn)")
-    parser.add_argument("--pretrained", metavar="FILE",
-                        help="swin encoder checkpoint the vismae arm fine-tunes (required with that arm); "
-                             "nnUNetv2_vismae_plan --pretrained FILE is run first")
-    parser.add_argument("--pretrained-cnn", metavar="FILE",
-                        help="cnn encoder checkpoint (nnUNetv2_vismae_pretrain --encoder cnn) the cnn-mae arm "
-                             "fine-tunes (required with that arm); planned into nnUNetMAEPlans from nnUNetPlans")
-    parser.add_argument("--subset-seeds", nargs="+", type=int, default=[0], metavar="S",
-                        help="draw each label fraction below 100%% with each of these seeds (trainer suffix "
-                             "_seed{S}; 0, the default, is no suffix) and pool them like folds")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                        help="non-inferiority margin in Dice: an arm is non-inferior to nnU-Net at 100%% labels "
-                             "when the lower 95%% confidence bound of the paired difference is above -margin "
-                             f"(default: {DEFAULT_MARGIN})")
-    parser.add_argument("--test", action="store_true",
-                        help="also predict the raw dataset's imagesTs with every run (nnUNetv2_predict) and score it "
-                             "against labelsTs (nnUNetv2_evaluate_folder); the statistics then use these test cases, "
-                             "the same for every run, instead of each fold's validation cases")
-    parser.add_argument("--epochs", type=int,
-                        help="epochs per run (trainer suffix _{E}epochs; default: the trainer's)")
-    parser.add_argument("--iters", type=int,
-                        help="training iterations per epoch (suffix _{M}iters; default: the trainer's)")
-    parser.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
-                        help="device for nnUNetv2_train (default: cuda if available, else cpu)")
-    parser.add_argument("-o", metavar="OUT",
-                        help="output folder (default: $nnUNet_results/DatasetXXX_Name/vismae_benchmark)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the commands that would run and run nothing")
+    parser.add_argument(
+        "-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD", help="folds (default: 0 1 2 3 4)"
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        type=int,
+        default=[10, 25, 50, 100],
+        metavar="P",
+        help="label fractions in percent of each fold's training cases, 1..100 "
+        "(default: 10 25 50 100); the nnunet arm always runs at 100%% too, the verdict's "
+        "reference",
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        metavar="ARM",
+        help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
+        "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "
+        "with --pretrained-cnn)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        metavar="FILE",
+        help="swin encoder checkpoint the vismae arm fine-tunes (required with that arm); "
+        "nnUNetv2_vismae_plan --pretrained FILE is run first",
+    )
+    parser.add_argument(
+        "--pretrained-cnn",
+        metavar="FILE",
+        help="cnn encoder checkpoint (nnUNetv2_vismae_pretrain --encoder cnn) the cnn-mae arm "
+        "fine-tunes (required with that arm); planned into nnUNetMAEPlans from nnUNetPlans",
+    )
+    parser.add_argument(
+        "--subset-seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        metavar="S",
+        help="draw each label fraction below 100%% with each of these seeds (trainer suffix "
+        "_seed{S}; 0, the default, is no suffix) and pool them like folds",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help="non-inferiority margin in Dice: an arm is non-inferior to nnU-Net at 100%% labels "
+        "when the lower 95%% confidence bound of the paired difference is above -margin "
+        f"(default: {DEFAULT_MARGIN})",
+    )
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="also predict the raw dataset's imagesTs with every run (nnUNetv2_predict) and score it "
+        "against labelsTs (nnUNetv2_evaluate_folder); the statistics then use these test cases, "
+        "the same for every run, instead of each fold's validation cases",
+    )
+    parser.add_argument("--epochs", type=int, help="epochs per run (trainer suffix _{E}epochs; default: the trainer's)")
+    parser.add_argument(
+        "--iters", type=int, help="training iterations per epoch (suffix _{M}iters; default: the trainer's)"
+    )
+    parser.add_argument(
+        "-device",
+        default=None,
+        choices=["cpu", "cuda", "mps"],
+        help="device for nnUNetv2_train (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "-o", metavar="OUT", help="output folder (default: $nnUNet_results/DatasetXXX_Name/vismae_benchmark)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the commands that would run and run nothing")
     return parser
 
 
@@ -132,26 +168,39 @@ def settings_lines(settings: le.Settings) -> list[str]:
     if settings.iters is not None:
         schedule.append(f"{settings.iters} training iteration{'s' * (settings.iters != 1)} per epoch")
     default = "the trainers' defaults"
-    scored_on = (f"the test set ({le.TEST_IMAGES} / {le.TEST_LABELS} of {settings.raw_dir}), predicted by every run"
-                 if settings.test else "each fold's validation cases")
-    return ([f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
-            f"folds {', '.join(settings.folds)}",
-            f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
-            f"(validation cases are the whole fold's; vanilla nnU-Net also at 100%); "
-            f"label-subset seeds {', '.join(map(str, settings.subset_seeds))}",
-            f"- Arms: {arms}",
-            f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
-            f"- Scored on: {scored_on}",
-            f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}"]
-            + ([f"- Pretrained cnn encoder: {settings.pretrained_cnn}"] if settings.pretrained_cnn else []))
+    scored_on = (
+        f"the test set ({le.TEST_IMAGES} / {le.TEST_LABELS} of {settings.raw_dir}), predicted by every run"
+        if settings.test
+        else "each fold's validation cases"
+    )
+    return [
+        f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
+        f"folds {', '.join(settings.folds)}",
+        f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
+        f"(validation cases are the whole fold's; vanilla nnU-Net also at 100%); "
+        f"label-subset seeds {', '.join(map(str, settings.subset_seeds))}",
+        f"- Arms: {arms}",
+        f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
+        f"- Scored on: {scored_on}",
+        f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}",
+    ] + ([f"- Pretrained cnn encoder: {settings.pretrained_cnn}"] if settings.pretrained_cnn else [])
 
 
 def collect(settings: le.Settings) -> list:
     """The runs' scores: on the test set with --test, else on each fold's validation cases."""
     summary = le.Run.test_summary if settings.test else le.Run.summary
-    return [read_summary(summary(run, settings.results_dir), run.arm.name, run.labels, run.fold, run.seed,
-                         "test" if settings.test else "validation")
-            for run in le.all_runs(settings) if summary(run, settings.results_dir).is_file()]
+    return [
+        read_summary(
+            summary(run, settings.results_dir),
+            run.arm.name,
+            run.labels,
+            run.fold,
+            run.seed,
+            "test" if settings.test else "validation",
+        )
+        for run in le.all_runs(settings)
+        if summary(run, settings.results_dir).is_file()
+    ]
 
 
 def check_configuration(settings: le.Settings) -> None:
@@ -161,9 +210,11 @@ def check_configuration(settings: le.Settings) -> None:
         return
     configurations = json.loads(path.read_text()).get("configurations")
     if configurations is not None and settings.configuration not in configurations:
-        raise BenchmarkError(f"{path} has no {settings.configuration!r} configuration (it has "
-                             f"{sorted(configurations)}); run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
-                             f"-c {settings.configuration}.")
+        raise BenchmarkError(
+            f"{path} has no {settings.configuration!r} configuration (it has "
+            f"{sorted(configurations)}); run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
+            f"-c {settings.configuration}."
+        )
 
 
 def check_pretrained(settings: le.Settings) -> None:
@@ -171,8 +222,10 @@ def check_pretrained(settings: le.Settings) -> None:
     and check each is of the family its flag is for."""
     from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 
-    for flag, family, path in (("--pretrained", "swin", settings.pretrained),
-                               ("--pretrained-cnn", "cnn", settings.pretrained_cnn)):
+    for flag, family, path in (
+        ("--pretrained", "swin", settings.pretrained),
+        ("--pretrained-cnn", "cnn", settings.pretrained_cnn),
+    ):
         if path is None:
             continue
         checkpoint = read_encoder_checkpoint(path)
@@ -184,17 +237,32 @@ def benchmark(args, argv: list[str]) -> int:
     given = {family for family, path in (("swin", args.pretrained), ("cnn", args.pretrained_cnn)) if path}
     if not 0 <= args.margin < 1:
         raise BenchmarkError(f"--margin must be a Dice difference between 0 and 1, got {args.margin}.")
-    settings = le.make_settings(args.d, args.c, args.f, args.labels, args.arms or default_arms(given), args.pretrained,
-                                args.epochs, args.iters, args.device or default_device(), args.o, args.pretrained_cnn,
-                                args.subset_seeds, args.test)
+    settings = le.make_settings(
+        args.d,
+        args.c,
+        args.f,
+        args.labels,
+        args.arms or default_arms(given),
+        args.pretrained,
+        args.epochs,
+        args.iters,
+        args.device or default_device(),
+        args.o,
+        args.pretrained_cnn,
+        args.subset_seeds,
+        args.test,
+    )
     check_pretrained(settings)  # a dry run refuses what the real run refuses
     jobs, finished = le.pending_jobs(settings)
     total = len(finished) + sum(j.run is not None for j in jobs)
     if args.dry_run:
         for job in jobs:
             print(job.text)
-        print(f"{len(finished)} of {total} runs finished; {len(jobs)} commands to run "
-              "(nnUNet_extTrainer is set for them).", file=sys.stderr)
+        print(
+            f"{len(finished)} of {total} runs finished; {len(jobs)} commands to run "
+            "(nnUNet_extTrainer is set for them).",
+            file=sys.stderr,
+        )
         return 0
     le.check_plans_exist(settings, jobs)
     check_configuration(settings)
@@ -209,8 +277,15 @@ def benchmark(args, argv: list[str]) -> int:
     names = class_names(settings.preprocessed_dir / "dataset.json")
     if not names and le.all_runs(settings):
         names = class_names(le.all_runs(settings)[0].folder(settings.results_dir).parent / "dataset.json")
-    files = write_outputs(settings.out, results, names, f"{settings.dataset_name} ({settings.configuration})",
-                          report_commands(settings, invocation), settings_lines(settings), args.margin)
+    files = write_outputs(
+        settings.out,
+        results,
+        names,
+        f"{settings.dataset_name} ({settings.configuration})",
+        report_commands(settings, invocation),
+        settings_lines(settings),
+        args.margin,
+    )
     print(f"{len(results)} runs summarized; wrote " + ", ".join(str(f) for f in files))
     return 0
 

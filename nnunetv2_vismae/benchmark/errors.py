@@ -1,4 +1,5 @@
 """The benchmark's user error: one sentence for the command line, exit status 2."""
+
 from nnunetv2_vismae.errors import UserError
 
 

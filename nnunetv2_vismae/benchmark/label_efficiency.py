@@ -5,6 +5,7 @@ Its state comes from the files nnU-Net leaves in the fold folder, so an interrup
 resumes where it stopped: ``validation/summary.json`` -> done; ``checkpoint_final.pth`` -> only
 ``--val``; ``checkpoint_latest.pth`` -> continue with ``--c``; nothing -> train.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nnunetv2_vismae.benchmark.arms import (ARMS, PLANNED_FROM_CHECKPOINT_ONLY, PRETRAINED_FLAGS, REFERENCE_ARM,
-                                            REFERENCE_LABELS, Arm, trainer_name)
+from nnunetv2_vismae.benchmark.arms import (
+    ARMS,
+    PLANNED_FROM_CHECKPOINT_ONLY,
+    PRETRAINED_FLAGS,
+    REFERENCE_ARM,
+    REFERENCE_LABELS,
+    Arm,
+    trainer_name,
+)
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.io.nnunet import dataset_name
 
@@ -111,16 +119,30 @@ def check_environment() -> None:
     for name in REQUIRED_ENV:
         value = os.environ.get(name)
         if not value:
-            raise BenchmarkError(f"The environment variable {name} is not set; set nnUNet_raw, "
-                                 "nnUNet_preprocessed and nnUNet_results as for nnU-Net's own commands.")
+            raise BenchmarkError(
+                f"The environment variable {name} is not set; set nnUNet_raw, "
+                "nnUNet_preprocessed and nnUNet_results as for nnU-Net's own commands."
+            )
     root = os.environ["nnUNet_preprocessed"]
     if not Path(root).is_dir():
         raise BenchmarkError(f"nnUNet_preprocessed={root} is not a folder.")
 
 
-def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrained: str | None,
-                  epochs: int | None, iters: int | None, device: str, out: str | None,
-                  pretrained_cnn: str | None = None, subset_seeds=(0,), test: bool = False) -> Settings:
+def make_settings(
+    dataset: str,
+    configuration: str,
+    folds,
+    labels,
+    arms,
+    pretrained: str | None,
+    epochs: int | None,
+    iters: int | None,
+    device: str,
+    out: str | None,
+    pretrained_cnn: str | None = None,
+    subset_seeds=(0,),
+    test: bool = False,
+) -> Settings:
     """Check everything a user can get wrong before anything runs (raises BenchmarkError)."""
     check_environment()
     name = dataset_name(dataset, BenchmarkError)
@@ -145,12 +167,22 @@ def make_settings(dataset: str, configuration: str, folds, labels, arms, pretrai
     for path in (pretrained, pretrained_cnn):
         if path is not None and not Path(path).is_file():
             raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
-    settings = Settings(dataset=str(dataset), dataset_name=name, configuration=configuration,
-                        folds=tuple(dict.fromkeys(str(f) for f in folds)), labels=tuple(sorted(set(labels))),
-                        arms=chosen, pretrained=Path(pretrained).resolve() if pretrained else None,
-                        epochs=epochs, iters=iters, device=device, out=Path("."),
-                        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None,
-                        subset_seeds=tuple(dict.fromkeys(int(s) for s in subset_seeds)), test=test)
+    settings = Settings(
+        dataset=str(dataset),
+        dataset_name=name,
+        configuration=configuration,
+        folds=tuple(dict.fromkeys(str(f) for f in folds)),
+        labels=tuple(sorted(set(labels))),
+        arms=chosen,
+        pretrained=Path(pretrained).resolve() if pretrained else None,
+        epochs=epochs,
+        iters=iters,
+        device=device,
+        out=Path("."),
+        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None,
+        subset_seeds=tuple(dict.fromkeys(int(s) for s in subset_seeds)),
+        test=test,
+    )
     check_checkpoints_given(settings)
     if test:
         check_test_set(settings)
@@ -163,12 +195,16 @@ def check_checkpoints_given(settings: Settings) -> None:
         if settings.checkpoint(arm) is not None:
             continue
         if arm.needs_pretrained:
-            raise BenchmarkError(f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass "
-                                 f"{PRETRAINED_FLAGS[arm.family]} FILE (or leave the arm out with --arms).")
+            raise BenchmarkError(
+                f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass "
+                f"{PRETRAINED_FLAGS[arm.family]} FILE (or leave the arm out with --arms)."
+            )
         planned = (settings.preprocessed_dir / f"{arm.plans}.json").is_file()
         if arm.family in PLANNED_FROM_CHECKPOINT_ONLY and not planned:
-            raise BenchmarkError(f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
-                                 f"{arm.family} checkpoint; pass {PRETRAINED_FLAGS[arm.family]} FILE once.")
+            raise BenchmarkError(
+                f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
+                f"{arm.family} checkpoint; pass {PRETRAINED_FLAGS[arm.family]} FILE once."
+            )
 
 
 def run_labels(settings: Settings, arm: Arm) -> tuple[int, ...]:
@@ -179,9 +215,13 @@ def run_labels(settings: Settings, arm: Arm) -> tuple[int, ...]:
 
 
 def all_runs(settings: Settings) -> list[Run]:
-    return [Run(arm, p, fold, trainer_name(arm, p, settings.epochs, settings.iters, seed), settings.configuration, seed)
-            for arm in settings.arms for p in run_labels(settings, arm)
-            for seed in (settings.subset_seeds if p < REFERENCE_LABELS else (0,)) for fold in settings.folds]
+    return [
+        Run(arm, p, fold, trainer_name(arm, p, settings.epochs, settings.iters, seed), settings.configuration, seed)
+        for arm in settings.arms
+        for p in run_labels(settings, arm)
+        for seed in (settings.subset_seeds if p < REFERENCE_LABELS else (0,))
+        for fold in settings.folds
+    ]
 
 
 def run_state(folder: Path) -> str:
@@ -195,8 +235,18 @@ def run_state(folder: Path) -> str:
 
 
 def train_command(settings: Settings, run: Run, state: str) -> tuple[str, ...]:
-    cmd = ["nnUNetv2_train", settings.dataset, run.configuration, run.fold, "-p", run.arm.plans,
-           "-tr", run.trainer, "-device", settings.device]
+    cmd = [
+        "nnUNetv2_train",
+        settings.dataset,
+        run.configuration,
+        run.fold,
+        "-p",
+        run.arm.plans,
+        "-tr",
+        run.trainer,
+        "-device",
+        settings.device,
+    ]
     if state == VALIDATE:
         cmd.append("--val")
     elif state == CONTINUE:
@@ -224,13 +274,43 @@ def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
 def test_jobs(settings: Settings, run: Run) -> list[Job]:
     """Predict the raw test images with the run's final checkpoint, then score them with nnU-Net."""
     out, raw = run.test_summary(settings.results_dir).parent, settings.raw_dir
-    predict = ("nnUNetv2_predict", "-i", str(raw / TEST_IMAGES), "-o", str(out), "-d", settings.dataset,
-               "-c", run.configuration, "-f", run.fold, "-p", run.arm.plans, "-tr", run.trainer,
-               "-chk", "checkpoint_final.pth", "-device", settings.device, "--disable_progress_bar")
-    evaluate = ("nnUNetv2_evaluate_folder", str(raw / TEST_LABELS), str(out), "-djfile", str(out / "dataset.json"),
-                "-pfile", str(out / "plans.json"), "-o", str(out / "summary.json"))
-    return [Job(f"{run.name}__predict", predict, run),
-            Job(f"{run.name}__evaluate", evaluate, run, produces=run.test_summary(settings.results_dir))]
+    predict = (
+        "nnUNetv2_predict",
+        "-i",
+        str(raw / TEST_IMAGES),
+        "-o",
+        str(out),
+        "-d",
+        settings.dataset,
+        "-c",
+        run.configuration,
+        "-f",
+        run.fold,
+        "-p",
+        run.arm.plans,
+        "-tr",
+        run.trainer,
+        "-chk",
+        "checkpoint_final.pth",
+        "-device",
+        settings.device,
+        "--disable_progress_bar",
+    )
+    evaluate = (
+        "nnUNetv2_evaluate_folder",
+        str(raw / TEST_LABELS),
+        str(out),
+        "-djfile",
+        str(out / "dataset.json"),
+        "-pfile",
+        str(out / "plans.json"),
+        "-o",
+        str(out / "summary.json"),
+    )
+    return [
+        Job(f"{run.name}__predict", predict, run),
+        Job(f"{run.name}__evaluate", evaluate, run, produces=run.test_summary(settings.results_dir)),
+    ]
 
 
 def pending_jobs(settings: Settings) -> tuple[list[Job], list[Run]]:
@@ -266,5 +346,7 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
     for plans in sorted(needed):
         path = settings.preprocessed_dir / f"{plans}.json"
         if not path.is_file():
-            raise BenchmarkError(f"{path} does not exist; run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
-                                 f"-c {settings.configuration} first.")
+            raise BenchmarkError(
+                f"{path} does not exist; run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
+                f"-c {settings.configuration} first."
+            )

@@ -4,6 +4,7 @@ The numbers are nnU-Net's own: ``validation/summary.json`` of each run, its per-
 (``metric_per_case``) and its fold means. A case's mean Dice is the mean of its classes' Dice.
 The statistics are in ``statistics.py``, what they allow one to claim in ``verdict.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def case_id(metrics: dict) -> str:
     name = Path(metrics["reference_file"]).name
     for ending in (".nii.gz", ".seg.nrrd"):
         if name.endswith(ending):
-            return name[:-len(ending)]
+            return name[: -len(ending)]
     return Path(name).stem
 
 
@@ -59,8 +60,9 @@ def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, sp
         mean = float(summary["foreground_mean"]["Dice"])
         cases = read_cases(summary["metric_per_case"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BenchmarkError(f"{path} is not a readable nnU-Net validation summary "
-                             f"({type(e).__name__}: {e}).") from None
+        raise BenchmarkError(
+            f"{path} is not a readable nnU-Net validation summary ({type(e).__name__}: {e})."
+        ) from None
     return RunResult(arm, labels, str(fold), per_class, mean, cases, seed, split)
 
 
@@ -93,24 +95,51 @@ def results_csv(results: list[RunResult], names: dict) -> str:
     """One row per run: nnU-Net's fold means."""
     keys = class_keys(results)
     header = ["arm", "labels", "seed", "fold", "cases", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"]
-    return csv_text(header, ([r.arm, r.labels, r.seed, r.fold, len(r.cases),
-                              *(_num(r.class_dice.get(k, math.nan)) for k in keys), _num(r.mean_dice)]
-                             for r in results))
+    return csv_text(
+        header,
+        (
+            [
+                r.arm,
+                r.labels,
+                r.seed,
+                r.fold,
+                len(r.cases),
+                *(_num(r.class_dice.get(k, math.nan)) for k in keys),
+                _num(r.mean_dice),
+            ]
+            for r in results
+        ),
+    )
 
 
 def cases_csv(results: list[RunResult], names: dict) -> str:
     """One row per run and validated case, so anyone can redo the statistics."""
     keys = class_keys(results)
     header = ["arm", "labels", "seed", "fold", "case", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"]
-    return csv_text(header, ([r.arm, r.labels, r.seed, r.fold, case, *(_num(dice.get(k, math.nan)) for k in keys),
-                              _num(dice[v.MEAN])] for r in results for case, dice in r.cases.items()))
+    return csv_text(
+        header,
+        (
+            [r.arm, r.labels, r.seed, r.fold, case, *(_num(dice.get(k, math.nan)) for k in keys), _num(dice[v.MEAN])]
+            for r in results
+            for case, dice in r.cases.items()
+        ),
+    )
 
 
 def dice_table(groups: dict, keys: list[str], names: dict) -> list[str]:
     arms = list(dict.fromkeys(a for a, _ in groups))
     ordered = sorted(groups.values(), key=lambda g: (arms.index(g.arm), g.labels))
-    rows = [[v.arm_title(g.arm), f"{g.labels}%", len(g.cases), g.runs, g.estimate().text(),
-             *(g.estimate(k).text() for k in keys)] for g in ordered]
+    rows = [
+        [
+            v.arm_title(g.arm),
+            f"{g.labels}%",
+            len(g.cases),
+            g.runs,
+            g.estimate().text(),
+            *(g.estimate(k).text() for k in keys),
+        ]
+        for g in ordered
+    ]
     header = ["arm", "labels", "cases", "runs", "mean Dice [95% CI]", *(names.get(k, k) for k in keys)]
     return markdown_table(header, rows)
 
@@ -120,53 +149,91 @@ def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) ->
     for c in found:
         o = c.overall
         p = "–" if o.p_value is None else f"{o.p_value:.3g}"
-        rows.append([c.kind, c.title, o.n, o.difference.text(signed=True), p, f"{o.improved}/{o.n}",
-                     *(c.by_key[k].difference.text(signed=True) for k in keys)])
-    return markdown_table(["comparison", "difference", "cases", "Δ mean Dice [95% CI]", "Wilcoxon p", "improved",
-                           *(f"Δ {names.get(k, k)}" for k in keys)], rows)
+        rows.append(
+            [
+                c.kind,
+                c.title,
+                o.n,
+                o.difference.text(signed=True),
+                p,
+                f"{o.improved}/{o.n}",
+                *(c.by_key[k].difference.text(signed=True) for k in keys),
+            ]
+        )
+    return markdown_table(
+        [
+            "comparison",
+            "difference",
+            "cases",
+            "Δ mean Dice [95% CI]",
+            "Wilcoxon p",
+            "improved",
+            *(f"Δ {names.get(k, k)}" for k in keys),
+        ],
+        rows,
+    )
 
 
 def headline(groups: dict, found: list[v.Comparison], keys: list[str], names: dict, margin: float) -> list[str]:
     """The verdict, or the reason there is none, before anything else."""
     reason = v.untrained_reason(groups, keys, names)
     if reason:
-        return [f"**No verdict: {reason}.** The tables below are measurements only; no claim about label "
-                "savings can be drawn from them.", ""]
+        return [
+            f"**No verdict: {reason}.** The tables below are measurements only; no claim about label "
+            "savings can be drawn from them.",
+            "",
+        ]
     lines = v.verdict_lines(groups, found, margin)
     if not lines:
-        return ["No pretrained arm ran, so there is no verdict about pretraining; the tables compare the arms "
-                "that ran.", ""]
+        return [
+            "No pretrained arm ran, so there is no verdict about pretraining; the tables compare the arms that ran.",
+            "",
+        ]
     return lines + [""]
 
 
 def explanation(margin: float) -> list[str]:
     percent = round(CONFIDENCE * 100)
-    return [f"Every scored case counts once: validation cases are pooled over folds, and a case scored by several "
-            f"runs (label-subset seeds, or the folds' models on a test set) gets their mean Dice. Brackets are "
-            f"{percent}% bootstrap confidence intervals over cases. A comparison is paired: both arms are scored on "
-            f"the same cases and the interval is that of the mean per-case difference. An arm is **non-inferior** "
-            f"to vanilla nnU-Net at 100% labels when that interval lies above −{margin} Dice (the margin), and "
-            f"**beats its scratch twin** (same network and recipe, random weights) when its interval lies above 0.",
-            ""]
+    return [
+        f"Every scored case counts once: validation cases are pooled over folds, and a case scored by several "
+        f"runs (label-subset seeds, or the folds' models on a test set) gets their mean Dice. Brackets are "
+        f"{percent}% bootstrap confidence intervals over cases. A comparison is paired: both arms are scored on "
+        f"the same cases and the interval is that of the mean per-case difference. An arm is **non-inferior** "
+        f"to vanilla nnU-Net at 100% labels when that interval lies above −{margin} Dice (the margin), and "
+        f"**beats its scratch twin** (same network and recipe, random weights) when its interval lies above 0.",
+        "",
+    ]
 
 
-def report_markdown(analysis: v.Analysis, names: dict, title: str, commands: list[str], settings_lines: list[str],
-                    margin: float = DEFAULT_MARGIN) -> str:
+def report_markdown(
+    analysis: v.Analysis,
+    names: dict,
+    title: str,
+    commands: list[str],
+    settings_lines: list[str],
+    margin: float = DEFAULT_MARGIN,
+) -> str:
     groups, keys, found = analysis.groups, analysis.keys, analysis.found
     lines = [f"# Label efficiency: {title}", "", *headline(groups, found, keys, names, margin)]
     lines += settings_lines + [""] + explanation(margin)
     lines += ["## Dice per arm and label fraction", "", *dice_table(groups, keys, names)]
-    lines += ["## Paired comparisons", "", "(a) against vanilla nnU-Net at 100% labels, (b) a pretrained arm against "
-              "its scratch twin at the same fraction, (c) against vanilla nnU-Net at the same fraction.", "",
-              *comparison_table(found, keys, names)]
+    lines += [
+        "## Paired comparisons",
+        "",
+        "(a) against vanilla nnU-Net at 100% labels, (b) a pretrained arm against "
+        "its scratch twin at the same fraction, (c) against vanilla nnU-Net at the same fraction.",
+        "",
+        *comparison_table(found, keys, names),
+    ]
     lines += ["## Commands", "", "This report was produced by:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
 
 
 def _errorbar(ax, x: float, estimate, **style) -> None:
     low, high = (estimate.low, estimate.high) if estimate.low is not None else (estimate.mean, estimate.mean)
-    ax.errorbar([x], [estimate.mean], yerr=[[estimate.mean - low], [high - estimate.mean]], marker="o", capsize=4,
-                **style)
+    ax.errorbar(
+        [x], [estimate.mean], yerr=[[estimate.mean - low], [high - estimate.mean]], marker="o", capsize=4, **style
+    )
 
 
 def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -> bytes:
@@ -189,8 +256,10 @@ def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -
     delta_ax.axhspan(-margin, 0, color="tab:green", alpha=0.15, label=f"non-inferiority margin (−{margin})")
     delta_ax.axhline(0, color="gray", linewidth=1)
     fractions = sorted({labels for _, labels in groups})
-    for ax, label in ((dice_ax, "Mean Dice (scored cases)"),
-                      (delta_ax, f"Paired Δ mean Dice vs nnU-Net at {REFERENCE_LABELS}%")):
+    for ax, label in (
+        (dice_ax, "Mean Dice (scored cases)"),
+        (delta_ax, f"Paired Δ mean Dice vs nnU-Net at {REFERENCE_LABELS}%"),
+    ):
         ax.set_xticks(fractions)
         ax.set_xlabel("Labelled training cases (% of each fold's training set)")
         ax.set_ylabel(f"{label}, {round(CONFIDENCE * 100)}% CI")
@@ -202,12 +271,21 @@ def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -
     return png_bytes(figure)
 
 
-def write_outputs(out: Path, results: list[RunResult], names: dict, title: str, commands: list[str],
-                  settings_lines: list[str], margin: float = DEFAULT_MARGIN) -> list[Path]:
+def write_outputs(
+    out: Path,
+    results: list[RunResult],
+    names: dict,
+    title: str,
+    commands: list[str],
+    settings_lines: list[str],
+    margin: float = DEFAULT_MARGIN,
+) -> list[Path]:
     """results.csv, cases.csv, report.md and label_efficiency.png in ``out``, each written atomically."""
     out, analysis = Path(out), v.Analysis.of(results, class_keys(results))
-    files = {out / "results.csv": results_csv(results, names).encode(),
-             out / "cases.csv": cases_csv(results, names).encode(),
-             out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
-             out / "label_efficiency.png": plot_png(analysis, title, margin)}
+    files = {
+        out / "results.csv": results_csv(results, names).encode(),
+        out / "cases.csv": cases_csv(results, names).encode(),
+        out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
+        out / "label_efficiency.png": plot_png(analysis, title, margin),
+    }
     return write_files(files)

@@ -8,6 +8,7 @@ configuration's). Fine-tuning and inference use nnU-Net's real trainers (``nnUNe
 dataset (``speed_fixtures``), so both networks see the same patch and batch size; ``speed_timing``
 times them. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,15 @@ from unittest import mock
 
 import torch
 
-from nnunetv2_vismae.benchmark.speed_fixtures import (load_trainer, nnunet_folders, phantom_case, predictor_for,
-                                                      prepare_plans, synthetic_batch, trainer_classes)
+from nnunetv2_vismae.benchmark.speed_fixtures import (
+    load_trainer,
+    nnunet_folders,
+    phantom_case,
+    predictor_for,
+    prepare_plans,
+    synthetic_batch,
+    trainer_classes,
+)
 from nnunetv2_vismae.benchmark.speed_timing import cpu_seconds, first_call_peak_mb, interleaved_seconds, matmul_flops
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
 from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16
@@ -33,20 +41,33 @@ from nnunetv2_vismae.io.folders import check_output_folder
 
 # VIS-MAE's recipe, and the pretraining command's defaults (no model flags; two timed steps of
 # batch 32 instead of three keep the whole run within minutes on a 2-core CPU)
-PRETRAIN_CONFIGS = {"vismae_224_b8": ["--patch-size", "224", "--batch-size", "8", "--mask-ratio", "0.75",
-                                      "--decoder", "swin"],
-                    "default": ["--repeats", "2"]}
+PRETRAIN_CONFIGS = {
+    "vismae_224_b8": ["--patch-size", "224", "--batch-size", "8", "--mask-ratio", "0.75", "--decoder", "swin"],
+    "default": ["--repeats", "2"],
+}
 
 
 # -------------------------------------------------------------------------------- pretraining
-def measure_pretraining(unlabeled: Path, device: torch.device, work: Path, configs: dict | None = None,
-                        extra: list[str] | None = None) -> dict:
+def measure_pretraining(
+    unlabeled: Path, device: torch.device, work: Path, configs: dict | None = None, extra: list[str] | None = None
+) -> dict:
     """One ``python -m pretrain.speed`` child per configuration; its JSON, or the error it gave."""
     results = {}
     for name, flags in (configs or PRETRAIN_CONFIGS).items():
         out, log = work / f"pretrain_{name}.json", work / f"pretrain_{name}.log"
-        cmd = [sys.executable, "-m", "pretrain.speed", "--json", str(out), "-i", str(unlabeled),
-               "-device", device.type, *flags, *(extra or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pretrain.speed",
+            "--json",
+            str(out),
+            "-i",
+            str(unlabeled),
+            "-device",
+            device.type,
+            *flags,
+            *(extra or []),
+        ]
         with open(log, "w") as handle:
             code = subprocess.call(cmd, stdout=handle, stderr=subprocess.STDOUT)
         if code != 0 or not out.is_file():
@@ -70,8 +91,11 @@ def finetuning_precisions(device: torch.device) -> dict[str, str | None]:
         return {"amp": None}
     if native_bf16(device):
         return {"fp32": None, "bf16": None}
-    return {"fp32": None, "bf16": "this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated, "
-                                  "tens of times slower than fp32, and the trainers run fp32 here"}
+    return {
+        "fp32": None,
+        "bf16": "this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated, "
+        "tens of times slower than fp32, and the trainers run fp32 here",
+    }
 
 
 def training_steps(device: torch.device, precision: str, batch_size: int) -> tuple[dict, dict]:
@@ -84,8 +108,11 @@ def training_steps(device: torch.device, precision: str, batch_size: int) -> tup
         trainer.network.train()
         batch = synthetic_batch(trainer, batch_size)
         steps[name] = functools.partial(trainer.train_step, batch)
-        info[name] = {"batch_size": batch_size, "patch_size": list(trainer.configuration_manager.patch_size),
-                      "parameters": sum(p.numel() for p in trainer.network.parameters())}
+        info[name] = {
+            "batch_size": batch_size,
+            "patch_size": list(trainer.configuration_manager.patch_size),
+            "parameters": sum(p.numel() for p in trainer.network.parameters()),
+        }
     return steps, info
 
 
@@ -100,9 +127,15 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
             steps, info = training_steps(device, precision, batch_size)
             peaks = first_call_peak_mb(steps, device)
             seconds = interleaved_seconds(steps, device, repeats)
-        results[precision] = {name: {**info[name], "step_s": seconds[name][0],
-                                     "step_cpu_s": cpu_seconds(seconds[name], device), "peak_mb": peaks[name]}
-                              for name in steps}
+        results[precision] = {
+            name: {
+                **info[name],
+                "step_s": seconds[name][0],
+                "step_cpu_s": cpu_seconds(seconds[name], device),
+                "peak_mb": peaks[name],
+            }
+            for name in steps
+        }
     return results
 
 
@@ -114,27 +147,46 @@ def measure_inference(device: torch.device, repeats: int = 2, case_size: int | N
     with cpu_bf16(False):  # inference rebuilds the network: fp32 on CPU
         predictors = {name: predictor_for(cls, plans, device) for name, (cls, plans) in trainer_classes().items()}
         image, properties = phantom_case(case_size or 2 * max(predictors["nnunet"].configuration_manager.patch_size))
-        cases = {name: functools.partial(p.predict_single_npy_array, image, properties)
-                 for name, p in predictors.items()}
+        cases = {
+            name: functools.partial(p.predict_single_npy_array, image, properties) for name, p in predictors.items()
+        }
         peaks = first_call_peak_mb(cases, device)
         seconds = interleaved_seconds(cases, device, repeats)
-    return {name: {"case_s": seconds[name][0], "case_cpu_s": cpu_seconds(seconds[name], device), "peak_mb": peaks[name],
-                   "case_shape": list(image.shape[2:]),
-                   "mirroring_axes": list(p.allowed_mirroring_axes or [])} for name, p in predictors.items()}
+    return {
+        name: {
+            "case_s": seconds[name][0],
+            "case_cpu_s": cpu_seconds(seconds[name], device),
+            "peak_mb": peaks[name],
+            "case_shape": list(image.shape[2:]),
+            "mirroring_axes": list(p.allowed_mirroring_axes or []),
+        }
+        for name, p in predictors.items()
+    }
 
 
 # ------------------------------------------------------------------------------------ driver
 def machine(device: torch.device) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"cpu, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
-    return {"device": name, "torch": torch.__version__, "native_bf16": native_bf16(device),
-            "load_average_at_start": list(os.getloadavg())}
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"cpu, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    )
+    return {
+        "device": name,
+        "torch": torch.__version__,
+        "native_bf16": native_bf16(device),
+        "load_average_at_start": list(os.getloadavg()),
+    }
 
 
 def run_speed(device: torch.device, work: Path) -> dict:
-    results = {"machine": machine(device),
-               "matmul_flops_per_s": {"fp32": matmul_flops(device, torch.float32),
-                                      "bf16": matmul_flops(device, torch.bfloat16)}}
+    results = {
+        "machine": machine(device),
+        "matmul_flops_per_s": {
+            "fp32": matmul_flops(device, torch.float32),
+            "bf16": matmul_flops(device, torch.bfloat16),
+        },
+    }
     with nnunet_folders(work):
         raw = prepare_plans(work)
         results["pretraining"] = measure_pretraining(raw / UNLABELED_FOLDER, device, work)
@@ -148,9 +200,13 @@ def run_speed(device: torch.device, work: Path) -> dict:
 def main(argv=None):
     from nnunetv2_vismae.benchmark.speed_report import markdown_report
 
-    parser = OneSentenceParser(prog="nnUNetv2_vismae_speed", description=(
-        "Measure pretraining, data loading, fine-tuning and inference speed against the machine's matmul "
-        "FLOP/s, in one run; writes speed.json and speed.md to -o. Takes about 2 minutes on an idle 2-core CPU."))
+    parser = OneSentenceParser(
+        prog="nnUNetv2_vismae_speed",
+        description=(
+            "Measure pretraining, data loading, fine-tuning and inference speed against the machine's matmul "
+            "FLOP/s, in one run; writes speed.json and speed.md to -o. Takes about 2 minutes on an idle 2-core CPU."
+        ),
+    )
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("-o", default="vismae_speed", help="output folder (default: ./vismae_speed)")
     args = parser.parse_args(argv)

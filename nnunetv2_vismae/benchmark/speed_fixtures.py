@@ -2,6 +2,7 @@
 nnU-Net's own planner in a scratch folder, both trainers built on its plans, synthetic batches shaped
 as nnU-Net's loader makes them, and nnU-Net's predictor around each network. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,17 +35,21 @@ def nnunet_folders(root: Path):
         yield
 
 
-def prepare_plans(root: Path, size: int = 128, num_train: int = 8, num_unlabeled: int = 64,
-                  encoder: SwinEncoderConfig | None = None) -> Path:
+def prepare_plans(
+    root: Path, size: int = 128, num_train: int = 8, num_unlabeled: int = 64, encoder: SwinEncoderConfig | None = None
+) -> Path:
     """Phantoms; nnU-Net's fingerprint (unless one is already there), plans and, in this process,
     preprocessing of the training cases; VisMAE plans derived from them. Returns the raw folder."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset, \
-        plan_experiment_dataset
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
 
     from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans, load_plans
 
-    raw = generate_dataset(root / "nnUNet_raw", DATASET_ID, num_train=num_train, num_test=0,
-                           num_unlabeled=num_unlabeled, size=size)
+    raw = generate_dataset(
+        root / "nnUNet_raw", DATASET_ID, num_train=num_train, num_test=0, num_unlabeled=num_unlabeled, size=size
+    )
     folder = root / "nnUNet_preprocessed" / raw.name
     if not (folder / "dataset_fingerprint.json").is_file():
         extract_fingerprint_dataset(DATASET_ID, num_processes=1, check_dataset_integrity=False, verbose=False)
@@ -67,10 +72,15 @@ def preprocess_training_cases(raw: Path, folder: Path) -> None:
     out = folder / configuration.data_identifier
     out.mkdir(exist_ok=True)
     for image in sorted((raw / "imagesTr").iterdir()):
-        case = image.name[:-len("_0000" + dataset_json["file_ending"])]
+        case = image.name[: -len("_0000" + dataset_json["file_ending"])]
         DefaultPreprocessor(verbose=False).run_case_save(
-            str(out / case), [str(image)], str(raw / "labelsTr" / (case + dataset_json["file_ending"])),
-            plans, configuration, dataset_json)
+            str(out / case),
+            [str(image)],
+            str(raw / "labelsTr" / (case + dataset_json["file_ending"])),
+            plans,
+            configuration,
+            dataset_json,
+        )
 
 
 def load_trainer(trainer_class, plans_name: str, device: torch.device):
@@ -97,8 +107,10 @@ def synthetic_batch(trainer, batch_size: int) -> dict:
     data = torch.randn(batch_size, trainer.num_input_channels, *patch)
     scales = trainer._get_deep_supervision_scales() or [[1.0] * len(patch)]
     labels = len(trainer.label_manager.all_labels)
-    targets = [torch.randint(0, labels, (batch_size, 1, *[round(p * s) for p, s in zip(patch, scale)])).float()
-               for scale in scales]
+    targets = [
+        torch.randint(0, labels, (batch_size, 1, *[round(p * s) for p, s in zip(patch, scale)])).float()
+        for scale in scales
+    ]
     return {"data": data, "target": targets if trainer.enable_deep_supervision else targets[0]}
 
 
@@ -116,7 +128,13 @@ def predictor_for(cls, plans: str, device: torch.device):
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets the mirroring axes
     trainer.set_deep_supervision_enabled(False)
     predictor = nnUNetPredictor(device=device, allow_tqdm=False, verbose=False, verbose_preprocessing=False)
-    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
-                                    [trainer.network.state_dict()], trainer.dataset_json, cls.__name__,
-                                    trainer.inference_allowed_mirroring_axes)
+    predictor.manual_initialization(
+        trainer.network,
+        trainer.plans_manager,
+        trainer.configuration_manager,
+        [trainer.network.state_dict()],
+        trainer.dataset_json,
+        cls.__name__,
+        trainer.inference_allowed_mirroring_axes,
+    )
     return predictor

@@ -1,4 +1,5 @@
 """The Markdown table of ``nnUNetv2_vismae_speed``: each figure, what it means, and its goal met or the gap."""
+
 from __future__ import annotations
 
 # the issue's goals
@@ -25,17 +26,28 @@ def _pretraining_rows(name: str, p: dict, matmul: dict) -> list[tuple[str, str, 
     fraction_bf16 = p["model_flops_per_s"] / matmul["bf16"]
     fraction_fp32 = p["model_flops_per_s"] / matmul["fp32"]
     return [
-        (f"pretrain {name}: images/s", f"{p['images_per_s']:.2f}",
-         f"training steps (mask, forward, backward, AdamW) per second x batch; {where}; peak {p['peak_mb']:.0f} MB",
-         "-"),
-        (f"pretrain {name}: model FLOP/s", f"{p['model_flops_per_s'] / 1e9:.1f} GFLOP/s",
-         f"{p['flops_per_step'] / 1e9:.0f} GFLOP per step (FlopCounterMode) / step time; "
-         f"{fraction_fp32:.0%} of fp32 matmul",
-         _goal(fraction_bf16 >= PRETRAIN_FRACTION_OF_BF16, f"{fraction_bf16:.0%} of bf16 matmul (goal >= 50%)")),
-        (f"pretrain {name}: loader samples/s", f"{p['loader_samples_per_s']:.1f}",
-         f"{p['workers']} workers (the default), measured with the model idle",
-         _goal(p["loader_vs_model"] >= LOADER_OVER_MODEL,
-               f"{p['loader_vs_model']:.1f}x what the model consumes (goal >= 3x)")),
+        (
+            f"pretrain {name}: images/s",
+            f"{p['images_per_s']:.2f}",
+            f"training steps (mask, forward, backward, AdamW) per second x batch; {where}; peak {p['peak_mb']:.0f} MB",
+            "-",
+        ),
+        (
+            f"pretrain {name}: model FLOP/s",
+            f"{p['model_flops_per_s'] / 1e9:.1f} GFLOP/s",
+            f"{p['flops_per_step'] / 1e9:.0f} GFLOP per step (FlopCounterMode) / step time; "
+            f"{fraction_fp32:.0%} of fp32 matmul",
+            _goal(fraction_bf16 >= PRETRAIN_FRACTION_OF_BF16, f"{fraction_bf16:.0%} of bf16 matmul (goal >= 50%)"),
+        ),
+        (
+            f"pretrain {name}: loader samples/s",
+            f"{p['loader_samples_per_s']:.1f}",
+            f"{p['workers']} workers (the default), measured with the model idle",
+            _goal(
+                p["loader_vs_model"] >= LOADER_OVER_MODEL,
+                f"{p['loader_vs_model']:.1f}x what the model consumes (goal >= 3x)",
+            ),
+        ),
     ]
 
 
@@ -47,37 +59,56 @@ def _finetuning_rows(ft: dict) -> list[tuple[str, str, str, str]]:
             continue
         a, b = r["nnunet"], r["vismae"]
         ratio = b["step_s"] / a["step_s"]
-        rows.append((f"fine-tune step {precision}: VisMAE / nnU-Net", f"{b['step_s']:.2f} s / {a['step_s']:.2f} s",
-                     f"nnU-Net's train_step (forward, loss, backward, optimizer) on batch {a['batch_size']}, patch "
-                     f"{a['patch_size']}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
-                     + _cpu_ratio(b.get("step_cpu_s"), a.get("step_cpu_s")),
-                     _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)")))
+        rows.append(
+            (
+                f"fine-tune step {precision}: VisMAE / nnU-Net",
+                f"{b['step_s']:.2f} s / {a['step_s']:.2f} s",
+                f"nnU-Net's train_step (forward, loss, backward, optimizer) on batch {a['batch_size']}, patch "
+                f"{a['patch_size']}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+                + _cpu_ratio(b.get("step_cpu_s"), a.get("step_cpu_s")),
+                _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"),
+            )
+        )
     return rows
 
 
 def _inference_rows(inf: dict) -> list[tuple[str, str, str, str]]:
     a, b = inf["nnunet"], inf["vismae"]
     ratio = b["case_s"] / a["case_s"]
-    return [("inference per case: VisMAE / nnU-Net", f"{b['case_s']:.2f} s / {a['case_s']:.2f} s",
-             f"nnU-Net's predictor on one {a['case_shape'][0]}x{a['case_shape'][1]} case (preprocessing, sliding "
-             f"window, mirroring {a['mirroring_axes']}, export); peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
-             + _cpu_ratio(b.get("case_cpu_s"), a.get("case_cpu_s")),
-             _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"))]
+    return [
+        (
+            "inference per case: VisMAE / nnU-Net",
+            f"{b['case_s']:.2f} s / {a['case_s']:.2f} s",
+            f"nnU-Net's predictor on one {a['case_shape'][0]}x{a['case_shape'][1]} case (preprocessing, sliding "
+            f"window, mirroring {a['mirroring_axes']}, export); peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+            + _cpu_ratio(b.get("case_cpu_s"), a.get("case_cpu_s")),
+            _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"),
+        )
+    ]
 
 
 def markdown_report(r: dict) -> str:
     m, matmul = r["machine"], r["matmul_flops_per_s"]
-    rows = [("matmul fp32", f"{matmul['fp32'] / 1e9:.1f} GFLOP/s", "the yardstick: best square matmul", "-"),
-            ("matmul bf16", f"{matmul['bf16'] / 1e9:.1f} GFLOP/s",
-             "the yardstick of the 50% goal" + ("" if m["native_bf16"] else
-                                               "; emulated on this CPU, so that goal says nothing here"), "-")]
+    rows = [
+        ("matmul fp32", f"{matmul['fp32'] / 1e9:.1f} GFLOP/s", "the yardstick: best square matmul", "-"),
+        (
+            "matmul bf16",
+            f"{matmul['bf16'] / 1e9:.1f} GFLOP/s",
+            "the yardstick of the 50% goal"
+            + ("" if m["native_bf16"] else "; emulated on this CPU, so that goal says nothing here"),
+            "-",
+        ),
+    ]
     for name, p in r.get("pretraining", {}).items():
         rows += _pretraining_rows(name, p, matmul)
     rows += _finetuning_rows(r.get("finetuning", {}))
     if r.get("inference"):
         rows += _inference_rows(r["inference"])
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
-    lines = [f"Device: {m['device']}; torch {m['torch']}; native bf16: {m['native_bf16']}; "
-             f"load average at start: {load}", "",
-             "| measure | value | what it is | goal |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"Device: {m['device']}; torch {m['torch']}; native bf16: {m['native_bf16']}; load average at start: {load}",
+        "",
+        "| measure | value | what it is | goal |",
+        "| --- | --- | --- | --- |",
+    ]
     return "\n".join(lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]) + "\n"

@@ -1,5 +1,6 @@
 """Timing and memory of ``nnUNetv2_vismae_speed``: best-of-N wall and CPU seconds of functions called
 in turn, the peak memory a call adds, and the machine's matmul FLOP/s, the yardstick of every ratio."""
+
 from __future__ import annotations
 
 import ctypes
@@ -29,7 +30,7 @@ class PeakMemory:
     @staticmethod
     def _rss_mb() -> float:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def __enter__(self):
         if self.device.type == "cuda":
@@ -51,7 +52,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2 ** 20
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
         else:
             self._running = False
             self._thread.join()
@@ -96,4 +97,4 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None)
         n = 8192 if device.type == "cuda" else (1024 if dtype == torch.float32 or native_bf16(device) else 256)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b  # warm-up
-    return 2 * n ** 3 / interleaved_seconds({"matmul": lambda: a @ b}, device, repeats=5)["matmul"][0]
+    return 2 * n**3 / interleaved_seconds({"matmul": lambda: a @ b}, device, repeats=5)["matmul"][0]

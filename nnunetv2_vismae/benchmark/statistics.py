@@ -5,6 +5,7 @@ a 95% bootstrap confidence interval over cases (scipy's BCa bootstrap, seeded so
 reproducible); a comparison of two arms is paired on the cases both scored: the CI of the mean
 per-case difference, the Wilcoxon signed-rank p-value and how many cases improved.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,14 @@ def mean_ci(values) -> Estimate:
         return Estimate(mean, None, None, 1)
     if np.ptp(x) <= 1e-12:  # every resample has the same mean (up to rounding); BCa would divide by zero
         return Estimate(mean, mean, mean, int(x.size))
-    result = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES,
-                             method="BCa", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    result = stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=CONFIDENCE,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="BCa",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
     low, high = result.confidence_interval
     return Estimate(mean, float(low), float(high), int(x.size))
 

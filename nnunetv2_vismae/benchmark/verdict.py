@@ -7,6 +7,7 @@ lies above -margin; "beats its twin" means the CI of (b) lies above 0. No verdic
 nnU-Net@100% has not learned the task: a class below ``LEARNED_DICE``, or no better than nnU-Net
 at the smallest fraction run.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,10 @@ def pool(results) -> dict:
         runs.append(r)
         for case, dice in r.cases.items():
             cases.setdefault((r.fold if r.split == "validation" else r.split, case), []).append(dice)
-    return {(arm, labels): Group(arm, labels, {case: _average(seeds) for case, seeds in cases.items()}, len(runs))
-            for (arm, labels), (runs, cases) in collected.items()}
+    return {
+        (arm, labels): Group(arm, labels, {case: _average(seeds) for case, seeds in cases.items()}, len(runs))
+        for (arm, labels), (runs, cases) in collected.items()
+    }
 
 
 def _average(dice_per_seed: list[dict]) -> dict:
@@ -123,15 +126,19 @@ def untrained_reason(groups: dict, keys, names: dict) -> str | None:
     weak = [(names.get(k, k), reference.estimate(k).mean) for k in keys if reference.estimate(k).mean < LEARNED_DICE]
     if weak:
         listed = ", ".join(f"{name} {dice:.3f}" for name, dice in weak)
-        return (f"vanilla nnU-Net at 100% labels has not learned every class (Dice below {LEARNED_DICE}: {listed}); "
-                "the runs are too short for this task (raise --epochs / --iters)")
+        return (
+            f"vanilla nnU-Net at 100% labels has not learned every class (Dice below {LEARNED_DICE}: {listed}); "
+            "the runs are too short for this task (raise --epochs / --iters)"
+        )
     smaller = sorted(p for a, p in groups if a == REFERENCE_ARM and p < REFERENCE_LABELS)
     if smaller:
         gain = compare(groups, REFERENCE, REFERENCE_ARM, REFERENCE_LABELS, (REFERENCE_ARM, smaller[0]), keys).overall
         if not better(gain):
-            return (f"vanilla nnU-Net at 100% labels is not better than at {smaller[0]}% by a confidence interval "
-                    f"that excludes 0 (difference {gain.difference.text(signed=True)}, {gain.n} cases): on this task "
-                    "and schedule more labels do not measurably help, so there are no labels to save")
+            return (
+                f"vanilla nnU-Net at 100% labels is not better than at {smaller[0]}% by a confidence interval "
+                f"that excludes 0 (difference {gain.difference.text(signed=True)}, {gain.n} cases): on this task "
+                "and schedule more labels do not measurably help, so there are no labels to save"
+            )
     return None
 
 
@@ -152,13 +159,17 @@ def non_inferiority_line(groups: dict, found: list[Comparison], arm: str, margin
     fractions = sorted(p for a, p in groups if a == arm)
     passing = [p for p in fractions if non_inferior(find(found, REFERENCE, arm, p).overall, margin)]
     if not passing:
-        return (f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels at none of the fractions "
-                f"run ({', '.join(f'{p}%' for p in fractions)}; margin {margin} Dice).")
+        return (
+            f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels at none of the fractions "
+            f"run ({', '.join(f'{p}%' for p in fractions)}; margin {margin} Dice)."
+        )
     p = passing[0]
     c = find(found, REFERENCE, arm, p).overall
-    return (f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels with as few as **{p}%** of "
-            f"the labels: paired difference {c.difference.text(signed=True)} over {c.n} cases, above −{margin} "
-            f"(non-inferior at {', '.join(f'{q}%' for q in passing)} of {', '.join(f'{q}%' for q in fractions)}).")
+    return (
+        f"- **{arm_title(arm)}** is non-inferior to vanilla nnU-Net at 100% labels with as few as **{p}%** of "
+        f"the labels: paired difference {c.difference.text(signed=True)} over {c.n} cases, above −{margin} "
+        f"(non-inferior at {', '.join(f'{q}%' for q in passing)} of {', '.join(f'{q}%' for q in fractions)})."
+    )
 
 
 def twin_line(groups: dict, found: list[Comparison], arm: str) -> str:
@@ -168,8 +179,15 @@ def twin_line(groups: dict, found: list[Comparison], arm: str) -> str:
     if c is None:
         return f"  Its scratch twin ({arm_title(twin)}) did not run at {smallest}%, so its gain cannot be measured."
     gain = c.overall
-    outcome = ("beats its scratch twin" if better(gain) else "is worse than its scratch twin" if worse(gain)
-               else "does not measurably differ from its scratch twin (the CI includes 0)")
+    outcome = (
+        "beats its scratch twin"
+        if better(gain)
+        else "is worse than its scratch twin"
+        if worse(gain)
+        else "does not measurably differ from its scratch twin (the CI includes 0)"
+    )
     p = "" if gain.p_value is None else f", Wilcoxon p = {gain.p_value:.3g}"
-    return (f"  At {smallest}% it {outcome}: {gain.difference.text(signed=True)} Dice over {gain.n} cases{p}, "
-            f"{gain.improved} of {gain.n} cases improved.")
+    return (
+        f"  At {smallest}% it {outcome}: {gain.difference.text(signed=True)} Dice over {gain.n} cases{p}, "
+        f"{gain.improved} of {gain.n} cases improved."
+    )

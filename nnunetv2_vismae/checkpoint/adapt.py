@@ -5,6 +5,7 @@ An adapter is called as ``adapter(name, value, target, encoder)`` with the check
 encoder module. It returns ``(new_value, description)`` when it applies, else None. Adapters only
 compute new tensors; they never modify the network.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-TensorAdapter = Callable[[str, torch.Tensor, torch.Tensor, nn.Module],
-                         Optional[tuple[torch.Tensor, str]]]
+TensorAdapter = Callable[[str, torch.Tensor, torch.Tensor, nn.Module], Optional[tuple[torch.Tensor, str]]]
 
 
 def remap_input_channels(weight: torch.Tensor, new_channels: int) -> torch.Tensor:
@@ -44,14 +44,26 @@ def in_channels_adapter(weight_name: str) -> TensorAdapter:
     """Adapter for the input projection ``weight_name``: different number of input channels."""
 
     def adapt(name, value, target, encoder):
-        if (name != weight_name or value.ndim != target.ndim or value.ndim < 2
-                or value.shape[0] != target.shape[0] or value.shape[1] == target.shape[1]):
+        if (
+            name != weight_name
+            or value.ndim != target.ndim
+            or value.ndim < 2
+            or value.shape[0] != target.shape[0]
+            or value.shape[1] == target.shape[1]
+        ):
             return None
         old, new = value.shape[1], target.shape[1]
-        how = (f"repeated and rescaled by {old}/{new}" if new % old == 0 else
-               "copied cyclically and rescaled" if new > old else "summed into fewer channels")
-        return (remap_input_channels(value, new),
-                f"input channels {old} -> {new} ({how}; same response to a constant image)")
+        how = (
+            f"repeated and rescaled by {old}/{new}"
+            if new % old == 0
+            else "copied cyclically and rescaled"
+            if new > old
+            else "summed into fewer channels"
+        )
+        return (
+            remap_input_channels(value, new),
+            f"input channels {old} -> {new} ({how}; same response to a constant image)",
+        )
 
     return adapt
 
@@ -61,15 +73,22 @@ def patch_size_adapter(weight_name: str) -> TensorAdapter:
     resampled with timm's ``resample_patch_embed`` (FlexiViT pseudo-inverse resampling)."""
 
     def adapt(name, value, target, encoder):
-        if (name != weight_name or value.ndim != 4 or target.ndim != 4
-                or value.shape[:2] != target.shape[:2] or value.shape[2:] == target.shape[2:]):
+        if (
+            name != weight_name
+            or value.ndim != 4
+            or target.ndim != 4
+            or value.shape[:2] != target.shape[:2]
+            or value.shape[2:] == target.shape[2:]
+        ):
             return None
         from timm.layers import resample_patch_embed
 
         new = resample_patch_embed(value.detach().to(torch.float32), list(target.shape[2:]))
         old_hw, new_hw = "x".join(map(str, value.shape[2:])), "x".join(map(str, target.shape[2:]))
-        return (new.to(value.dtype).contiguous(),
-                f"patch size {old_hw} -> {new_hw} (resampled with timm resample_patch_embed)")
+        return (
+            new.to(value.dtype).contiguous(),
+            f"patch size {old_hw} -> {new_hw} (resampled with timm resample_patch_embed)",
+        )
 
     return adapt
 
@@ -84,8 +103,13 @@ def relative_position_table_adapter(name, value, target, encoder):
     """Swin ``relative_position_bias_table`` ((2W-1)^2 x heads) of another window size W,
     resized with timm's ``resize_rel_pos_bias_table``."""
     suffix = "relative_position_bias_table"
-    if (not name.endswith(suffix) or value.ndim != 2 or target.ndim != 2
-            or value.shape[1] != target.shape[1] or value.shape[0] == target.shape[0]):
+    if (
+        not name.endswith(suffix)
+        or value.ndim != 2
+        or target.ndim != 2
+        or value.shape[1] != target.shape[1]
+        or value.shape[0] == target.shape[0]
+    ):
         return None
     old_window = window_of_table(value.shape[0])
     owner_name = name[: -len(suffix)].rstrip(".")
@@ -104,10 +128,12 @@ def relative_position_table_adapter(name, value, target, encoder):
 
     with warnings.catch_warnings():  # timm's interpolator trips torch indexing/perf warnings
         warnings.simplefilter("ignore", UserWarning)
-        new = resize_rel_pos_bias_table(value.detach().to(torch.float32),
-                                        new_window_size=tuple(new_window),
-                                        new_bias_shape=tuple(target.shape))
+        new = resize_rel_pos_bias_table(
+            value.detach().to(torch.float32), new_window_size=tuple(new_window), new_bias_shape=tuple(target.shape)
+        )
     window = "x".join(map(str, new_window))
-    return (new.to(value.dtype).contiguous(),
-            f"window {old_window}x{old_window} -> {window} (relative position bias table "
-            f"{value.shape[0]} -> {target.shape[0]} rows, timm resize_rel_pos_bias_table)")
+    return (
+        new.to(value.dtype).contiguous(),
+        f"window {old_window}x{old_window} -> {window} (relative position bias table "
+        f"{value.shape[0]} -> {target.shape[0]} rows, timm resize_rel_pos_bias_table)",
+    )

@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_inspect FILE``: print an encoder checkpoint's metadata and tensor summary."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,7 @@ def tensor_groups(tensors) -> "OrderedDict[str, dict]":
 def printable(text) -> str:
     """``text`` with every non-printable character (escape sequences, bidi controls, newlines)
     written as its Python escape, so that a crafted name cannot drive the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in str(text))
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 _NESTED_LINES = 6  # dict levels printed one entry per line; deeper ones as JSON
@@ -46,10 +46,9 @@ def _pretty(value, indent: str) -> str:
 def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
     """Metadata and tensor groups of a checkpoint as read (tensors in the encoder's order); builds
     no model, and escapes what it prints from the file."""
-    size = f" ({file_size / 2 ** 20:.1f} MiB)" if file_size is not None else ""
+    size = f" ({file_size / 2**20:.1f} MiB)" if file_size is not None else ""
     lines = [f"Encoder checkpoint {printable(checkpoint.path)}{size}", "", "Metadata:"]
-    first = ["format", "format_version", "family", "content_hash", "encoder_config",
-             "normalization"]
+    first = ["format", "format_version", "family", "content_hash", "encoder_config", "normalization"]
     keys = [k for k in first if k in checkpoint.metadata]
     keys += sorted(k for k in checkpoint.metadata if k not in first)
     for key in keys:
@@ -64,8 +63,7 @@ def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
     lines.append(f"  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}  dtype")
     for name in groups:
         g = groups[name]
-        lines.append(f"  {name:<{width}}  {g['tensors']:>7}  {g['parameters']:>12,}  "
-                     f"{', '.join(sorted(g['dtypes']))}")
+        lines.append(f"  {name:<{width}}  {g['tensors']:>7}  {g['parameters']:>12,}  {', '.join(sorted(g['dtypes']))}")
     return "\n".join(lines)
 
 
@@ -74,7 +72,8 @@ def main(argv=None) -> int:
     parser = OneSentenceParser(
         prog=PROG,
         description="Print the metadata and a tensor summary of an nnunetv2_vismae encoder "
-                    "checkpoint (.safetensors). The content hash is verified.")
+        "checkpoint (.safetensors). The content hash is verified.",
+    )
     parser.add_argument("file", metavar="FILE", help="encoder checkpoint (.safetensors)")
     args = parser.parse_args(argv)
 

@@ -6,6 +6,7 @@ named relative to that module, which we call the *load root*. Its config records
 architecture block, the input channels, DNA's key paths and a *signature* read off the built
 encoder; the signature is what must match for the weights to move to another network.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,41 +18,71 @@ from torch import nn
 from .schema import Rule, entry_problems, integer, json_object, list_of, optional, shown, text
 
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
-SIGNATURE_KEYS = ("encoder_class", "conv_op", "norm_op", "features_per_stage", "kernel_sizes", "strides",
-                  "convs_per_stage")
-REQUIRED_KEYS = ("architecture", "in_channels", "key_to_encoder", "key_to_stem", "keys_to_in_proj", "load_root",
-                 *SIGNATURE_KEYS)
+SIGNATURE_KEYS = (
+    "encoder_class",
+    "conv_op",
+    "norm_op",
+    "features_per_stage",
+    "kernel_sizes",
+    "strides",
+    "convs_per_stage",
+)
+REQUIRED_KEYS = (
+    "architecture",
+    "in_channels",
+    "key_to_encoder",
+    "key_to_stem",
+    "keys_to_in_proj",
+    "load_root",
+    *SIGNATURE_KEYS,
+)
 
 _SIZES = Rule("a list of per-stage sizes", lambda v: isinstance(v, list))
 CONFIG_RULES = {
-    "architecture": json_object(), "in_channels": integer(1, 64), "key_to_encoder": text(),
-    "key_to_stem": text(), "keys_to_in_proj": list_of(text(), 0, 16), "load_root": text(),
-    "encoder_class": text(), "conv_op": text(), "norm_op": optional(text()),
-    "features_per_stage": list_of(integer(1, 4096), 1, 16), "kernel_sizes": _SIZES, "strides": _SIZES,
+    "architecture": json_object(),
+    "in_channels": integer(1, 64),
+    "key_to_encoder": text(),
+    "key_to_stem": text(),
+    "keys_to_in_proj": list_of(text(), 0, 16),
+    "load_root": text(),
+    "encoder_class": text(),
+    "conv_op": text(),
+    "norm_op": optional(text()),
+    "features_per_stage": list_of(integer(1, 4096), 1, 16),
+    "kernel_sizes": _SIZES,
+    "strides": _SIZES,
     "convs_per_stage": list_of(integer(0, 1024), 1, 16),
 }
 # what the architecture block builds, bounded like the swin config: a crafted block must not make
 # dynamic-network-architectures build millions of modules, nor name a class outside it
 _NETWORK_PACKAGE = "dynamic_network_architectures.architectures."
 _ARCHITECTURE_RULES = {
-    "network_class_name": Rule(f"a class name starting with {_NETWORK_PACKAGE!r}",
-                               lambda v: isinstance(v, str) and v.startswith(_NETWORK_PACKAGE)),
-    "arch_kwargs": json_object(), "_kw_requires_import": list_of(text(), 0, 16),
+    "network_class_name": Rule(
+        f"a class name starting with {_NETWORK_PACKAGE!r}",
+        lambda v: isinstance(v, str) and v.startswith(_NETWORK_PACKAGE),
+    ),
+    "arch_kwargs": json_object(),
+    "_kw_requires_import": list_of(text(), 0, 16),
 }
 
 
 def _per_stage(high: int) -> Rule:
     """One integer for every stage, or one per stage (dynamic-network-architectures takes both)."""
     one, per_stage = integer(1, high), list_of(integer(1, high), 1, 16)
-    return Rule(f"{one.expected}, or a list of 1 to 16 of them",
-                lambda v: one.accepts(v) or per_stage.accepts(v))
+    return Rule(f"{one.expected}, or a list of 1 to 16 of them", lambda v: one.accepts(v) or per_stage.accepts(v))
 
 
-_ARCH_KWARGS_RULES = {"n_stages": integer(1, 16), "features_per_stage": _per_stage(4096),
-                      "n_conv_per_stage": _per_stage(64), "n_blocks_per_stage": _per_stage(64),
-                      "n_conv_per_stage_decoder": _per_stage(64)}
-_IMPORTABLE = Rule("null or a name starting with 'torch.nn.'",
-                   lambda v: v is None or (isinstance(v, str) and v.startswith("torch.nn.")))
+_ARCH_KWARGS_RULES = {
+    "n_stages": integer(1, 16),
+    "features_per_stage": _per_stage(4096),
+    "n_conv_per_stage": _per_stage(64),
+    "n_blocks_per_stage": _per_stage(64),
+    "n_conv_per_stage_decoder": _per_stage(64),
+}
+_IMPORTABLE = Rule(
+    "null or a name starting with 'torch.nn.'",
+    lambda v: v is None or (isinstance(v, str) and v.startswith("torch.nn.")),
+)
 
 
 def _dna_encoder_classes() -> tuple[type, ...]:
@@ -75,12 +106,16 @@ def encoder_signature(encoder: nn.Module) -> dict | None:
     conv_op = encoder.conv_op
     stem = getattr(encoder, "stem", None)
     first_conv = next(m for m in (stem or encoder.stages).modules() if isinstance(m, conv_op))
-    return {"encoder_class": type(encoder).__name__, "conv_op": conv_op.__name__,
-            "norm_op": encoder.norm_op.__name__ if encoder.norm_op else None,
-            "features_per_stage": _as_lists(encoder.output_channels),
-            "kernel_sizes": _as_lists(encoder.kernel_sizes), "strides": _as_lists(encoder.strides),
-            "convs_per_stage": [sum(isinstance(m, conv_op) for m in s.modules()) for s in encoder.stages],
-            "in_channels": first_conv.in_channels}
+    return {
+        "encoder_class": type(encoder).__name__,
+        "conv_op": conv_op.__name__,
+        "norm_op": encoder.norm_op.__name__ if encoder.norm_op else None,
+        "features_per_stage": _as_lists(encoder.output_channels),
+        "kernel_sizes": _as_lists(encoder.kernel_sizes),
+        "strides": _as_lists(encoder.strides),
+        "convs_per_stage": [sum(isinstance(m, conv_op) for m in s.modules()) for s in encoder.stages],
+        "in_channels": first_conv.in_channels,
+    }
 
 
 def load_root(network: nn.Module) -> str:
@@ -94,8 +129,9 @@ def load_root(network: nn.Module) -> str:
     while common and not isinstance(network.get_submodule(".".join(common)), _dna_encoder_classes()):
         common.pop()
     if not common:
-        raise ValueError(f"{type(network).__name__} has no dynamic-network-architectures encoder module "
-                         "holding its encoder and stem")
+        raise ValueError(
+            f"{type(network).__name__} has no dynamic-network-architectures encoder module holding its encoder and stem"
+        )
     return ".".join(common)
 
 
@@ -111,14 +147,21 @@ def encoder_and_stem_as_encoder(network: nn.Module):
         network.key_to_encoder = original
 
 
-def build_stock_network(architecture: dict, in_channels: int, num_classes: int = 2,
-                        deep_supervision: bool = False, initialize: bool = True) -> nn.Module:
+def build_stock_network(
+    architecture: dict, in_channels: int, num_classes: int = 2, deep_supervision: bool = False, initialize: bool = True
+) -> nn.Module:
     """nnU-Net's network exactly as ``nnUNetTrainer.build_network_architecture`` builds it from plans."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
-                                  architecture["_kw_requires_import"], in_channels, num_classes,
-                                  allow_init=initialize, deep_supervision=deep_supervision)
+    return get_network_from_plans(
+        architecture["network_class_name"],
+        architecture["arch_kwargs"],
+        architecture["_kw_requires_import"],
+        in_channels,
+        num_classes,
+        allow_init=initialize,
+        deep_supervision=deep_supervision,
+    )
 
 
 def cnn_encoder_config(architecture: dict, in_channels: int) -> dict:
@@ -126,9 +169,14 @@ def cnn_encoder_config(architecture: dict, in_channels: int) -> dict:
     with torch.device("meta"):
         network = build_stock_network(architecture, in_channels, initialize=False)
     root = load_root(network)
-    return {"architecture": copy.deepcopy(architecture), "key_to_encoder": network.key_to_encoder,
-            "key_to_stem": network.key_to_stem, "keys_to_in_proj": list(network.keys_to_in_proj),
-            "load_root": root, **encoder_signature(network.get_submodule(root))}
+    return {
+        "architecture": copy.deepcopy(architecture),
+        "key_to_encoder": network.key_to_encoder,
+        "key_to_stem": network.key_to_stem,
+        "keys_to_in_proj": list(network.keys_to_in_proj),
+        "load_root": root,
+        **encoder_signature(network.get_submodule(root)),
+    }
 
 
 def config_problems(config: dict) -> list[str]:
@@ -145,11 +193,12 @@ def config_problems(config: dict) -> list[str]:
     problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES)
     for name in architecture["_kw_requires_import"]:
         if name not in kwargs:
-            problems.append(f"{where}._kw_requires_import names {shown(name)}, expected an entry "
-                            "of arch_kwargs.")
+            problems.append(f"{where}._kw_requires_import names {shown(name)}, expected an entry of arch_kwargs.")
         elif not _IMPORTABLE.accepts(kwargs[name]):
-            problems.append(f"{where}.arch_kwargs.{name} is {shown(kwargs[name])}, expected "
-                            f"{_IMPORTABLE.expected} (nnU-Net imports it).")
+            problems.append(
+                f"{where}.arch_kwargs.{name} is {shown(kwargs[name])}, expected "
+                f"{_IMPORTABLE.expected} (nnU-Net imports it)."
+            )
     return problems
 
 

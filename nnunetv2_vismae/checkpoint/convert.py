@@ -10,6 +10,7 @@ the tensors (``foreign_layouts.derive_swin_config``), the tensors are renamed to
 its name it is read back and loaded into a ``SwinUNet`` built from the derived config; anything short
 of a complete, unadapted load fails the command and writes nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,20 +62,29 @@ def verify_loads_completely(checkpoint, log: Callable[[str], object] = print):
             f"Verification failed: the converted weights loaded {report.num_loaded}/"
             f"{report.num_network_tensors} encoder tensors of a SwinUNet built from their config "
             f"({report.num_adapted} adapted, {report.num_missing} missing, "
-            f"{report.num_unexpected} unexpected), expected all of them as is; nothing was written.")
+            f"{report.num_unexpected} unexpected), expected all of them as is; nothing was written."
+        )
     return report
 
 
-def convert(source_path, output_path, source: str = "auto", in_channels: int = 1,
-            log: Callable[[str], object] = print) -> ConversionResult:
+def convert(
+    source_path, output_path, source: str = "auto", in_channels: int = 1, log: Callable[[str], object] = print
+) -> ConversionResult:
     """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
     from .errors import CheckpointError
     from .families import get_family
     from .foreign_files import read_foreign_file
-    from .foreign_layouts import (LAYOUTS, SHIFTS_SINGLE_WINDOW_STAGES, derive_swin_config, detect_layout,
-                                  fold_input_channels, imagenet_normalization, map_to_encoder_names,
-                                  strip_module_prefix)
+    from .foreign_layouts import (
+        LAYOUTS,
+        SHIFTS_SINGLE_WINDOW_STAGES,
+        derive_swin_config,
+        detect_layout,
+        fold_input_channels,
+        imagenet_normalization,
+        map_to_encoder_names,
+        strip_module_prefix,
+    )
     from .format import read_encoder_checkpoint, save_encoder_checkpoint
 
     src, dst = Path(source_path), Path(output_path)
@@ -90,8 +100,9 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     if problem:
         raise CheckpointError(f"Cannot write {dst}: {problem}.")
     if dst.is_dir():
-        raise CheckpointError(f"Output {dst} is a folder; give the checkpoint file to write, e.g. "
-                              f"{dst / 'encoder.safetensors'}.")
+        raise CheckpointError(
+            f"Output {dst} is a folder; give the checkpoint file to write, e.g. {dst / 'encoder.safetensors'}."
+        )
 
     foreign = read_foreign_file(src)
     where = f"Input weights {src}"
@@ -103,11 +114,10 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     config = derive_swin_config(tensors, where)
     source_channels = config["in_channels"]
     if in_channels != source_channels:
-        tensors["patch_embed.proj.weight"] = fold_input_channels(
-            tensors["patch_embed.proj.weight"], in_channels)
-        stem = (f"{source_channels} -> {in_channels} input channels (summed over the source "
-                "channels" + (")" if in_channels == 1 else f", then repeated and divided by "
-                                                          f"{in_channels})"))
+        tensors["patch_embed.proj.weight"] = fold_input_channels(tensors["patch_embed.proj.weight"], in_channels)
+        stem = f"{source_channels} -> {in_channels} input channels (summed over the source channels" + (
+            ")" if in_channels == 1 else f", then repeated and divided by {in_channels})"
+        )
     else:
         stem = f"{source_channels} input channels, unchanged"
     config["in_channels"] = in_channels
@@ -119,38 +129,59 @@ def convert(source_path, output_path, source: str = "auto", in_channels: int = 1
     extra = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
     if missing or extra or wrong:
-        example = (f"{missing[0]!r} is missing" if missing else
-                   f"{extra[0]!r} has no place in the encoder" if extra else
-                   f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected "
-                   f"{list(expected[wrong[0]])}")
-        raise CheckpointError(f"{where} ({layout} layout) does not map onto a Swin encoder of the "
-                              f"config its tensors imply: {len(missing)} missing, {len(extra)} "
-                              f"extra, {len(wrong)} of wrong shape (e.g. {example}).")
+        example = (
+            f"{missing[0]!r} is missing"
+            if missing
+            else f"{extra[0]!r} has no place in the encoder"
+            if extra
+            else f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected {list(expected[wrong[0]])}"
+        )
+        raise CheckpointError(
+            f"{where} ({layout} layout) does not map onto a Swin encoder of the "
+            f"config its tensors imply: {len(missing)} missing, {len(extra)} "
+            f"extra, {len(wrong)} of wrong shape (e.g. {example})."
+        )
 
     record = {
-        "layout": layout, "detected_layout": detected, "file": src.name,
-        "sha256": file_sha256(src), "container": foreign.container,
+        "layout": layout,
+        "detected_layout": detected,
+        "file": src.name,
+        "sha256": file_sha256(src),
+        "container": foreign.container,
         "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "converter": CONVERTER,
-        "patch_merging": ("moved from the end of stage i to the start of stage i+1"
-                          if mapped.downsample == "end" else "at the start of stages, unchanged"),
+        "patch_merging": (
+            "moved from the end of stage i to the start of stage i+1"
+            if mapped.downsample == "end"
+            else "at the start of stages, unchanged"
+        ),
         "merge_order_permuted": mapped.merge_permuted,
-        "stem": stem, "dropped": mapped.dropped, "synthesized": mapped.synthesized,
+        "stem": stem,
+        "dropped": mapped.dropped,
+        "synthesized": mapped.synthesized,
         **foreign.extras,
     }
-    metadata = {"family": "swin", "encoder_config": config,
-                "normalization": imagenet_normalization(layout, source_channels, in_channels),
-                "converted_from": record}
+    metadata = {
+        "family": "swin",
+        "encoder_config": config,
+        "normalization": imagenet_normalization(layout, source_channels, in_channels),
+        "converted_from": record,
+    }
 
-    log(f"Read {src} ({foreign.container}, {len(foreign.state_dict)} tensors): {layout} layout"
-        + (" (detected)" if source == "auto" else "") + f", patch merging {record['patch_merging']}.")
+    log(
+        f"Read {src} ({foreign.container}, {len(foreign.state_dict)} tensors): {layout} layout"
+        + (" (detected)" if source == "auto" else "")
+        + f", patch merging {record['patch_merging']}."
+    )
     if mapped.dropped:
         total = sum(mapped.dropped.values())
         groups = ", ".join(f"{k} {n}" for k, n in mapped.dropped.items())
         log(f"Dropped {total} tensors that are not part of the encoder: {groups}.")
     if mapped.synthesized:
-        log(f"Synthesized {', '.join(mapped.synthesized)}: the source has no final encoder norm; "
-            "initialised as a fresh LayerNorm (weight 1, bias 0).")
+        log(
+            f"Synthesized {', '.join(mapped.synthesized)}: the source has no final encoder norm; "
+            "initialised as a fresh LayerNorm (weight 1, bias 0)."
+        )
     log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 
@@ -176,22 +207,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneSentenceParser(
         prog=CONVERTER,
         description="Convert foreign Swin Transformer weights into an nnunetv2_vismae encoder "
-                    "checkpoint (.safetensors): the original VIS-MAE / Swin-MAE pretraining "
-                    "files (torch.save with a 'model' state dict) or timm Swin state dicts "
-                    "(.safetensors or .pth). The encoder config is read from the tensors; the "
-                    "result is verified by loading it into a SwinUNet before it is written.")
-    parser.add_argument("--from", dest="source", choices=["vismae", "timm", "auto"], default="auto",
-                        help="layout of IN: vismae (VIS-MAE/Swin-MAE pretraining file: decoder, "
-                             "mask token and position embedding are dropped), timm (timm Swin, "
-                             "current or older layout: head dropped), or auto (detect from the "
-                             "key names; default)")
-    parser.add_argument("input", metavar="IN", help="foreign weights (.pth/.pt torch.save file, "
-                        "loaded with weights_only=True, or .safetensors)")
+        "checkpoint (.safetensors): the original VIS-MAE / Swin-MAE pretraining "
+        "files (torch.save with a 'model' state dict) or timm Swin state dicts "
+        "(.safetensors or .pth). The encoder config is read from the tensors; the "
+        "result is verified by loading it into a SwinUNet before it is written.",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        choices=["vismae", "timm", "auto"],
+        default="auto",
+        help="layout of IN: vismae (VIS-MAE/Swin-MAE pretraining file: decoder, "
+        "mask token and position embedding are dropped), timm (timm Swin, "
+        "current or older layout: head dropped), or auto (detect from the "
+        "key names; default)",
+    )
+    parser.add_argument(
+        "input",
+        metavar="IN",
+        help="foreign weights (.pth/.pt torch.save file, loaded with weights_only=True, or .safetensors)",
+    )
     parser.add_argument("output", metavar="OUT", help="encoder checkpoint to write (.safetensors)")
-    parser.add_argument("--in-channels", type=int, default=1, metavar="N",
-                        help="input channels of the converted stem (default 1): the RGB stem is "
-                             "summed over its channels, and for N > 1 repeated and divided by N; "
-                             "N equal to the source's channels keeps the stem unchanged")
+    parser.add_argument(
+        "--in-channels",
+        type=int,
+        default=1,
+        metavar="N",
+        help="input channels of the converted stem (default 1): the RGB stem is "
+        "summed over its channels, and for N > 1 repeated and divided by N; "
+        "N equal to the source's channels keeps the stem unchanged",
+    )
     return parser
 
 

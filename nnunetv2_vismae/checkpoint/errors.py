@@ -1,4 +1,5 @@
 """The one exception type of the checkpoint package."""
+
 from nnunetv2_vismae.errors import UserError
 
 

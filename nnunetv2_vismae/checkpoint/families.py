@@ -8,6 +8,7 @@ Families are ``swin`` (VIS-MAE's Swin encoder) and ``cnn`` (nnU-Net's own encode
 ``cnn_encoder``), each added with ``register_family``; nothing else in the package branches on the
 family name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,28 +71,34 @@ class EncoderFamily:
 
 
 # ---------------------------------------------------------------------------------------- swin
-_SWIN_REQUIRED_KEYS = ("in_channels", "patch_size", "embed_dim", "depths", "num_heads", "window_size",
-                       "mlp_ratio")
+_SWIN_REQUIRED_KEYS = ("in_channels", "patch_size", "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio")
 MAX_STAGES = 8
 # generous bounds (Swin-L: embed 192, depths (2, 2, 18, 2), heads up to 48, window 12) that keep a
 # crafted config from building millions of modules or tensors
 _SWIN_RULES = {
-    "in_channels": integer(1, 64), "patch_size": integer(1, 64), "embed_dim": integer(1, 4096),
-    "depths": list_of(integer(1, 64), 1, MAX_STAGES), "num_heads": list_of(integer(1, 4096), 1, MAX_STAGES),
-    "window_size": integer(1, 64), "mlp_ratio": number(0, 16, low_open=True),
-    "drop_path_rate": number(0, 1, high_open=True), "shift_single_window_stages": boolean(),
+    "in_channels": integer(1, 64),
+    "patch_size": integer(1, 64),
+    "embed_dim": integer(1, 4096),
+    "depths": list_of(integer(1, 64), 1, MAX_STAGES),
+    "num_heads": list_of(integer(1, 4096), 1, MAX_STAGES),
+    "window_size": integer(1, 64),
+    "mlp_ratio": number(0, 16, low_open=True),
+    "drop_path_rate": number(0, 1, high_open=True),
+    "shift_single_window_stages": boolean(),
 }
 
 
 def _swin_config_problems(config: dict) -> list[str]:
     depths, heads = config["depths"], config["num_heads"]
     if len(heads) != len(depths):
-        return [f"encoder_config.num_heads is {heads}, expected one head count per stage of "
-                f"depths {depths}."]
-    widths = [config["embed_dim"] * 2 ** i for i in range(len(depths))]
-    return [f"encoder_config.num_heads[{i}] is {h}, expected a divisor of stage {i}'s width {w} "
-            f"(embed_dim {config['embed_dim']} doubled per stage)."
-            for i, (h, w) in enumerate(zip(heads, widths)) if w % h]
+        return [f"encoder_config.num_heads is {heads}, expected one head count per stage of depths {depths}."]
+    widths = [config["embed_dim"] * 2**i for i in range(len(depths))]
+    return [
+        f"encoder_config.num_heads[{i}] is {h}, expected a divisor of stage {i}'s width {w} "
+        f"(embed_dim {config['embed_dim']} doubled per stage)."
+        for i, (h, w) in enumerate(zip(heads, widths))
+        if w % h
+    ]
 
 
 def _swin_normalize_config(config: dict) -> dict:
@@ -158,8 +165,9 @@ def get_family(name, where: str = "") -> EncoderFamily:
     """The family called ``name``; CheckpointError naming ``where`` when unknown."""
     family = FAMILIES.get(name) if isinstance(name, str) else None
     if family is None:
-        raise CheckpointError(f"{where or 'The checkpoint'} names encoder family {name!r}, "
-                              f"expected one of {sorted(FAMILIES)}.")
+        raise CheckpointError(
+            f"{where or 'The checkpoint'} names encoder family {name!r}, expected one of {sorted(FAMILIES)}."
+        )
     return family
 
 

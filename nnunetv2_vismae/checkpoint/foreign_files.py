@@ -2,6 +2,7 @@
 state dict without executing pickled code: ``.safetensors``, or ``torch.save`` files loaded with
 ``torch.load(weights_only=True)``. What the tensors mean is ``foreign_layouts.py``'s job.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ class ForeignFile:
     """What was read from a foreign weights file."""
 
     state_dict: dict[str, torch.Tensor]
-    container: str                      # "safetensors", "torch.save" (+ the wrapper key, if any)
+    container: str  # "safetensors", "torch.save" (+ the wrapper key, if any)
     extras: dict = field(default_factory=dict)  # JSON-able facts from beside the weights (epoch, args)
 
 
@@ -52,15 +53,19 @@ def _torch_load_safely(path: Path):
             f"{path} is refused: it holds {what} beyond tensors, plain containers and "
             "argparse.Namespace, and unpickling it could run arbitrary code (loaded with "
             "torch.load(weights_only=True)); re-save its state dict with tensors only, e.g. as "
-            ".safetensors.") from None
+            ".safetensors."
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         reason = " ".join(str(e).split())[:200]
         raise CheckpointError(f"{path} could not be read as a torch.save file ({reason}).") from None
 
 
 def _is_tensor_dict(value) -> bool:
-    return (isinstance(value, Mapping) and bool(value)
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
+    return (
+        isinstance(value, Mapping)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
 
 
 def read_foreign_file(path) -> ForeignFile:
@@ -82,11 +87,14 @@ def read_foreign_file(path) -> ForeignFile:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, ValueError, OSError, RuntimeError) as e:
             reason = " ".join(str(e).split())[:200]
-            raise CheckpointError(f"{path} is neither a torch.save file nor a readable "
-                                  f"safetensors file ({reason}).") from None
+            raise CheckpointError(
+                f"{path} is neither a torch.save file nor a readable safetensors file ({reason})."
+            ) from None
         if "format" in metadata and "content_hash" in metadata:
-            raise CheckpointError(f"{path} is already an nnunetv2_vismae encoder checkpoint; "
-                                  "use it directly (nnUNetv2_vismae_inspect shows it).")
+            raise CheckpointError(
+                f"{path} is already an nnunetv2_vismae encoder checkpoint; "
+                "use it directly (nnUNetv2_vismae_inspect shows it)."
+            )
         return ForeignFile(tensors, "safetensors")
 
     loaded = _torch_load_safely(path)
@@ -103,7 +111,11 @@ def read_foreign_file(path) -> ForeignFile:
                     extras["args"] = {k: v for k, v in vars(args).items() if _json_scalar(v)}
                 return ForeignFile(dict(loaded[key]), f"torch.save ['{key}']", extras)
         keys = ", ".join(repr(k) for k in list(loaded)[:8])
-        raise CheckpointError(f"{path} holds a dict without a state dict of tensors at its top "
-                              f"level or under 'model' / 'state_dict' (its keys: {keys}).")
-    raise CheckpointError(f"{path} holds a {type(loaded).__name__}, expected a state dict "
-                          "(a dict of tensors) or a dict holding one under 'model'.")
+        raise CheckpointError(
+            f"{path} holds a dict without a state dict of tensors at its top "
+            f"level or under 'model' / 'state_dict' (its keys: {keys})."
+        )
+    raise CheckpointError(
+        f"{path} holds a {type(loaded).__name__}, expected a state dict "
+        "(a dict of tensors) or a dict holding one under 'model'."
+    )

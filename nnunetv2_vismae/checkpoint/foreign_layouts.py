@@ -16,6 +16,7 @@ Our ``SwinEncoder`` *is* timm's ``SwinTransformer``, so the target names are tim
 Everything here works on in-memory state dicts: ``foreign_files.py`` reads them from the files,
 ``convert.py`` writes the checkpoint and is the command.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,7 @@ _ENCODER_ROOTS = ("patch_embed", "layers", "norm")
 # Non-persistent buffers that older code saved; recomputed by the model, never weights.
 _BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
 # Parts of a VIS-MAE / Swin-MAE pretraining model that are not the encoder.
-_MAE_ONLY_ROOTS = ("mask_token", "pos_embed", "first_patch_expanding", "layers_up", "norm_up",
-                   "decoder_pred")
+_MAE_ONLY_ROOTS = ("mask_token", "pos_embed", "first_patch_expanding", "layers_up", "norm_up", "decoder_pred")
 _TIMM_ONLY_ROOTS = ("head",)
 
 _STAGE_KEY = re.compile(r"^layers\.(\d+)\.(.*)$")
@@ -63,7 +63,7 @@ def _root(name: str) -> str:
 def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove a ``module.`` prefix (DistributedDataParallel) present on every key."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -72,9 +72,11 @@ def detect_layout(state: Mapping[str, torch.Tensor], where: str = "The input") -
     roots = {_root(k) for k in state}
     if "patch_embed.proj.weight" not in state or not any(_BLOCK_KEY.match(k) for k in state):
         sample = ", ".join(sorted(state)[:4])
-        raise CheckpointError(f"{where} is not a Swin Transformer state dict: it lacks "
-                              f"'patch_embed.proj.weight' or 'layers.N.blocks.M.*' (first keys: "
-                              f"{sample}).")
+        raise CheckpointError(
+            f"{where} is not a Swin Transformer state dict: it lacks "
+            f"'patch_embed.proj.weight' or 'layers.N.blocks.M.*' (first keys: "
+            f"{sample})."
+        )
     if roots & set(_MAE_ONLY_ROOTS):
         return "vismae"
     return "timm"
@@ -121,8 +123,8 @@ class MappedWeights:
 
     tensors: dict[str, torch.Tensor]
     layout: str
-    downsample: str                         # "start" or "end" in the source
-    dropped: dict[str, int] = field(default_factory=dict)   # group -> tensor count
+    downsample: str  # "start" or "end" in the source
+    dropped: dict[str, int] = field(default_factory=dict)  # group -> tensor count
     synthesized: list[str] = field(default_factory=list)
     merge_permuted: bool = False
 
@@ -134,8 +136,7 @@ def _drop_group(name: str) -> str:
     return _root(name)
 
 
-def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str,
-                         where: str = "The input") -> MappedWeights:
+def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: str = "The input") -> MappedWeights:
     """Rename a foreign Swin state dict to our encoder's names (float32 copies), dropping what is
     not the encoder; unknown non-encoder tensors of a timm file are refused (they could change
     what the network computes, e.g. ``absolute_pos_embed``)."""
@@ -159,11 +160,16 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str,
             continue
         encoder[name] = value
     if refused:
-        hint = (" (it looks like a VIS-MAE pretraining file; use --from vismae or auto)"
-                if any(_root(n) in _MAE_ONLY_ROOTS for n in refused) else "")
-        raise CheckpointError(f"{where} holds {len(refused)} tensors outside the Swin encoder that "
-                              f"a timm Swin does not have (e.g. {refused[0]!r}); the encoder "
-                              f"cannot reproduce them{hint}.")
+        hint = (
+            " (it looks like a VIS-MAE pretraining file; use --from vismae or auto)"
+            if any(_root(n) in _MAE_ONLY_ROOTS for n in refused)
+            else ""
+        )
+        raise CheckpointError(
+            f"{where} holds {len(refused)} tensors outside the Swin encoder that "
+            f"a timm Swin does not have (e.g. {refused[0]!r}); the encoder "
+            f"cannot reproduce them{hint}."
+        )
 
     if position == "end":
         stages = {int(m.group(1)) for m in map(_STAGE_KEY.match, encoder) if m}
@@ -174,8 +180,9 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str,
             if m and m.group(2).startswith("downsample."):
                 stage = int(m.group(1))
                 if stage == last:
-                    raise CheckpointError(f"{where} has a patch merging after its last stage "
-                                          f"({name!r}); the encoder has no place for it.")
+                    raise CheckpointError(
+                        f"{where} has a patch merging after its last stage ({name!r}); the encoder has no place for it."
+                    )
                 name = f"layers.{stage + 1}.{m.group(2)}"
             moved[name] = value
         encoder = moved
@@ -200,8 +207,7 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str,
             dim = out[dim_key].shape[0]
             out["norm.weight"], out["norm.bias"] = torch.ones(dim), torch.zeros(dim)
             synthesized = ["norm.weight", "norm.bias"]
-    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), synthesized,
-                         perm is not None)
+    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), synthesized, perm is not None)
 
 
 # ------------------------------------------------------------------------------ config derivation
@@ -209,6 +215,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
     """SwinEncoderConfig JSON read from tensor shapes (our names): embed dim and in-channels and
     patch size from ``patch_embed.proj.weight``, depths from the block indices, heads from each
     relative position table's columns, window from its rows ((2w-1)^2) and mlp ratio from fc1."""
+
     def fail(reason):
         raise CheckpointError(f"{where}: {reason}; SwinEncoder cannot hold these weights.")
 
@@ -232,7 +239,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         if idx != list(range(len(idx))):
             fail(f"stage {stage} has blocks {idx}, not 0..{len(idx) - 1}")
         depths.append(len(idx))
-        dim = embed_dim * 2 ** stage
+        dim = embed_dim * 2**stage
         stage_heads = set()
         for j in idx:
             prefix = f"layers.{stage}.blocks.{j}."
@@ -241,20 +248,28 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
             fc1 = tensors.get(prefix + "mlp.fc1.weight")
             norm1 = tensors.get(prefix + "norm1.weight")
             if table is None or qkv is None or fc1 is None or norm1 is None:
-                fail(f"block {prefix.rstrip('.')} lacks its attention table, qkv, mlp or norm "
-                     "weights (is it a Swin v1 checkpoint?)")
+                fail(
+                    f"block {prefix.rstrip('.')} lacks its attention table, qkv, mlp or norm "
+                    "weights (is it a Swin v1 checkpoint?)"
+                )
             if norm1.shape[0] != dim:
-                fail(f"stage {stage} has width {norm1.shape[0]}, expected {dim} (embed dim "
-                     f"{embed_dim} doubled per stage)")
+                fail(
+                    f"stage {stage} has width {norm1.shape[0]}, expected {dim} (embed dim "
+                    f"{embed_dim} doubled per stage)"
+                )
             window = window_of_table(table.shape[0])
             if window is None:
-                fail(f"{prefix}attn.relative_position_bias_table has {table.shape[0]} rows, not "
-                     "(2w-1)^2 for a square window w")
+                fail(
+                    f"{prefix}attn.relative_position_bias_table has {table.shape[0]} rows, not "
+                    "(2w-1)^2 for a square window w"
+                )
             windows.add(window)
             stage_heads.add(table.shape[1])
             if tuple(qkv.shape) != (3 * dim, dim):
-                fail(f"{prefix}attn.qkv.weight is {list(qkv.shape)}, expected {[3 * dim, dim]} "
-                     "(head dim = width / heads)")
+                fail(
+                    f"{prefix}attn.qkv.weight is {list(qkv.shape)}, expected {[3 * dim, dim]} "
+                    "(head dim = width / heads)"
+                )
             ratios.add(fc1.shape[0] / dim)
         if len(stage_heads) != 1:
             fail(f"stage {stage} mixes head counts {sorted(stage_heads)}")
@@ -270,10 +285,15 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
 
     from .families import ConfigProblems, get_family
 
-    config = SwinEncoderConfig(in_channels=int(in_chans), patch_size=int(kh),
-                               embed_dim=int(embed_dim), depths=tuple(depths),
-                               num_heads=tuple(heads), window_size=windows.pop(),
-                               mlp_ratio=float(ratios.pop())).to_json()
+    config = SwinEncoderConfig(
+        in_channels=int(in_chans),
+        patch_size=int(kh),
+        embed_dim=int(embed_dim),
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=windows.pop(),
+        mlp_ratio=float(ratios.pop()),
+    ).to_json()
     try:  # the bounds every checkpoint is held to, before a model is built from it
         return get_family("swin").validated_config(config)
     except ConfigProblems as e:
@@ -293,20 +313,31 @@ def fold_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 def imagenet_normalization(layout: str, source_channels: int, channels: int) -> dict:
     """The ``normalization`` metadata of converted weights: the input they expect."""
-    common = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "intensity_range": [0, 1],
-              "source_in_channels": source_channels, "in_channels": channels}
-    origin = ("VIS-MAE pretrained on grayscale images scaled to [0, 1], copied into 3 channels and "
-              "normalized per channel with the ImageNet mean/std" if layout == "vismae" else
-              "timm Swin weights expect RGB in [0, 1] normalized per channel with the ImageNet "
-              "mean/std (timm's default for Swin)")
+    common = {
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "intensity_range": [0, 1],
+        "source_in_channels": source_channels,
+        "in_channels": channels,
+    }
+    origin = (
+        "VIS-MAE pretrained on grayscale images scaled to [0, 1], copied into 3 channels and "
+        "normalized per channel with the ImageNet mean/std"
+        if layout == "vismae"
+        else "timm Swin weights expect RGB in [0, 1] normalized per channel with the ImageNet "
+        "mean/std (timm's default for Swin)"
+    )
     if channels == source_channels:
-        return {"scheme": "imagenet_rgb", **common,
-                "description": origin + "; the stem is unchanged."}
+        return {"scheme": "imagenet_rgb", **common, "description": origin + "; the stem is unchanged."}
     mean = sum(IMAGENET_MEAN) / len(IMAGENET_MEAN)
     std = sum(IMAGENET_STD) / len(IMAGENET_STD)
-    return {"scheme": "imagenet_rgb_folded", **common,
-            "folded_mean": round(mean, 4), "folded_std": round(std, 4),
-            "description": origin + f"; the stem was summed over its {source_channels} input "
-                           f"channels (then repeated / {channels}), which is exact for equal "
-                           f"channels, so each input channel expects grayscale in [0, 1] "
-                           f"normalized as (x - {mean:.4f}) / {std:.4f} (the channel average)."}
+    return {
+        "scheme": "imagenet_rgb_folded",
+        **common,
+        "folded_mean": round(mean, 4),
+        "folded_std": round(std, 4),
+        "description": origin + f"; the stem was summed over its {source_channels} input "
+        f"channels (then repeated / {channels}), which is exact for equal "
+        f"channels, so each input channel expects grayscale in [0, 1] "
+        f"normalized as (x - {mean:.4f}) / {std:.4f} (the channel average).",
+    }

@@ -18,6 +18,7 @@ built from them; the optional entries are free-form JSON. Reading never unpickle
 safetensors is a JSON header plus raw bytes, and pickle files (``torch.save``) are recognised and
 refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,13 +118,11 @@ def _encoded_header(header: Mapping) -> dict[str, str]:
         try:
             encoded[key] = json.dumps(value, allow_nan=True)
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"Checkpoint metadata entry {key!r} is not JSON-serialisable "
-                                  f"({e}).") from None
+            raise CheckpointError(f"Checkpoint metadata entry {key!r} is not JSON-serialisable ({e}).") from None
     return encoded
 
 
-def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor],
-                      where: str) -> Optional[list[str]]:
+def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor], where: str) -> Optional[list[str]]:
     """The encoder's state_dict names in its own order, once the tensors match them in names and
     shapes (CheckpointError otherwise); None when the family does not know its tensor set."""
     if family.expected_shapes is None:
@@ -141,16 +140,16 @@ def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor],
             parts.append(f"{len(extra)} unexpected (e.g. {extra[0]!r})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} of wrong shape (e.g. {k!r} is {list(got[k])}, "
-                         f"expected {list(expected[k])})")
-        raise CheckpointError(f"{where} do not match its {family.name} encoder_config "
-                              f"{json.dumps(config)}: " + ", ".join(parts) + "; tensor names must "
-                              "be exactly the encoder's state_dict() names.")
+            parts.append(f"{len(wrong)} of wrong shape (e.g. {k!r} is {list(got[k])}, expected {list(expected[k])})")
+        raise CheckpointError(
+            f"{where} do not match its {family.name} encoder_config "
+            f"{json.dumps(config)}: " + ", ".join(parts) + "; tensor names must "
+            "be exactly the encoder's state_dict() names."
+        )
     return list(expected)
 
 
-def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
-                            metadata: Mapping) -> str:
+def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping) -> str:
     """Write an encoder checkpoint atomically and return its content hash.
 
     ``tensors`` are the encoder's ``state_dict()`` (names relative to the encoder). ``metadata``
@@ -169,20 +168,23 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
         raise CheckpointError(f"Checkpoint metadata must be a dict, got {type(metadata).__name__}.")
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
-        raise CheckpointError(f"Checkpoint metadata lacks required entries {missing}; "
-                              f"expected at least {list(REQUIRED_KEYS)}.")
+        raise CheckpointError(
+            f"Checkpoint metadata lacks required entries {missing}; expected at least {list(REQUIRED_KEYS)}."
+        )
     header = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
     encoded = _encoded_header(header)
     # checked as a reader will see it (JSON: tuples are lists)
-    family, config = _validated_metadata({k: json.loads(encoded[k]) for k in REQUIRED_KEYS},
-                                         f"Checkpoint {path}")
+    family, config = _validated_metadata({k: json.loads(encoded[k]) for k in REQUIRED_KEYS}, f"Checkpoint {path}")
     # private CPU copies: safetensors refuses tensors sharing storage and needs contiguous data
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     _check_tensor_set(family, config, cpu, f"The tensors given for checkpoint {path}")
 
     content_hash = tensors_content_hash(cpu)
-    encoded.update(_encoded_header(dict(format=FORMAT_NAME, format_version=FORMAT_VERSION,
-                                        encoder_config=config, content_hash=content_hash)))
+    encoded.update(
+        _encoded_header(
+            dict(format=FORMAT_NAME, format_version=FORMAT_VERSION, encoder_config=config, content_hash=content_hash)
+        )
+    )
 
     from safetensors.torch import save_file
 
@@ -224,7 +226,7 @@ def kind_of_content(head: bytes) -> str:
     except UnicodeDecodeError as e:
         if e.start < len(head) - 3:  # not just a character cut off at the end of ``head``
             return "binary data"
-        text = head[:e.start].decode("utf-8")
+        text = head[: e.start].decode("utf-8")
     return "plain text" if all(c.isprintable() or c in "\t\r\n" for c in text) else "binary data"
 
 
@@ -241,15 +243,19 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
         with open(path, "rb") as f:
             head = f.read(8)
             if looks_like_pickle(head):
-                raise CheckpointError(f"{path} is a pickle (torch.save) file, not a safetensors "
-                                      "encoder checkpoint; it is refused because unpickling can "
-                                      "run arbitrary code.")
-            not_st = (f"{path} is not a safetensors file (unreadable header); expected an encoder "
-                      "checkpoint written by nnunetv2_vismae.")
+                raise CheckpointError(
+                    f"{path} is a pickle (torch.save) file, not a safetensors "
+                    "encoder checkpoint; it is refused because unpickling can "
+                    "run arbitrary code."
+                )
+            not_st = (
+                f"{path} is not a safetensors file (unreadable header); expected an encoder "
+                "checkpoint written by nnunetv2_vismae."
+            )
             if len(head) < 8:
-                raise CheckpointError(not_st if size == 0 else
-                                      f"Encoder checkpoint {path} is truncated: it has only "
-                                      f"{size} bytes.")
+                raise CheckpointError(
+                    not_st if size == 0 else f"Encoder checkpoint {path} is truncated: it has only {size} bytes."
+                )
             n = int.from_bytes(head, "little")
             if n < 2 or n > _MAX_HEADER_BYTES:
                 raise CheckpointError(not_st)
@@ -259,8 +265,9 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
     if not raw.startswith(b"{"):
         raise CheckpointError(not_st)
     if len(raw) < n:
-        raise CheckpointError(f"Encoder checkpoint {path} is truncated: it has {size} bytes, fewer "
-                              f"than its {n}-byte header needs.")
+        raise CheckpointError(
+            f"Encoder checkpoint {path} is truncated: it has {size} bytes, fewer than its {n}-byte header needs."
+        )
     try:
         header = json.loads(raw.decode("utf-8"))
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
@@ -268,8 +275,9 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(not_st) from None
     expected = 8 + n + max(ends, default=0)
     if size < expected:
-        raise CheckpointError(f"Encoder checkpoint {path} is truncated: it has {size} bytes but "
-                              f"its header describes {expected}.")
+        raise CheckpointError(
+            f"Encoder checkpoint {path} is truncated: it has {size} bytes but its header describes {expected}."
+        )
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -277,12 +285,12 @@ def _read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, ValueError, OSError, RuntimeError) as e:
         reason = " ".join(str(e).split())
-        raise CheckpointError(f"Encoder checkpoint {path} is not a valid safetensors file "
-                              f"({reason}).") from None
+        raise CheckpointError(f"Encoder checkpoint {path} is not a valid safetensors file ({reason}).") from None
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
-        raise CheckpointError(f"Encoder checkpoint {path} has a malformed safetensors metadata "
-                              "block (expected a JSON object of strings).")
+        raise CheckpointError(
+            f"Encoder checkpoint {path} has a malformed safetensors metadata block (expected a JSON object of strings)."
+        )
     return tensors, meta
 
 
@@ -292,8 +300,9 @@ def _decode_metadata(path, raw: Mapping[str, str]) -> dict:
         try:
             out[key] = json.loads(text)
         except (TypeError, ValueError, RecursionError):  # RecursionError: nested thousands deep
-            raise CheckpointError(f"Encoder checkpoint {path}: metadata entry {key!r} is not JSON "
-                                  f"text ({str(text)[:60]!r}).") from None
+            raise CheckpointError(
+                f"Encoder checkpoint {path}: metadata entry {key!r} is not JSON text ({str(text)[:60]!r})."
+            ) from None
     return out
 
 
@@ -309,20 +318,22 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
     tensors, raw = _read_safetensors(path)
     where = f"Encoder checkpoint {path}"
     if raw.get("format") is None:
-        raise CheckpointError(f"{path} is a safetensors file but not an nnunetv2_vismae encoder "
-                              f"checkpoint (its header has no 'format' entry, expected "
-                              f"{FORMAT_NAME!r}).")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an nnunetv2_vismae encoder "
+            f"checkpoint (its header has no 'format' entry, expected "
+            f"{FORMAT_NAME!r})."
+        )
     meta = _decode_metadata(path, raw)
     if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected "
-                              f"{FORMAT_NAME!r}.")
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT_NAME!r}.")
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{where} has format_version {version!r}, expected a positive "
-                              "integer.")
+        raise CheckpointError(f"{where} has format_version {version!r}, expected a positive integer.")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where} has format_version {version}, newer than the "
-                              f"{FORMAT_VERSION} this nnunetv2_vismae reads; upgrade nnunetv2_vismae.")
+        raise CheckpointError(
+            f"{where} has format_version {version}, newer than the "
+            f"{FORMAT_VERSION} this nnunetv2_vismae reads; upgrade nnunetv2_vismae."
+        )
     missing = [k for k in REQUIRED_KEYS + ("content_hash",) if k not in meta]
     if missing:
         raise CheckpointError(f"{where} lacks metadata entries {missing}.")
@@ -330,12 +341,14 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
     actual = tensors_content_hash(tensors)
     recorded = _normalize_hash(meta["content_hash"])
     if actual != recorded:
-        raise CheckpointError(f"{where} is corrupted: its tensors hash to {actual}, but the "
-                              f"file records {shown(recorded)}.")
+        raise CheckpointError(
+            f"{where} is corrupted: its tensors hash to {actual}, but the file records {shown(recorded)}."
+        )
     order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
     tensors = {name: tensors[name] for name in order or sorted(tensors)}
-    return EncoderCheckpoint(tensors=tensors, metadata=meta, family=family.name,
-                             encoder_config=config, content_hash=actual, path=str(path))
+    return EncoderCheckpoint(
+        tensors=tensors, metadata=meta, family=family.name, encoder_config=config, content_hash=actual, path=str(path)
+    )
 
 
 def verify_checkpoint(path: PathLike, expected_hash: str) -> EncoderCheckpoint:
@@ -344,7 +357,9 @@ def verify_checkpoint(path: PathLike, expected_hash: str) -> EncoderCheckpoint:
     checkpoint = read_encoder_checkpoint(path)
     expected = _normalize_hash(expected_hash)
     if checkpoint.content_hash != expected:
-        raise CheckpointError(f"Encoder checkpoint {path} has content hash "
-                              f"{checkpoint.content_hash}, but {expected} was expected (the file "
-                              "changed since its hash was recorded).")
+        raise CheckpointError(
+            f"Encoder checkpoint {path} has content hash "
+            f"{checkpoint.content_hash}, but {expected} was expected (the file "
+            "changed since its hash was recorded)."
+        )
     return checkpoint

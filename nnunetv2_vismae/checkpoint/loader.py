@@ -6,6 +6,7 @@ dynamic_network_architectures' ``AbstractDynamicNetworkArchitectures``). Checkpo
 are relative to the encoder. Everything is checked and adapted first; the network is modified
 only when the whole load can succeed.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,10 +64,12 @@ class LoadReport:
         return self.num_loaded / self.num_network_tensors if self.num_network_tensors else 0.0
 
     def summary(self) -> str:
-        lines = [f"Loaded {self.family} encoder checkpoint {self.checkpoint} "
-                 f"(sha256 {self.content_hash[:12]}): {self.num_loaded}/{self.num_network_tensors} "
-                 f"encoder tensors ({100 * self.fraction_loaded:.1f}%), {self.num_adapted} adapted, "
-                 f"{self.num_missing} missing, {self.num_unexpected} unexpected."]
+        lines = [
+            f"Loaded {self.family} encoder checkpoint {self.checkpoint} "
+            f"(sha256 {self.content_hash[:12]}): {self.num_loaded}/{self.num_network_tensors} "
+            f"encoder tensors ({100 * self.fraction_loaded:.1f}%), {self.num_adapted} adapted, "
+            f"{self.num_missing} missing, {self.num_unexpected} unexpected."
+        ]
         lines += [f"  adapted {name}: {self.adaptations[name]}" for name in self.adapted]
         lines += [f"  missing (kept initial values) {name}" for name in self.missing]
         lines += [f"  unexpected (ignored) {name}" for name in self.unexpected]
@@ -76,13 +79,16 @@ class LoadReport:
 def _encoder_of(network: nn.Module) -> tuple[str, nn.Module]:
     key = getattr(network, "key_to_encoder", None)
     if not isinstance(key, str):
-        raise CheckpointError(f"Network {type(network).__name__} has no 'key_to_encoder' attribute, "
-                              "expected the path of its encoder submodule (e.g. 'encoder').")
+        raise CheckpointError(
+            f"Network {type(network).__name__} has no 'key_to_encoder' attribute, "
+            "expected the path of its encoder submodule (e.g. 'encoder')."
+        )
     try:
         return key, (network.get_submodule(key) if key else network)
     except AttributeError:
-        raise CheckpointError(f"Network {type(network).__name__} has key_to_encoder {key!r}, but "
-                              "no submodule of that name.") from None
+        raise CheckpointError(
+            f"Network {type(network).__name__} has key_to_encoder {key!r}, but no submodule of that name."
+        ) from None
 
 
 def _in_proj_weight_names(network: nn.Module, encoder_key: str) -> list[str]:
@@ -91,18 +97,21 @@ def _in_proj_weight_names(network: nn.Module, encoder_key: str) -> list[str]:
     names = []
     for key in getattr(network, "keys_to_in_proj", ()) or ():
         if key.startswith(prefix):
-            names.append(f"{key[len(prefix):]}.weight")
+            names.append(f"{key[len(prefix) :]}.weight")
     return names
 
 
 def _fixed_config_differences(family, checkpoint_config: dict, network_config: dict) -> list[str]:
-    return [k for k in family.fixed_config_keys
-            if checkpoint_config.get(k) != network_config.get(k)]
+    return [k for k in family.fixed_config_keys if checkpoint_config.get(k) != network_config.get(k)]
 
 
-def load_encoder_into(network: nn.Module, path_or_checkpoint: Union[PathLike, EncoderCheckpoint],
-                      log: Callable[[str], object] = print, *,
-                      allow_missing: bool = False) -> LoadReport:
+def load_encoder_into(
+    network: nn.Module,
+    path_or_checkpoint: Union[PathLike, EncoderCheckpoint],
+    log: Callable[[str], object] = print,
+    *,
+    allow_missing: bool = False,
+) -> LoadReport:
     """Copy a checkpoint's encoder weights into ``network``'s encoder and return a LoadReport.
 
     Adapts, and reports, a different number of input channels (input projection repeated over
@@ -113,29 +122,42 @@ def load_encoder_into(network: nn.Module, path_or_checkpoint: Union[PathLike, En
     cannot be adapted to the network's shape, or when a network tensor has no checkpoint tensor
     (unless ``allow_missing``, which keeps its initial value).
     """
-    checkpoint = (path_or_checkpoint if isinstance(path_or_checkpoint, EncoderCheckpoint)
-                  else read_encoder_checkpoint(path_or_checkpoint))
+    checkpoint = (
+        path_or_checkpoint
+        if isinstance(path_or_checkpoint, EncoderCheckpoint)
+        else read_encoder_checkpoint(path_or_checkpoint)
+    )
     source = checkpoint.path or "<in memory>"
     encoder_key, encoder = _encoder_of(network)
     net_family, net_config = family_of_module(encoder)
     ckpt_family = get_family(checkpoint.family, f"Encoder checkpoint {source}")
     if net_family is None or net_family.name != ckpt_family.name:
         got = net_family.name if net_family else f"unknown ({type(encoder).__name__})"
-        raise CheckpointError(f"Encoder checkpoint {source} holds a {ckpt_family.name} encoder, but "
-                              f"the network's encoder family is {got}.")
+        raise CheckpointError(
+            f"Encoder checkpoint {source} holds a {ckpt_family.name} encoder, but "
+            f"the network's encoder family is {got}."
+        )
     diffs = _fixed_config_differences(ckpt_family, checkpoint.encoder_config, net_config)
     if diffs:
+
         def pick(config):
             return json.dumps({k: config.get(k) for k in ckpt_family.fixed_config_keys})
-        raise CheckpointError(f"Encoder checkpoint {source} does not fit the network: its encoder "
-                              f"{pick(checkpoint.encoder_config)} differs from the network's "
-                              f"{pick(net_config)} in {diffs}, which cannot be adapted.")
+
+        raise CheckpointError(
+            f"Encoder checkpoint {source} does not fit the network: its encoder "
+            f"{pick(checkpoint.encoder_config)} differs from the network's "
+            f"{pick(net_config)} in {diffs}, which cannot be adapted."
+        )
 
     adapters = [in_channels_adapter(n) for n in _in_proj_weight_names(network, encoder_key)]
     adapters += list(ckpt_family.adapters)
     current = encoder.state_dict()
-    report = LoadReport(checkpoint=source, family=ckpt_family.name,
-                        content_hash=checkpoint.content_hash, num_network_tensors=len(current))
+    report = LoadReport(
+        checkpoint=source,
+        family=ckpt_family.name,
+        content_hash=checkpoint.content_hash,
+        num_network_tensors=len(current),
+    )
     new_state = {}
     for name, target in current.items():
         if name not in checkpoint.tensors:
@@ -153,7 +175,8 @@ def load_encoder_into(network: nn.Module, path_or_checkpoint: Union[PathLike, En
             raise CheckpointError(
                 f"Encoder checkpoint {source} tensor {name!r} has shape "
                 f"{list(checkpoint.tensors[name].shape)}, which cannot be adapted to the network's "
-                f"{list(target.shape)}.")
+                f"{list(target.shape)}."
+            )
         new_state[name] = value
         report.loaded.append(name)
         if how:
@@ -161,8 +184,10 @@ def load_encoder_into(network: nn.Module, path_or_checkpoint: Union[PathLike, En
             report.adaptations[name] = "; ".join(how)
     report.unexpected = sorted(set(checkpoint.tensors) - set(current))
     if report.missing and not allow_missing:
-        raise CheckpointError(f"Encoder checkpoint {source} lacks {len(report.missing)} of the "
-                              f"network's encoder tensors (e.g. {report.missing[0]!r}).")
+        raise CheckpointError(
+            f"Encoder checkpoint {source} lacks {len(report.missing)} of the "
+            f"network's encoder tensors (e.g. {report.missing[0]!r})."
+        )
 
     with torch.no_grad():
         for name, value in new_state.items():

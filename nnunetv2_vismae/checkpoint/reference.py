@@ -1,5 +1,6 @@
 """How plans name the checkpoint to fine-tune from: the key of the plans' configuration and the
 record under it, written by ``nnUNetv2_vismae_plan`` and verified by the trainers before loading."""
+
 from __future__ import annotations
 
 from pathlib import Path

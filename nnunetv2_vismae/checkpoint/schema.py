@@ -12,6 +12,7 @@ characters nor megabytes on a terminal. The family checks its ``encoder_config``
 ``families.py``); ``normalization_problems`` checks the input normalization, the one other entry
 that code reads. Further entries (steps, data sources, ...) are free-form JSON that is only printed.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ _SHOWN_CHARS = 60
 def shown(value) -> str:
     """``value`` as ASCII JSON (control and non-ASCII characters escaped), at most 60 characters."""
     text = json.dumps(value, ensure_ascii=True, default=repr)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + "..."
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------ rules
@@ -42,8 +43,7 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def integer(low: int, high: int) -> Rule:
@@ -55,8 +55,7 @@ def number(low: float, high: float, *, low_open: bool = False, high_open: bool =
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
     def accepts(v) -> bool:
-        return (_is_number(v) and (low < v if low_open else low <= v)
-                and (v < high if high_open else v <= high))
+        return _is_number(v) and (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
 
     return Rule(f"a number in {interval}", accepts)
 
@@ -71,11 +70,14 @@ def positive() -> Rule:
 
 def number_pair(what: str) -> Rule:
     """Two numbers (infinite ones too), the first smaller, described as ``[what]`` ("[low, high]")."""
+
     def real(x) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
 
-    return Rule(f"[{what}], two numbers, the first smaller",
-                lambda v: isinstance(v, list) and len(v) == 2 and all(map(real, v)) and v[0] < v[1])
+    return Rule(
+        f"[{what}], two numbers, the first smaller",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(map(real, v)) and v[0] < v[1],
+    )
 
 
 def boolean() -> Rule:
@@ -93,11 +95,18 @@ def one_of(values) -> Rule:
 
 def list_of(item: Rule, min_len: int, max_len: int | None = None) -> Rule:
     """A list of ``min_len`` to ``max_len`` (no limit: None) items that each satisfy ``item``."""
-    count = (f"at least {min_len}" if max_len is None else
-             f"{min_len}" if max_len == min_len else f"{min_len} to {max_len}")
-    return Rule(f"a list of {count} entries, each {item.expected}",
-                lambda v: (isinstance(v, list) and min_len <= len(v)
-                           and (max_len is None or len(v) <= max_len) and all(item.accepts(x) for x in v)))
+    count = (
+        f"at least {min_len}" if max_len is None else f"{min_len}" if max_len == min_len else f"{min_len} to {max_len}"
+    )
+    return Rule(
+        f"a list of {count} entries, each {item.expected}",
+        lambda v: (
+            isinstance(v, list)
+            and min_len <= len(v)
+            and (max_len is None or len(v) <= max_len)
+            and all(item.accepts(x) for x in v)
+        ),
+    )
 
 
 def optional(rule: Rule) -> Rule:
@@ -114,13 +123,13 @@ def entry_problems(obj, where: str, rules: Mapping[str, Rule], required=()) -> l
     entry missing, an entry no rule knows, or an entry its rule does not accept."""
     if not isinstance(obj, dict):
         return [f"{where} is {shown(obj)}, expected a JSON object."]
-    problems = [f"{where} lacks the entry {key!r}, expected {rules[key].expected}."
-                for key in required if key not in obj]
+    problems = [
+        f"{where} lacks the entry {key!r}, expected {rules[key].expected}." for key in required if key not in obj
+    ]
     for key, value in obj.items():
         rule = rules.get(key)
         if rule is None:
-            problems.append(f"{where} has the unknown entry {shown(key)}, expected only "
-                            f"{', '.join(rules)}.")
+            problems.append(f"{where} has the unknown entry {shown(key)}, expected only {', '.join(rules)}.")
         elif not rule.accepts(value):
             problems.append(f"{where}.{key} is {shown(value)}, expected {rule.expected}.")
     return problems
@@ -130,14 +139,22 @@ def entry_problems(obj, where: str, rules: Mapping[str, Rule], required=()) -> l
 PER_SOURCE = "per_source"
 _DESCRIPTION = {"applied": text(), "description": text()}
 _CHANNELS = integer(1, 64)
-_STATS = Rule("[mean, std], two finite numbers, std > 0",
-              lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)) and v[1] > 0)
-_IMAGENET = {"mean": list_of(any_number(), 1, 64), "std": list_of(positive(), 1, 64),
-             "intensity_range": number_pair("low, high"), "source_in_channels": _CHANNELS,
-             "in_channels": _CHANNELS, **_DESCRIPTION}
-_FINGERPRINT = Rule("an object of per-channel objects of finite numbers",
-                    lambda v: isinstance(v, dict) and all(
-                        isinstance(c, dict) and all(map(_is_number, c.values())) for c in v.values()))
+_STATS = Rule(
+    "[mean, std], two finite numbers, std > 0",
+    lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)) and v[1] > 0,
+)
+_IMAGENET = {
+    "mean": list_of(any_number(), 1, 64),
+    "std": list_of(positive(), 1, 64),
+    "intensity_range": number_pair("low, high"),
+    "source_in_channels": _CHANNELS,
+    "in_channels": _CHANNELS,
+    **_DESCRIPTION,
+}
+_FINGERPRINT = Rule(
+    "an object of per-channel objects of finite numbers",
+    lambda v: isinstance(v, dict) and all(isinstance(c, dict) and all(map(_is_number, c.values())) for c in v.values()),
+)
 _CT_ENTRIES = {"ct_clip": optional(number_pair("low, high")), "ct_stats": optional(_STATS), **_DESCRIPTION}
 _CT_FINGERPRINT = ("percentile_00_5", "percentile_99_5", "mean", "std")
 
@@ -146,14 +163,21 @@ _CT_FINGERPRINT = ("percentile_00_5", "percentile_99_5", "mean", "std")
 NORMALIZATION_SCHEMES: dict[str, tuple[dict[str, Rule], tuple[str, ...]]] = {
     "zscore": (_CT_ENTRIES, ()),  # a CT window given with zscore is recorded, not applied
     "ct": (_CT_ENTRIES, ()),
-    "nnunet": ({"normalization_schemes": list_of(text(), 1, 64),
-                "use_mask_for_norm": list_of(boolean(), 0, 64),
-                "foreground_intensity_properties_per_channel": optional(_FINGERPRINT), **_DESCRIPTION},
-               ("normalization_schemes",)),
+    "nnunet": (
+        {
+            "normalization_schemes": list_of(text(), 1, 64),
+            "use_mask_for_norm": list_of(boolean(), 0, 64),
+            "foreground_intensity_properties_per_channel": optional(_FINGERPRINT),
+            **_DESCRIPTION,
+        },
+        ("normalization_schemes",),
+    ),
     "mixed": (dict(_DESCRIPTION), (PER_SOURCE,)),
     "imagenet_rgb": (_IMAGENET, ("mean", "std")),
-    "imagenet_rgb_folded": ({**_IMAGENET, "folded_mean": any_number(), "folded_std": positive()},
-                            ("mean", "std", "folded_mean", "folded_std")),
+    "imagenet_rgb_folded": (
+        {**_IMAGENET, "folded_mean": any_number(), "folded_std": positive()},
+        ("mean", "std", "folded_mean", "folded_std"),
+    ),
 }
 _SCHEME = one_of(NORMALIZATION_SCHEMES)
 
@@ -163,7 +187,7 @@ def normalization_problems(norm, where: str = "normalization", nested: bool = Fa
     scheme's entries. At the top level, ``per_source`` may list the normalization of each data
     source (pretraining writes that); the scheme's required entries are then in each source."""
     if not isinstance(norm, dict):
-        return [f"{where} is {shown(norm)}, expected a JSON object such as {{\"scheme\": \"zscore\"}}."]
+        return [f'{where} is {shown(norm)}, expected a JSON object such as {{"scheme": "zscore"}}.']
     if not _SCHEME.accepts(norm.get("scheme")):
         return [f"{where}.scheme is {shown(norm.get('scheme'))}, expected {_SCHEME.expected}."]
     rules, required = NORMALIZATION_SCHEMES[norm["scheme"]]
@@ -186,5 +210,7 @@ def _ct_fingerprint_problems(norm: dict, where: str) -> list[str]:
     key = "foreground_intensity_properties_per_channel"
     if all(k in (norm.get(key) or {}).get("0", {}) for k in _CT_FINGERPRINT):
         return []
-    return [f"{where}.{key} is {shown(norm.get(key))}, expected channel \"0\" to hold "
-            f"{', '.join(_CT_FINGERPRINT)} (CTNormalization needs them)."]
+    return [
+        f'{where}.{key} is {shown(norm.get(key))}, expected channel "0" to hold '
+        f"{', '.join(_CT_FINGERPRINT)} (CTNormalization needs them)."
+    ]

@@ -4,6 +4,7 @@ Written atomically and flushed to disk before the rename, with a format version;
 ``torch.load(weights_only=True)``, so reading one never executes pickled code: a file holding any
 other object than tensors and plain containers is refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,13 +39,16 @@ def load_state(path: str | os.PathLike, advice: str) -> dict:
     the file), if it is unreadable or not plain data."""
     head = _first_bytes(path)
     if head is not None and not looks_like_pickle(head):  # torch.load's errors would call it a pickle
-        raise CheckpointError(f"{path} is {kind_of_content(head)}, not a training state written by torch.save; "
-                              f"{advice}.")
+        raise CheckpointError(
+            f"{path} is {kind_of_content(head)}, not a training state written by torch.save; {advice}."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).split("\n\n")[-1].strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path} holds objects other than tensors and plain containers and was refused, "
-                              f"because unpickling them can run code ({detail[:160]}); {advice}.") from None
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain containers and was refused, "
+            f"because unpickling them can run code ({detail[:160]}); {advice}."
+        ) from None
     except Exception as e:  # truncated or not a torch file at all
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}); {advice}.") from None

@@ -1,6 +1,7 @@
 """Batch augmentation for medical images, on tensors: flips (only where the user allows them,
 since left and right are not interchangeable in most anatomy), small rotations and scaling, and
 intensity jitter (contrast, brightness, noise) on the normalized intensities."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ class Augmentation:
     max_rotation_deg: float = 10.0
     scale_range: tuple[float, float] = (0.9, 1.1)
     contrast_range: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.1      # added offset, in units of the normalized intensity
+    brightness: float = 0.1  # added offset, in units of the normalized intensity
     noise_std: float = 0.05
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -39,8 +40,9 @@ class Augmentation:
         low, high = self.scale_range
         scale = low + torch.rand(b, generator=generator) * (high - low)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input coordinates
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1),
-                             torch.stack([sin, cos, torch.zeros(b)], 1)], 1).to(x)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1
+        ).to(x)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -7,6 +7,7 @@ resumes), then writes ``results.csv``, ``report.md`` and ``label_efficiency.png`
 segmentation benchmark. A seed picks the validation split, the nested label subsets, the
 initialisation and the augmentation, so both arms at one seed see exactly the same images.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,23 +40,37 @@ def run_one(settings: TrainSettings, test: str | None) -> dict:
     """Train (or resume / re-report) one run; its scores on the test set if given, else validation."""
     metrics = train(settings, log=lambda *_: None)
     if test:
-        metrics = predict(str(Path(settings.out) / MODEL_DIR), test, str(Path(settings.out) / "test"),
-                          settings.device, settings.batch_size, log=lambda *_: None)
+        metrics = predict(
+            str(Path(settings.out) / MODEL_DIR),
+            test,
+            str(Path(settings.out) / "test"),
+            settings.device,
+            settings.batch_size,
+            log=lambda *_: None,
+        )
     return metrics
 
 
-def benchmark(base: TrainSettings, arms: list[str], labels: list[int], seeds: list[int], out: Path,
-              test: str | None = None, command: str = "") -> list[dict]:
+def benchmark(
+    base: TrainSettings,
+    arms: list[str],
+    labels: list[int],
+    seeds: list[int],
+    out: Path,
+    test: str | None = None,
+    command: str = "",
+) -> list[dict]:
     rows = []
     for arm in arms:
         for percent in sorted(labels):
             for seed in seeds:
                 settings = arm_settings(base, arm, percent, seed, out)
                 metrics = run_one(settings, test)
-                rows.append({"arm": arm, "labels": percent, "seed": seed,
-                             **{key: metrics[key] for key, _ in METRICS}})
-                print(f"{arm} {percent}% seed {seed}: AUC {number(metrics['auc'])}, "
-                      f"accuracy {number(metrics['accuracy'])}")
+                rows.append({"arm": arm, "labels": percent, "seed": seed, **{key: metrics[key] for key, _ in METRICS}})
+                print(
+                    f"{arm} {percent}% seed {seed}: AUC {number(metrics['auc'])}, "
+                    f"accuracy {number(metrics['accuracy'])}"
+                )
     write_outputs(out, rows, test, command)
     return rows
 
@@ -76,25 +91,43 @@ def matching_sentence(rows: list[dict]) -> str:
         return "The comparison needs both arms, with the from-scratch arm at 100% labels."
     matching = [p for p, s in pretrained.items() if s.mean >= ref.mean - MATCH_MARGIN]
     if not matching:
-        return (f"The pretrained encoder does not match training from scratch with 100% labels (AUC "
-                f"{ref.mean:.4f}) at any label fraction tested.")
+        return (
+            f"The pretrained encoder does not match training from scratch with 100% labels (AUC "
+            f"{ref.mean:.4f}) at any label fraction tested."
+        )
     p = min(matching)
-    return (f"The pretrained encoder matches training from scratch with 100% labels (AUC {ref.mean:.4f}) "
-            f"from {p}% of the labels on (AUC {pretrained[p].mean:.4f}; 'matches' = at least that minus "
-            f"{MATCH_MARGIN}).")
+    return (
+        f"The pretrained encoder matches training from scratch with 100% labels (AUC {ref.mean:.4f}) "
+        f"from {p}% of the labels on (AUC {pretrained[p].mean:.4f}; 'matches' = at least that minus "
+        f"{MATCH_MARGIN})."
+    )
 
 
 def report_markdown(rows: list[dict], test: str | None, command: str) -> str:
     stats = {key: grouped(rows, key) for key, _ in METRICS}
     scored_on = f"test set {test}" if test else "validation set"
-    table = [[ARM_TITLES.get(arm, arm), f"{p}%", auc.n, *(stats[key][(arm, p)].text(4) for key, _ in METRICS)]
-             for (arm, p), auc in stats["auc"].items()]
-    lines = ["# Classification label efficiency", "",
-             (f"Scores on the {scored_on}; mean ± sd over seeds (sample sd, '–' for one seed). The best "
-              "epoch of every run is chosen on its validation set."), "",
-             matching_sentence(rows), "",
-             *markdown_table(["arm", "labels", "runs", *(t for _, t in METRICS)], table),
-             "## Command", "", "```bash", command, "```", ""]
+    table = [
+        [ARM_TITLES.get(arm, arm), f"{p}%", auc.n, *(stats[key][(arm, p)].text(4) for key, _ in METRICS)]
+        for (arm, p), auc in stats["auc"].items()
+    ]
+    lines = [
+        "# Classification label efficiency",
+        "",
+        (
+            f"Scores on the {scored_on}; mean ± sd over seeds (sample sd, '–' for one seed). The best "
+            "epoch of every run is chosen on its validation set."
+        ),
+        "",
+        matching_sentence(rows),
+        "",
+        *markdown_table(["arm", "labels", "runs", *(t for _, t in METRICS)], table),
+        "## Command",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -105,8 +138,14 @@ def plot_png(rows: list[dict], scored_on: str) -> bytes:
     auc = grouped(rows, "auc")
     for arm in dict.fromkeys(r["arm"] for r in rows):
         points = sorted((p, s) for (a, p), s in auc.items() if a == arm)
-        ax.errorbar([p for p, _ in points], [s.mean for _, s in points], yerr=[s.sd or 0.0 for _, s in points],
-                    marker="o", capsize=4, label=ARM_TITLES.get(arm, arm))
+        ax.errorbar(
+            [p for p, _ in points],
+            [s.mean for _, s in points],
+            yerr=[s.sd or 0.0 for _, s in points],
+            marker="o",
+            capsize=4,
+            label=ARM_TITLES.get(arm, arm),
+        )
     ax.set_xticks(sorted({r["labels"] for r in rows}))
     ax.set_xlabel("Labelled training images (% of every class)")
     ax.set_ylabel(f"AUC ({scored_on}, mean ± sd over seeds)")
@@ -117,6 +156,10 @@ def plot_png(rows: list[dict], scored_on: str) -> bytes:
 
 def write_outputs(out: Path, rows: list[dict], test: str | None, command: str) -> None:
     header = ["arm", "labels", "seed", *(key for key, _ in METRICS)]
-    write_files({out / "results.csv": csv_text(header, [[r[k] for k in header] for r in rows]).encode(),
-                 out / "report.md": report_markdown(rows, test, command).encode(),
-                 out / "label_efficiency.png": plot_png(rows, "test set" if test else "validation set")})
+    write_files(
+        {
+            out / "results.csv": csv_text(header, [[r[k] for k in header] for r in rows]).encode(),
+            out / "report.md": report_markdown(rows, test, command).encode(),
+            out / "label_efficiency.png": plot_png(rows, "test set" if test else "validation set"),
+        }
+    )

@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_classify train | predict | benchmark | example``."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,26 +19,47 @@ PROG = "nnUNetv2_vismae_classify"
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by train and benchmark."""
-    p.add_argument("-i", required=True, help="training images: a CSV with image,label rows (paths relative to "
-                                             "the CSV) or a folder with one subfolder of images per class")
+    p.add_argument(
+        "-i",
+        required=True,
+        help="training images: a CSV with image,label rows (paths relative to "
+        "the CSV) or a folder with one subfolder of images per class",
+    )
     p.add_argument("--val", help="validation images (CSV or folder); default: a stratified split of -i")
     p.add_argument("--val-fraction", type=float, default=0.2, help="without --val (default 0.2)")
-    p.add_argument("--mode", choices=MODES, default="finetune",
-                   help="finetune: whole network, layer-wise lr decay; linear: frozen encoder (default finetune)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="finetune",
+        help="finetune: whole network, layer-wise lr decay; linear: frozen encoder (default finetune)",
+    )
     p.add_argument("--epochs", type=positive_int, default=50, help="default 50 (VIS-MAE)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 5e-4 finetune, 5e-3 linear)")
-    p.add_argument("--layer-decay", type=float, default=0.75, help="finetune with --pretrained: encoder lr factor per block below the head (default 0.75)")
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        default=0.75,
+        help="finetune with --pretrained: encoder lr factor per block below the head (default 0.75)",
+    )
     p.add_argument("--weight-decay", type=non_negative_float, default=0.05)
-    p.add_argument("--size", type=positive_int, default=224, help="input size in pixels, a multiple of 32 (default 224)")
+    p.add_argument(
+        "--size", type=positive_int, default=224, help="input size in pixels, a multiple of 32 (default 224)"
+    )
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0, help="volumes: slice across this axis")
     p.add_argument("--slice-index", type=int, help="volumes: slice number (default: the middle one)")
-    p.add_argument("--flip", choices=tuple(FLIPS), default="none",
-                   help="random flips allowed in augmentation (default none: laterality matters in anatomy)")
+    p.add_argument(
+        "--flip",
+        choices=tuple(FLIPS),
+        default="none",
+        help="random flips allowed in augmentation (default none: laterality matters in anatomy)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split, label subsets, initialisation, augmentation")
     p.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
-    enc = p.add_argument_group("encoder without --pretrained (a small Swin by default; "
-                               "with --pretrained the checkpoint's configuration is used)")
+    enc = p.add_argument_group(
+        "encoder without --pretrained (a small Swin by default; "
+        "with --pretrained the checkpoint's configuration is used)"
+    )
     enc.add_argument("--embed-dim", type=positive_int, default=SMALL_ENCODER.embed_dim)
     enc.add_argument("--depths", type=positive_int, nargs="+", default=list(SMALL_ENCODER.depths))
     enc.add_argument("--heads", type=positive_int, nargs="+", default=list(SMALL_ENCODER.num_heads))
@@ -47,27 +69,50 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 
 def encoder_flags(args) -> dict:
     try:
-        config = type(SMALL_ENCODER)(embed_dim=args.embed_dim, depths=args.depths, num_heads=args.heads,
-                                     window_size=args.window, patch_size=args.patch_size)
+        config = type(SMALL_ENCODER)(
+            embed_dim=args.embed_dim,
+            depths=args.depths,
+            num_heads=args.heads,
+            window_size=args.window,
+            patch_size=args.patch_size,
+        )
     except ValueError as e:
         raise ClassificationError(str(e)) from None
     return config.to_json()
 
 
 def settings_from(args, out: str, pretrained: str | None, labels: int) -> TrainSettings:
-    return TrainSettings(train=args.i, out=out, val=args.val, val_fraction=args.val_fraction, pretrained=pretrained,
-                         labels=labels, mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, layer_decay=args.layer_decay, size=args.size,
-                         slice_axis=args.slice_axis, slice_index=args.slice_index, flip=args.flip, seed=args.seed,
-                         device=args.device, encoder=encoder_flags(args))
+    return TrainSettings(
+        train=args.i,
+        out=out,
+        val=args.val,
+        val_fraction=args.val_fraction,
+        pretrained=pretrained,
+        labels=labels,
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        layer_decay=args.layer_decay,
+        size=args.size,
+        slice_axis=args.slice_axis,
+        slice_index=args.slice_index,
+        flip=args.flip,
+        seed=args.seed,
+        device=args.device,
+        encoder=encoder_flags(args),
+    )
 
 
 def run_train(args):
     from nnunetv2_vismae.classification.train import train
 
     metrics = train(settings_from(args, args.o, args.pretrained, args.labels))
-    print(f"Best epoch {metrics['best_epoch']}: validation AUC {metrics['auc']:.4f}, accuracy "
-          f"{metrics['accuracy']:.4f}. Model: {args.o}/model, report: {args.o}/report.md")
+    print(
+        f"Best epoch {metrics['best_epoch']}: validation AUC {metrics['auc']:.4f}, accuracy "
+        f"{metrics['accuracy']:.4f}. Model: {args.o}/model, report: {args.o}/report.md"
+    )
 
 
 def run_predict(args):
@@ -80,8 +125,9 @@ def run_example(args):
     from nnunetv2_vismae.demo.classification_task import write_style_task
 
     try:
-        written = write_style_task(args.o, args.num_train, args.num_test, args.size, args.seed, args.format,
-                                   args.layout)
+        written = write_style_task(
+            args.o, args.num_train, args.num_test, args.size, args.seed, args.format, args.layout
+        )
     except ValueError as e:  # e.g. a size the phantom generator refuses
         raise ClassificationError(f"{e}.") from None
     print(f"Phantom style task (classes ct, mr_t1, mr_t2, us): training {written['train']}, test {written['test']}")
@@ -100,22 +146,26 @@ def run_benchmark(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneSentenceParser(prog=PROG, description="Classification fine-tuning of the (pretrained) "
-                                                            "Swin encoder.")
+    parser = OneSentenceParser(prog=PROG, description="Classification fine-tuning of the (pretrained) Swin encoder.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a classifier; the best epoch on validation is saved as OUT/model")
     add_training_flags(t)
     t.add_argument("-o", required=True, help="output folder (rerun the same command to resume)")
     t.add_argument("--pretrained", help="encoder checkpoint (encoder.safetensors); default: from scratch")
-    t.add_argument("--labels", type=int, default=100, help="percent of every class's training images to use "
-                                                           "(nested, seeded subsets; default 100)")
+    t.add_argument(
+        "--labels",
+        type=int,
+        default=100,
+        help="percent of every class's training images to use (nested, seeded subsets; default 100)",
+    )
     t.set_defaults(func=run_train)
 
     p = sub.add_parser("predict", help="probabilities and predicted class for a CSV or folder of images")
     p.add_argument("-m", required=True, help="the model folder a training run wrote (OUT/model)")
-    p.add_argument("-i", required=True, help="CSV with an image column (label optional) or a folder "
-                                             "(class subfolders or images)")
+    p.add_argument(
+        "-i", required=True, help="CSV with an image column (label optional) or a folder (class subfolders or images)"
+    )
     p.add_argument("-o", required=True, help="output folder for predictions.csv (and metrics when labels are known)")
     p.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -138,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, default=64, help="image size in pixels (at least 32)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--format", choices=("nii", "png"), default="nii")
-    e.add_argument("--layout", choices=("csv", "folders"), default="csv",
-                   help="csv: train.csv/test.csv + images/; folders: train/<class>/, test/<class>/")
+    e.add_argument(
+        "--layout",
+        choices=("csv", "folders"),
+        default="csv",
+        help="csv: train.csv/test.csv + images/; folders: train/<class>/, test/<class>/",
+    )
     e.set_defaults(func=run_example)
     return parser
 

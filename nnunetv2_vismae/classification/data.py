@@ -3,6 +3,7 @@
 CSV paths are relative to the CSV's folder (absolute paths work too). Every row is checked up
 front, so a bad row stops the run before any training with its line number in the message.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,15 +20,16 @@ from nnunetv2_vismae.label_subsets import label_subset
 
 @dataclass(frozen=True)
 class Sample:
-    path: str           # absolute path of the image file
-    label: str | None   # None when the input carries no labels (predict)
-    where: str          # "labels.csv line 3" or the file itself, for error messages
+    path: str  # absolute path of the image file
+    label: str | None  # None when the input carries no labels (predict)
+    where: str  # "labels.csv line 3" or the file itself, for error messages
 
 
 def _checked_image(path: Path, where: str) -> str:
     if file_kind(str(path)) is None:
-        raise ClassificationError(f"{where}: {path.name} is not a supported image file "
-                                  f"(expected one of {' '.join(SUPPORTED_ENDINGS)}).")
+        raise ClassificationError(
+            f"{where}: {path.name} is not a supported image file (expected one of {' '.join(SUPPORTED_ENDINGS)})."
+        )
     if not path.is_file():
         raise ClassificationError(f"{where}: image file {path} does not exist.")
     return str(path.resolve())
@@ -42,8 +44,10 @@ def read_csv(csv_path: Path, require_labels: bool = True) -> list[Sample]:
         raise ClassificationError(f"{csv_path} is empty; expected a header 'image,label' and one row per image.")
     header = [cell.strip().lower() for cell in rows[0][1]]
     if "image" not in header or (require_labels and "label" not in header):
-        raise ClassificationError(f"{csv_path} line {rows[0][0]}: header {','.join(header)!r} lacks "
-                                  f"{'the columns image and label' if require_labels else 'an image column'}.")
+        raise ClassificationError(
+            f"{csv_path} line {rows[0][0]}: header {','.join(header)!r} lacks "
+            f"{'the columns image and label' if require_labels else 'an image column'}."
+        )
     if len(rows) == 1:
         raise ClassificationError(f"{csv_path} has a header but no image rows.")
     image_col, label_col = header.index("image"), header.index("label") if "label" in header else None
@@ -75,8 +79,9 @@ def read_folder(folder: Path, require_labels: bool = True) -> list[Sample]:
     for class_dir in class_dirs:
         files = _image_files(class_dir)
         if not files:
-            raise ClassificationError(f"Class folder {class_dir} contains no supported image files "
-                                      f"({' '.join(SUPPORTED_ENDINGS)}).")
+            raise ClassificationError(
+                f"Class folder {class_dir} contains no supported image files ({' '.join(SUPPORTED_ENDINGS)})."
+            )
         samples += [Sample(str(p.resolve()), class_dir.name, str(p)) for p in files]
     return samples
 
@@ -104,8 +109,7 @@ def class_names(samples: list[Sample]) -> list[str]:
 def check_known_labels(samples: list[Sample], classes: list[str]) -> None:
     for s in samples:
         if s.label is not None and s.label not in classes:
-            raise ClassificationError(f"{s.where}: label {s.label!r} is not one of the classes "
-                                      f"{', '.join(classes)}.")
+            raise ClassificationError(f"{s.where}: label {s.label!r} is not one of the classes {', '.join(classes)}.")
 
 
 def _class_rng(seed: int, label: str) -> np.random.Generator:

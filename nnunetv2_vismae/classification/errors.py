@@ -1,4 +1,5 @@
 """The one user-facing exception of the classification package."""
+
 from nnunetv2_vismae.errors import UserError
 
 

@@ -1,5 +1,6 @@
 """Logits of a classifier over a tensor of inputs: one function for validation and for predict,
 so that predicting on the validation images reproduces the validation metrics."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,6 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, device: torch.device,
     outputs = []
     for start in range(0, len(inputs), batch_size):
         with precision_context(device):
-            outputs.append(model(inputs[start:start + batch_size].to(device)).float().cpu())
+            outputs.append(model(inputs[start : start + batch_size].to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty((0, model.head.out_features))

@@ -5,6 +5,7 @@ encoder sees inputs like those it was pretrained on (VIS-MAE's code pretrained w
 fine-tuned with min-max; this does not). It is applied per image (per volume for volumes, as
 nnU-Net and the pretraining stage do), before the slice is taken.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -28,8 +29,8 @@ class InputSpec:
 
     size: int
     in_channels: int
-    normalization: dict            # see ``normalization_from_checkpoint``
-    slice_axis: int = 0            # volumes: axis (numpy Z, Y, X order) the 2D slice is cut across
+    normalization: dict  # see ``normalization_from_checkpoint``
+    slice_axis: int = 0  # volumes: axis (numpy Z, Y, X order) the 2D slice is cut across
     slice_index: int | None = None  # None: the middle slice
 
     def to_json(self) -> dict:
@@ -48,10 +49,15 @@ def _from_nnunet(norm: dict) -> dict:
         return ZSCORE
     if scheme == "CTNormalization":
         props = (norm.get("foreground_intensity_properties_per_channel") or {}).get("0", {})
-        return {"scheme": "ct", "ct_clip": [props["percentile_00_5"], props["percentile_99_5"]],
-                "ct_stats": [props["mean"], props["std"]]}
-    raise ClassificationError(f"The checkpoint was pretrained on nnU-Net data normalized with {scheme}, "
-                              "which classification inputs cannot reproduce (ZScore or CT expected).")
+        return {
+            "scheme": "ct",
+            "ct_clip": [props["percentile_00_5"], props["percentile_99_5"]],
+            "ct_stats": [props["mean"], props["std"]],
+        }
+    raise ClassificationError(
+        f"The checkpoint was pretrained on nnU-Net data normalized with {scheme}, "
+        "which classification inputs cannot reproduce (ZScore or CT expected)."
+    )
 
 
 def normalization_from_checkpoint(norm: dict) -> dict:
@@ -74,10 +80,14 @@ def normalization_from_checkpoint(norm: dict) -> dict:
         found = [normalization_from_checkpoint(s) for s in norm["per_source"]]
         if all(f == found[0] for f in found):
             return found[0]
-        raise ClassificationError(f"The checkpoint was pretrained on sources with different normalizations "
-                                  f"({found}); classification needs one.")
-    raise ClassificationError(f"The checkpoint's normalization {norm!r} is not one classification can apply "
-                              "(zscore, ct, nnunet or imagenet expected).")
+        raise ClassificationError(
+            f"The checkpoint was pretrained on sources with different normalizations "
+            f"({found}); classification needs one."
+        )
+    raise ClassificationError(
+        f"The checkpoint's normalization {norm!r} is not one classification can apply "
+        "(zscore, ct, nnunet or imagenet expected)."
+    )
 
 
 def normalize(gray: np.ndarray, norm: dict, channels: int) -> np.ndarray:
@@ -101,8 +111,9 @@ def take_slice(image: np.ndarray, axis: int, index: int | None, path: str) -> np
     length = image.shape[1 + axis]
     index = length // 2 if index is None else index
     if not 0 <= index < length:
-        raise ClassificationError(f"{path}: slice {index} along axis {axis} does not exist "
-                                  f"(the volume has {length} slices there).")
+        raise ClassificationError(
+            f"{path}: slice {index} along axis {axis} does not exist (the volume has {length} slices there)."
+        )
     return np.take(image, index, axis=1 + axis)
 
 
@@ -113,9 +124,8 @@ def resize_square(plane: torch.Tensor, size: int) -> torch.Tensor:
     side = max(h, w)
     canvas = plane.amin(dim=(1, 2), keepdim=True).expand(c, side, side).clone()
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[:, top:top + h, left:left + w] = plane
-    return F.interpolate(canvas[None], size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)[0]
+    canvas[:, top : top + h, left : left + w] = plane
+    return F.interpolate(canvas[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def load_input(path: str, spec: InputSpec) -> torch.Tensor:

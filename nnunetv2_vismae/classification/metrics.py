@@ -5,6 +5,7 @@ than two classes it is the one-vs-rest AUC averaged over the classes (macro), ea
 both positives and negatives in the data counting once. Balanced accuracy is the mean recall over
 the classes present; F1 is the macro F1 over the classes present in the labels or the predictions.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,8 @@ def compute_metrics(y_true, probabilities, classes: list[str]) -> dict:
     y_pred, labels = probabilities.argmax(axis=1), np.arange(len(classes))
     # NaN for a class without images (recall), without predictions (precision) or without either (F1)
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=np.nan)
+        y_true, y_pred, labels=labels, zero_division=np.nan
+    )
     with warnings.catch_warnings():  # it warns that a predicted class without images does not count: as intended
         warnings.simplefilter("ignore", UserWarning)
         balanced_accuracy = metrics.balanced_accuracy_score(y_true, y_pred)
@@ -48,9 +50,15 @@ def compute_metrics(y_true, probabilities, classes: list[str]) -> dict:
         "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy),
         "f1_macro": float(metrics.f1_score(y_true, y_pred, average="macro")),
-        "per_class": {name: {"support": int(support[i]), "recall": _json(recall[i]),
-                             "precision": _json(precision[i]), "f1": _json(f1[i])}
-                      for i, name in enumerate(classes)},
+        "per_class": {
+            name: {
+                "support": int(support[i]),
+                "recall": _json(recall[i]),
+                "precision": _json(precision[i]),
+                "f1": _json(f1[i]),
+            }
+            for i, name in enumerate(classes)
+        },
         "classes": list(classes),
         "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }

@@ -3,6 +3,7 @@
 It exposes nnU-Net's ``key_to_encoder`` / ``keys_to_in_proj`` attributes, so the checkpoint
 package's ``load_encoder_into`` loads (and adapts) pretrained weights exactly as for SwinUNet.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,12 @@ def read_pretrained(path: str):
 def load_pretrained_encoder(model: SwinClassifier, checkpoint, log=print) -> dict:
     """Load the checkpoint into the encoder (a partial load is refused there); the reference to record."""
     report = load_encoder_into(model, checkpoint, log=log)
-    return {"path": str(Path(checkpoint.path).resolve()), "content_hash": checkpoint.content_hash,
-            "loaded": report.num_loaded, "adapted": report.adapted}
+    return {
+        "path": str(Path(checkpoint.path).resolve()),
+        "content_hash": checkpoint.content_hash,
+        "loaded": report.num_loaded,
+        "adapted": report.adapted,
+    }
 
 
 def save_model_folder(folder: Path, model: SwinClassifier, description: dict) -> None:
@@ -104,18 +109,23 @@ def load_model_folder(folder: str) -> tuple[SwinClassifier, dict]:
     (one sentence naming the file) for a missing, truncated or mismatching file."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise ClassificationError(f"{folder} is not a saved classification model; expected {MODEL_FILE} "
-                                  f"and {WEIGHTS_FILE} (the 'model' folder that training writes).")
+        raise ClassificationError(
+            f"{folder} is not a saved classification model; expected {MODEL_FILE} "
+            f"and {WEIGHTS_FILE} (the 'model' folder that training writes)."
+        )
     description, config = read_model_description(folder / MODEL_FILE)
     weights = folder / WEIGHTS_FILE
     try:
         state = load_file(weights)
     except (OSError, SafetensorError) as e:
-        raise ClassificationError(f"{weights} cannot be read: it is truncated or not a safetensors file ({e}).") from None
+        raise ClassificationError(
+            f"{weights} cannot be read: it is truncated or not a safetensors file ({e})."
+        ) from None
     model = SwinClassifier(config, len(description["classes"]))
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise ClassificationError(f"{weights} does not hold the model that {folder / MODEL_FILE} describes (other "
-                                  "tensor names or shapes).") from None
+        raise ClassificationError(
+            f"{weights} does not hold the model that {folder / MODEL_FILE} describes (other tensor names or shapes)."
+        ) from None
     return model.eval(), description

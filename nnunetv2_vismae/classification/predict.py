@@ -4,6 +4,7 @@ Writes ``predictions.csv`` (one probability column per class and the predicted c
 image has a label (a CSV label column, or class subfolders) also metrics.json, report.md and
 confusion_matrix.png, computed exactly as in training's validation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,7 @@ from nnunetv2_vismae.classification.model import load_model_folder
 from nnunetv2_vismae.device import resolve_device
 
 
-def predict(model_dir: str, source: str, out: str, device: str = "cpu", batch_size: int = 32,
-            log=print) -> dict | None:
+def predict(model_dir: str, source: str, out: str, device: str = "cpu", batch_size: int = 32, log=print) -> dict | None:
     """Write the predictions (and metrics, when labels are known); return the metrics or None."""
     torch_device = resolve_device(device)
     model, description = load_model_folder(model_dir)
@@ -35,8 +35,14 @@ def predict(model_dir: str, source: str, out: str, device: str = "cpu", batch_si
     if any(s.label is None for s in samples):
         return None
     metrics = compute_metrics(np.array([classes.index(s.label) for s in samples]), probabilities, classes)
-    report.write_metrics(out, metrics, f"Predictions of {model_dir} on {source}",
-                         {"model": str(Path(model_dir).resolve()), "input": str(source), "device": device})
-    log(f"AUC {report.number(metrics['auc'])}, accuracy {report.number(metrics['accuracy'])}, balanced accuracy "
-        f"{report.number(metrics['balanced_accuracy'])}, F1 {report.number(metrics['f1_macro'])}: {out / 'report.md'}")
+    report.write_metrics(
+        out,
+        metrics,
+        f"Predictions of {model_dir} on {source}",
+        {"model": str(Path(model_dir).resolve()), "input": str(source), "device": device},
+    )
+    log(
+        f"AUC {report.number(metrics['auc'])}, accuracy {report.number(metrics['accuracy'])}, balanced accuracy "
+        f"{report.number(metrics['balanced_accuracy'])}, F1 {report.number(metrics['f1_macro'])}: {out / 'report.md'}"
+    )
     return metrics

@@ -1,5 +1,6 @@
 """Files a run or a prediction leaves behind: metrics.json, report.md, confusion_matrix.png,
 training_curve.png, history.csv and predictions CSVs, each written atomically."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,12 @@ from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
 from nnunetv2_vismae.io.report import csv_text, markdown_table, write_files
 
-HEADLINE = (("auc", "AUC"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-            ("f1_macro", "F1 (macro)"))
+HEADLINE = (
+    ("auc", "AUC"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("f1_macro", "F1 (macro)"),
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,10 @@ def write_predictions_csv(path: Path, samples: list[Sample], probabilities: np.n
     """image, label (when known), one probability column per class, predicted class."""
     with_labels = any(s.label is not None for s in samples)
     header = ["image"] + (["label"] if with_labels else []) + [f"p_{c}" for c in classes] + ["predicted"]
-    rows = [[s.path] + ([s.label] if with_labels else []) + [f"{p:.6f}" for p in probs] + [classes[int(probs.argmax())]]
-            for s, probs in zip(samples, probabilities)]
+    rows = [
+        [s.path] + ([s.label] if with_labels else []) + [f"{p:.6f}" for p in probs] + [classes[int(probs.argmax())]]
+        for s, probs in zip(samples, probabilities)
+    ]
     write_bytes_atomic(path, csv_text(header, rows).encode())
 
 
@@ -76,8 +83,7 @@ def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
     values = np.asarray(matrix)
     ax.imshow(values, cmap="Blues")
     for (i, j), count in np.ndenumerate(values):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > values.max() / 2 else "black")
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > values.max() / 2 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -105,23 +111,42 @@ def write_training_curve(path: Path, history: list[dict], best_epoch: int) -> No
 
 def report_markdown(metrics: dict, title: str, settings: dict) -> str:
     classes = metrics["classes"]
-    per_class = [[c, p["support"], number(p["recall"]), number(p["precision"]), number(p["f1"])]
-                 for c, p in metrics["per_class"].items()]
+    per_class = [
+        [c, p["support"], number(p["recall"]), number(p["precision"]), number(p["f1"])]
+        for c, p in metrics["per_class"].items()
+    ]
     confusion = [[f"**{c}**", *row] for c, row in zip(classes, metrics["confusion_matrix"])]
     lines = [f"# {title}", "", f"{metrics['num_images']} images, classes {', '.join(classes)}."]
     if "best_epoch" in metrics:
         lines.append(f"Best epoch (highest validation AUC): {metrics['best_epoch']}.")
-    lines += ["", *markdown_table(["metric", "value"], [[label, number(metrics[key])] for key, label in HEADLINE]),
-              "AUC: one-vs-rest, macro-averaged over classes for more than two classes; F1: macro.", "",
-              "## Per class", "", *markdown_table(["class", "images", "recall", "precision", "F1"], per_class),
-              "## Confusion matrix (rows: true, columns: predicted)", "", *markdown_table(["", *classes], confusion),
-              "## Settings", "", "```json", json.dumps(json_ready(settings), indent=1), "```", ""]
+    lines += [
+        "",
+        *markdown_table(["metric", "value"], [[label, number(metrics[key])] for key, label in HEADLINE]),
+        "AUC: one-vs-rest, macro-averaged over classes for more than two classes; F1: macro.",
+        "",
+        "## Per class",
+        "",
+        *markdown_table(["class", "images", "recall", "precision", "F1"], per_class),
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        *markdown_table(["", *classes], confusion),
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(json_ready(settings), indent=1),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_metrics(folder: Path, metrics: dict, title: str, settings: dict) -> None:
     """metrics.json, report.md and confusion_matrix.png in ``folder``."""
     folder = Path(folder)
-    write_files({folder / "metrics.json": json.dumps(json_ready(metrics), indent=2).encode(),
-                 folder / "report.md": report_markdown(metrics, title, settings).encode(),
-                 folder / "confusion_matrix.png": confusion_png(metrics["confusion_matrix"], metrics["classes"])})
+    write_files(
+        {
+            folder / "metrics.json": json.dumps(json_ready(metrics), indent=2).encode(),
+            folder / "report.md": report_markdown(metrics, title, settings).encode(),
+            folder / "confusion_matrix.png": confusion_png(metrics["confusion_matrix"], metrics["classes"]),
+        }
+    )

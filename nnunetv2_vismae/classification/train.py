@@ -13,6 +13,7 @@ Every file is written atomically; rerunning the same command continues after the
 epoch, or just rewrites the outputs when the run is complete. A run locks its output folder
 (``nnunetv2_vismae.io.lock``): a second run into the same folder is refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,9 +72,9 @@ class TrainSettings:
     mode: str = "finetune"
     epochs: int = 50
     batch_size: int = 32
-    lr: float | None = None             # None: DEFAULT_LR[mode]
+    lr: float | None = None  # None: DEFAULT_LR[mode]
     weight_decay: float = 0.05
-    layer_decay: float = 0.75           # finetune from --pretrained: encoder lr x this per block below the head
+    layer_decay: float = 0.75  # finetune from --pretrained: encoder lr x this per block below the head
     warmup_fraction: float = 0.1
     size: int = 224
     slice_axis: int = 0
@@ -157,8 +158,9 @@ class Run:
         else:
             checkpoint, config, norm = None, SwinEncoderConfig.from_json(s.encoder), s.normalization
         if s.size % config.total_stride:
-            raise ClassificationError(f"--size {s.size} is not a multiple of the encoder's total stride "
-                                      f"{config.total_stride}.")
+            raise ClassificationError(
+                f"--size {s.size} is not a multiple of the encoder's total stride {config.total_stride}."
+            )
         self.encoder_config = config
         self.spec = InputSpec(s.size, config.in_channels, norm, s.slice_axis, s.slice_index)
         self.model = SwinClassifier(config, len(self.data.classes))
@@ -176,14 +178,20 @@ class Run:
         self.optimizer = torch.optim.AdamW(groups, lr=s.learning_rate, betas=(0.9, 0.999))
         self.steps_per_epoch = math.ceil(len(self.x_train) / s.batch_size)
         total = s.epochs * self.steps_per_epoch
-        self.scheduler = WarmupPolyLRScheduler(self.optimizer, s.learning_rate, total,
-                                               round(total * s.warmup_fraction))
+        self.scheduler = WarmupPolyLRScheduler(self.optimizer, s.learning_rate, total, round(total * s.warmup_fraction))
 
     # ---------------------------------------------------------------------------- state
     def state(self) -> dict:
-        return {"settings": self.s.resume_key(), "epoch": self.epoch, "history": self.history, "best": self.best,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state()}
+        return {
+            "settings": self.s.resume_key(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+        }
 
     def save_state(self):
         save_state(self.out / STATE_FILE, self.state())
@@ -194,8 +202,9 @@ class Run:
             return False
         state = load_state(path, "move it away to start again")
         if state["settings"] != self.s.resume_key():
-            raise ClassificationError(f"{path} belongs to a run with other settings; use the original flags "
-                                      "or another output folder.")
+            raise ClassificationError(
+                f"{path} belongs to a run with other settings; use the original flags or another output folder."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -214,7 +223,7 @@ class Run:
         order = torch.randperm(len(self.x_train), generator=self.generator)
         total = 0.0
         for start in range(0, len(order), self.s.batch_size):
-            idx = order[start:start + self.s.batch_size]
+            idx = order[start : start + self.s.batch_size]
             x = self.augment(self.x_train[idx], self.generator).to(self.device)
             with precision_context(self.device):
                 logits = self.model(x).float()
@@ -234,32 +243,52 @@ class Run:
         return logits, val_loss, compute_metrics(self.y_val.numpy(), logits.softmax(1).numpy(), self.data.classes)
 
     def model_description(self, metrics: dict) -> dict:
-        return {"classes": self.data.classes, "input": self.spec.to_json(),
-                "encoder_config": self.encoder_config.to_json(), "mode": self.s.mode,
-                "pretrained": self.pretrained, "labels_percent": self.s.labels, "best_epoch": self.epoch,
-                "validation": {k: metrics[k] for k in ("auc", "accuracy", "balanced_accuracy", "f1_macro")}}
+        return {
+            "classes": self.data.classes,
+            "input": self.spec.to_json(),
+            "encoder_config": self.encoder_config.to_json(),
+            "mode": self.s.mode,
+            "pretrained": self.pretrained,
+            "labels_percent": self.s.labels,
+            "best_epoch": self.epoch,
+            "validation": {k: metrics[k] for k in ("auc", "accuracy", "balanced_accuracy", "f1_macro")},
+        }
 
     def run_epoch(self, bar):
         lr = max(group["lr"] for group in self.optimizer.param_groups)  # the head's
         train_loss = self.train_epoch(bar)
         self.epoch += 1
         logits, val_loss, metrics = self.validate()
-        self.history.append({"epoch": self.epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
-                             "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"]})
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "lr": lr,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_auc": metrics["auc"],
+                "val_accuracy": metrics["accuracy"],
+            }
+        )
         score = selection_score(metrics, val_loss)
         if self.best is None or score > tuple(self.best["score"]):
             save_model_folder(self.out / MODEL_DIR, self.model, self.model_description(metrics))
             self.best = {"epoch": self.epoch, "score": list(score), "probabilities": logits.softmax(1)}
         self.save_state()
-        bar.set_postfix(epoch=self.epoch, loss=f"{train_loss:.3f}", val_auc=f"{metrics['auc']:.3f}",
-                        best=self.best["epoch"])
+        bar.set_postfix(
+            epoch=self.epoch, loss=f"{train_loss:.3f}", val_auc=f"{metrics['auc']:.3f}", best=self.best["epoch"]
+        )
 
     def fit(self) -> dict:
         if self.resume():
             self.log(f"Resuming {self.out} after epoch {self.epoch} of {self.s.epochs}.")
-        write_json_atomic(self.out / "split.json", {"classes": self.data.classes,
-                                                    "train": [x.path for x in self.data.train],
-                                                    "val": [x.path for x in self.data.val]})
+        write_json_atomic(
+            self.out / "split.json",
+            {
+                "classes": self.data.classes,
+                "train": [x.path for x in self.data.train],
+                "val": [x.path for x in self.data.val],
+            },
+        )
         remaining = max(0, self.s.epochs - self.epoch) * self.steps_per_epoch
         with tqdm(total=remaining, desc="Training", unit="step") as bar:
             while self.epoch < self.s.epochs:
@@ -270,12 +299,17 @@ class Run:
         probabilities = self.best["probabilities"].numpy()
         metrics = compute_metrics(self.y_val.numpy(), probabilities, self.data.classes)
         metrics["best_epoch"] = self.best["epoch"]
-        report.write_predictions_csv(self.out / "validation_predictions.csv", self.data.val, probabilities,
-                                     self.data.classes)
+        report.write_predictions_csv(
+            self.out / "validation_predictions.csv", self.data.val, probabilities, self.data.classes
+        )
         report.write_history_csv(self.out / "history.csv", self.history)
         report.write_training_curve(self.out / "training_curve.png", self.history, self.best["epoch"])
-        settings = {**self.s.resume_key(), "num_train_images": len(self.data.train),
-                    "num_val_images": len(self.data.val), "pretrained_checkpoint": self.pretrained}
+        settings = {
+            **self.s.resume_key(),
+            "num_train_images": len(self.data.train),
+            "num_val_images": len(self.data.val),
+            "pretrained_checkpoint": self.pretrained,
+        }
         report.write_metrics(self.out, metrics, f"Validation of {self.out / MODEL_DIR}", settings)
         return metrics
 

@@ -8,6 +8,7 @@ view rather than in intensity range. Written as a CSV of ``image,label`` rows wi
 ``images/``, or as one subfolder per class; deterministic in the seed, and a case does not change
 when the number of cases changes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,13 +49,21 @@ def _write_image(image: np.ndarray, path: Path, image_format: str) -> None:
             os.replace(tmp + ".nii.gz", tmp)
 
 
-def write_style_task(out: str | Path, num_train: int = 160, num_test: int = 80, size: int = 64, seed: int = 0,
-                     image_format: str = "nii", layout: str = "csv") -> dict[str, Path]:
+def write_style_task(
+    out: str | Path,
+    num_train: int = 160,
+    num_test: int = 80,
+    size: int = 64,
+    seed: int = 0,
+    image_format: str = "nii",
+    layout: str = "csv",
+) -> dict[str, Path]:
     """Write the task under ``out``; returns {"train": ..., "test": ...}, each a CSV or a folder
     that ``nnUNetv2_vismae_classify`` takes as ``-i``."""
     if image_format not in FORMATS or layout not in LAYOUTS:
-        raise ValueError(f"format must be one of {FORMATS} and layout one of {LAYOUTS}, "
-                         f"got {image_format!r} and {layout!r}")
+        raise ValueError(
+            f"format must be one of {FORMATS} and layout one of {LAYOUTS}, got {image_format!r} and {layout!r}"
+        )
     out = Path(out)
     ending = ".nii.gz" if image_format == "nii" else ".png"
     written = {}

@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_demo [--quick | --study] [-o DIR] [-device cpu|cuda] [--dry-run]``."""
+
 from __future__ import annotations
 
 import shlex
@@ -17,16 +18,28 @@ def main(argv=None):
     parser = OneSentenceParser(
         prog=PROG,
         description="Run the whole pipeline on the embedded phantom dataset: generate it, plan and "
-                    "preprocess with nnU-Net, pretrain encoders on the unlabeled pool, and "
-                    "benchmark vanilla nnU-Net and each pretrained arm with its from-scratch twin at "
-                    "several label fractions. Rerunning resumes.")
+        "preprocess with nnU-Net, pretrain encoders on the unlabeled pool, and "
+        "benchmark vanilla nnU-Net and each pretrained arm with its from-scratch twin at "
+        "several label fractions. Rerunning resumes.",
+    )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", dest="size", const=QUICK, default=DEFAULT,
-                      help="a smoke test: a smaller, shorter run (minutes on a CPU) that draws no verdict")
-    size.add_argument("--study", action="store_const", dest="size", const=STUDY,
-                      help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
-                           "held-out phantoms (about 1.5 h on a 2-core CPU); in a default demo's folder it reuses "
-                           "that demo's runs")
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        dest="size",
+        const=QUICK,
+        default=DEFAULT,
+        help="a smoke test: a smaller, shorter run (minutes on a CPU) that draws no verdict",
+    )
+    size.add_argument(
+        "--study",
+        action="store_const",
+        dest="size",
+        const=STUDY,
+        help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
+        "held-out phantoms (about 1.5 h on a 2-core CPU); in a default demo's folder it reuses "
+        "that demo's runs",
+    )
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands and run nothing")
@@ -37,8 +50,11 @@ def main(argv=None):
         return
     check_output_folder(args.o)
     if args.size is QUICK:
-        print("This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
-              "organs, so its report draws no verdict.", flush=True)
+        print(
+            "This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
+            "organs, so its report draws no verdict.",
+            flush=True,
+        )
     report_dir = run_demo(Path(args.o), args.size, args.device)
     report = report_dir / "report.md"
     print(report.read_text() if report.exists() else "")

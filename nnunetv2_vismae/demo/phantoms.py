@@ -35,6 +35,7 @@ survive; nnU-Net reads them with ``SimpleITKIO`` as 2D data. The dataset folder 
 Every case has its own random stream derived from ``(seed, split, index)``, so a case does not
 change when the number of cases in any split changes, and no two cases share a stream.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ PIXEL_SPACING_MM = 2.5
 GENERATOR_VERSION = 2
 
 # Tissue indices of the intermediate tissue map; each style gives every tissue a mean and a texture.
-AIR, FAT, MUSCLE, MESENTERY, BONE, MARROW, CSF, LIVER, KCORTEX, KMEDULLA, SPLEEN, VESSEL, LESION, \
-    BOWEL, GAS, FLUID = range(16)
+AIR, FAT, MUSCLE, MESENTERY, BONE, MARROW, CSF, LIVER, KCORTEX, KMEDULLA, SPLEEN, VESSEL, LESION, BOWEL, GAS, FLUID = (
+    range(16)
+)
 N_TISSUES = 16
 
 
@@ -76,8 +78,18 @@ def _grid(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
     return y.astype(np.float32), x.astype(np.float32)
 
 
-def _blob(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, cy: float, cx: float, ry: float,
-          rx: float, angle: float = 0.0, roughness: float = 0.15, n_harmonics: int = 4) -> np.ndarray:
+def _blob(
+    rng: np.random.Generator,
+    y: np.ndarray,
+    x: np.ndarray,
+    cy: float,
+    cx: float,
+    ry: float,
+    rx: float,
+    angle: float = 0.0,
+    roughness: float = 0.15,
+    n_harmonics: int = 4,
+) -> np.ndarray:
     """Normalised radius field of a star-shaped blob: < 1 inside, 1 on the outline.
 
     The outline is an ellipse (semi-axes ry, rx, rotated by angle) whose radius is modulated by
@@ -111,7 +123,7 @@ def _low_frequency_field(rng: np.random.Generator, size: int) -> np.ndarray:
     c = np.linspace(-1, 1, size, dtype=np.float32)
     yy, xx = np.meshgrid(c, c, indexing="ij")
     p = rng.normal(0, 1, 5)
-    field = p[0] * yy + p[1] * xx + p[2] * yy * xx + p[3] * yy ** 2 + p[4] * xx ** 2
+    field = p[0] * yy + p[1] * xx + p[2] * yy * xx + p[3] * yy**2 + p[4] * xx**2
     field = field + 0.5 * _smooth_noise(rng, size, size / 5)
     return ((field - field.mean()) / (field.std() + 1e-8)).astype(np.float32)
 
@@ -162,19 +174,45 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
             tissue[core & loop] = GAS if content < 0.25 else FLUID
     if rng.uniform() < 0.8:
         cy, cx = rng.uniform(-0.45, -0.2) * by / 0.65, rng.uniform(0.2, 0.45) * bx
-        stomach = _blob(rng, y, x, cy, cx, rng.uniform(0.12, 0.2), rng.uniform(0.12, 0.22),
-                        rng.uniform(0, np.pi), 0.2) < 1
+        stomach = (
+            _blob(rng, y, x, cy, cx, rng.uniform(0.12, 0.2), rng.uniform(0.12, 0.22), rng.uniform(0, np.pi), 0.2) < 1
+        )
         stomach &= cavity
         tissue[stomach] = BOWEL
         tissue[stomach & (y < cy - rng.uniform(0.0, 0.08))] = GAS
 
     # liver: main body on the image left plus a left lobe towards the midline
     ly, lx = rng.uniform(-0.2, 0.05), -bx * rng.uniform(0.35, 0.55)
-    liver = _blob(rng, y, x, ly, lx, rng.uniform(0.25, 0.42), rng.uniform(0.22, 0.36),
-                  rng.uniform(-0.5, 0.5), roughness=0.25, n_harmonics=5) < 1
+    liver = (
+        _blob(
+            rng,
+            y,
+            x,
+            ly,
+            lx,
+            rng.uniform(0.25, 0.42),
+            rng.uniform(0.22, 0.36),
+            rng.uniform(-0.5, 0.5),
+            roughness=0.25,
+            n_harmonics=5,
+        )
+        < 1
+    )
     if rng.uniform() < 0.75:
-        liver |= _blob(rng, y, x, ly - rng.uniform(0.1, 0.2), lx + rng.uniform(0.25, 0.5),
-                       rng.uniform(0.08, 0.16), rng.uniform(0.15, 0.3), rng.uniform(-0.4, 0.4), 0.25) < 1
+        liver |= (
+            _blob(
+                rng,
+                y,
+                x,
+                ly - rng.uniform(0.1, 0.2),
+                lx + rng.uniform(0.25, 0.5),
+                rng.uniform(0.08, 0.16),
+                rng.uniform(0.15, 0.3),
+                rng.uniform(-0.4, 0.4),
+                0.25,
+            )
+            < 1
+        )
     liver &= cavity
     tissue[liver] = LIVER
     label[liver] = LABELS["liver"]
@@ -185,14 +223,28 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
         if ys.size:
             i = np.argmin(y[ys, xs] + 0.3 * rng.standard_normal(ys.size))
             r = rng.uniform(0.05, 0.09)
-            gb = _blob(rng, y, x, y[ys[i], xs[i]] + r * 0.5, x[ys[i], xs[i]], r * 1.4, r, rng.uniform(0, np.pi), 0.1) < 1
+            gb = (
+                _blob(rng, y, x, y[ys[i], xs[i]] + r * 0.5, x[ys[i], xs[i]], r * 1.4, r, rng.uniform(0, np.pi), 0.1) < 1
+            )
             gb &= cavity
             tissue[gb] = FLUID
             label[gb] = 0
 
     # spleen: posterior on the image right, elongated, liver-like brightness
-    spleen = _blob(rng, y, x, rng.uniform(0.0, 0.3) * by / 0.65, bx * rng.uniform(0.45, 0.65),
-                   rng.uniform(0.26, 0.36), rng.uniform(0.15, 0.21), rng.uniform(-0.9, -0.2), 0.25) < 1
+    spleen = (
+        _blob(
+            rng,
+            y,
+            x,
+            rng.uniform(0.0, 0.3) * by / 0.65,
+            bx * rng.uniform(0.45, 0.65),
+            rng.uniform(0.26, 0.36),
+            rng.uniform(0.15, 0.21),
+            rng.uniform(-0.9, -0.2),
+            0.25,
+        )
+        < 1
+    )
     spleen &= cavity
     tissue[spleen] = SPLEEN
     label[spleen] = LABELS["spleen"]
@@ -201,8 +253,17 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
     for side in (-1, 1):
         if rng.uniform() < 0.85:
             kr = rng.uniform(0.12, 0.17)
-            k = _blob(rng, y, x, sy - rng.uniform(0.0, 0.1), sx + side * rng.uniform(0.25, 0.4),
-                      kr * rng.uniform(1.1, 1.6), kr, side * rng.uniform(0.1, 0.6), 0.12)
+            k = _blob(
+                rng,
+                y,
+                x,
+                sy - rng.uniform(0.0, 0.1),
+                sx + side * rng.uniform(0.25, 0.4),
+                kr * rng.uniform(1.1, 1.6),
+                kr,
+                side * rng.uniform(0.1, 0.6),
+                0.12,
+            )
             kmask = (k < 1) & cavity & (tissue != BONE)
             tissue[kmask] = KCORTEX
             tissue[kmask & (k < rng.uniform(0.45, 0.7))] = KMEDULLA
@@ -213,8 +274,20 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
     ay, ax_ = sy - sr - ar - rng.uniform(0.01, 0.05), sx + rng.uniform(0.02, 0.1)
     aorta = _blob(rng, y, x, ay, ax_, ar, ar, 0.0, 0.03) < 1
     ir = rng.uniform(0.05, 0.075)
-    ivc = _blob(rng, y, x, ay - rng.uniform(0.0, 0.06), ax_ - rng.uniform(0.12, 0.2), ir * rng.uniform(0.6, 1.0),
-                ir * rng.uniform(1.0, 1.5), rng.uniform(-0.5, 0.5), 0.08) < 1
+    ivc = (
+        _blob(
+            rng,
+            y,
+            x,
+            ay - rng.uniform(0.0, 0.06),
+            ax_ - rng.uniform(0.12, 0.2),
+            ir * rng.uniform(0.6, 1.0),
+            ir * rng.uniform(1.0, 1.5),
+            rng.uniform(-0.5, 0.5),
+            0.08,
+        )
+        < 1
+    )
     vessels = (aorta | ivc) & cavity
     tissue[vessels] = VESSEL
     label[vessels] = 0
@@ -226,8 +299,10 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
     for _ in range(n_lesions):
         i = rng.integers(ys.size)
         r = rng.uniform(0.06, 0.12)
-        lesion = _blob(rng, y, x, y[ys[i], xs[i]], x[ys[i], xs[i]], r, r * rng.uniform(0.7, 1.3),
-                       rng.uniform(0, np.pi), 0.2) < 1
+        lesion = (
+            _blob(rng, y, x, y[ys[i], xs[i]], x[ys[i], xs[i]], r, r * rng.uniform(0.7, 1.3), rng.uniform(0, np.pi), 0.2)
+            < 1
+        )
         lesion &= liver_now
         tissue[lesion] = LESION
 
@@ -238,8 +313,9 @@ def _anatomy(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarra
 # ----------------------------------------------------------------------------------------------
 # appearance
 # ----------------------------------------------------------------------------------------------
-def _tissue_image(rng: np.random.Generator, tissue: np.ndarray, mean: np.ndarray, texture: np.ndarray,
-                  coarse_sigma: float) -> np.ndarray:
+def _tissue_image(
+    rng: np.random.Generator, tissue: np.ndarray, mean: np.ndarray, texture: np.ndarray, coarse_sigma: float
+) -> np.ndarray:
     """Piecewise-constant tissue means plus per-tissue textures (a fine and a coarse random field)."""
     size = tissue.shape[0]
     fine = _smooth_noise(rng, size, rng.uniform(0.6, 1.2))
@@ -259,10 +335,22 @@ def _jitter(rng: np.random.Generator, base: Dict[int, Tuple[float, float]]) -> n
 
 def _render_ct(rng, tissue, lesion):
     phase = rng.choice(["arterial", "portal"])
-    base = {AIR: (-1000, 0), FAT: (-100, 20), MUSCLE: (50, 10), MESENTERY: (-60, 30), BONE: (700, 250),
-            MARROW: (250, 80), CSF: (10, 5), BOWEL: (40, 20), GAS: (-900, 60), FLUID: (8, 6)}
-    organs = {"arterial": {LIVER: (75, 10), SPLEEN: (95, 20), KCORTEX: (190, 40), KMEDULLA: (90, 20), VESSEL: (280, 60)},
-              "portal": {LIVER: (110, 15), SPLEEN: (115, 15), KCORTEX: (170, 30), KMEDULLA: (160, 30), VESSEL: (160, 30)}}
+    base = {
+        AIR: (-1000, 0),
+        FAT: (-100, 20),
+        MUSCLE: (50, 10),
+        MESENTERY: (-60, 30),
+        BONE: (700, 250),
+        MARROW: (250, 80),
+        CSF: (10, 5),
+        BOWEL: (40, 20),
+        GAS: (-900, 60),
+        FLUID: (8, 6),
+    }
+    organs = {
+        "arterial": {LIVER: (75, 10), SPLEEN: (95, 20), KCORTEX: (190, 40), KMEDULLA: (90, 20), VESSEL: (280, 60)},
+        "portal": {LIVER: (110, 15), SPLEEN: (115, 15), KCORTEX: (170, 30), KMEDULLA: (160, 30), VESSEL: (160, 30)},
+    }
     base.update(organs[phase])
     mean = _jitter(rng, base)
     delta = 30 + 40 * lesion["strength"]
@@ -283,15 +371,42 @@ def _render_ct(rng, tissue, lesion):
 
 def _render_mr(rng, tissue, lesion, weighting):
     if weighting == "t1":
-        base = {AIR: (0, 0), FAT: (900, 80), MUSCLE: (300, 50), MESENTERY: (700, 120), BONE: (60, 30),
-                MARROW: (600, 100), CSF: (120, 40), LIVER: (480, 60), SPLEEN: (380, 50), KCORTEX: (400, 60),
-                KMEDULLA: (300, 60), VESSEL: (60, 40) if rng.uniform() < 0.5 else (750, 120),
-                BOWEL: (350, 80), GAS: (20, 10), FLUID: (120, 50)}
+        base = {
+            AIR: (0, 0),
+            FAT: (900, 80),
+            MUSCLE: (300, 50),
+            MESENTERY: (700, 120),
+            BONE: (60, 30),
+            MARROW: (600, 100),
+            CSF: (120, 40),
+            LIVER: (480, 60),
+            SPLEEN: (380, 50),
+            KCORTEX: (400, 60),
+            KMEDULLA: (300, 60),
+            VESSEL: (60, 40) if rng.uniform() < 0.5 else (750, 120),
+            BOWEL: (350, 80),
+            GAS: (20, 10),
+            FLUID: (120, 50),
+        }
         factor = 1 - (0.3 + 0.3 * lesion["strength"]) * (-0.6 if lesion["hyper"] else 1)
     else:
-        base = {AIR: (0, 0), FAT: (600, 100), MUSCLE: (200, 40), MESENTERY: (500, 120), BONE: (60, 30),
-                MARROW: (400, 80), CSF: (950, 50), LIVER: (250, 50), SPLEEN: (520, 70), KCORTEX: (600, 80),
-                KMEDULLA: (700, 80), VESSEL: (50, 30), BOWEL: (420, 100), GAS: (20, 10), FLUID: (950, 50)}
+        base = {
+            AIR: (0, 0),
+            FAT: (600, 100),
+            MUSCLE: (200, 40),
+            MESENTERY: (500, 120),
+            BONE: (60, 30),
+            MARROW: (400, 80),
+            CSF: (950, 50),
+            LIVER: (250, 50),
+            SPLEEN: (520, 70),
+            KCORTEX: (600, 80),
+            KMEDULLA: (700, 80),
+            VESSEL: (50, 30),
+            BOWEL: (420, 100),
+            GAS: (20, 10),
+            FLUID: (950, 50),
+        }
         factor = 1 + (0.5 + 1.0 * lesion["strength"]) * (1 if lesion["hyper"] or rng.uniform() < 0.7 else -0.5)
     mean = _jitter(rng, base)
     mean[LESION] = mean[LIVER] * factor
@@ -310,10 +425,23 @@ def _render_mr(rng, tissue, lesion, weighting):
 
 def _render_us(rng, tissue, lesion):
     size = tissue.shape[0]
-    base = {AIR: (0.02, 0.01), FAT: (0.55, 0.1), MUSCLE: (0.35, 0.08), MESENTERY: (0.8, 0.1), BONE: (1.0, 0.0),
-            MARROW: (0.9, 0.05), CSF: (0.05, 0.02), LIVER: (0.45, 0.05), SPLEEN: (0.25, 0.04),
-            KCORTEX: (0.7, 0.08), KMEDULLA: (0.15, 0.05), VESSEL: (0.03, 0.02), BOWEL: (0.5, 0.12),
-            GAS: (1.0, 0.0), FLUID: (0.03, 0.02)}
+    base = {
+        AIR: (0.02, 0.01),
+        FAT: (0.55, 0.1),
+        MUSCLE: (0.35, 0.08),
+        MESENTERY: (0.8, 0.1),
+        BONE: (1.0, 0.0),
+        MARROW: (0.9, 0.05),
+        CSF: (0.05, 0.02),
+        LIVER: (0.45, 0.05),
+        SPLEEN: (0.25, 0.04),
+        KCORTEX: (0.7, 0.08),
+        KMEDULLA: (0.15, 0.05),
+        VESSEL: (0.03, 0.02),
+        BOWEL: (0.5, 0.12),
+        GAS: (1.0, 0.0),
+        FLUID: (0.03, 0.02),
+    }
     mean = _jitter(rng, base)
     factor = 1 + (0.4 + 0.4 * lesion["strength"]) * (1 if lesion["hyper"] else -1)
     mean[LESION] = mean[LIVER] * factor
@@ -391,20 +519,34 @@ def _write(array: np.ndarray, path: Path) -> None:
     sitk.WriteImage(itk, str(path), True)
 
 
-def generate_dataset(raw_root: Union[str, Path], dataset_id: int = 800, name: str = "VisMAEPhantoms",
-                     num_train: int = 40, num_test: int = 20, num_unlabeled: int = 200, size: int = 128,
-                     seed: int = 0) -> Path:
+def generate_dataset(
+    raw_root: Union[str, Path],
+    dataset_id: int = 800,
+    name: str = "VisMAEPhantoms",
+    num_train: int = 40,
+    num_test: int = 20,
+    num_unlabeled: int = 200,
+    size: int = 128,
+    seed: int = 0,
+) -> Path:
     """Write the phantom dataset in nnU-Net v2 raw format under raw_root and return its folder
     (raw_root/DatasetXXX_name). Deterministic in all arguments; existing files are overwritten."""
-    for what, n, minimum in (("num_train", num_train, 1), ("num_test", num_test, 0), ("num_unlabeled", num_unlabeled, 0)):
+    for what, n, minimum in (
+        ("num_train", num_train, 1),
+        ("num_test", num_test, 0),
+        ("num_unlabeled", num_unlabeled, 0),
+    ):
         if n < minimum:
             raise ValueError(f"{what} must be at least {minimum}, got {n}")
     if not 0 < dataset_id < 1000:
         raise ValueError(f"dataset_id must be between 1 and 999, got {dataset_id}")
     folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
     cases: Dict[str, Dict[str, str]] = {}
-    jobs = (("tr", num_train, "imagesTr", "labelsTr"), ("ts", num_test, "imagesTs", "labelsTs"),
-            ("un", num_unlabeled, UNLABELED_FOLDER, None))
+    jobs = (
+        ("tr", num_train, "imagesTr", "labelsTr"),
+        ("ts", num_test, "imagesTs", "labelsTs"),
+        ("un", num_unlabeled, UNLABELED_FOLDER, None),
+    )
     for split, n, image_dir, label_dir in jobs:
         if n == 0:
             continue
@@ -422,17 +564,33 @@ def generate_dataset(raw_root: Union[str, Path], dataset_id: int = 800, name: st
             cases[case] = {"split": split, "style": style}
 
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
     generate_dataset_json(
-        str(folder), channel_names={"0": "image"}, labels=dict(LABELS), num_training_cases=num_train,
-        file_ending=FILE_ENDING, dataset_name=f"Dataset{dataset_id:03d}_{name}",
+        str(folder),
+        channel_names={"0": "image"},
+        labels=dict(LABELS),
+        num_training_cases=num_train,
+        file_ending=FILE_ENDING,
+        dataset_name=f"Dataset{dataset_id:03d}_{name}",
         description="Synthetic 2D abdominal phantoms in CT, MR T1, MR T2 and ultrasound styles "
-                    "(nnunetv2_vismae demo dataset).",
-        license="CC0", converted_by="nnunetv2_vismae.demo.phantoms",
+        "(nnunetv2_vismae demo dataset).",
+        license="CC0",
+        converted_by="nnunetv2_vismae.demo.phantoms",
         overwrite_image_reader_writer="SimpleITKIO",
-        numTest=num_test, numUnlabeled=num_unlabeled, unlabeled_folder=UNLABELED_FOLDER,
-        styles=list(STYLES))
-    meta = {"generator": "nnunetv2_vismae.demo.phantoms", "version": GENERATOR_VERSION, "seed": int(seed),
-            "size": int(size), "pixel_spacing_mm": PIXEL_SPACING_MM, "labels": LABELS, "styles": list(STYLES),
-            "cases": cases}
+        numTest=num_test,
+        numUnlabeled=num_unlabeled,
+        unlabeled_folder=UNLABELED_FOLDER,
+        styles=list(STYLES),
+    )
+    meta = {
+        "generator": "nnunetv2_vismae.demo.phantoms",
+        "version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "size": int(size),
+        "pixel_spacing_mm": PIXEL_SPACING_MM,
+        "labels": LABELS,
+        "styles": list(STYLES),
+        "cases": cases,
+    }
     (folder / "phantoms.json").write_text(json.dumps(meta, indent=1))
     return folder

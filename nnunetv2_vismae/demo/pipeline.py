@@ -5,6 +5,7 @@ generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (u
 several label fractions) -> report.md and label_efficiency.png. Every step is a console command run in a child
 process with its log in the output folder; rerunning resumes (finished steps are skipped).
 """
+
 from __future__ import annotations
 
 import time
@@ -45,14 +46,37 @@ class DemoSize:
 
 
 SWIN_ENCODER = ("--embed-dim", "48", "--depths", "2", "2", "2", "2", "--heads", "2", "4", "8", "16", "--window", "4")
-QUICK = DemoSize("benchmark", num_train=20, num_unlabeled=200, num_test=0, test=False, image_size=64,
-                 encoder=("--embed-dim", "24", "--depths", "1", "1", "1", "1", "--heads", "1", "2", "3", "6",
-                          "--window", "4"),
-                 pretrain_steps=30, pretrain_batch=8, labels=(25, 100), arms=SWIN_ARMS, epochs=1, iters=10)
+QUICK = DemoSize(
+    "benchmark",
+    num_train=20,
+    num_unlabeled=200,
+    num_test=0,
+    test=False,
+    image_size=64,
+    encoder=("--embed-dim", "24", "--depths", "1", "1", "1", "1", "--heads", "1", "2", "3", "6", "--window", "4"),
+    pretrain_steps=30,
+    pretrain_batch=8,
+    labels=(25, 100),
+    arms=SWIN_ARMS,
+    epochs=1,
+    iters=10,
+)
 # 800 iterations is where vanilla nnU-Net at 100% labels has learned every organ of these phantoms (README).
-DEFAULT = DemoSize("benchmark", num_train=60, num_unlabeled=600, num_test=200, test=False, image_size=64,
-                   encoder=SWIN_ENCODER, pretrain_steps=300, pretrain_batch=16, labels=(10,), arms=SWIN_ARMS,
-                   epochs=16, iters=50)
+DEFAULT = DemoSize(
+    "benchmark",
+    num_train=60,
+    num_unlabeled=600,
+    num_test=200,
+    test=False,
+    image_size=64,
+    encoder=SWIN_ENCODER,
+    pretrain_steps=300,
+    pretrain_batch=16,
+    labels=(10,),
+    arms=SWIN_ARMS,
+    epochs=16,
+    iters=50,
+)
 # The study trains the default demo's runs and more (reused in the demo's folder), all scored on the test set.
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS)
 
@@ -61,8 +85,9 @@ def nnunet_environment(out: Path) -> dict:
     """Every step's environment: nnU-Net's folders under ``out``, our trainers found, one export process,
     no torch.compile."""
     # nnUNetv2_predict without worker processes (nnUNet_npp/nps 0): 100 phantoms on a 2-core CPU in 30 s instead of 55
-    return command_environment(**make_folders(out), nnUNet_def_n_proc="1", nnUNet_compile="f", nnUNet_npp="0",
-                               nnUNet_nps="0")
+    return command_environment(
+        **make_folders(out), nnUNet_def_n_proc="1", nnUNet_compile="f", nnUNet_npp="0", nnUNet_nps="0"
+    )
 
 
 def step_environment(name: str, env: dict) -> dict:
@@ -86,21 +111,76 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
     """(name, action) pairs; an action is a command list or a callable, skipped when done."""
     raw = out / "nnUNet_raw" / DATASET
     pretrain_dir, pretrain_cnn_dir = out / "pretrain", out / "pretrain_cnn"
-    pretraining = ["-i", str(raw / UNLABELED_FOLDER), "--patch-size", str(size.image_size), "--steps",
-                   str(size.pretrain_steps), "--batch-size", str(size.pretrain_batch), "--lr", "1e-3", "--workers", "1",
-                   "-device", device]  # only the unlabeled pool: never a case that is scored
-    benchmark = ["nnUNetv2_vismae_benchmark", "-d", str(DATASET_ID), "-f", "0", "--labels", *map(str, size.labels),
-                 "--arms", *size.arms, "--pretrained", str(pretrain_dir / "encoder.safetensors"),
-                 "--epochs", str(size.epochs), "--iters", str(size.iters), "-device", device,
-                 "-o", str(out / size.name)] + (["--test"] if size.test else [])
-    plan = [("generate", lambda: generate_dataset(out / "nnUNet_raw", DATASET_ID, num_train=size.num_train,
-                                                  num_test=size.num_test,
-                                                  num_unlabeled=size.num_unlabeled, size=size.image_size)),
-            ("preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1"]),
-            ("pretrain", ["nnUNetv2_vismae_pretrain", "-o", str(pretrain_dir), *size.encoder, *pretraining])]
+    pretraining = [
+        "-i",
+        str(raw / UNLABELED_FOLDER),
+        "--patch-size",
+        str(size.image_size),
+        "--steps",
+        str(size.pretrain_steps),
+        "--batch-size",
+        str(size.pretrain_batch),
+        "--lr",
+        "1e-3",
+        "--workers",
+        "1",
+        "-device",
+        device,
+    ]  # only the unlabeled pool: never a case that is scored
+    benchmark = [
+        "nnUNetv2_vismae_benchmark",
+        "-d",
+        str(DATASET_ID),
+        "-f",
+        "0",
+        "--labels",
+        *map(str, size.labels),
+        "--arms",
+        *size.arms,
+        "--pretrained",
+        str(pretrain_dir / "encoder.safetensors"),
+        "--epochs",
+        str(size.epochs),
+        "--iters",
+        str(size.iters),
+        "-device",
+        device,
+        "-o",
+        str(out / size.name),
+    ] + (["--test"] if size.test else [])
+    plan = [
+        (
+            "generate",
+            lambda: generate_dataset(
+                out / "nnUNet_raw",
+                DATASET_ID,
+                num_train=size.num_train,
+                num_test=size.num_test,
+                num_unlabeled=size.num_unlabeled,
+                size=size.image_size,
+            ),
+        ),
+        ("preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1"]),
+        ("pretrain", ["nnUNetv2_vismae_pretrain", "-o", str(pretrain_dir), *size.encoder, *pretraining]),
+    ]
     if "cnn-mae" in size.arms:
-        plan.append(("pretrain_cnn", ["nnUNetv2_vismae_pretrain", "--encoder", "cnn", "--plans-of", str(DATASET_ID),
-                                      "-o", str(pretrain_cnn_dir), "--mask-ratio", "0.6", *pretraining]))
+        plan.append(
+            (
+                "pretrain_cnn",
+                [
+                    "nnUNetv2_vismae_pretrain",
+                    "--encoder",
+                    "cnn",
+                    "--plans-of",
+                    str(DATASET_ID),
+                    "-o",
+                    str(pretrain_cnn_dir),
+                    "--mask-ratio",
+                    "0.6",
+                    *pretraining,
+                ],
+            )
+        )
         benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
     return plan + [(size.name, benchmark)]
 

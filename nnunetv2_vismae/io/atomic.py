@@ -8,6 +8,7 @@ system). The temporary is created like any new file (mode 0666 less the umask: 0
 removed. Only a process killed mid-write (kill -9) leaves its temporary behind:
 ``remove_leftovers`` deletes those.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Figures rendered off-screen (no display needed) and returned as PNG bytes for atomic writing."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Whether an output folder can be written, asked before a command starts its work."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ nnU-Net's reader classes are used where nnU-Net has one (``NaturalImage2DIO`` fo
 does not read in 2D. Float NIfTI is read by nibabel: SimpleITK reads its NaN and Inf as 0, which would
 hide them from screening (and let a broken volume be trained on).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -21,8 +22,12 @@ SUPPORTED_ENDINGS = NATURAL_ENDINGS + TIFF_ENDINGS + DICOM_ENDINGS + VOLUME_ENDI
 
 def file_kind(path: str) -> str | None:
     name = path.lower()
-    for kind, endings in (("natural", NATURAL_ENDINGS), ("tiff", TIFF_ENDINGS), ("dicom", DICOM_ENDINGS),
-                          ("volume", VOLUME_ENDINGS)):
+    for kind, endings in (
+        ("natural", NATURAL_ENDINGS),
+        ("tiff", TIFF_ENDINGS),
+        ("dicom", DICOM_ENDINGS),
+        ("volume", VOLUME_ENDINGS),
+    ):
         if name.endswith(endings):
             return kind
     return None
@@ -48,18 +53,22 @@ def read_image(path: str) -> np.ndarray:
     kind = file_kind(path)
     if kind == "natural":
         from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+
         return NaturalImage2DIO().read_images([path])[0]
     if kind == "volume":
         float_nifti = read_float_nifti(path) if path.lower().endswith(NIFTI_ENDINGS) else None
         if float_nifti is not None:
             return float_nifti
         from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
         return SimpleITKIO().read_images([path])[0]
     if kind == "tiff":
         import tifffile
+
         arr = tifffile.imread(path)
     else:  # dicom: nnU-Net has no DICOM reader; SimpleITK (GDCM) applies rescale slope/intercept
         import SimpleITK as sitk
+
         arr = sitk.GetArrayFromImage(sitk.ReadImage(path))
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 2:

@@ -11,6 +11,7 @@ that is gone (kill -9, a crash, a power cut) is taken over; a live one, or one f
 sentence that says how to clear it. The check and the write happen under ``flock`` on the folder,
 so two processes of one host never both take it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -110,21 +111,32 @@ class FolderLock:
             holder = _read_holder(self.path)
             if holder is not None and not _is_stale(holder):
                 raise OutputFolderError(self.refusal(holder))
-            record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                      "started": datetime.now().isoformat(timespec="seconds"),
-                      "process_start": _process_start(os.getpid()), "token": secrets.token_hex(8)}
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": self.command,
+                "started": datetime.now().isoformat(timespec="seconds"),
+                "process_start": _process_start(os.getpid()),
+                "token": secrets.token_hex(8),
+            }
             write_json_atomic(self.path, record)
             self.record = record
         return self
 
     def refusal(self, holder: dict) -> str:
-        who = (f"{holder.get('command', 'another command')} (pid {holder.get('pid')} on host "
-               f"{holder.get('host')}, started {holder.get('started')})")
+        who = (
+            f"{holder.get('command', 'another command')} (pid {holder.get('pid')} on host "
+            f"{holder.get('host')}, started {holder.get('started')})"
+        )
         if holder.get("host") == socket.gethostname():
-            return (f"Output folder {self.folder} is in use by {who}; wait for that run to end or choose "
-                    f"another output folder (if no such process runs, delete {self.path}).")
-        return (f"Output folder {self.folder} is in use by {who}, which cannot be checked from host "
-                f"{socket.gethostname()}; if no run is going on there, delete {self.path} and rerun.")
+            return (
+                f"Output folder {self.folder} is in use by {who}; wait for that run to end or choose "
+                f"another output folder (if no such process runs, delete {self.path})."
+            )
+        return (
+            f"Output folder {self.folder} is in use by {who}, which cannot be checked from host "
+            f"{socket.gethostname()}; if no run is going on there, delete {self.path} and rerun."
+        )
 
     def release(self) -> None:
         """Delete the lock file if it is still this lock's (and the folder, if ``remove_if_empty``

@@ -1,6 +1,7 @@
 """nnU-Net's folders and commands as every stage meets them: a dataset's folder found the way
 nnU-Net's own commands find it, the environment in which they find our trainers, and one console
 script run with its output in a log."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def preprocessed_folder(dataset: int | str, error: type[Exception]) -> Path:
     the folder is missing."""
     root = os.environ.get("nnUNet_preprocessed")
     if not root:
-        raise error("The environment variable nnUNet_preprocessed is not set; point it at nnU-Net's "
-                    "preprocessed folder, as for nnU-Net's own commands.")
+        raise error(
+            "The environment variable nnUNet_preprocessed is not set; point it at nnU-Net's "
+            "preprocessed folder, as for nnU-Net's own commands."
+        )
     if not Path(root).is_dir():
         raise error(f"nnUNet_preprocessed={root} is not a folder.")
     folder = Path(root) / dataset_name(dataset, error)

@@ -5,6 +5,7 @@ volume). ``ct``: nnU-Net's ``CTNormalization`` (clip to a window, then z-score w
 nnU-Net takes window and statistics from the dataset fingerprint, here they are given on the command
 line (``--ct-clip``, ``--ct-stats``; without stats, the clipped image's own mean/std is used).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ RGB_TO_GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 @dataclass(frozen=True)
 class Normalization:
-    scheme: str = "zscore"                     # "zscore" | "ct"
+    scheme: str = "zscore"  # "zscore" | "ct"
     ct_clip: tuple[float, float] | None = None
     ct_stats: tuple[float, float] | None = None  # (mean, std) of the clipped foreground
 

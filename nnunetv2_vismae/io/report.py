@@ -1,4 +1,5 @@
 """What every report writer shares: CSV text, Markdown tables, and a report's files written atomically."""
+
 from __future__ import annotations
 
 import csv
@@ -18,6 +19,7 @@ def csv_text(header: list, rows) -> str:
 
 def markdown_table(header: list, rows) -> list[str]:
     """The table's lines, then an empty line."""
+
     def row(cells) -> str:
         return "| " + " | ".join(str(c) for c in cells) + " |"
 

@@ -3,10 +3,20 @@
 The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants such as
 ``VisMAETrainer_5epochs`` are resolved by name on demand.
 """
+
 from nnunetv2_vismae.training.trainers import (  # noqa: F401
-    VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD, VisMAETrainerSawtooth, VisMAETrainerScratch)
+    VisMAETrainer,
+    VisMAETrainerFrozen,
+    VisMAETrainerLLRD,
+    VisMAETrainerSawtooth,
+    VisMAETrainerScratch,
+)
 from nnunetv2_vismae.training.cnn_trainers import (  # noqa: F401
-    nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch, nnUNetTrainerMAEScratchLowLR)
+    nnUNetTrainerMAE,
+    nnUNetTrainerMAELowLR,
+    nnUNetTrainerMAEScratch,
+    nnUNetTrainerMAEScratchLowLR,
+)
 from nnunetv2_vismae.training.variants import make_variant
 
 

@@ -7,6 +7,7 @@ does, with the layers of timm's Swin ``group_matcher``; timm's function itself d
 needs the matcher on the whole network and cannot mark the encoder's groups, which the sawtooth
 schedule holds at lr 0.
 """
+
 from __future__ import annotations
 
 from fnmatch import fnmatch
@@ -44,5 +45,7 @@ def param_groups(network: nn.Module, weight_decay: float, layer_decay: float | N
         if param.requires_grad:
             scale = layer_decay ** (above_encoder - layers[name]) if name in layers else 1.0
             groups.setdefault((scale, decays(name, param), name.startswith("encoder.")), []).append(param)
-    return [{"params": params, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0,
-             "encoder": encoder} for (scale, decay, encoder), params in groups.items()]
+    return [
+        {"params": params, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0, "encoder": encoder}
+        for (scale, decay, encoder), params in groups.items()
+    ]

@@ -1,4 +1,5 @@
 """Learning-rate schedules stepped per epoch, with nnU-Net's ``step(current_epoch)`` interface."""
+
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import _LRScheduler
@@ -10,8 +11,7 @@ class WarmupPolyLRScheduler(_LRScheduler):
     One scheduler for the whole run, so nnU-Net's checkpointing restores it unchanged.
     """
 
-    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int,
-                 exponent: float = 0.9):
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int, exponent: float = 0.9):
         self.initial_lr, self.max_steps, self.exponent = initial_lr, max_steps, exponent
         self.warmup_steps = max(0, min(warmup_steps, max_steps - 1))
         self.ctr = 0
@@ -48,4 +48,3 @@ class SawtoothLRScheduler(WarmupPolyLRScheduler):
         if step < self.decoder_steps:
             return 0.0 if group.get("encoder") else self.initial_lr * (step + 1) / self.decoder_steps
         return super().group_lr(step - self.decoder_steps, group)
-

@@ -1,5 +1,6 @@
 """``nnUNetv2_vismae_plan``: write nnUNetVisMAEPlans.json (swin) or nnUNetMAEPlans.json (cnn checkpoint)
 next to the dataset's nnU-Net plans."""
+
 from __future__ import annotations
 
 import json
@@ -66,22 +67,35 @@ def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pre
 
 @console_script(PROG)
 def main(argv=None):
-    parser = OneSentenceParser(prog=PROG, description="Derive fine-tuning plans (2d, same preprocessed data) from "
-                                                      "a dataset's nnU-Net plans: SwinUNet for a swin checkpoint (or "
-                                                      "none), nnU-Net's own network for a cnn checkpoint.")
+    parser = OneSentenceParser(
+        prog=PROG,
+        description="Derive fine-tuning plans (2d, same preprocessed data) from "
+        "a dataset's nnU-Net plans: SwinUNet for a swin checkpoint (or "
+        "none), nnU-Net's own network for a cnn checkpoint.",
+    )
     parser.add_argument("-d", required=True, help="dataset id or name")
     parser.add_argument("-p", default="nnUNetPlans", help="source nnU-Net plans (default: nnUNetPlans)")
-    parser.add_argument("-o", help="name of the plans to write (default: nnUNetVisMAEPlans, or nnUNetMAEPlans "
-                                   "for a cnn checkpoint)")
-    parser.add_argument("--pretrained", help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
-                                             "cnn: it must come from the 2d network of -p)")
-    parser.add_argument("--decoder", default="conv", choices=["conv", "swin"],
-                        help="conv: SwinUNETR-style conv decoder with a full-resolution stem skip "
-                             "(default); swin: VIS-MAE's Swin-UNet decoder")
+    parser.add_argument(
+        "-o", help="name of the plans to write (default: nnUNetVisMAEPlans, or nnUNetMAEPlans for a cnn checkpoint)"
+    )
+    parser.add_argument(
+        "--pretrained",
+        help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
+        "cnn: it must come from the 2d network of -p)",
+    )
+    parser.add_argument(
+        "--decoder",
+        default="conv",
+        choices=["conv", "swin"],
+        help="conv: SwinUNETR-style conv decoder with a full-resolution stem skip "
+        "(default); swin: VIS-MAE's Swin-UNet decoder",
+    )
     args = parser.parse_args(argv)
     target = plan(args.d, args.p, args.o, args.decoder, args.pretrained)
-    print(f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {target.stem} "
-          f"-tr {fine_tuning_trainer(target)}")
+    print(
+        f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} 2d FOLD -p {target.stem} "
+        f"-tr {fine_tuning_trainer(target)}"
+    )
 
 
 if __name__ == "__main__":

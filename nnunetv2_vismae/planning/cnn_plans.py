@@ -1,5 +1,6 @@
 """Plans for fine-tuning a pretrained ``cnn`` encoder: nnU-Net's own 2d network, unchanged, plus the
 checkpoint reference (``nnUNetMAEPlans``, trained by ``nnUNetTrainerMAE``)."""
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,10 @@ def check_checkpoint_fits(plans: dict, plans_name: str, in_channels: int, checkp
     try:
         network = _network_config(plans, in_channels)
     except Exception as e:  # a network class the cnn family does not know
-        raise PlanningError(f"The 2d network of plans {plans_name} ({type(e).__name__}: {e}) is not one the cnn "
-                            "encoder family can fine-tune.") from None
+        raise PlanningError(
+            f"The 2d network of plans {plans_name} ({type(e).__name__}: {e}) is not one the cnn "
+            "encoder family can fine-tune."
+        ) from None
     differences = signature_differences(checkpoint.encoder_config, network)
     if differences:
         key = differences[0]
@@ -35,7 +38,8 @@ def check_checkpoint_fits(plans: dict, plans_name: str, in_channels: int, checkp
             f"Encoder checkpoint {checkpoint.path} was pretrained for a different network than the 2d configuration "
             f"of plans {plans_name}: its {key} is {json.dumps(checkpoint.encoder_config.get(key))} but the plans' is "
             f"{json.dumps(network.get(key))}; pretrain with --encoder cnn -d {plans.get('dataset_name', 'ID')} "
-            f"-p {plans_name}, or plan with the -p it was pretrained with.")
+            f"-p {plans_name}, or plan with the -p it was pretrained with."
+        )
 
 
 def derive_mae_plans(plans: dict, plans_name: str, reference: dict) -> dict:

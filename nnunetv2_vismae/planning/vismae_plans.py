@@ -1,4 +1,5 @@
 """Derive a VisMAE plans file from a dataset's nnU-Net plans (2d configuration, same preprocessed data)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,12 +22,16 @@ class PlanningError(UserError):
 def load_plans(folder: Path, plans_name: str) -> dict:
     path = folder / f"{plans_name}.json"
     if not path.is_file():
-        raise PlanningError(f"{path} does not exist; run nnUNetv2_plan_and_preprocess "
-                            f"(with -pl for other planners) to create plans {plans_name!r}.")
+        raise PlanningError(
+            f"{path} does not exist; run nnUNetv2_plan_and_preprocess "
+            f"(with -pl for other planners) to create plans {plans_name!r}."
+        )
     plans = json.loads(path.read_text())
     if "2d" not in plans.get("configurations", {}):
-        raise PlanningError(f"{path} has no '2d' configuration (it has "
-                            f"{sorted(plans.get('configurations', {}))}); VisMAE fine-tunes in 2D.")
+        raise PlanningError(
+            f"{path} has no '2d' configuration (it has "
+            f"{sorted(plans.get('configurations', {}))}); VisMAE fine-tunes in 2D."
+        )
     return plans
 
 
@@ -41,8 +46,9 @@ def scaled_batch_size(batch_size: int, old_patch, new_patch) -> int:
     return int(min(2 * batch_size, max(2, round(batch_size * ratio))))
 
 
-def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig, decoder: str,
-                        pretrained: dict | None = None) -> dict:
+def derive_vismae_plans(
+    plans: dict, plans_name: str, encoder: SwinEncoderConfig, decoder: str, pretrained: dict | None = None
+) -> dict:
     """A copy of ``plans`` with one ``2d`` configuration that trains SwinUNet on the same data."""
     if decoder not in DECODERS:
         raise PlanningError(f"--decoder must be one of {DECODERS}, got {decoder!r}.")
@@ -54,8 +60,12 @@ def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig
     encoder_kwargs = {k: v for k, v in encoder.to_json().items() if k != "in_channels"}
     config["architecture"] = {
         "network_class_name": NETWORK_CLASS,
-        "arch_kwargs": {"encoder": encoder_kwargs, "decoder": decoder, "stem_channels": STEM_CHANNELS,
-                        "strides": SwinUNet.output_strides(encoder, decoder)},
+        "arch_kwargs": {
+            "encoder": encoder_kwargs,
+            "decoder": decoder,
+            "stem_channels": STEM_CHANNELS,
+            "strides": SwinUNet.output_strides(encoder, decoder),
+        },
         "_kw_requires_import": [],
     }
     if pretrained is not None:
@@ -64,4 +74,3 @@ def derive_vismae_plans(plans: dict, plans_name: str, encoder: SwinEncoderConfig
     derived["plans_name"] = plans_name
     derived["configurations"] = {"2d": config}
     return derived
-

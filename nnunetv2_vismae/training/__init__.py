@@ -1,6 +1,11 @@
 """nnU-Net trainers for fine-tuning (VisMAETrainer and variants) and their helpers."""
-from nnunetv2_vismae.training.trainers import (
-    VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD, VisMAETrainerSawtooth, VisMAETrainerScratch)
 
-__all__ = ["VisMAETrainer", "VisMAETrainerFrozen", "VisMAETrainerLLRD", "VisMAETrainerSawtooth",
-           "VisMAETrainerScratch"]
+from nnunetv2_vismae.training.trainers import (
+    VisMAETrainer,
+    VisMAETrainerFrozen,
+    VisMAETrainerLLRD,
+    VisMAETrainerSawtooth,
+    VisMAETrainerScratch,
+)
+
+__all__ = ["VisMAETrainer", "VisMAETrainerFrozen", "VisMAETrainerLLRD", "VisMAETrainerSawtooth", "VisMAETrainerScratch"]

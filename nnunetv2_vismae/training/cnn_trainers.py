@@ -1,4 +1,5 @@
 """``nnUNetTrainerMAE``: nnU-Net's own network fine-tuned from a ``cnn`` (SparK-style) encoder checkpoint."""
+
 from __future__ import annotations
 
 import pydoc
@@ -18,9 +19,11 @@ def refuse_swin_plans(trainer: str, plans: dict, configuration: str) -> None:
     inside ``initialize``."""
     network = PlansManager(plans).get_configuration(configuration).network_arch_class_name
     if pydoc.locate(network) is SwinUNet:
-        raise SystemExit(f"{trainer}: the plans {plans.get('plans_name')} name {network}, which VisMAETrainer "
-                         f"trains; {trainer} needs plans of nnU-Net's own network (-p nnUNetMAEPlans, which "
-                         "nnUNetv2_vismae_plan --pretrained writes for a cnn checkpoint).")
+        raise SystemExit(
+            f"{trainer}: the plans {plans.get('plans_name')} name {network}, which VisMAETrainer "
+            f"trains; {trainer} needs plans of nnU-Net's own network (-p nnUNetMAEPlans, which "
+            "nnUNetv2_vismae_plan --pretrained writes for a cnn checkpoint)."
+        )
 
 
 class nnUNetTrainerMAE(VisMAETrainer):
@@ -36,8 +39,14 @@ class nnUNetTrainerMAE(VisMAETrainer):
     peak_lr = 1e-2
     stage_fraction = 0.05  # of all epochs, for each of the two warm-up stages
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         refuse_swin_plans(type(self).__name__, plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr, self.weight_decay = self.peak_lr, 3e-5  # nnU-Net's weight decay
@@ -47,8 +56,9 @@ class nnUNetTrainerMAE(VisMAETrainer):
             super().load_pretrained_encoder(reference)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.SGD(self.parameter_groups(), self.initial_lr, weight_decay=self.weight_decay,
-                                    momentum=0.99, nesterov=True)
+        optimizer = torch.optim.SGD(
+            self.parameter_groups(), self.initial_lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True
+        )
         stage = max(1, round(self.num_epochs * self.stage_fraction))
         return optimizer, SawtoothLRScheduler(optimizer, self.initial_lr, self.num_epochs, stage, stage)
 

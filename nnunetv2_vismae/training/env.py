@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_env``: print the shell line that lets nnU-Net's own commands find our trainers."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ def main(argv=None):
     OneSentenceParser(
         prog=PROG,
         description="Print the export line for nnUNet_extTrainer so that nnUNetv2_train and "
-                    "nnUNetv2_predict find VisMAETrainer and its variants. "
-                    'Use: eval "$(nnUNetv2_vismae_env)"').parse_args(argv)
+        "nnUNetv2_predict find VisMAETrainer and its variants. "
+        'Use: eval "$(nnUNetv2_vismae_env)"',
+    ).parse_args(argv)
     print(f"export nnUNet_extTrainer={shlex.quote(ext_trainer_value(os.environ.get('nnUNet_extTrainer')))}")
 
 

@@ -1,4 +1,5 @@
 """Fine-tuning trainers: nnU-Net's trainer with a transformer recipe and pretrained-encoder loading."""
+
 from __future__ import annotations
 
 import torch
@@ -36,12 +37,20 @@ class VisMAETrainer(nnUNetTrainer):
     layer_decay: float | None = None  # encoder lr multiplied by this per block away from the decoder
     frozen_encoder = False
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         if not nnUNet_results.is_set():  # nnU-Net's trainer would fail making a folder of None
-            raise SystemExit(f"{type(self).__name__}: the environment variable nnUNet_results is not set; "
-                             "nnUNetv2_train needs it for the folder the trained model is written to "
-                             "(export nnUNet_results=/path/to/nnUNet_results).")
+            raise SystemExit(
+                f"{type(self).__name__}: the environment variable nnUNet_results is not set; "
+                "nnUNetv2_train needs it for the folder the trained model is written to "
+                "(export nnUNet_results=/path/to/nnUNet_results)."
+            )
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 3e-4
         self.weight_decay = 0.05
@@ -77,8 +86,13 @@ class VisMAETrainer(nnUNetTrainer):
     def configure_optimizers(self):
         if self.frozen_encoder:
             unwrap(self.network).encoder.requires_grad_(False)
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.initial_lr, betas=self.betas,
-                                      weight_decay=self.weight_decay, fused=fused_adamw(self.device))
+        optimizer = torch.optim.AdamW(
+            self.parameter_groups(),
+            lr=self.initial_lr,
+            betas=self.betas,
+            weight_decay=self.weight_decay,
+            fused=fused_adamw(self.device),
+        )
         warmup = round(self.num_epochs * self.warmup_fraction) if self.num_epochs > 1 else 0
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
         return optimizer, scheduler

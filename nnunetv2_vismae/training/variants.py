@@ -8,6 +8,7 @@ with it), for quick runs. Classes are made on first use and
 cached here, so the stock ``nnUNetv2_train`` / ``nnUNetv2_predict`` and pickling in worker
 processes all resolve the same class through this module's ``__getattr__``.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,16 +18,39 @@ from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.label_subsets import label_subset
-from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch,
-                                                   nnUNetTrainerMAEScratchLowLR)
-from nnunetv2_vismae.training.trainers import (VisMAETrainer, VisMAETrainerFrozen, VisMAETrainerLLRD,
-                                               VisMAETrainerSawtooth, VisMAETrainerScratch)
+from nnunetv2_vismae.training.cnn_trainers import (
+    nnUNetTrainerMAE,
+    nnUNetTrainerMAELowLR,
+    nnUNetTrainerMAEScratch,
+    nnUNetTrainerMAEScratchLowLR,
+)
+from nnunetv2_vismae.training.trainers import (
+    VisMAETrainer,
+    VisMAETrainerFrozen,
+    VisMAETrainerLLRD,
+    VisMAETrainerSawtooth,
+    VisMAETrainerScratch,
+)
 
-BASES = {cls.__name__: cls for cls in (VisMAETrainer, VisMAETrainerScratch, VisMAETrainerLLRD, VisMAETrainerFrozen,
-                                       VisMAETrainerSawtooth, nnUNetTrainerMAE, nnUNetTrainerMAEScratch,
-                                       nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratchLowLR, nnUNetTrainer)}
-_SUFFIXES = re.compile(r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+)(?:_seed(?P<seed>\d+))?)?"
-                       r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$")
+BASES = {
+    cls.__name__: cls
+    for cls in (
+        VisMAETrainer,
+        VisMAETrainerScratch,
+        VisMAETrainerLLRD,
+        VisMAETrainerFrozen,
+        VisMAETrainerSawtooth,
+        nnUNetTrainerMAE,
+        nnUNetTrainerMAEScratch,
+        nnUNetTrainerMAELowLR,
+        nnUNetTrainerMAEScratchLowLR,
+        nnUNetTrainer,
+    )
+}
+_SUFFIXES = re.compile(
+    r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+)(?:_seed(?P<seed>\d+))?)?"
+    r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$"
+)
 
 
 def parse_variant(name: str) -> tuple[type, dict] | None:
@@ -40,8 +64,7 @@ def parse_variant(name: str) -> tuple[type, dict] | None:
     if not 1 <= settings.get("labels", 1) <= 100:
         # An unmistakable user error inside nnUNetv2_train's trainer lookup, which would otherwise
         # only say the trainer was not found: stop with one sentence (exit code 1, no traceback).
-        raise SystemExit(f"Trainer {name}: the label percentage must be between 1 and 100, "
-                         f"got {settings['labels']}.")
+        raise SystemExit(f"Trainer {name}: the label percentage must be between 1 and 100, got {settings['labels']}.")
     return BASES[match["base"]], settings
 
 
@@ -65,14 +88,18 @@ def make_variant(name: str) -> type:
             return train, val
         seed = settings.get("seed", 0)
         subset = label_subset(train, settings["labels"], self.plans_manager.dataset_name, self.fold, seed)
-        save_json({"percent": settings["labels"], "seed": seed, "train": subset, "fold_train": sorted(train)},
-                  join(self.output_folder, "label_subset.json"))
-        self.print_to_log_file(f"Label subset: {len(subset)} of {len(train)} training cases "
-                               f"({settings['labels']}%, subset seed {seed}).")
+        save_json(
+            {"percent": settings["labels"], "seed": seed, "train": subset, "fold_train": sorted(train)},
+            join(self.output_folder, "label_subset.json"),
+        )
+        self.print_to_log_file(
+            f"Label subset: {len(subset)} of {len(train)} training cases ({settings['labels']}%, subset seed {seed})."
+        )
         return subset, val
 
-    cls = type(name, (base,), {"__init__": __init__, "do_split": do_split, "__module__": __name__,
-                               "__qualname__": name})
+    cls = type(
+        name, (base,), {"__init__": __init__, "do_split": do_split, "__module__": __name__, "__qualname__": name}
+    )
     globals()[name] = cls
     return cls
 

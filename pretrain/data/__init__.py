@@ -1,4 +1,5 @@
 """Pretraining data: sources of 2D slices (nnU-Net preprocessed datasets, image files) mixed by weight."""
+
 from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource

@@ -7,6 +7,7 @@ A manifest (file, shape, and so the slice indices) is built once by reading only
 cached in the output folder under a key derived from the input list (paths, sizes, modification
 times, slicing axis), so a restart with the same inputs starts in seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ def discover_files(folders: list[str] | None = None, file_list: str | None = Non
                 if not os.path.isfile(path):
                     raise PretrainUserError(f"{file_list} line {line_no} names {line}, which does not exist.")
                 if file_kind(path) is None:
-                    raise PretrainUserError(f"{file_list} line {line_no} names {line}, which is not one of "
-                                            f"the supported types {' '.join(SUPPORTED_ENDINGS)}.")
+                    raise PretrainUserError(
+                        f"{file_list} line {line_no} names {line}, which is not one of "
+                        f"the supported types {' '.join(SUPPORTED_ENDINGS)}."
+                    )
                 files.append(path)
     return sorted(set(files))
 
@@ -83,8 +86,9 @@ def build_manifest(files: list[str]) -> dict:
     return {"version": MANIFEST_VERSION, "files": entries, "skipped": skipped}
 
 
-def load_or_build_manifest(files: list[str], axis: str, cache_dir: str | None, is_main: bool = True,
-                           barrier=lambda: None) -> tuple[dict, str | None]:
+def load_or_build_manifest(
+    files: list[str], axis: str, cache_dir: str | None, is_main: bool = True, barrier=lambda: None
+) -> tuple[dict, str | None]:
     """The manifest from ``cache_dir`` if its key matches, else built (by the main rank) and cached."""
     key = manifest_key(files, axis)
     path = os.path.join(cache_dir, f"manifest_{key}.json") if cache_dir else None
@@ -114,12 +118,18 @@ class FileSource:
     num_channels = 1
     cache_volumes = 4
 
-    def __init__(self, name: str, files: list[str], axis: str = "0",
-                 normalization: Normalization = Normalization(), cache_dir: str | None = None,
-                 is_main: bool = True, barrier=lambda: None):
+    def __init__(
+        self,
+        name: str,
+        files: list[str],
+        axis: str = "0",
+        normalization: Normalization = Normalization(),
+        cache_dir: str | None = None,
+        is_main: bool = True,
+        barrier=lambda: None,
+    ):
         if not files:
-            raise PretrainUserError(f"Source {name} contains no supported image files "
-                                    f"({' '.join(SUPPORTED_ENDINGS)}).")
+            raise PretrainUserError(f"Source {name} contains no supported image files ({' '.join(SUPPORTED_ENDINGS)}).")
         self.name, self.axis, self.normalization = name, axis, normalization
         manifest, self.manifest_path = load_or_build_manifest(files, axis, cache_dir, is_main, barrier)
         self.files = [e[0] for e in manifest["files"]]
@@ -129,12 +139,14 @@ class FileSource:
         axes = (0, 1, 2) if axis == "all" else (int(axis),)
         units = []  # (file index, axis, number of slices)
         for fi, (_, shape, _) in enumerate(manifest["files"]):
-            for a in ((0,) if shape[0] == 1 else axes):
+            for a in (0,) if shape[0] == 1 else axes:
                 units.append((fi, a, shape[a]))
         if not units:
             path, reason, detail = self.skipped[0]
-            raise PretrainUserError(f"Source {name}: none of its {len(files)} files can be used (e.g. {path}: "
-                                    f"{REASONS[reason]}{f', {detail}' if detail else ''}).")
+            raise PretrainUserError(
+                f"Source {name}: none of its {len(files)} files can be used (e.g. {path}: "
+                f"{REASONS[reason]}{f', {detail}' if detail else ''})."
+            )
         self.units = np.array(units, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.units[:, 2])])
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -180,6 +192,12 @@ class FileSource:
         return np.ascontiguousarray(np.take(volume, int(index - self.offsets[u]), axis=axis + 1))
 
     def summary(self) -> dict:
-        return {"type": "files", "name": self.name, "num_files": len(self.files),
-                "num_skipped": len(self.skipped), "num_slices": len(self), "axis": self.axis,
-                "normalization": self.normalization.to_json()}
+        return {
+            "type": "files",
+            "name": self.name,
+            "num_files": len(self.files),
+            "num_skipped": len(self.skipped),
+            "num_slices": len(self),
+            "axis": self.axis,
+            "normalization": self.normalization.to_json(),
+        }

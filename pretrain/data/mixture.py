@@ -5,6 +5,7 @@ Sample ``k`` of rank ``r`` is drawn with ``numpy.random.default_rng((seed, r, k)
 position of a run is therefore one integer, resuming is exact, and any number of data-loader
 workers give the same stream.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -31,7 +32,7 @@ def random_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
         image = np.pad(image, ((0, 0), (top, pad_h - top), (left, pad_w - left)))
         h, w = image.shape[1:]
     y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    return image[:, y:y + size, x:x + size]
+    return image[:, y : y + size, x : x + size]
 
 
 class PatchDataset(Dataset):
@@ -42,11 +43,19 @@ class PatchDataset(Dataset):
     default proportional to the number of slices, i.e. uniform over all slices.
     """
 
-    def __init__(self, sources: list, patch_size: int, weights: list[float] | None = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        sources: list,
+        patch_size: int,
+        weights: list[float] | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.sources, self.patch_size, self.seed, self.rank = sources, patch_size, seed, rank
-        self.shards = [np.arange(rank, len(s), world_size) if len(s) >= world_size else np.arange(len(s))
-                       for s in sources]
+        self.shards = [
+            np.arange(rank, len(s), world_size) if len(s) >= world_size else np.arange(len(s)) for s in sources
+        ]
         w = np.asarray(weights if weights is not None else [len(s) for s in sources], dtype=np.float64)
         self.probabilities = w / w.sum()
         self.known_bad: set[str] = set()  # per process: each data-loader worker keeps its own
@@ -84,9 +93,11 @@ class PatchDataset(Dataset):
                 found.append([origin, bad.reason, bad.detail])
                 continue
             return torch.from_numpy(np.ascontiguousarray(random_patch(image, self.patch_size, rng))), found
-        message = (f"None of {MAX_DRAWS} slices drawn for one sample could be used"
-                   + (f" (last: {found[-1][0]}: {REASONS[found[-1][1]]})" if found else "")
-                   + "; most of the corpus seems unusable.")
+        message = (
+            f"None of {MAX_DRAWS} slices drawn for one sample could be used"
+            + (f" (last: {found[-1][0]}: {REASONS[found[-1][1]]})" if found else "")
+            + "; most of the corpus seems unusable."
+        )
         c = self.sources[0].num_channels
         return torch.zeros(c, self.patch_size, self.patch_size), found + [["*exhausted*", message, ""]]
 

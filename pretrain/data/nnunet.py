@@ -4,6 +4,7 @@ Cases are read with nnU-Net's own dataset class (``infer_dataset_class``: blosc2
 resampled and normalized by nnU-Net's preprocessing. Data are C x Z x Y x X; 2D slices are taken
 along Z (the ``2d`` configuration's slicing axis; Z = 1 for 2D datasets).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,18 @@ class NnUNetSource:
             self.plans = json.load(f)
         plans_manager = PlansManager(self.plans)
         if configuration not in plans_manager.available_configurations:
-            raise PretrainUserError(f"Configuration {configuration} is not in {plans_file} (available: "
-                                    f"{', '.join(plans_manager.available_configurations)}).")
+            raise PretrainUserError(
+                f"Configuration {configuration} is not in {plans_file} (available: "
+                f"{', '.join(plans_manager.available_configurations)})."
+            )
         self.configuration_name, self.plans_identifier = configuration, plans_identifier
         self.configuration = plans_manager.get_configuration(configuration)
         self.folder = os.path.join(dataset_folder, self.configuration.data_identifier)
         if not os.path.isdir(self.folder) or not os.listdir(self.folder):
-            raise PretrainUserError(f"Preprocessed data folder {self.folder} is missing or empty; run "
-                                    f"nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}.")
+            raise PretrainUserError(
+                f"Preprocessed data folder {self.folder} is missing or empty; run "
+                f"nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}."
+            )
         try:
             dataset_class = infer_dataset_class(self.folder)
         except AssertionError:
@@ -71,11 +76,20 @@ class NnUNetSource:
         return np.ascontiguousarray(data[:, int(index - self.offsets[case])], dtype=np.float32)
 
     def summary(self) -> dict:
-        return {"type": "nnunet_preprocessed", "name": self.name, "plans": self.plans_identifier,
-                "configuration": self.configuration_name, "num_cases": len(self.identifiers),
-                "num_slices": len(self), "spacing": list(self.configuration.spacing),
-                "normalization": {"scheme": "nnunet",
-                                  "normalization_schemes": list(self.configuration.normalization_schemes),
-                                  "use_mask_for_norm": list(self.configuration.use_mask_for_norm),
-                                  "foreground_intensity_properties_per_channel":
-                                      self.plans.get("foreground_intensity_properties_per_channel")}}
+        return {
+            "type": "nnunet_preprocessed",
+            "name": self.name,
+            "plans": self.plans_identifier,
+            "configuration": self.configuration_name,
+            "num_cases": len(self.identifiers),
+            "num_slices": len(self),
+            "spacing": list(self.configuration.spacing),
+            "normalization": {
+                "scheme": "nnunet",
+                "normalization_schemes": list(self.configuration.normalization_schemes),
+                "use_mask_for_norm": list(self.configuration.use_mask_for_norm),
+                "foreground_intensity_properties_per_channel": self.plans.get(
+                    "foreground_intensity_properties_per_channel"
+                ),
+            },
+        }

@@ -9,6 +9,7 @@ Readable variations are converted, not skipped: RGB(A) becomes grayscale (alpha 
 and float images are read as float32, 3D files (multi-frame DICOM, multi-page TIFF, volumes) are
 cut into 2D slices.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -118,7 +119,7 @@ def _check_nifti_length(path: str, file_size: int) -> None:
     with open(path, "rb") as f:
         f.seek(-4, os.SEEK_END)
         recorded = int.from_bytes(f.read(4), "little")
-    if recorded == expected % 2 ** 32:
+    if recorded == expected % 2**32:
         return
     length = 0
     try:

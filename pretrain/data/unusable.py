@@ -4,6 +4,7 @@ Files skipped when the manifest was built and files found bad while loading (rep
 data-loader workers with each batch) are counted once each, by path. The share is taken over all
 files (and nnU-Net cases) of all sources; above ``--max-unusable`` the run stops with one sentence.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ class UnusableFiles:
     def describe(self) -> str:
         """``3 of 20 files (15.0%) are unusable: 2 empty file (0 bytes), 1 NaN or Inf pixels``."""
         parts = ", ".join(f"{n} {REASONS[r]}" for r, n in self.counts().most_common())
-        return (f"{len(self.entries)} of {self.total} files ({100 * self.share:.1f}%) are unusable"
-                + (f": {parts}" if parts else ""))
+        return f"{len(self.entries)} of {self.total} files ({100 * self.share:.1f}%) are unusable" + (
+            f": {parts}" if parts else ""
+        )
 
     def add_reports(self, reports) -> None:
         """Record what the workers sent with a batch: JSON lists of [path, reason, detail] (or the
@@ -56,16 +58,19 @@ class UnusableFiles:
                 elif path not in self.entries:
                     self.entries[path] = (reason, detail, "load")
                     if sum(w == "load" for _, _, w in self.entries.values()) <= PRINTED_AT_LOAD:
-                        self.announce(f"Skipping unusable {path}: {REASONS[reason]}"
-                                      + (f" ({detail})." if detail else "."))
+                        self.announce(
+                            f"Skipping unusable {path}: {REASONS[reason]}" + (f" ({detail})." if detail else ".")
+                        )
 
     def stop_message(self, listing: str | None = None) -> str:
         listed = f"; all are listed in {listing}" if listing and self.entries else ""
         if self.exhausted is not None:
             return self.exhausted.removesuffix(".") + listed + "."
         path, (reason, detail, _) = next(iter(self.entries.items()))
-        return (f"{self.describe()}, more than --max-unusable {self.max_share:g} allows (e.g. {path}: "
-                f"{REASONS[reason]}){listed}; remove or fix them, or raise --max-unusable.")
+        return (
+            f"{self.describe()}, more than --max-unusable {self.max_share:g} allows (e.g. {path}: "
+            f"{REASONS[reason]}){listed}; remove or fix them, or raise --max-unusable."
+        )
 
     def check(self, listing: str | None = None) -> None:
         """Stop (PretrainUserError) above the share; first write the full list to ``listing``."""
@@ -75,9 +80,14 @@ class UnusableFiles:
             raise PretrainUserError(self.stop_message(listing))
 
     def to_json(self) -> dict:
-        return {"total": self.total, "unusable": len(self.entries), "by_reason": dict(self.counts()),
-                "files": [{"path": p, "reason": r, "detail": d, "found_at": w}
-                          for p, (r, d, w) in sorted(self.entries.items())]}
+        return {
+            "total": self.total,
+            "unusable": len(self.entries),
+            "by_reason": dict(self.counts()),
+            "files": [
+                {"path": p, "reason": r, "detail": d, "found_at": w} for p, (r, d, w) in sorted(self.entries.items())
+            ],
+        }
 
     def write(self, path: str) -> None:
         write_json_atomic(path, self.to_json(), indent=1)

@@ -1,4 +1,5 @@
 """Encoder families of the pretraining stage, by ``--encoder`` (alias ``--family``) name."""
+
 from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
 from pretrain.families.cnn import CnnFamily
 from pretrain.families.swin import SwinFamily

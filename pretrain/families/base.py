@@ -7,6 +7,7 @@ accepts those tensors. Each family file holds three parts: the model (plain ``nn
 family (built from typed options), and its command-line plug-in (the options and their flags). A
 new family adds such a file and registers its family in ``pretrain.families.FAMILIES``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ class MAEModel(nn.Module, ABC):
         """imgs B x C x H x W, mask from ``EncoderFamily.make_mask`` -> (scalar loss, prediction)."""
 
     @abstractmethod
-    def reconstruct(self, imgs: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(
+        self, imgs: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """For previews: (reconstruction B x C x H x W with visible pixels kept, pixel mask B x 1 x H x W)."""
 
 
@@ -59,8 +61,7 @@ class EncoderFamily(ABC):
         """Raise PretrainUserError if the settings or the patch size cannot work."""
 
     @abstractmethod
-    def build_model(self) -> MAEModel:
-        ...
+    def build_model(self) -> MAEModel: ...
 
     @abstractmethod
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -7,6 +7,7 @@ Convolutions have no tokens to drop, so sparse convolution is emulated as in Spa
 are zeroed at the input and re-zeroed after the stem and every stage at that stage's resolution,
 so the holes stay holes. A light decoder fills them with per-scale mask tokens and reconstructs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,19 @@ class LightDecoder(nn.Module):
         for token in self.mask_tokens:
             nn.init.trunc_normal_(token, std=0.02)
         self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(channels, widths))
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], strides[i + 1], strides[i + 1])
-                                 for i in range(len(widths) - 1))
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], strides[i + 1], strides[i + 1]) for i in range(len(widths) - 1)
+        )
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.InstanceNorm2d(w, affine=True), nn.LeakyReLU(0.01))
-            for w in widths[:-1])
+            for w in widths[:-1]
+        )
         self.head = nn.ConvTranspose2d(widths[0], out_channels, strides[0], strides[0])
 
     def fill(self, features: list[torch.Tensor], hidden: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.where(at_resolution(hidden, f), token.to(f.dtype), f)
-                for f, token in zip(features, self.mask_tokens)]
+        return [
+            torch.where(at_resolution(hidden, f), token.to(f.dtype), f) for f, token in zip(features, self.mask_tokens)
+        ]
 
     def forward(self, features: list[torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
         filled = [lateral(f) for lateral, f in zip(self.laterals, self.fill(features, hidden))]
@@ -112,28 +116,42 @@ class CnnMAE(MAEModel):
 class CnnOptions(FamilyOptions):
     """The cnn family's flags, and the plans its network comes from."""
 
-    plans_dataset: str | None   # --plans-of, else the first -d
-    plans: str                  # -p
-    configuration: str          # -c
-    mask_block: int | None      # --cnn-mask-block, in pixels
-    mask_ratio: float           # the swin family's --mask-ratio
-    norm_pix_loss: bool         # a swin flag, refused here
+    plans_dataset: str | None  # --plans-of, else the first -d
+    plans: str  # -p
+    configuration: str  # -c
+    mask_block: int | None  # --cnn-mask-block, in pixels
+    mask_ratio: float  # the swin family's --mask-ratio
+    norm_pix_loss: bool  # a swin flag, refused here
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("cnn family (SparK-style, nnU-Net's own encoder from -d's plans -p/-c; "
-                                      "the mask ratio is --mask-ratio)")
-        g.add_argument("--plans-of", metavar="DATASET",
-                       help="take the network from this dataset's plans without pretraining on its images "
-                            "(e.g. pretrain on -i unlabeled folders only; default: the first -d).")
-        g.add_argument("--cnn-mask-block", type=int, metavar="PIXELS",
-                       help="side of a hidden square in pixels, a multiple of the encoder's total stride "
-                            "(default: the total stride, one cell of the deepest stage, as SparK).")
+        g = parser.add_argument_group(
+            "cnn family (SparK-style, nnU-Net's own encoder from -d's plans -p/-c; the mask ratio is --mask-ratio)"
+        )
+        g.add_argument(
+            "--plans-of",
+            metavar="DATASET",
+            help="take the network from this dataset's plans without pretraining on its images "
+            "(e.g. pretrain on -i unlabeled folders only; default: the first -d).",
+        )
+        g.add_argument(
+            "--cnn-mask-block",
+            type=int,
+            metavar="PIXELS",
+            help="side of a hidden square in pixels, a multiple of the encoder's total stride "
+            "(default: the total stride, one cell of the deepest stage, as SparK).",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "CnnOptions":
-        return cls(args.plans_of or (args.d[0] if args.d else None), args.p, args.c, args.cnn_mask_block,
-                   args.mask_ratio, args.norm_pix_loss)
+        return cls(
+            args.plans_of or (args.d[0] if args.d else None),
+            args.p,
+            args.c,
+            args.cnn_mask_block,
+            args.mask_ratio,
+            args.norm_pix_loss,
+        )
 
 
 # ------------------------------------------------------------------------------------ family
@@ -144,8 +162,9 @@ def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
 
     dataset, name = options.plans_dataset, options.configuration
     if dataset is None:
-        raise PretrainUserError("--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET "
-                                "or --plans-of DATASET.")
+        raise PretrainUserError(
+            "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of DATASET."
+        )
     plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{options.plans}.json")
     if not os.path.isfile(plans_file):
         raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
@@ -155,8 +174,10 @@ def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
     if architecture is None:
         raise PretrainUserError(f"{plans_file} has no configuration {name!r} with an architecture block.")
     if not str(architecture["arch_kwargs"].get("conv_op", "")).endswith("Conv2d"):
-        raise PretrainUserError(f"Configuration {name!r} of {plans_file} is not a 2D network; --encoder cnn "
-                                "pretrains the 2d configuration (-c 2d).")
+        raise PretrainUserError(
+            f"Configuration {name!r} of {plans_file} is not a 2D network; --encoder cnn "
+            "pretrains the 2d configuration (-c 2d)."
+        )
     return architecture, plans_file
 
 
@@ -171,16 +192,23 @@ class CnnFamily(EncoderFamily):
         try:
             self.encoder_config = cnn_encoder_config(self.architecture, in_channels)
         except Exception as e:  # plans naming a network we cannot build
-            raise PretrainUserError(f"Cannot build the network of {self.plans_file} "
-                                    f"({type(e).__name__}: {e}).") from None
+            raise PretrainUserError(
+                f"Cannot build the network of {self.plans_file} ({type(e).__name__}: {e})."
+            ) from None
         strides = torch.tensor(self.encoder_config["strides"]).prod(dim=0).tolist()
         if strides[0] != strides[1]:
-            raise PretrainUserError(f"The network of {self.plans_file} downsamples anisotropically ({strides}); "
-                                    "--encoder cnn needs square 2D stages.")
+            raise PretrainUserError(
+                f"The network of {self.plans_file} downsamples anisotropically ({strides}); "
+                "--encoder cnn needs square 2D stages."
+            )
         self.total_stride = int(strides[0])
         self.block = self.total_stride if options.mask_block is None else options.mask_block
-        self.mask_settings = {"type": "window_sparse", "ratio": options.mask_ratio, "block_pixels": self.block,
-                              "replaced_by": "zeros_per_stage_then_mask_tokens"}
+        self.mask_settings = {
+            "type": "window_sparse",
+            "ratio": options.mask_ratio,
+            "block_pixels": self.block,
+            "replaced_by": "zeros_per_stage_then_mask_tokens",
+        }
 
     def validate(self, patch_size: int) -> None:
         o, s = self.options, self.total_stride
@@ -189,15 +217,19 @@ class CnnFamily(EncoderFamily):
         if o.norm_pix_loss:
             raise PretrainUserError("--norm-pix-loss belongs to the swin family; the cnn family regresses pixels.")
         if self.block < 1 or self.block % s:
-            raise PretrainUserError(f"--cnn-mask-block {self.block} must be a positive multiple of the encoder's "
-                                    f"total stride {s}.")
+            raise PretrainUserError(
+                f"--cnn-mask-block {self.block} must be a positive multiple of the encoder's total stride {s}."
+            )
         if patch_size % self.block:
-            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
-                                    f"({self.block} pixels).")
+            raise PretrainUserError(
+                f"--patch-size {patch_size} must be a multiple of the mask block ({self.block} pixels)."
+            )
         blocks = (patch_size // self.block) ** 2
         if not 0 < round(o.mask_ratio * blocks) < blocks:
-            raise PretrainUserError(f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
-                                    f"of the {blocks} mask blocks of a patch.")
+            raise PretrainUserError(
+                f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
+                f"of the {blocks} mask blocks of a patch."
+            )
 
     def build_model(self) -> CnnMAE:
         network = build_stock_network(self.architecture, self.in_channels)
@@ -205,8 +237,14 @@ class CnnFamily(EncoderFamily):
 
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         s = self.total_stride
-        return window_mask(imgs.shape[0], (imgs.shape[2] // s, imgs.shape[3] // s), self.block // s,
-                           self.options.mask_ratio, imgs.device, generator)
+        return window_mask(
+            imgs.shape[0],
+            (imgs.shape[2] // s, imgs.shape[3] // s),
+            self.block // s,
+            self.options.mask_ratio,
+            imgs.device,
+            generator,
+        )
 
     def encoder_tensors(self, model: CnnMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
@@ -215,8 +253,12 @@ class CnnFamily(EncoderFamily):
         return {"family": self.name, "encoder_config": self.encoder_config, "mask": self.mask_settings}
 
     def checkpoint_metadata(self) -> dict:
-        return {"family": self.name, "encoder_config": self.encoder_config, "mask": self.mask_settings,
-                "pretraining_decoder": "spark_light"}
+        return {
+            "family": self.name,
+            "encoder_config": self.encoder_config,
+            "mask": self.mask_settings,
+            "pretraining_decoder": "spark_light",
+        }
 
     def check_fine_tunable(self, model: CnnMAE, workdir: str, metadata: dict | None = None) -> None:
         from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint

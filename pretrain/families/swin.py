@@ -4,6 +4,7 @@ Swin attends within windows over the full token grid, so masked patches cannot b
 ViT-MAE: after patch embedding they are replaced by a learned mask token (VIS-MAE, SimMIM). The
 mask hides blocks of ``mask_block`` x ``mask_block`` patches (16 x 16 pixels by default).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,23 @@ class SwinMAEDecoder(nn.Module):
     Input B x D_last x H/s x W/s (s = total stride); output B x (H/p * W/p) x (p * p * C).
     """
 
-    def __init__(self, stage_dims: list[int], num_heads, window_size: int, depth: int, patch_size: int,
-                 out_channels: int):
+    def __init__(
+        self, stage_dims: list[int], num_heads, window_size: int, depth: int, patch_size: int, out_channels: int
+    ):
         super().__init__()
         n = len(stage_dims)
         self.expands = nn.ModuleList(PatchExpand(stage_dims[i + 1], stage_dims[i]) for i in reversed(range(n - 1)))
-        self.stages = nn.ModuleList(decoder_stage(stage_dims[i], depth, num_heads[i], window_size)
-                                    for i in reversed(range(n - 1)))
+        self.stages = nn.ModuleList(
+            decoder_stage(stage_dims[i], depth, num_heads[i], window_size) for i in reversed(range(n - 1))
+        )
         self.norm = nn.LayerNorm(stage_dims[0])
         self.pred = nn.Linear(stage_dims[0], patch_size * patch_size * out_channels)
 
     def forward(self, deepest: torch.Tensor) -> torch.Tensor:
-        x = deepest.permute(0, 2, 3, 1)                         # B x h' x w' x D_last
+        x = deepest.permute(0, 2, 3, 1)  # B x h' x w' x D_last
         for expand, stage in zip(self.expands, self.stages):
-            x = stage(expand(x))                                # x2 resolution, /2 channels
-        x = self.pred(self.norm(x))                             # B x h x w x p*p*C
+            x = stage(expand(x))  # x2 resolution, /2 channels
+        x = self.pred(self.norm(x))  # B x h x w x p*p*C
         return x.flatten(1, 2)
 
 
@@ -64,7 +67,7 @@ class LightMAEDecoder(nn.Module):
 
     def forward(self, deepest: torch.Tensor) -> torch.Tensor:
         x = F.pixel_shuffle(self.expand(deepest), self.upscale)  # B x dim x h x w
-        x = self.pred(self.refine(x))                            # B x p*p*C x h x w
+        x = self.pred(self.refine(x))  # B x p*p*C x h x w
         return x.flatten(2).transpose(1, 2)
 
 
@@ -76,8 +79,9 @@ class SwinMAE(MAEModel):
         pred:  B x L x (p * p * C), pixels of every patch (the loss uses the hidden ones)
     """
 
-    def __init__(self, config: SwinEncoderConfig, decoder: str = "swin", decoder_depth: int = 1,
-                 norm_pix_loss: bool = False):
+    def __init__(
+        self, config: SwinEncoderConfig, decoder: str = "swin", decoder_depth: int = 1, norm_pix_loss: bool = False
+    ):
         super().__init__()
         self.config, self.norm_pix_loss = config, norm_pix_loss
         self.patch_size = config.patch_size
@@ -86,11 +90,13 @@ class SwinMAE(MAEModel):
         trunc_normal_(self.mask_token, std=0.02)
         c = config.in_channels
         if decoder == "swin":
-            self.decoder = SwinMAEDecoder(config.stage_dims, config.num_heads, config.window_size, decoder_depth,
-                                          config.patch_size, c)
+            self.decoder = SwinMAEDecoder(
+                config.stage_dims, config.num_heads, config.window_size, decoder_depth, config.patch_size, c
+            )
         elif decoder == "light":
-            self.decoder = LightMAEDecoder(config.stage_dims[-1], config.total_stride // config.patch_size,
-                                           config.patch_size, c)
+            self.decoder = LightMAEDecoder(
+                config.stage_dims[-1], config.total_stride // config.patch_size, config.patch_size, c
+            )
         else:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
 
@@ -110,7 +116,7 @@ class SwinMAE(MAEModel):
 
     def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Embed, replace hidden patches by the mask token, run the stages -> list of NCHW features."""
-        tokens = self.encoder.embed(imgs)                                   # B x h x w x D
+        tokens = self.encoder.embed(imgs)  # B x h x w x D
         tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         return self.encoder.forward_stages(tokens)
 
@@ -124,7 +130,7 @@ class SwinMAE(MAEModel):
         if self.norm_pix_loss:
             mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)              # B x L
+        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)  # B x L
         hidden = mask.flatten(1).float()
         return (per_patch * hidden).sum() / hidden.sum()
 
@@ -166,23 +172,43 @@ class SwinOptions(FamilyOptions):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("swin family (VIS-MAE)")
         g.add_argument("--embed-dim", type=positive_int, default=96, help="Swin embedding dimension (default 96).")
-        g.add_argument("--depths", type=positive_int, nargs="+", default=[2, 2, 2, 2],
-                       help="Swin blocks per stage; must equal the fine-tuning encoder's (default 2 2 2 2).")
-        g.add_argument("--heads", type=positive_int, nargs="+", default=[3, 6, 12, 24],
-                       help="attention heads per stage (default 3 6 12 24).")
+        g.add_argument(
+            "--depths",
+            type=positive_int,
+            nargs="+",
+            default=[2, 2, 2, 2],
+            help="Swin blocks per stage; must equal the fine-tuning encoder's (default 2 2 2 2).",
+        )
+        g.add_argument(
+            "--heads",
+            type=positive_int,
+            nargs="+",
+            default=[3, 6, 12, 24],
+            help="attention heads per stage (default 3 6 12 24).",
+        )
         g.add_argument("--window", type=positive_int, default=7, help="attention window size in tokens (default 7).")
         g.add_argument("--encoder-patch", type=positive_int, default=4, help="pixels per patch token (default 4).")
         g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate (default 0.1).")
-        g.add_argument("--decoder", choices=DECODERS, default="swin",
-                       help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
-                            "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).")
-        g.add_argument("--decoder-depth", type=positive_int, default=1,
-                       help="Swin blocks per decoder stage (default 1).")
+        g.add_argument(
+            "--decoder",
+            choices=DECODERS,
+            default="swin",
+            help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
+            "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).",
+        )
+        g.add_argument(
+            "--decoder-depth", type=positive_int, default=1, help="Swin blocks per decoder stage (default 1)."
+        )
         g.add_argument("--mask-ratio", type=float, default=0.75, help="fraction of blocks hidden (default 0.75).")
-        g.add_argument("--mask-block", type=positive_int, default=4,
-                       help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4).")
-        g.add_argument("--norm-pix-loss", action="store_true",
-                       help="regress per-patch normalized pixels (MAE's norm_pix_loss).")
+        g.add_argument(
+            "--mask-block",
+            type=positive_int,
+            default=4,
+            help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4).",
+        )
+        g.add_argument(
+            "--norm-pix-loss", action="store_true", help="regress per-patch normalized pixels (MAE's norm_pix_loss)."
+        )
 
 
 # ------------------------------------------------------------------------------------ family
@@ -195,12 +221,18 @@ class SwinFamily(EncoderFamily):
         super().__init__(options, in_channels)
         o = options
         try:
-            self.encoder_config = SwinEncoderConfig(in_channels, o.encoder_patch, o.embed_dim, o.depths, o.heads,
-                                                    o.window, drop_path_rate=o.drop_path)
+            self.encoder_config = SwinEncoderConfig(
+                in_channels, o.encoder_patch, o.embed_dim, o.depths, o.heads, o.window, drop_path_rate=o.drop_path
+            )
         except ValueError as e:
             raise PretrainUserError(str(e)) from None
-        self.mask_settings = {"type": "window", "ratio": o.mask_ratio, "block_patches": o.mask_block,
-                              "block_pixels": o.mask_block * o.encoder_patch, "replaced_by": "mask_token"}
+        self.mask_settings = {
+            "type": "window",
+            "ratio": o.mask_ratio,
+            "block_patches": o.mask_block,
+            "block_pixels": o.mask_block * o.encoder_patch,
+            "replaced_by": "mask_token",
+        }
 
     def validate(self, patch_size: int) -> None:
         cfg, o = self.encoder_config, self.options
@@ -210,36 +242,60 @@ class SwinFamily(EncoderFamily):
             if dim % heads:
                 raise PretrainUserError(f"Stage {i} has dimension {dim}, which --heads {heads} does not divide.")
         if patch_size % cfg.total_stride:
-            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the encoder's total stride "
-                                    f"{cfg.total_stride} (encoder patch x 2^(stages-1)).")
+            raise PretrainUserError(
+                f"--patch-size {patch_size} must be a multiple of the encoder's total stride "
+                f"{cfg.total_stride} (encoder patch x 2^(stages-1))."
+            )
         if (patch_size // cfg.patch_size) % o.mask_block:
-            raise PretrainUserError(f"--patch-size {patch_size} must be a multiple of the mask block "
-                                    f"({o.mask_block} patches = {o.mask_block * cfg.patch_size} pixels).")
+            raise PretrainUserError(
+                f"--patch-size {patch_size} must be a multiple of the mask block "
+                f"({o.mask_block} patches = {o.mask_block * cfg.patch_size} pixels)."
+            )
         blocks = (patch_size // cfg.patch_size // o.mask_block) ** 2
         if not 0 < round(o.mask_ratio * blocks) < blocks:
-            raise PretrainUserError(f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
-                                    f"of the {blocks} mask blocks of a patch.")
+            raise PretrainUserError(
+                f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
+                f"of the {blocks} mask blocks of a patch."
+            )
 
     def build_model(self) -> SwinMAE:
-        return SwinMAE(self.encoder_config, self.options.decoder, self.options.decoder_depth,
-                       self.options.norm_pix_loss)
+        return SwinMAE(
+            self.encoder_config, self.options.decoder, self.options.decoder_depth, self.options.norm_pix_loss
+        )
 
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         p = self.encoder_config.patch_size
-        return window_mask(imgs.shape[0], (imgs.shape[2] // p, imgs.shape[3] // p), self.options.mask_block,
-                           self.options.mask_ratio, imgs.device, generator)
+        return window_mask(
+            imgs.shape[0],
+            (imgs.shape[2] // p, imgs.shape[3] // p),
+            self.options.mask_block,
+            self.options.mask_ratio,
+            imgs.device,
+            generator,
+        )
 
     def encoder_tensors(self, model: SwinMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
 
     def settings(self) -> dict:
         o = self.options
-        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "decoder": o.decoder,
-                "decoder_depth": o.decoder_depth, "norm_pix_loss": o.norm_pix_loss, "mask": self.mask_settings}
+        return {
+            "family": self.name,
+            "encoder_config": self.encoder_config.to_json(),
+            "decoder": o.decoder,
+            "decoder_depth": o.decoder_depth,
+            "norm_pix_loss": o.norm_pix_loss,
+            "mask": self.mask_settings,
+        }
 
     def checkpoint_metadata(self) -> dict:
-        return {"family": self.name, "encoder_config": self.encoder_config.to_json(), "mask": self.mask_settings,
-                "pretraining_decoder": self.options.decoder, "norm_pix_loss": self.options.norm_pix_loss}
+        return {
+            "family": self.name,
+            "encoder_config": self.encoder_config.to_json(),
+            "mask": self.mask_settings,
+            "pretraining_decoder": self.options.decoder,
+            "norm_pix_loss": self.options.norm_pix_loss,
+        }
 
     def check_fine_tunable(self, model: SwinMAE, workdir: str, metadata: dict | None = None) -> None:
         import os

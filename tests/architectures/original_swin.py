@@ -6,6 +6,7 @@ together (the standard shifted-window mask). Written here from that description,
 without timm, on the parameters of a module with timm's (our encoder's) names; it handles maps
 that are a multiple of the window, which every stage is at 224.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,10 @@ def from_windows(x: torch.Tensor, window: int, b: int, h: int, w: int) -> torch.
 
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
     """windows x N x N: 0 between tokens of the same region of the rolled map, -100 otherwise."""
-    labels = torch.tensor([[3 * _region(r, h, window, shift) + _region(c, w, window, shift)
-                            for c in range(w)] for r in range(h)], dtype=torch.float32)
+    labels = torch.tensor(
+        [[3 * _region(r, h, window, shift) + _region(c, w, window, shift) for c in range(w)] for r in range(h)],
+        dtype=torch.float32,
+    )
     labels = to_windows(labels[None, :, :, None], window)[..., 0]
     return torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0)
 
@@ -71,8 +74,9 @@ def original_block(block, x: torch.Tensor, window: int, shift: int) -> torch.Ten
         out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
     x = x + out
     y = F.layer_norm(x, (c,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
-    y = F.linear(F.gelu(F.linear(y, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight,
-                 block.mlp.fc2.bias)
+    y = F.linear(
+        F.gelu(F.linear(y, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias
+    )
     return x + y
 
 

@@ -1,4 +1,5 @@
 """SwinBlock computes what timm's SwinTransformerBlock computes, padded windows included."""
+
 import copy
 
 import pytest
@@ -11,8 +12,15 @@ from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder
 
 def timm_block(shift: int, dynamic_mask: bool, fused: bool) -> SwinTransformerBlock:
     torch.manual_seed(0)
-    block = SwinTransformerBlock(dim=24, input_resolution=(14, 14), num_heads=3, window_size=7,
-                                 shift_size=shift, always_partition=True, dynamic_mask=dynamic_mask).eval()
+    block = SwinTransformerBlock(
+        dim=24,
+        input_resolution=(14, 14),
+        num_heads=3,
+        window_size=7,
+        shift_size=shift,
+        always_partition=True,
+        dynamic_mask=dynamic_mask,
+    ).eval()
     with torch.no_grad():  # timm starts the table at ~0 and the bias at 0: make both matter
         block.attn.relative_position_bias_table.normal_()
         block.attn.qkv.bias.normal_()

@@ -1,13 +1,22 @@
 """The shift rule: with ``shift_single_window_stages`` the encoder computes what the original
 Swin-MAE / VIS-MAE blocks compute at 224, without it what timm (and the Swin paper) compute."""
+
 import pytest
 import torch
 
 from nnunetv2_vismae.architectures import SwinEncoder, SwinEncoderConfig, SwinUNet
 from tests.architectures.original_swin import original_block, original_stages, shifted_window_mask
 
-CONFIG = dict(in_channels=1, patch_size=4, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 3, 4),
-              window_size=7, mlp_ratio=2.0, drop_path_rate=0.0)
+CONFIG = dict(
+    in_channels=1,
+    patch_size=4,
+    embed_dim=24,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 3, 4),
+    window_size=7,
+    mlp_ratio=2.0,
+    drop_path_rate=0.0,
+)
 
 
 def _encoder(shift_single_window_stages: bool, seed: int = 0) -> SwinEncoder:
@@ -42,8 +51,7 @@ def test_a_shifted_one_window_block_matches_the_original_block():
     assert block.shift_size == (3, 3)
     x = torch.randn(2, 7, 7, 192)
     with torch.no_grad():
-        torch.testing.assert_close(block(x), original_block(block, x, window=7, shift=3),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(block(x), original_block(block, x, window=7, shift=3), rtol=1e-5, atol=1e-5)
 
 
 def test_with_the_rule_every_stage_matches_the_original_encoder_at_224(image):
@@ -71,8 +79,9 @@ def test_the_rule_changes_only_the_single_window_stage():
     shifts = [[b.shift_size for b in stage.blocks] for stage in default.layers]
     assert shifts == [[(0, 0), (3, 3)]] * 3 + [[(0, 0), (0, 0)]]
     assert [[b.shift_size for b in stage.blocks] for stage in shifted.layers] == [[(0, 0), (3, 3)]] * 4
-    assert [[b.window_size for b in s.blocks] for s in default.layers] == \
-        [[b.window_size for b in s.blocks] for s in shifted.layers]
+    assert [[b.window_size for b in s.blocks] for s in default.layers] == [
+        [b.window_size for b in s.blocks] for s in shifted.layers
+    ]
     assert default.state_dict().keys() == shifted.state_dict().keys()
 
 

@@ -44,8 +44,13 @@ def test_gradients_reach_encoder_and_decoder():
 
 def test_default_encoder_is_vismae_recipe():
     config = SwinUNet(1, 2).encoder.config
-    assert (config.patch_size, config.embed_dim, config.depths, config.num_heads, config.window_size) == \
-        (4, 96, (2, 2, 2, 2), (3, 6, 12, 24), 7)
+    assert (config.patch_size, config.embed_dim, config.depths, config.num_heads, config.window_size) == (
+        4,
+        96,
+        (2, 2, 2, 2),
+        (3, 6, 12, 24),
+        7,
+    )
 
 
 def test_pretrained_weight_keys_follow_dynamic_network_architectures():

@@ -1,4 +1,5 @@
 """Prepared validation summaries with known per-case Dice -> results.csv, cases.csv, report.md, plot."""
+
 import csv
 
 import numpy as np
@@ -14,22 +15,30 @@ FOLDS = (0, 1)
 REFERENCE = {f"fold_{f}_case{i}": (0.80 + 0.01 * i, 0.70 + 0.02 * i) for f in FOLDS for i in range(6)}
 
 
-def plant(results, arm: str, labels: int, shift: float = 0.0, noise: float = 0.0, square: float | None = None,
-          seed: int = 0):
+def plant(
+    results, arm: str, labels: int, shift: float = 0.0, noise: float = 0.0, square: float | None = None, seed: int = 0
+):
     """Summaries of both folds: the reference's per-case Dice + shift (+ seeded noise per case)."""
     rng = np.random.default_rng(labels * 100 + seed + len(arm))
     for fold in FOLDS:
-        cases = {case: (d + shift + rng.normal(0, noise), (square if square is not None else s) + shift +
-                        rng.normal(0, noise))
-                 for case, (d, s) in REFERENCE.items() if case.startswith(f"fold_{fold}_")}
-        write_summary(fold_folder(results, trainer_name(ARMS[arm], labels, 2, seed=seed), ARMS[arm].plans, fold),
-                      0, 0, cases)
+        cases = {
+            case: (
+                d + shift + rng.normal(0, noise),
+                (square if square is not None else s) + shift + rng.normal(0, noise),
+            )
+            for case, (d, s) in REFERENCE.items()
+            if case.startswith(f"fold_{fold}_")
+        }
+        write_summary(
+            fold_folder(results, trainer_name(ARMS[arm], labels, 2, seed=seed), ARMS[arm].plans, fold), 0, 0, cases
+        )
 
 
 @pytest.fixture
 def no_runs(monkeypatch):
     def refuse(cmd, env, log):
         raise AssertionError(f"nothing should run, got {cmd}")
+
     monkeypatch.setattr(cli, "run_logged", refuse)
 
 
@@ -37,12 +46,34 @@ def benchmark(fake_nnunet, labels, arms=("nnunet", "vismae", "scratch"), extra=(
     """The benchmark over finished runs; runs a test did not plant score like the reference."""
     for arm in arms:
         for p in labels:
-            if not fold_folder(fake_nnunet["dataset_results"], trainer_name(ARMS[arm], p, 2), ARMS[arm].plans,
-                               FOLDS[0]).joinpath("validation").is_dir():
+            if (
+                not fold_folder(
+                    fake_nnunet["dataset_results"], trainer_name(ARMS[arm], p, 2), ARMS[arm].plans, FOLDS[0]
+                )
+                .joinpath("validation")
+                .is_dir()
+            ):
                 plant(fake_nnunet["dataset_results"], arm, p, noise=0.01)
     out = fake_nnunet["results"] / "bench"
-    argv = ["-d", "990", "-f", *map(str, FOLDS), "--labels", *map(str, labels), "--arms", *arms, "--epochs", "2",
-            "--pretrained", str(fake_nnunet["pretrained"]), "-device", "cpu", "-o", str(out), *extra]
+    argv = [
+        "-d",
+        "990",
+        "-f",
+        *map(str, FOLDS),
+        "--labels",
+        *map(str, labels),
+        "--arms",
+        *arms,
+        "--epochs",
+        "2",
+        "--pretrained",
+        str(fake_nnunet["pretrained"]),
+        "-device",
+        "cpu",
+        "-o",
+        str(out),
+        *extra,
+    ]
     assert cli.main(argv) == 0
     return (out / "report.md").read_text()
 
@@ -59,8 +90,10 @@ def test_report_leads_with_non_inferiority_and_the_twin_gain(fake_nnunet, no_run
     report = benchmark(fake_nnunet, [25, 50, 100]).splitlines()
 
     verdict = report[2:4]
-    assert verdict[0].startswith("- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels with as few as "
-                                 "**50%** of the labels: paired difference -0.00")
+    assert verdict[0].startswith(
+        "- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels with as few as "
+        "**50%** of the labels: paired difference -0.00"
+    )
     assert verdict[0].endswith("over 12 cases, above −0.02 (non-inferior at 50%, 100% of 25%, 50%, 100%).")
     # at 25% both arms got the same shift but different noise: no measurable difference, not a win
     assert verdict[1].startswith("  At 25% it does not measurably differ from its scratch twin (the CI includes 0)")
@@ -94,20 +127,26 @@ def test_a_clearly_inferior_arm_is_never_called_non_inferior(fake_nnunet, no_run
         plant(results, "vismae", p, shift=-0.04, noise=0.005)  # mean 0.04 below, CI well below -0.02
     plant(results, "scratch", 25, shift=-0.12, noise=0.01)
     report = benchmark(fake_nnunet, [25, 100], arms=("nnunet", "vismae", "scratch"), extra=["--margin", "0.02"])
-    assert ("- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels at none of the fractions run (25%, 100%; "
-            "margin 0.02 Dice).") in report
+    assert (
+        "- **VisMAE** is non-inferior to vanilla nnU-Net at 100% labels at none of the fractions run (25%, 100%; "
+        "margin 0.02 Dice)."
+    ) in report
     assert "  At 25% it beats its scratch twin: +0.08" in report
     assert "with as few as" not in report
     wide = benchmark(fake_nnunet, [25, 100], extra=["--margin", "0.1"])
     assert "with as few as **25%** of the labels" in wide
 
 
-@pytest.mark.parametrize("problem, expected", [
-    ("square", "has not learned every class (Dice below 0.5: square 0."),
-    ("no gain", "is not better than at 25% by a confidence interval that excludes 0"),
-])
-def test_the_warning_leads_and_no_claim_is_made_when_nnunet_at_100_is_untrained(fake_nnunet, no_runs, problem,
-                                                                               expected):
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        ("square", "has not learned every class (Dice below 0.5: square 0."),
+        ("no gain", "is not better than at 25% by a confidence interval that excludes 0"),
+    ],
+)
+def test_the_warning_leads_and_no_claim_is_made_when_nnunet_at_100_is_untrained(
+    fake_nnunet, no_runs, problem, expected
+):
     results = fake_nnunet["dataset_results"]
     plant(results, "nnunet", 25, noise=0.01)
     plant(results, "nnunet", 100, square=0.3 if problem == "square" else None, noise=0.01)

@@ -1,4 +1,5 @@
 """Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
+
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,25 @@ def plant_states(results):
     (fold_folder(results, TRAINER, "nnUNetPlans", 2) / "checkpoint_latest.pth").write_bytes(b"")
 
 
-ARGV = ["-d", "990", "--arms", "nnunet", "--labels", "100", "-f", "0", "1", "2", "3", "--epochs", "1",
-        "--iters", "5", "-device", "cpu"]
+ARGV = [
+    "-d",
+    "990",
+    "--arms",
+    "nnunet",
+    "--labels",
+    "100",
+    "-f",
+    "0",
+    "1",
+    "2",
+    "3",
+    "--epochs",
+    "1",
+    "--iters",
+    "5",
+    "-device",
+    "cpu",
+]
 
 
 def test_finished_runs_are_skipped_and_interrupted_ones_resumed(fake_nnunet, recorder):
@@ -43,8 +61,11 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resumed(fake_nnunet, rec
     assert cli.main(ARGV) == 0
     base = ["nnUNetv2_train", "990", "2d"]
     rest = ["-p", "nnUNetPlans", "-tr", TRAINER, "-device", "cpu"]
-    assert [c["cmd"] for c in recorder] == [base + ["1"] + rest + ["--val"], base + ["2"] + rest + ["--c"],
-                                            base + ["3"] + rest]
+    assert [c["cmd"] for c in recorder] == [
+        base + ["1"] + rest + ["--val"],
+        base + ["2"] + rest + ["--c"],
+        base + ["3"] + rest,
+    ]
     out = fake_nnunet["dataset_results"] / "vismae_benchmark"
     assert recorder[0]["log"] == out / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_1.log"
     assert ext_trainer_folder() in recorder[0]["env"]["nnUNet_extTrainer"].split(":")
@@ -70,12 +91,33 @@ def test_dry_run_prints_the_pending_commands_and_runs_nothing(fake_nnunet, recor
 
 def test_planning_runs_first_with_the_checkpoint(fake_nnunet, capsys):
     pretrained = fake_nnunet["pretrained"]
-    assert cli.main(["-d", "990", "--arms", "vismae", "scratch", "--labels", "10", "-f", "0", "-device", "cpu",
-                     "--pretrained", str(pretrained), "--dry-run"]) == 0
+    assert (
+        cli.main(
+            [
+                "-d",
+                "990",
+                "--arms",
+                "vismae",
+                "scratch",
+                "--labels",
+                "10",
+                "-f",
+                "0",
+                "-device",
+                "cpu",
+                "--pretrained",
+                str(pretrained),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans --pretrained {pretrained.resolve()}"
-    assert lines[1:] == [f"nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans -tr {t}_labels10 -device cpu"
-                         for t in ("VisMAETrainer", "VisMAETrainerScratch")]
+    assert lines[1:] == [
+        f"nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans -tr {t}_labels10 -device cpu"
+        for t in ("VisMAETrainer", "VisMAETrainerScratch")
+    ]
 
 
 def test_scratch_only_plans_without_checkpoint_unless_the_plans_exist(fake_nnunet, capsys):
@@ -95,17 +137,23 @@ def test_a_failed_run_names_itself_and_its_log(fake_nnunet, monkeypatch, capsys)
     assert "Run nnunet 100% fold 0 failed (exit 3)" in err and str(log) in err
 
 
-@pytest.mark.parametrize("change, argv, message", [
-    ("no_env", ["-d", "990", "--arms", "nnunet"], "nnUNet_preprocessed is not set"),
-    (None, ["-d", "123", "--arms", "nnunet"], "no dataset folder for dataset 123"),
-    (None, ["-d", "990", "--arms", "nnunet", "--labels", "0", "50"], "between 1 and 100, got 0"),
-    (None, ["-d", "990", "--arms", "nnunet", "--labels", "101"], "between 1 and 100, got 101"),
-    (None, ["-d", "990", "--arms", "nnunet", "vismae"], "pass --pretrained FILE"),
-    (None, ["-d", "990", "--arms", "vismae", "--pretrained", "/nonexistent/encoder.safetensors"],
-     "/nonexistent/encoder.safetensors does not exist"),
-    (None, ["-d", "990", "--arms", "nnunet", "--epochs", "0"], "--epochs must be at least 1"),
-    ("no_plans", ["-d", "990", "--arms", "nnunet", "-f", "0", "--labels", "10"], "nnUNetPlans.json does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, argv, message",
+    [
+        ("no_env", ["-d", "990", "--arms", "nnunet"], "nnUNet_preprocessed is not set"),
+        (None, ["-d", "123", "--arms", "nnunet"], "no dataset folder for dataset 123"),
+        (None, ["-d", "990", "--arms", "nnunet", "--labels", "0", "50"], "between 1 and 100, got 0"),
+        (None, ["-d", "990", "--arms", "nnunet", "--labels", "101"], "between 1 and 100, got 101"),
+        (None, ["-d", "990", "--arms", "nnunet", "vismae"], "pass --pretrained FILE"),
+        (
+            None,
+            ["-d", "990", "--arms", "vismae", "--pretrained", "/nonexistent/encoder.safetensors"],
+            "/nonexistent/encoder.safetensors does not exist",
+        ),
+        (None, ["-d", "990", "--arms", "nnunet", "--epochs", "0"], "--epochs must be at least 1"),
+        ("no_plans", ["-d", "990", "--arms", "nnunet", "-f", "0", "--labels", "10"], "nnUNetPlans.json does not exist"),
+    ],
+)
 def test_user_errors_exit_2_with_one_sentence(fake_nnunet, monkeypatch, capsys, change, argv, message):
     if change == "no_env":
         monkeypatch.delenv("nnUNet_preprocessed")
@@ -119,7 +167,7 @@ def test_user_errors_exit_2_with_one_sentence(fake_nnunet, monkeypatch, capsys, 
 def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, monkeypatch, recorder):
     raw = fake_nnunet["raw"] / "Dataset990_Synthetic"
     monkeypatch.setenv("nnUNet_raw", str(fake_nnunet["raw"]))
-    argv = ARGV[:ARGV.index("-f") + 1] + ["0", "1"] + ARGV[ARGV.index("--epochs"):] + ["--test"]
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0", "1"] + ARGV[ARGV.index("--epochs") :] + ["--test"]
     assert cli.main(argv) == 2  # no test set yet: one sentence before anything runs
     assert recorder == []
     for folder in ("imagesTs", "labelsTs"):
@@ -138,9 +186,13 @@ def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, m
     monkeypatch.setattr(cli, "run_logged", fake_evaluate)
     assert cli.main(argv) == 0
     commands = [c["cmd"][:2] + [c["cmd"][c["cmd"].index("-f") + 1] if "-f" in c["cmd"] else ""] for c in recorder]
-    assert commands == [["nnUNetv2_predict", "-i", "0"], ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""],
-                        ["nnUNetv2_train", "990", ""], ["nnUNetv2_predict", "-i", "1"],
-                        ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""]]
+    assert commands == [
+        ["nnUNetv2_predict", "-i", "0"],
+        ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""],
+        ["nnUNetv2_train", "990", ""],
+        ["nnUNetv2_predict", "-i", "1"],
+        ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), ""],
+    ]
     predict = recorder[0]["cmd"]
     assert predict[predict.index("-i") + 1] == str(raw / "imagesTs")
     assert predict[predict.index("-chk") + 1] == "checkpoint_final.pth"
@@ -153,7 +205,11 @@ def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, m
 
 
 def test_vanilla_nnunet_always_runs_at_100_percent_the_verdicts_reference(fake_nnunet, capsys):
-    assert cli.main(["-d", "990", "--arms", "nnunet", "scratch", "--labels", "10", "-f", "0", "-device", "cpu",
-                     "--dry-run"]) == 0
+    assert (
+        cli.main(
+            ["-d", "990", "--arms", "nnunet", "scratch", "--labels", "10", "-f", "0", "-device", "cpu", "--dry-run"]
+        )
+        == 0
+    )
     trainers = [line.split(" -tr ")[1].split()[0] for line in capsys.readouterr().out.splitlines() if " -tr " in line]
     assert trainers == ["nnUNetTrainer_labels10", "nnUNetTrainer_labels100", "VisMAETrainerScratch_labels10"]

@@ -1,4 +1,5 @@
 """The benchmark's statistics agree with scipy called directly, and the verdict rules are strict."""
+
 import math
 
 import numpy as np
@@ -14,8 +15,14 @@ B = A - RNG.normal(0.03, 0.05, 15)
 
 def test_mean_ci_is_scipys_seeded_bca_bootstrap():
     estimate = st.mean_ci(A)
-    direct = stats.bootstrap((A,), np.mean, confidence_level=0.95, n_resamples=st.BOOTSTRAP_RESAMPLES,
-                             method="BCa", rng=np.random.default_rng(st.BOOTSTRAP_SEED)).confidence_interval
+    direct = stats.bootstrap(
+        (A,),
+        np.mean,
+        confidence_level=0.95,
+        n_resamples=st.BOOTSTRAP_RESAMPLES,
+        method="BCa",
+        rng=np.random.default_rng(st.BOOTSTRAP_SEED),
+    ).confidence_interval
     assert estimate.n == 15 and estimate.mean == pytest.approx(A.mean())
     assert (estimate.low, estimate.high) == pytest.approx((direct.low, direct.high))
     assert estimate.low < A.mean() < estimate.high

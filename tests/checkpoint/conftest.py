@@ -1,4 +1,5 @@
 """Small Swin encoders and checkpoints for the checkpoint tests (CPU, a few MB, fast)."""
+
 import warnings
 
 import pytest
@@ -10,8 +11,16 @@ warnings.filterwarnings("ignore", message=".*torch.jit.interface.*", category=Fu
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder  # noqa: E402
 from nnunetv2_vismae.checkpoint import save_encoder_checkpoint  # noqa: E402
 
-SMALL = dict(in_channels=1, patch_size=4, embed_dim=24, depths=(1, 1, 1, 1),
-             num_heads=(1, 2, 3, 4), window_size=7, mlp_ratio=2.0, drop_path_rate=0.0)
+SMALL = dict(
+    in_channels=1,
+    patch_size=4,
+    embed_dim=24,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 2, 3, 4),
+    window_size=7,
+    mlp_ratio=2.0,
+    drop_path_rate=0.0,
+)
 
 
 class EncoderHolder(nn.Module):
@@ -50,8 +59,12 @@ def make_network(make_encoder):
 @pytest.fixture
 def base_metadata():
     def make(encoder: SwinEncoder, **extra) -> dict:
-        return {"family": "swin", "encoder_config": encoder.config.to_json(),
-                "normalization": {"scheme": "zscore"}, **extra}
+        return {
+            "family": "swin",
+            "encoder_config": encoder.config.to_json(),
+            "normalization": {"scheme": "zscore"},
+            **extra,
+        }
 
     return make
 

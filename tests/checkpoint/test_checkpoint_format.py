@@ -1,4 +1,5 @@
 """The encoder checkpoint file: round trip, hashing, atomic writes and refusals."""
+
 import json
 import os
 import pickle
@@ -8,19 +9,29 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nnunetv2_vismae.checkpoint import (FORMAT_NAME, FORMAT_VERSION, CheckpointError,
-                                        checkpoint_content_hash, read_encoder_checkpoint,
-                                        save_encoder_checkpoint, tensors_content_hash,
-                                        verify_checkpoint)
+from nnunetv2_vismae.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CheckpointError,
+    checkpoint_content_hash,
+    read_encoder_checkpoint,
+    save_encoder_checkpoint,
+    tensors_content_hash,
+    verify_checkpoint,
+)
 
 
 def test_round_trip_is_bit_exact_and_keeps_metadata(tmp_path, make_encoder, base_metadata):
     encoder = make_encoder(0)
     state = encoder.state_dict()
-    extra = {"normalization": {"scheme": "ct", "ct_clip": [-1000.0, 400.5], "ct_stats": [12.25, 3.5]},
-             "source_plans": {"dataset": "Dataset004_Hippocampus", "spacing": [1.0, 0.75]},
-             "data_sources": [{"folder": "/data/x", "images": 1200}], "mask": {"ratio": 0.75},
-             "steps": 1234, "final_loss": 0.0123}
+    extra = {
+        "normalization": {"scheme": "ct", "ct_clip": [-1000.0, 400.5], "ct_stats": [12.25, 3.5]},
+        "source_plans": {"dataset": "Dataset004_Hippocampus", "spacing": [1.0, 0.75]},
+        "data_sources": [{"folder": "/data/x", "images": 1200}],
+        "mask": {"ratio": 0.75},
+        "steps": 1234,
+        "final_loss": 0.0123,
+    }
     path = tmp_path / "enc.safetensors"
     returned = save_encoder_checkpoint(path, state, {**base_metadata(encoder), **extra})
 
@@ -46,8 +57,7 @@ def test_bfloat16_tensors_round_trip(tmp_path, make_encoder, base_metadata):
     path = tmp_path / "bf16.safetensors"
     h = save_encoder_checkpoint(path, state, base_metadata(encoder))
     ckpt = read_encoder_checkpoint(path)
-    assert all(torch.equal(ckpt.tensors[k], v) and ckpt.tensors[k].dtype == torch.bfloat16
-               for k, v in state.items())
+    assert all(torch.equal(ckpt.tensors[k], v) and ckpt.tensors[k].dtype == torch.bfloat16 for k, v in state.items())
     assert h == ckpt.content_hash
 
 
@@ -66,8 +76,7 @@ def test_hash_changes_with_one_value_but_not_with_order(make_encoder):
     assert tensors_content_hash(renamed) != h
 
 
-def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, saved, make_encoder,
-                                                           base_metadata, monkeypatch):
+def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, saved, make_encoder, base_metadata, monkeypatch):
     path, encoder, first_hash = saved
     original = path.read_bytes()
 
@@ -101,8 +110,9 @@ def test_truncated_file_is_refused(tmp_path, saved):
         assert str(bad) in str(info.value)
 
 
-@pytest.mark.parametrize("content", [os.urandom(4096), b"", b"hello world, not a checkpoint",
-                                     struct.pack("<Q", 40) + b"[" * 40])
+@pytest.mark.parametrize(
+    "content", [os.urandom(4096), b"", b"hello world, not a checkpoint", struct.pack("<Q", 40) + b"[" * 40]
+)
 def test_non_safetensors_file_is_refused(tmp_path, content):
     bad = tmp_path / "random.safetensors"
     bad.write_bytes(content)
@@ -138,8 +148,7 @@ def test_pickle_files_are_refused_without_running_code(tmp_path, writer):
     else:
         bad.write_bytes(pickle.dumps(obj, protocol=4))
 
-    for call in (read_encoder_checkpoint, checkpoint_content_hash,
-                 lambda p: verify_checkpoint(p, "0" * 64)):
+    for call in (read_encoder_checkpoint, checkpoint_content_hash, lambda p: verify_checkpoint(p, "0" * 64)):
         with pytest.raises(CheckpointError, match="pickle"):
             call(bad)
     assert not marker.exists()
@@ -176,19 +185,24 @@ def _rewrite_header(path, target, change):
     return target
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version="2"), "newer"),
-    (lambda m: m.update(format_version='"one"'), "format_version"),
-    (lambda m: m.update(format='"timm.swin"'), "expected 'nnunetv2_vismae.encoder'"),
-    (lambda m: m.pop("format"), "not an nnunetv2_vismae encoder checkpoint"),
-    (lambda m: m.update(family='"vit"'), "'vit'"),
-    (lambda m: m.pop("normalization"), "normalization"),
-    (lambda m: m.update(encoder_config=json.dumps({"embed_dim": 24})), "encoder_config"),
-    (lambda m: m.update(encoder_config=json.dumps({**json.loads(m["encoder_config"]),
-                                                   "depths": [1, 1, 2, 1]})), "do not match"),
-    (lambda m: m.update(steps="not json {"), "'steps' is not JSON"),
-    (lambda m: m.update(content_hash=json.dumps("ab" * 32)), "corrupted"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(format_version="2"), "newer"),
+        (lambda m: m.update(format_version='"one"'), "format_version"),
+        (lambda m: m.update(format='"timm.swin"'), "expected 'nnunetv2_vismae.encoder'"),
+        (lambda m: m.pop("format"), "not an nnunetv2_vismae encoder checkpoint"),
+        (lambda m: m.update(family='"vit"'), "'vit'"),
+        (lambda m: m.pop("normalization"), "normalization"),
+        (lambda m: m.update(encoder_config=json.dumps({"embed_dim": 24})), "encoder_config"),
+        (
+            lambda m: m.update(encoder_config=json.dumps({**json.loads(m["encoder_config"]), "depths": [1, 1, 2, 1]})),
+            "do not match",
+        ),
+        (lambda m: m.update(steps="not json {"), "'steps' is not JSON"),
+        (lambda m: m.update(content_hash=json.dumps("ab" * 32)), "corrupted"),
+    ],
+)
 def test_header_problems_are_refused(tmp_path, saved, change, message):
     path, _, _ = saved
     bad = _rewrite_header(path, tmp_path / "bad.safetensors", change)
@@ -208,14 +222,16 @@ def test_tensors_must_match_the_config(tmp_path, make_encoder, base_metadata):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("drop, bad_value, message", [
-    ("normalization", None, "lacks required entries"),
-    (None, {"family": "vit"}, "'vit'"),
-    (None, {"normalization": "zscore"}, "normalization"),
-    (None, {"steps": object()}, "'steps' is not JSON-serialisable"),
-])
-def test_save_refuses_bad_metadata(tmp_path, make_encoder, base_metadata, drop, bad_value,
-                                   message):
+@pytest.mark.parametrize(
+    "drop, bad_value, message",
+    [
+        ("normalization", None, "lacks required entries"),
+        (None, {"family": "vit"}, "'vit'"),
+        (None, {"normalization": "zscore"}, "normalization"),
+        (None, {"steps": object()}, "'steps' is not JSON-serialisable"),
+    ],
+)
+def test_save_refuses_bad_metadata(tmp_path, make_encoder, base_metadata, drop, bad_value, message):
     encoder = make_encoder(0)
     meta = base_metadata(encoder)
     if drop:
@@ -257,5 +273,6 @@ def test_family_configs_are_checked_for_type_and_missing_entries(family):
     with pytest.raises(ConfigProblems) as info:
         family.validated_config(given)
     missing = [k for k in family.required_config_keys if k not in given]
-    assert info.value.problems[:len(missing)] == [
-        f"encoder_config lacks the entry {k!r}, expected {family.config_rules[k].expected}." for k in missing]
+    assert info.value.problems[: len(missing)] == [
+        f"encoder_config lacks the entry {k!r}, expected {family.config_rules[k].expected}." for k in missing
+    ]

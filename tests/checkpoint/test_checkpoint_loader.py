@@ -1,9 +1,15 @@
 """load_encoder_into: exact loads, adaptations (channels, window, patch) and refusals."""
+
 import pytest
 import torch
 
-from nnunetv2_vismae.checkpoint import (CheckpointError, EncoderCheckpoint, load_encoder_into,
-                                        read_encoder_checkpoint, save_encoder_checkpoint)
+from nnunetv2_vismae.checkpoint import (
+    CheckpointError,
+    EncoderCheckpoint,
+    load_encoder_into,
+    read_encoder_checkpoint,
+    save_encoder_checkpoint,
+)
 from nnunetv2_vismae.checkpoint.adapt import remap_input_channels
 
 
@@ -81,8 +87,7 @@ def test_window_7_to_8_resizes_the_relative_position_tables(saved, make_network)
     new = network.encoder.state_dict()[tables[0]]  # 15*15 x heads
     assert new.shape == (225, old.shape[1])
     torch.testing.assert_close(new[112], old[84])  # the (0, 0) relative offset keeps its bias
-    assert torch.isfinite(torch.cat([t.flatten() for t in _outputs(network.encoder,
-                                                                   torch.randn(1, 1, 32, 32))])).all()
+    assert torch.isfinite(torch.cat([t.flatten() for t in _outputs(network.encoder, torch.randn(1, 1, 32, 32))])).all()
 
 
 def test_patch_size_4_to_2_resamples_the_patch_embedding(saved, make_network):
@@ -98,13 +103,16 @@ def test_patch_size_4_to_2_resamples_the_patch_embedding(saved, make_network):
             assert torch.equal(network.encoder.state_dict()[name], value), name
 
 
-@pytest.mark.parametrize("overrides, field", [({"depths": (1, 1, 2, 1)}, "depths"),
-                                              ({"embed_dim": 36}, "embed_dim"),
-                                              ({"num_heads": (1, 2, 4, 4)}, "num_heads"),
-                                              ({"shift_single_window_stages": True},
-                                               "shift_single_window_stages")])
-def test_structural_mismatch_is_refused_naming_both_configs(saved, make_network, overrides,
-                                                            field):
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"depths": (1, 1, 2, 1)}, "depths"),
+        ({"embed_dim": 36}, "embed_dim"),
+        ({"num_heads": (1, 2, 4, 4)}, "num_heads"),
+        ({"shift_single_window_stages": True}, "shift_single_window_stages"),
+    ],
+)
+def test_structural_mismatch_is_refused_naming_both_configs(saved, make_network, overrides, field):
     path, _, _ = saved
     network = make_network(**overrides)
     before = _snapshot(network)
@@ -132,9 +140,14 @@ def _in_memory(path, change):
     ckpt = read_encoder_checkpoint(path)
     tensors = dict(ckpt.tensors)
     change(tensors)
-    return EncoderCheckpoint(tensors=tensors, metadata=ckpt.metadata, family=ckpt.family,
-                             encoder_config=ckpt.encoder_config, content_hash=ckpt.content_hash,
-                             path="edited-in-memory")
+    return EncoderCheckpoint(
+        tensors=tensors,
+        metadata=ckpt.metadata,
+        family=ckpt.family,
+        encoder_config=ckpt.encoder_config,
+        content_hash=ckpt.content_hash,
+        path="edited-in-memory",
+    )
 
 
 def test_missing_tensor_is_refused_unless_allowed(saved, make_network):
@@ -157,8 +170,7 @@ def test_missing_tensor_is_refused_unless_allowed(saved, make_network):
 def test_unadaptable_shape_is_refused_before_anything_changes(saved, make_network):
     path, _, _ = saved
     name = "layers.3.blocks.0.attn.qkv.weight"
-    ckpt = _in_memory(path, lambda t: t.update({name: t[name][:, :-1].clone(),
-                                                "extra.weight": torch.zeros(1)}))
+    ckpt = _in_memory(path, lambda t: t.update({name: t[name][:, :-1].clone(), "extra.weight": torch.zeros(1)}))
     network = make_network()
     before = _snapshot(network)
     with pytest.raises(CheckpointError, match=f"'{name}' has shape .*cannot be adapted"):
@@ -176,8 +188,7 @@ def test_unexpected_tensors_are_reported(saved, make_network):
 def test_load_into_bfloat16_checkpoint_casts(tmp_path, make_encoder, make_network, base_metadata):
     encoder = make_encoder(0)
     path = tmp_path / "bf16.safetensors"
-    save_encoder_checkpoint(path, {k: v.bfloat16() for k, v in encoder.state_dict().items()},
-                            base_metadata(encoder))
+    save_encoder_checkpoint(path, {k: v.bfloat16() for k, v in encoder.state_dict().items()}, base_metadata(encoder))
     network = make_network()
     load_encoder_into(network, path, log=lambda s: None)
     w = network.encoder.patch_embed.proj.weight

@@ -1,5 +1,6 @@
 """The metadata schema: crafted, correctly hashed checkpoints are refused by the reader with one
 sentence per violation, before any model is built (issue 17, items 5 and 6)."""
+
 import copy
 import dataclasses
 import json
@@ -32,15 +33,18 @@ def crafted(source, target, **changes):
 
 def config_with(**entries):
     """encoder_config changed by ``entries`` (a value of ... removes the entry)."""
+
     def change(config):
         config.update(entries)
         return {k: v for k, v in config.items() if v is not ...}
+
     return change
 
 
 @pytest.fixture
 def no_model_building(monkeypatch):
     """Fail the test if the swin family is asked to build an encoder (even on the meta device)."""
+
     def refuse(config):
         raise AssertionError("a model was built from a config that should have been refused")
 
@@ -56,18 +60,27 @@ def _refusal(path) -> str:
 
 
 CONFIG_VIOLATIONS = [
-    ({"depths": [1, 1, 1, 100000]},
-     "encoder_config.depths is [1, 1, 1, 100000], expected a list of 1 to 8 entries, each an integer "
-     "from 1 to 64."),
-    ({"depths": [1] * 9, "num_heads": [1] * 9},
-     "encoder_config.depths is [1, 1, 1, 1, 1, 1, 1, 1, 1], expected a list of 1 to 8"),
+    (
+        {"depths": [1, 1, 1, 100000]},
+        "encoder_config.depths is [1, 1, 1, 100000], expected a list of 1 to 8 entries, each an integer from 1 to 64.",
+    ),
+    (
+        {"depths": [1] * 9, "num_heads": [1] * 9},
+        "encoder_config.depths is [1, 1, 1, 1, 1, 1, 1, 1, 1], expected a list of 1 to 8",
+    ),
     ({"depths": []}, "encoder_config.depths is [], expected a list of 1 to 8"),
-    ({"num_heads": [0, 2, 3, 4]}, "encoder_config.num_heads is [0, 2, 3, 4], expected a list of 1 to 8 entries, "
-                                  "each an integer from 1 to 4096."),
-    ({"num_heads": [1, 2, 3]}, "encoder_config.num_heads is [1, 2, 3], expected one head count per stage of "
-                               "depths [1, 1, 1, 1]."),
-    ({"num_heads": [1, 2, 5, 4]}, "encoder_config.num_heads[2] is 5, expected a divisor of stage 2's width 96 "
-                                  "(embed_dim 24 doubled per stage)."),
+    (
+        {"num_heads": [0, 2, 3, 4]},
+        "encoder_config.num_heads is [0, 2, 3, 4], expected a list of 1 to 8 entries, each an integer from 1 to 4096.",
+    ),
+    (
+        {"num_heads": [1, 2, 3]},
+        "encoder_config.num_heads is [1, 2, 3], expected one head count per stage of depths [1, 1, 1, 1].",
+    ),
+    (
+        {"num_heads": [1, 2, 5, 4]},
+        "encoder_config.num_heads[2] is 5, expected a divisor of stage 2's width 96 (embed_dim 24 doubled per stage).",
+    ),
     ({"patch_size": 0}, "encoder_config.patch_size is 0, expected an integer from 1 to 64."),
     ({"patch_size": True}, "encoder_config.patch_size is true, expected an integer from 1 to 64."),
     ({"embed_dim": -24}, "encoder_config.embed_dim is -24, expected an integer from 1 to 4096."),
@@ -78,39 +91,56 @@ CONFIG_VIOLATIONS = [
     ({"mlp_ratio": "big"}, 'encoder_config.mlp_ratio is "big", expected a number in (0, 16].'),
     ({"mlp_ratio": 0}, "encoder_config.mlp_ratio is 0, expected a number in (0, 16]."),
     ({"drop_path_rate": 1.5}, "encoder_config.drop_path_rate is 1.5, expected a number in [0, 1)."),
-    ({"shift_single_window_stages": "yes"},
-     'encoder_config.shift_single_window_stages is "yes", expected true or false.'),
+    (
+        {"shift_single_window_stages": "yes"},
+        'encoder_config.shift_single_window_stages is "yes", expected true or false.',
+    ),
     ({"patch_size": ...}, "encoder_config lacks the entry 'patch_size', expected an integer from 1 to 64."),
     ({"\x1b[2Jwipe": 1}, 'encoder_config has the unknown entry "\\u001b[2Jwipe", expected only in_channels'),
 ]
 
 
 @pytest.mark.parametrize("entries, sentence", CONFIG_VIOLATIONS)
-def test_crafted_encoder_configs_are_refused_before_anything_is_built(saved, tmp_path, no_model_building,
-                                                                      entries, sentence):
+def test_crafted_encoder_configs_are_refused_before_anything_is_built(
+    saved, tmp_path, no_model_building, entries, sentence
+):
     path, _, _ = saved
     bad = crafted(path, tmp_path / "bad.safetensors", encoder_config=config_with(**entries))
     assert sentence in _refusal(bad)
 
 
-@pytest.mark.parametrize("normalization, sentence", [
-    ("zscore", 'normalization is "zscore", expected a JSON object such as {"scheme": "zscore"}.'),
-    ({"scheme": "zscore", "mean": 3}, 'normalization has the unknown entry "mean", expected only scheme, '),
-    ({"scheme": "minmax"}, 'normalization.scheme is "minmax", expected one of "zscore", "ct", "nnunet", '),
-    ({"scheme": ["zscore"]}, 'normalization.scheme is ["zscore"], expected one of "zscore", '),
-    ({"scheme": "ct", "ct_clip": [400, -1000]},
-     "normalization.ct_clip is [400, -1000], expected [low, high], two numbers, the first smaller or null."),
-    ({"scheme": "ct", "ct_stats": [0, 0]}, "normalization.ct_stats is [0, 0], expected [mean, std]"),
-    ({"scheme": "imagenet_rgb_folded", "mean": [0.4], "std": [0.2]},
-     "normalization lacks the entry 'folded_mean', expected a finite number."),
-    ({"scheme": "mixed"}, "normalization lacks the entry 'per_source'"),
-    ({"scheme": "zscore", "per_source": [{"scheme": "ct", "ct_clip": "wide"}]},
-     'normalization.per_source[0].ct_clip is "wide", expected [low, high]'),
-    ({"scheme": "nnunet", "normalization_schemes": ["CTNormalization"],
-      "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0}}},
-     'normalization.foreground_intensity_properties_per_channel is {"0": {"mean": 1.0}}, expected channel "0" '
-     "to hold percentile_00_5, percentile_99_5, mean, std (CTNormalization needs them)."),
-])
+@pytest.mark.parametrize(
+    "normalization, sentence",
+    [
+        ("zscore", 'normalization is "zscore", expected a JSON object such as {"scheme": "zscore"}.'),
+        ({"scheme": "zscore", "mean": 3}, 'normalization has the unknown entry "mean", expected only scheme, '),
+        ({"scheme": "minmax"}, 'normalization.scheme is "minmax", expected one of "zscore", "ct", "nnunet", '),
+        ({"scheme": ["zscore"]}, 'normalization.scheme is ["zscore"], expected one of "zscore", '),
+        (
+            {"scheme": "ct", "ct_clip": [400, -1000]},
+            "normalization.ct_clip is [400, -1000], expected [low, high], two numbers, the first smaller or null.",
+        ),
+        ({"scheme": "ct", "ct_stats": [0, 0]}, "normalization.ct_stats is [0, 0], expected [mean, std]"),
+        (
+            {"scheme": "imagenet_rgb_folded", "mean": [0.4], "std": [0.2]},
+            "normalization lacks the entry 'folded_mean', expected a finite number.",
+        ),
+        ({"scheme": "mixed"}, "normalization lacks the entry 'per_source'"),
+        (
+            {"scheme": "zscore", "per_source": [{"scheme": "ct", "ct_clip": "wide"}]},
+            'normalization.per_source[0].ct_clip is "wide", expected [low, high]',
+        ),
+        (
+            {
+                "scheme": "nnunet",
+                "normalization_schemes": ["CTNormalization"],
+                "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0}},
+            },
+            'normalization.foreground_intensity_properties_per_channel is {"0": {"mean": 1.0}}, expected channel "0" '
+            "to hold percentile_00_5, percentile_99_5, mean, std (CTNormalization needs them).",
+        ),
+    ],
+)
 def test_crafted_normalizations_are_refused(saved, tmp_path, normalization, sentence):
     path, _, _ = saved
     bad = crafted(path, tmp_path / "bad.safetensors", normalization=normalization)
@@ -119,13 +149,18 @@ def test_crafted_normalizations_are_refused(saved, tmp_path, normalization, sent
 
 def test_every_violation_gets_its_own_sentence(saved, tmp_path):
     path, _, _ = saved
-    bad = crafted(path, tmp_path / "bad.safetensors", normalization={"scheme": "zscore", "x": 1},
-                  encoder_config=config_with(patch_size=0, embed_dim=-1))
+    bad = crafted(
+        path,
+        tmp_path / "bad.safetensors",
+        normalization={"scheme": "zscore", "x": 1},
+        encoder_config=config_with(patch_size=0, embed_dim=-1),
+    )
     assert _refusal(bad) == (
         "encoder_config.patch_size is 0, expected an integer from 1 to 64. "
         "encoder_config.embed_dim is -1, expected an integer from 1 to 4096. "
         'normalization has the unknown entry "x", expected only scheme, ct_clip, ct_stats, applied, '
-        "description, per_source.")
+        "description, per_source."
+    )
 
 
 def test_long_values_are_shortened(saved, tmp_path):
@@ -162,13 +197,28 @@ def test_what_the_writers_write_passes(tmp_path, make_encoder, base_metadata):
     from nnunetv2_vismae.io.normalization import Normalization
 
     encoder = make_encoder(0)
-    nnunet = {"scheme": "nnunet", "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-              "foreground_intensity_properties_per_channel": {"0": {
-                  "max": 3000.0, "mean": 50.0, "median": 40.0, "min": -1024.0, "percentile_00_5": -900.0,
-                  "percentile_99_5": 1500.0, "std": 200.0}}}
-    for norm in [{"scheme": "ct", "per_source": [Normalization("ct", (-1000, 400)).to_json(), nnunet]},
-                 {"scheme": "mixed", "per_source": [Normalization().to_json(), nnunet]},
-                 imagenet_normalization("vismae", 3, 1), imagenet_normalization("timm", 3, 3)]:
+    nnunet = {
+        "scheme": "nnunet",
+        "normalization_schemes": ["CTNormalization"],
+        "use_mask_for_norm": [False],
+        "foreground_intensity_properties_per_channel": {
+            "0": {
+                "max": 3000.0,
+                "mean": 50.0,
+                "median": 40.0,
+                "min": -1024.0,
+                "percentile_00_5": -900.0,
+                "percentile_99_5": 1500.0,
+                "std": 200.0,
+            }
+        },
+    }
+    for norm in [
+        {"scheme": "ct", "per_source": [Normalization("ct", (-1000, 400)).to_json(), nnunet]},
+        {"scheme": "mixed", "per_source": [Normalization().to_json(), nnunet]},
+        imagenet_normalization("vismae", 3, 1),
+        imagenet_normalization("timm", 3, 3),
+    ]:
         path = tmp_path / "ok.safetensors"
         save_encoder_checkpoint(path, encoder.state_dict(), base_metadata(encoder, normalization=norm))
         assert read_encoder_checkpoint(path).normalization == norm
@@ -183,8 +233,11 @@ def test_checkpoints_without_the_shift_rule_read_as_timms_rule(saved, tmp_path):
 def test_inspect_builds_no_model(saved, monkeypatch):
     path, _, _ = saved
     checkpoint = read_encoder_checkpoint(path)
-    monkeypatch.setitem(families.FAMILIES, "swin", dataclasses.replace(
-        families.SWIN, expected_shapes=lambda config: pytest.fail("inspect built a model")))
+    monkeypatch.setitem(
+        families.FAMILIES,
+        "swin",
+        dataclasses.replace(families.SWIN, expected_shapes=lambda config: pytest.fail("inspect built a model")),
+    )
     text = format_checkpoint(checkpoint)
     groups = [line.split()[0] for line in text.splitlines()[-6:]]
     assert groups == ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3", "norm"]
@@ -208,8 +261,11 @@ def cnn_checkpoint(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("cnn") / "encoder.safetensors"
     network = build_stock_network(PLAIN, 1)
-    save_encoder_checkpoint(path, network.encoder.state_dict(), {
-        "family": "cnn", "encoder_config": cnn_encoder_config(PLAIN, 1), "normalization": {"scheme": "zscore"}})
+    save_encoder_checkpoint(
+        path,
+        network.encoder.state_dict(),
+        {"family": "cnn", "encoder_config": cnn_encoder_config(PLAIN, 1), "normalization": {"scheme": "zscore"}},
+    )
     return path
 
 
@@ -220,23 +276,42 @@ def _architecture_with(**kwargs):
             top = key in ("network_class_name", "_kw_requires_import")
             (architecture if top else architecture["arch_kwargs"])[key] = value
         return config
+
     return change
 
 
-@pytest.mark.parametrize("entries, sentence", [
-    ({"n_stages": 100000}, "encoder_config.architecture.arch_kwargs.n_stages is 100000, expected an integer "
-                           "from 1 to 16."),
-    ({"n_conv_per_stage": [2, 2, 100000]}, "encoder_config.architecture.arch_kwargs.n_conv_per_stage is "
-                                           "[2, 2, 100000], expected an integer from 1 to 64, or a list"),
-    ({"network_class_name": "os.system"}, 'encoder_config.architecture.network_class_name is "os.system", '
-                                          "expected a class name starting with 'dynamic_network_architectures."),
-    ({"nonlin": "builtins.exec"}, 'encoder_config.architecture.arch_kwargs.nonlin is "builtins.exec", expected '
-                                  "null or a name starting with 'torch.nn.' (nnU-Net imports it)."),
-])
-def test_crafted_cnn_architectures_are_refused_before_anything_is_built(cnn_checkpoint, tmp_path, monkeypatch,
-                                                                        entries, sentence):
-    monkeypatch.setitem(families.FAMILIES, "cnn", dataclasses.replace(
-        families.CNN, expected_shapes=lambda config: pytest.fail("a model was built")))
+@pytest.mark.parametrize(
+    "entries, sentence",
+    [
+        (
+            {"n_stages": 100000},
+            "encoder_config.architecture.arch_kwargs.n_stages is 100000, expected an integer from 1 to 16.",
+        ),
+        (
+            {"n_conv_per_stage": [2, 2, 100000]},
+            "encoder_config.architecture.arch_kwargs.n_conv_per_stage is "
+            "[2, 2, 100000], expected an integer from 1 to 64, or a list",
+        ),
+        (
+            {"network_class_name": "os.system"},
+            'encoder_config.architecture.network_class_name is "os.system", '
+            "expected a class name starting with 'dynamic_network_architectures.",
+        ),
+        (
+            {"nonlin": "builtins.exec"},
+            'encoder_config.architecture.arch_kwargs.nonlin is "builtins.exec", expected '
+            "null or a name starting with 'torch.nn.' (nnU-Net imports it).",
+        ),
+    ],
+)
+def test_crafted_cnn_architectures_are_refused_before_anything_is_built(
+    cnn_checkpoint, tmp_path, monkeypatch, entries, sentence
+):
+    monkeypatch.setitem(
+        families.FAMILIES,
+        "cnn",
+        dataclasses.replace(families.CNN, expected_shapes=lambda config: pytest.fail("a model was built")),
+    )
     bad = crafted(cnn_checkpoint, tmp_path / "bad.safetensors", encoder_config=_architecture_with(**entries))
     assert sentence in _refusal(bad)
 

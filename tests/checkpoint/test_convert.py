@@ -1,4 +1,5 @@
 """nnUNetv2_vismae_convert: timm and VIS-MAE layouts -> encoder checkpoints that compute the same."""
+
 import argparse
 import hashlib
 import os
@@ -14,13 +15,28 @@ from nnunetv2_vismae.architectures.swin_unet import SwinUNet
 from nnunetv2_vismae.checkpoint import LoadReport, load_encoder_into, read_encoder_checkpoint
 from nnunetv2_vismae.checkpoint import foreign_layouts
 from nnunetv2_vismae.checkpoint.convert import main
-from nnunetv2_vismae.checkpoint.foreign_layouts import (ORIGINAL_MERGE_ORDER, fold_input_channels,
-                                                        map_to_encoder_names)
+from nnunetv2_vismae.checkpoint.foreign_layouts import ORIGINAL_MERGE_ORDER, fold_input_channels, map_to_encoder_names
 
-TIMM_SMALL = dict(img_size=224, patch_size=4, in_chans=3, embed_dim=24, depths=(1, 1, 3, 1),
-                  num_heads=(1, 2, 3, 4), window_size=7, mlp_ratio=2.0, num_classes=5)  # stock timm layout
-MAE_EXTRAS = ("mask_token", "pos_embed", "first_patch_expanding", "layers_up", "norm_up",
-              "decoder_pred", "relative_position_index (buffers)")
+TIMM_SMALL = dict(
+    img_size=224,
+    patch_size=4,
+    in_chans=3,
+    embed_dim=24,
+    depths=(1, 1, 3, 1),
+    num_heads=(1, 2, 3, 4),
+    window_size=7,
+    mlp_ratio=2.0,
+    num_classes=5,
+)  # stock timm layout
+MAE_EXTRAS = (
+    "mask_token",
+    "pos_embed",
+    "first_patch_expanding",
+    "layers_up",
+    "norm_up",
+    "decoder_pred",
+    "relative_position_index (buffers)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +86,28 @@ def _end_layout(state):
 
 def _vismae_file(path, timm_state, with_norm=False):
     """A VIS-MAE / Swin-MAE pretraining file: torch.save of {'model': ..., 'optimizer', ...}."""
-    model = {k: v for k, v in _end_layout(timm_state).items()
-             if not k.startswith("head.") and (with_norm or not k.startswith("norm."))}
+    model = {
+        k: v
+        for k, v in _end_layout(timm_state).items()
+        if not k.startswith("head.") and (with_norm or not k.startswith("norm."))
+    }
     for name in [k for k in model if k.endswith("attn.relative_position_bias_table")]:
         model[name.replace("bias_table", "index")] = torch.zeros(49, 49, dtype=torch.long)
-    model.update({
-        "mask_token": torch.zeros(1, 1, 24), "pos_embed": torch.randn(1, 56 * 56, 24),
-        "first_patch_expanding.expand.weight": torch.randn(192, 192),
-        "layers_up.0.blocks.0.norm1.weight": torch.randn(96),
-        "layers_up.0.upsample.expand.weight": torch.randn(96, 96),
-        "norm_up.weight": torch.randn(24), "decoder_pred.weight": torch.randn(48, 24),
-        "decoder_pred.bias": torch.randn(48)})
-    args = argparse.Namespace(model="swin_mae", input_size=224, mask_ratio=0.75, lr=1e-3,
-                              norm_pix_loss=False, output_dir="./output_dir")
+    model.update(
+        {
+            "mask_token": torch.zeros(1, 1, 24),
+            "pos_embed": torch.randn(1, 56 * 56, 24),
+            "first_patch_expanding.expand.weight": torch.randn(192, 192),
+            "layers_up.0.blocks.0.norm1.weight": torch.randn(96),
+            "layers_up.0.upsample.expand.weight": torch.randn(96, 96),
+            "norm_up.weight": torch.randn(24),
+            "decoder_pred.weight": torch.randn(48, 24),
+            "decoder_pred.bias": torch.randn(48),
+        }
+    )
+    args = argparse.Namespace(
+        model="swin_mae", input_size=224, mask_ratio=0.75, lr=1e-3, norm_pix_loss=False, output_dir="./output_dir"
+    )
     torch.save({"model": model, "optimizer": {}, "epoch": 5, "scaler": {}, "args": args}, path)
     return model
 
@@ -98,10 +123,12 @@ def _original_merge(x, norm_w, norm_b, reduction_w, order=ORIGINAL_MERGE_ORDER):
 
 def _merging_state(c: int) -> dict:
     """A VIS-MAE-layout patch merging at the end of stage 0, plus one tensor of stage 1."""
-    return {"layers.0.downsample.norm.weight": torch.randn(4 * c),
-            "layers.0.downsample.norm.bias": torch.randn(4 * c),
-            "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
-            "layers.1.blocks.0.norm1.weight": torch.randn(2 * c)}
+    return {
+        "layers.0.downsample.norm.weight": torch.randn(4 * c),
+        "layers.0.downsample.norm.bias": torch.randn(4 * c),
+        "layers.0.downsample.reduction.weight": torch.randn(2 * c, 4 * c),
+        "layers.1.blocks.0.norm1.weight": torch.randn(2 * c),
+    }
 
 
 def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
@@ -111,8 +138,9 @@ def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
     state = _merging_state(c)
     mapped = map_to_encoder_names(state, "vismae").tensors
     merge = PatchMerging(c)
-    merge.load_state_dict({k.removeprefix("layers.1.downsample."): v for k, v in mapped.items()
-                           if k.startswith("layers.1.downsample.")})
+    merge.load_state_dict(
+        {k.removeprefix("layers.1.downsample."): v for k, v in mapped.items() if k.startswith("layers.1.downsample.")}
+    )
     x = torch.randn(2, 6, 8, c)
     with torch.no_grad():
         torch.testing.assert_close(merge(x), _original_merge(x, *(state[k] for k in list(state)[:3])))
@@ -129,8 +157,13 @@ def test_a_different_merge_order_is_permuted(monkeypatch):
     m = result.tensors
     x = torch.randn(1, 4, 4, c)
     expected = _original_merge(x, *(state[k] for k in list(state)[:3]))
-    got = _original_merge(x, m["layers.1.downsample.norm.weight"], m["layers.1.downsample.norm.bias"],
-                          m["layers.1.downsample.reduction.weight"], order=other)
+    got = _original_merge(
+        x,
+        m["layers.1.downsample.norm.weight"],
+        m["layers.1.downsample.norm.bias"],
+        m["layers.1.downsample.reduction.weight"],
+        order=other,
+    )
     torch.testing.assert_close(got, expected)
 
 
@@ -141,6 +174,7 @@ def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container
     source = tmp_path / f"swin.{'safetensors' if container == 'safetensors' else 'pth'}"
     if container == "safetensors":
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state.items()}, source)
     else:
         torch.save(state, source)
@@ -151,9 +185,16 @@ def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container
 
     encoder, checkpoint = _converted_encoder(out)
     assert checkpoint.encoder_config == {
-        "in_channels": 3, "patch_size": 4, "embed_dim": 24, "depths": [1, 1, 3, 1],
-        "num_heads": [1, 2, 3, 4], "window_size": 7, "mlp_ratio": 2.0, "drop_path_rate": 0.1,
-        "shift_single_window_stages": False}  # timm's rule: no shift in the one-window last stage
+        "in_channels": 3,
+        "patch_size": 4,
+        "embed_dim": 24,
+        "depths": [1, 1, 3, 1],
+        "num_heads": [1, 2, 3, 4],
+        "window_size": 7,
+        "mlp_ratio": 2.0,
+        "drop_path_rate": 0.1,
+        "shift_single_window_stages": False,
+    }  # timm's rule: no shift in the one-window last stage
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "timm" and record["file"] == source.name
     assert record["dropped"] == {"head": 2}
@@ -205,8 +246,7 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
     tensors = checkpoint.tensors
     for i in range(3):  # the merging at the end of stage i is the one before stage i+1
         for part in ("norm.weight", "norm.bias", "reduction.weight"):
-            assert torch.equal(tensors[f"layers.{i + 1}.downsample.{part}"],
-                               model[f"layers.{i}.downsample.{part}"])
+            assert torch.equal(tensors[f"layers.{i + 1}.downsample.{part}"], model[f"layers.{i}.downsample.{part}"])
     assert not any(k.startswith("layers.0.downsample") for k in tensors)
     for name in [k for k in model if k.startswith("layers.") and ".blocks." in k and not k.endswith("index")]:
         assert torch.equal(tensors[name], model[name]), name
@@ -234,8 +274,9 @@ def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, t
     model = _vismae_file(path, timm_model.state_dict(), with_norm=True)
     assert main([str(path), str(out)]) == 0
     checkpoint = read_encoder_checkpoint(out)
-    assert torch.allclose(checkpoint.tensors["patch_embed.proj.weight"],
-                          model["patch_embed.proj.weight"].sum(1, keepdim=True))
+    assert torch.allclose(
+        checkpoint.tensors["patch_embed.proj.weight"], model["patch_embed.proj.weight"].sum(1, keepdim=True)
+    )
     assert torch.equal(checkpoint.tensors["norm.weight"], model["norm.weight"])
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == record["detected_layout"] == "vismae" and record["synthesized"] == []
@@ -276,8 +317,7 @@ class _Marker:
 def test_malicious_pickle_is_refused_and_never_executed(tmp_path, capsys):
     marker = tmp_path / "pwned"
     source, out = tmp_path / "evil.pth", tmp_path / "encoder.safetensors"
-    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "epoch": 1,
-                "args": _Marker(str(marker))}, source)
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(1)}, "epoch": 1, "args": _Marker(str(marker))}, source)
     assert not marker.exists()
     assert main(["--from", "vismae", str(source), str(out)]) == 2
     err = capsys.readouterr().err
@@ -318,8 +358,14 @@ def test_failed_verification_writes_nothing(tmp_path, timm_model, monkeypatch, c
     torch.save(timm_model.state_dict(), source)
 
     def partial_load(network, checkpoint, log=print, **kw):
-        return LoadReport(checkpoint="x", family="swin", content_hash="0" * 64,
-                          num_network_tensors=93, loaded=["a"] * 92, missing=["norm.bias"])
+        return LoadReport(
+            checkpoint="x",
+            family="swin",
+            content_hash="0" * 64,
+            num_network_tensors=93,
+            loaded=["a"] * 92,
+            missing=["norm.bias"],
+        )
 
     monkeypatch.setattr("nnunetv2_vismae.checkpoint.loader.load_encoder_into", partial_load)
     assert main([str(source), str(out)]) == 2
@@ -373,10 +419,13 @@ def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, 
     assert main([str(path), str(out)]) == 0
     config, reference = pretrained_encoder(str(out))
     assert config.shift_single_window_stages is True
-    plans = {"plans_name": "nnUNetPlans", "configurations": {"2d": {
-        "patch_size": [224, 224], "batch_size": 2, "architecture": {}}}}
-    arch = derive_vismae_plans(plans, "nnUNetVisMAEPlans", config, "swin", reference)[
-        "configurations"]["2d"]["architecture"]
+    plans = {
+        "plans_name": "nnUNetPlans",
+        "configurations": {"2d": {"patch_size": [224, 224], "batch_size": 2, "architecture": {}}},
+    }
+    arch = derive_vismae_plans(plans, "nnUNetVisMAEPlans", config, "swin", reference)["configurations"]["2d"][
+        "architecture"
+    ]
     assert arch["arch_kwargs"]["encoder"]["shift_single_window_stages"] is True
     network = SwinUNet(1, 2, **arch["arch_kwargs"])  # as get_network_from_plans builds it
     assert network.encoder.layers[3].blocks[1].shift_size == (3, 3)
@@ -389,7 +438,10 @@ def test_foreign_weights_are_held_to_the_checkpoint_bounds_before_anything_is_bu
     tensors = {k: v for k, v in timm_model.state_dict().items() if not k.startswith("head")}
     for name in [k for k in tensors if k.endswith("relative_position_bias_table")]:
         tensors[name] = torch.zeros((2 * 65 - 1) ** 2, tensors[name].shape[1])  # a 65x65 window
-    with pytest.raises(CheckpointError, match=r"^Input weights x: its tensors imply an encoder config outside the "
-                                              r"checkpoint schema: encoder_config\.window_size is 65, expected an "
-                                              r"integer from 1 to 64; SwinEncoder cannot hold these weights\.$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^Input weights x: its tensors imply an encoder config outside the "
+        r"checkpoint schema: encoder_config\.window_size is 65, expected an "
+        r"integer from 1 to 64; SwinEncoder cannot hold these weights\.$",
+    ):
         foreign_layouts.derive_swin_config(tensors, "Input weights x")

@@ -1,4 +1,5 @@
 """The resumable state file that pretraining and classification share."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,10 +18,13 @@ def test_a_state_round_trips_with_its_version(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary left
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"epoch 3\n", r"state.pt is plain text, not a training state written by torch.save; start over\.$"),
-    (b"PK\x03\x04 cut short", r"state.pt cannot be read \(\w+\); start over\.$"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"epoch 3\n", r"state.pt is plain text, not a training state written by torch.save; start over\.$"),
+        (b"PK\x03\x04 cut short", r"state.pt cannot be read \(\w+\); start over\.$"),
+    ],
+)
 def test_an_unusable_state_is_one_sentence_ending_in_the_callers_advice(tmp_path, content, expected):
     path = tmp_path / "state.pt"
     path.write_bytes(content)

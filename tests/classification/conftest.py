@@ -3,6 +3,7 @@
 One torch thread: on a shared 2-core machine two OpenMP threads spin against other processes
 and make these tiny steps 20x slower.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,20 @@ import torch
 
 from tests.conftest import TINY_ENCODER
 
-TINY_FLAGS = ["--size", "32", "--embed-dim", str(TINY_ENCODER["embed_dim"]),
-              "--depths", *map(str, TINY_ENCODER["depths"]), "--heads", *map(str, TINY_ENCODER["num_heads"]),
-              "--window", str(TINY_ENCODER["window_size"]), "--batch-size", "16"]
+TINY_FLAGS = [
+    "--size",
+    "32",
+    "--embed-dim",
+    str(TINY_ENCODER["embed_dim"]),
+    "--depths",
+    *map(str, TINY_ENCODER["depths"]),
+    "--heads",
+    *map(str, TINY_ENCODER["num_heads"]),
+    "--window",
+    str(TINY_ENCODER["window_size"]),
+    "--batch-size",
+    "16",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,7 +52,9 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     config = SwinEncoderConfig.from_json(TINY_ENCODER)
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("checkpoint") / "encoder.safetensors"
-    save_encoder_checkpoint(path, SwinEncoder.from_config(config).state_dict(),
-                            {"family": "swin", "encoder_config": config.to_json(),
-                             "normalization": {"scheme": "zscore"}})
+    save_encoder_checkpoint(
+        path,
+        SwinEncoder.from_config(config).state_dict(),
+        {"family": "swin", "encoder_config": config.to_json(), "normalization": {"scheme": "zscore"}},
+    )
     return str(path)

@@ -1,4 +1,5 @@
 """Inputs: CSV and class folders, clear errors for bad rows, stratified split, nested subsets."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -50,14 +51,20 @@ def test_class_folders_give_labels_and_predict_folders_may_have_none(tmp_path):
         load_samples(str(tmp_path / "new"))
 
 
-@pytest.mark.parametrize("content, message", [
-    ("image,label\nimg/a.png,no\nimg/missing.png,yes\n", r"labels.csv line 3: image file .*missing.png does not exist"),
-    ("image,label\nimg/a.png,no\nimg/b.png,\n", r"labels.csv line 3: the label column is empty"),
-    ("image,label\nimg/a.txt,no\n", r"labels.csv line 2: a.txt is not a supported image file"),
-    ("", r"labels.csv is empty"),
-    ("image,label\n", r"labels.csv has a header but no image rows"),
-    ("img/a.png,no\n", r"labels.csv line 1: header 'img/a.png,no' lacks the columns image and label"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "image,label\nimg/a.png,no\nimg/missing.png,yes\n",
+            r"labels.csv line 3: image file .*missing.png does not exist",
+        ),
+        ("image,label\nimg/a.png,no\nimg/b.png,\n", r"labels.csv line 3: the label column is empty"),
+        ("image,label\nimg/a.txt,no\n", r"labels.csv line 2: a.txt is not a supported image file"),
+        ("", r"labels.csv is empty"),
+        ("image,label\n", r"labels.csv has a header but no image rows"),
+        ("img/a.png,no\n", r"labels.csv line 1: header 'img/a.png,no' lacks the columns image and label"),
+    ],
+)
 def test_bad_rows_name_the_row(images, content, message):
     (images / "labels.csv").write_text(content)
     with pytest.raises(ClassificationError, match=message):
@@ -101,7 +108,10 @@ def test_label_subsets_are_nested_stratified_and_seeded(tmp_path):
     samples = samples_of({"a": 30, "b": 10}, tmp_path)
     subsets = {p: stratified_label_subset(samples, p, seed=0) for p in (10, 25, 50, 100)}
     assert [Counter(s.label for s in subsets[p]) for p in (10, 50, 100)] == [
-        {"a": 3, "b": 1}, {"a": 15, "b": 5}, {"a": 30, "b": 10}]
+        {"a": 3, "b": 1},
+        {"a": 15, "b": 5},
+        {"a": 30, "b": 10},
+    ]
     paths = {p: {s.path for s in subset} for p, subset in subsets.items()}
     assert paths[10] <= paths[25] <= paths[50] <= paths[100]
     assert stratified_label_subset(samples, 25, seed=0) == subsets[25]

@@ -1,4 +1,5 @@
 """Metrics against values worked out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ def test_multiclass_auc_is_the_one_vs_rest_macro_mean():
 
 
 def test_accuracy_balanced_accuracy_f1_and_confusion_matrix():
-    y = [0, 0, 0, 1]                      # imbalanced: predicting the majority looks good on accuracy
+    y = [0, 0, 0, 1]  # imbalanced: predicting the majority looks good on accuracy
     p = np.array([[0.9, 0.1]] * 4)
     m = compute_metrics(y, p, ["neg", "pos"])
     assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == 0.5
@@ -40,9 +41,9 @@ def test_a_predicted_class_without_images_counts_for_f1_but_not_for_balanced_acc
     y = [0, 0, 1, 1]
     p = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]])  # "c" predicted, never true
     m = compute_metrics(y, p, ["a", "b", "c"])
-    assert m["balanced_accuracy"] == 0.75                       # (1/2 + 2/2) / 2
+    assert m["balanced_accuracy"] == 0.75  # (1/2 + 2/2) / 2
     assert m["f1_macro"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert m["per_class"]["c"] == {"support": 0, "recall": None, "precision": 0.0, "f1": 0.0}
-    assert m["auc"] == pytest.approx((0.75 + 1.0) / 2)          # "c" has no positives: left out
+    assert m["auc"] == pytest.approx((0.75 + 1.0) / 2)  # "c" has no positives: left out
     assert m["confusion_matrix"] == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
     assert not recwarn.list

@@ -1,4 +1,5 @@
 """Training on the embedded style task, predict from the saved model, linear mode, resume."""
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,25 @@ def csv_rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained(style_task, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "style"
-    assert main(["train", "-i", str(style_task["train"]), "--val", str(style_task["test"]), "-o", str(out),
-                 "--epochs", "10", "--lr", "2e-3", *TINY_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "-i",
+                str(style_task["train"]),
+                "--val",
+                str(style_task["test"]),
+                "-o",
+                str(out),
+                "--epochs",
+                "10",
+                "--lr",
+                "2e-3",
+                *TINY_FLAGS,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -60,11 +78,45 @@ def test_predict_reproduces_the_validation_metrics(trained, style_task, tmp_path
 
 def test_rerunning_a_finished_run_trains_nothing_and_other_settings_are_refused(trained, style_task):
     state_before = (trained / "state.pt").stat().st_mtime_ns
-    assert main(["train", "-i", str(style_task["train"]), "--val", str(style_task["test"]), "-o", str(trained),
-                 "--epochs", "10", "--lr", "2e-3", *TINY_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "-i",
+                str(style_task["train"]),
+                "--val",
+                str(style_task["test"]),
+                "-o",
+                str(trained),
+                "--epochs",
+                "10",
+                "--lr",
+                "2e-3",
+                *TINY_FLAGS,
+            ]
+        )
+        == 0
+    )
     assert (trained / "state.pt").stat().st_mtime_ns == state_before
-    assert main(["train", "-i", str(style_task["train"]), "--val", str(style_task["test"]), "-o", str(trained),
-                 "--epochs", "11", "--lr", "2e-3", *TINY_FLAGS]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "-i",
+                str(style_task["train"]),
+                "--val",
+                str(style_task["test"]),
+                "-o",
+                str(trained),
+                "--epochs",
+                "11",
+                "--lr",
+                "2e-3",
+                *TINY_FLAGS,
+            ]
+        )
+        == 2
+    )
 
 
 def tiny_settings(train_input, out, **kw) -> TrainSettings:
@@ -76,6 +128,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     settings = tiny_settings(task["train"], tmp_path / "run", epochs=2, val_fraction=0.25)
     run = Run(settings, log=lambda *_: None)
     from tqdm import tqdm
+
     run.run_epoch(tqdm(disable=True))  # stopped after the first epoch
     first_epoch = run.history[0]
     train(settings, log=lambda *_: None)
@@ -85,8 +138,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
 
 def test_linear_mode_leaves_the_encoder_unchanged(tiny_checkpoint, tmp_path):
     task = write_style_task(tmp_path / "task", num_train=16, num_test=8, size=32, image_format="png", layout="folders")
-    settings = tiny_settings(task["train"], tmp_path / "linear", val=str(task["test"]), epochs=2,
-                             pretrained=tiny_checkpoint, mode="linear")
+    settings = tiny_settings(
+        task["train"], tmp_path / "linear", val=str(task["test"]), epochs=2, pretrained=tiny_checkpoint, mode="linear"
+    )
     train(settings, log=lambda *_: None)
     saved = load_file(tmp_path / "linear" / "model" / "model.safetensors")
     pretrained = read_encoder_checkpoint(tiny_checkpoint).tensors
@@ -95,8 +149,10 @@ def test_linear_mode_leaves_the_encoder_unchanged(tiny_checkpoint, tmp_path):
     initial = SwinClassifier(SwinEncoderConfig.from_json(TINY_ENCODER), 4)
     assert not torch.equal(saved["head.weight"], initial.head.weight.detach())  # the head did train
     finetuned = tmp_path / "finetune"
-    train(tiny_settings(task["train"], finetuned, val=str(task["test"]), epochs=1, pretrained=tiny_checkpoint),
-          log=lambda *_: None)
+    train(
+        tiny_settings(task["train"], finetuned, val=str(task["test"]), epochs=1, pretrained=tiny_checkpoint),
+        log=lambda *_: None,
+    )
     changed = load_file(finetuned / "model" / "model.safetensors")
     assert not all(torch.equal(changed[f"encoder.{n}"], v) for n, v in pretrained.items())
 

@@ -1,4 +1,5 @@
 """The demo pipeline: what each step runs, resuming, and ``nnUNetv2_vismae_demo --quick`` end to end."""
+
 import csv
 import os
 import subprocess
@@ -20,11 +21,11 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
     commands = {name: action for name, action in pipeline.steps(size, tmp_path, "cpu") if not callable(action)}
     assert ("pretrain_cnn" in commands) == ("cnn-mae" in size.arms)
     for pretrain in commands["pretrain"], commands.get("pretrain_cnn", commands["pretrain"]):
-        inputs = pretrain[pretrain.index("-i") + 1:pretrain.index("--patch-size")]
+        inputs = pretrain[pretrain.index("-i") + 1 : pretrain.index("--patch-size")]
         assert inputs == [str(tmp_path / "nnUNet_raw" / pipeline.DATASET / UNLABELED_FOLDER)]
         assert "-d" not in pretrain  # the preprocessed (labeled, scored) cases are never pretrained on
     bench = commands[size.name]
-    assert bench[bench.index("--arms") + 1:bench.index("--pretrained")] == list(size.arms)
+    assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == list(size.arms)
     assert {"nnunet", "vismae", "scratch"} <= set(size.arms)  # nnunet runs at 100% too, always
     assert ("--test" in bench) == size.test and bench[bench.index("-o") + 1] == str(tmp_path / size.name)
 
@@ -34,16 +35,18 @@ def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_c
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["generate", "preprocess", "pretrain", "pretrain_cnn", "study"]
     study = shlex.split(lines[-1].split(": ", 1)[1])
-    arms = study[study.index("--arms") + 1:study.index("--pretrained")]
+    arms = study[study.index("--arms") + 1 : study.index("--pretrained")]
     assert {a.twin for a in map(ARMS.get, arms) if a.twin} <= set(arms) and {"cnn-mae", "vismae"} <= set(arms)
-    assert len([p for p in study[study.index("--labels") + 1:study.index("--arms")] if int(p) < 100]) >= 3
+    assert len([p for p in study[study.index("--labels") + 1 : study.index("--arms")] if int(p) < 100]) >= 3
     assert "--test" in study and "--pretrained-cnn" in study and pipeline.STUDY.num_test >= 200
 
 
 def test_the_study_contains_every_run_of_the_default_demo():
     """So that ``--study`` in a default demo's folder reuses its runs, and both score the same test cases."""
+
     def runs(size):  # the benchmark always runs nnunet at 100% as well
         return {(arm, p) for arm in size.arms for p in size.labels} | {("nnunet", 100)}
+
     default, study = pipeline.DEFAULT, pipeline.STUDY
     assert runs(default) <= runs(study) and default.labels != study.labels
     assert replace(study, name=default.name, labels=default.labels, arms=default.arms, test=default.test) == default

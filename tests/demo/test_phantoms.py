@@ -1,4 +1,5 @@
 """Tests of the embedded phantom dataset (nnunetv2_vismae.demo.phantoms)."""
+
 import hashlib
 import json
 from pathlib import Path
@@ -68,8 +69,9 @@ def _region_means(style, n=8):
     for i in range(n):
         image, label = make_case(np.random.default_rng(100 + i), 128, style)
         liver = image[label == LABELS["liver"]]
-        rows.append(dict(liver=liver.mean(), spleen=image[label == LABELS["spleen"]].mean(), min=image.min(),
-                         max=image.max()))
+        rows.append(
+            dict(liver=liver.mean(), spleen=image[label == LABELS["spleen"]].mean(), min=image.min(), max=image.max())
+        )
     return rows
 
 
@@ -97,8 +99,10 @@ def test_dataset_layout_and_dataset_json(dataset):
     assert ds["channel_names"] == {"0": "image"}
     assert ds["file_ending"] == ".nii.gz"
     assert ds["numTraining"] == SMALL["num_train"]
-    counts = {d: len(list((dataset / d).glob("*.nii.gz")))
-              for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", ds["unlabeled_folder"])}
+    counts = {
+        d: len(list((dataset / d).glob("*.nii.gz")))
+        for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", ds["unlabeled_folder"])
+    }
     assert counts == {"imagesTr": 8, "labelsTr": 8, "imagesTs": 4, "labelsTs": 4, "imagesUnlabeled": 8}
     for d in ("imagesTr", "imagesTs", "imagesUnlabeled"):
         assert all(p.name.endswith("_0000.nii.gz") for p in (dataset / d).iterdir())
@@ -110,6 +114,7 @@ def test_dataset_layout_and_dataset_json(dataset):
 
 def test_dataset_passes_nnunet_verify_dataset_integrity(dataset):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
     verify_dataset_integrity(str(dataset), num_processes=1)
 
 
@@ -142,8 +147,9 @@ def test_generate_dataset_is_deterministic_by_seed(dataset, tmp_path):
 
 
 def test_cases_do_not_change_with_the_number_of_cases(dataset, tmp_path):
-    fewer = generate_dataset(tmp_path, dataset_id=801, name="Tiny", seed=3, num_train=3, num_test=0,
-                             num_unlabeled=0, size=64)
+    fewer = generate_dataset(
+        tmp_path, dataset_id=801, name="Tiny", seed=3, num_train=3, num_test=0, num_unlabeled=0, size=64
+    )
     for p in sorted((fewer / "imagesTr").iterdir()):
         np.testing.assert_array_equal(_read(p), _read(dataset / "imagesTr" / p.name))
 

@@ -1,4 +1,5 @@
 """End to end through the commands: pretrain --encoder cnn -> nnUNetMAEPlans -> nnUNetv2_train -tr nnUNetTrainerMAE."""
+
 import json
 from pathlib import Path
 
@@ -13,9 +14,32 @@ TRAINER = "nnUNetTrainerMAE_1epochs_4iters"
 def test_mae_plans_train_with_the_pretrained_cnn_encoder(preprocessed_dataset, tmp_path):
     env = dict(preprocessed_dataset, nnUNet_n_proc_DA="0")
     checkpoint = tmp_path / "pretrain" / "encoder.safetensors"
-    run(["nnUNetv2_vismae_pretrain", "--encoder", "cnn", "-d", "990", "-o", str(checkpoint.parent),
-         "--patch-size", "64", "--steps", "1", "--batch-size", "2", "--workers", "0", "--preview-every", "0",
-         "-device", "cpu", "--precision", "fp32"], env)
+    run(
+        [
+            "nnUNetv2_vismae_pretrain",
+            "--encoder",
+            "cnn",
+            "-d",
+            "990",
+            "-o",
+            str(checkpoint.parent),
+            "--patch-size",
+            "64",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--preview-every",
+            "0",
+            "-device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+        env,
+    )
     run(["nnUNetv2_vismae_plan", "-d", "990", "--pretrained", str(checkpoint)], env)
     run(["nnUNetv2_train", "990", "2d", "0", "-p", "nnUNetMAEPlans", "-tr", TRAINER, "-device", "cpu"], env)
 

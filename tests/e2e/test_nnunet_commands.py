@@ -1,4 +1,5 @@
 """End to end through nnU-Net's stock commands: plan, train, predict, evaluate (a few minutes)."""
+
 import json
 from pathlib import Path
 
@@ -18,8 +19,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     encoder = SwinEncoder(in_channels=1, **TINY_ENCODER)
     path = tmp_path_factory.mktemp("ckpt") / "encoder.safetensors"
-    save_encoder_checkpoint(path, encoder.state_dict(), {"family": "swin", "encoder_config": encoder.config.to_json(),
-                                                         "normalization": {"scheme": "zscore"}})
+    save_encoder_checkpoint(
+        path,
+        encoder.state_dict(),
+        {"family": "swin", "encoder_config": encoder.config.to_json(), "normalization": {"scheme": "zscore"}},
+    )
     return path
 
 
@@ -36,10 +40,46 @@ def test_pretrained_swinunet_trains_predicts_and_evaluates(preprocessed_dataset,
 
     raw = Path(env["nnUNet_raw"]) / "Dataset990_Synthetic"
     pred = Path(env["nnUNet_results"]) / "pred"
-    run(["nnUNetv2_predict", "-i", str(raw / "imagesTr"), "-o", str(pred), "-d", "990", "-c", "2d", "-f", "0",
-         "-p", "nnUNetVisMAEPlans", "-tr", TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"], env)
-    run(["nnUNetv2_evaluate_folder", str(raw / "labelsTr"), str(pred), "-djfile", str(fold.parent / "dataset.json"),
-         "-pfile", str(fold.parent / "plans.json"), "-np", "1"], env)
+    run(
+        [
+            "nnUNetv2_predict",
+            "-i",
+            str(raw / "imagesTr"),
+            "-o",
+            str(pred),
+            "-d",
+            "990",
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "-p",
+            "nnUNetVisMAEPlans",
+            "-tr",
+            TRAINER,
+            "-device",
+            "cpu",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        env,
+    )
+    run(
+        [
+            "nnUNetv2_evaluate_folder",
+            str(raw / "labelsTr"),
+            str(pred),
+            "-djfile",
+            str(fold.parent / "dataset.json"),
+            "-pfile",
+            str(fold.parent / "plans.json"),
+            "-np",
+            "1",
+        ],
+        env,
+    )
     dice = json.loads((pred / "summary.json").read_text())["foreground_mean"]["Dice"]
     # an all-background or random prediction scores below 0.1 on these small structures
     assert dice > 0.3, f"Dice {dice} is not clearly above chance"

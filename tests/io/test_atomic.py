@@ -1,5 +1,6 @@
 """Atomic writes: all or nothing, the mode of a normal file, one sentence when the write fails,
 and the leftovers of killed writers recognised."""
+
 import errno
 import json
 import os
@@ -48,14 +49,21 @@ def test_written_files_have_the_mode_of_a_normal_new_file(tmp_path, umask, mode)
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name
 
 
-@pytest.mark.parametrize("failure, reason", [
-    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
-    (OSError(errno.EROFS, os.strerror(errno.EROFS)), "Read-only file system"),
-    (SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
-     "No space left on device"),
-    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
-     "torch's file writer failed ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)"),
-])
+@pytest.mark.parametrize(
+    "failure, reason",
+    [
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+        (OSError(errno.EROFS, os.strerror(errno.EROFS)), "Read-only file system"),
+        (
+            SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+            "No space left on device",
+        ),
+        (
+            RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+            "torch's file writer failed ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)",
+        ),
+    ],
+)
 def test_a_failed_write_is_one_sentence_naming_the_file_and_keeps_the_old_one(tmp_path, failure, reason):
     target = tmp_path / "encoder.safetensors"
     target.write_bytes(b"old")
@@ -93,10 +101,23 @@ def test_a_file_where_the_folder_should_be_is_a_write_error(tmp_path):
 
 def test_leftovers_of_killed_writers_are_removed_and_nothing_else(tmp_path):
     (tmp_path / "previews").mkdir()
-    leftovers = [".loss.png.3fa9c1d2.png", ".state.pt.k2j4.pt", ".encoder.safetensors.x9.safetensors",
-                 ".README.ab12cd34.tmp", "previews/.step_0000003.png.0a1b2c3d.png", ".x.nii.gz.ff00ee11.gz"]
-    kept = ["loss.png", ".gitignore", ".hidden.v2.txt", ".nnunetv2_vismae.lock", ".notes.old.txt",
-            "previews/step_0000003.png", ".state.pt.converting-12"]
+    leftovers = [
+        ".loss.png.3fa9c1d2.png",
+        ".state.pt.k2j4.pt",
+        ".encoder.safetensors.x9.safetensors",
+        ".README.ab12cd34.tmp",
+        "previews/.step_0000003.png.0a1b2c3d.png",
+        ".x.nii.gz.ff00ee11.gz",
+    ]
+    kept = [
+        "loss.png",
+        ".gitignore",
+        ".hidden.v2.txt",
+        ".nnunetv2_vismae.lock",
+        ".notes.old.txt",
+        "previews/step_0000003.png",
+        ".state.pt.converting-12",
+    ]
     for name in leftovers + kept:
         (tmp_path / name).write_bytes(b"")
     with atomic_path(tmp_path / "loss.png") as tmp:  # the writer's own names are recognised

@@ -1,4 +1,5 @@
 """Reading images: float NIfTI keeps NaN and Inf (SimpleITK reads them as 0) and is laid out as SimpleITK does."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_float_nifti_keeps_nan_and_inf(shape, tmp_path):
     broken = volume.copy()
     broken.flat[[3, 50]] = np.nan, np.inf
     sitk.WriteImage(sitk.GetImageFromArray(broken), str(tmp_path / "broken.nii"))
-    assert np.isfinite(_sitk_read(tmp_path / "broken.nii")).all()             # what SimpleITK makes of it
+    assert np.isfinite(_sitk_read(tmp_path / "broken.nii")).all()  # what SimpleITK makes of it
     read = read_image(str(tmp_path / "broken.nii"))
     assert read.shape == (1,) * (4 - broken.ndim) + broken.shape
     assert np.array_equal(read.reshape(broken.shape), broken, equal_nan=True)

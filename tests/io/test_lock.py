@@ -1,4 +1,5 @@
 """One writer per output folder: a live holder refuses a second one, a killed one is taken over."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def holder(tmp_path):
 
 def _write_holder(folder, **record):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / LOCK_FILE).write_text(json.dumps({"command": "nnUNetv2_vismae_pretrain", "started": "2024-05-01T10:00:00",
-                                                **record}))
+    (folder / LOCK_FILE).write_text(
+        json.dumps({"command": "nnUNetv2_vismae_pretrain", "started": "2024-05-01T10:00:00", **record})
+    )
 
 
 def _dead_pid() -> int:
@@ -39,8 +41,10 @@ def test_a_second_process_is_refused_until_the_first_is_killed(holder, tmp_path)
     with pytest.raises(OutputFolderError) as refused:
         claim_output_folder(out, "nnUNetv2_vismae_pretrain")
     message = str(refused.value)
-    assert message.startswith(f"Output folder {out} is in use by nnUNetv2_vismae_pretrain (pid {holder.pid} on host "
-                              f"{socket.gethostname()}, started ")
+    assert message.startswith(
+        f"Output folder {out} is in use by nnUNetv2_vismae_pretrain (pid {holder.pid} on host "
+        f"{socket.gethostname()}, started "
+    )
     assert message.endswith(f"(if no such process runs, delete {out / LOCK_FILE}).") and "\n" not in message
     holder.kill()
     lock = claim_output_folder(out, "nnUNetv2_vismae_pretrain")  # the killed holder's lock is stale
@@ -79,7 +83,8 @@ def test_a_lock_from_another_host_says_how_to_clear_it(tmp_path):
     assert str(refused.value) == (
         f"Output folder {out} is in use by nnUNetv2_vismae_pretrain (pid 4242 on host gpu-node-7, started "
         f"2024-05-01T10:00:00), which cannot be checked from host {socket.gethostname()}; if no run is going on "
-        f"there, delete {out / LOCK_FILE} and rerun.")
+        f"there, delete {out / LOCK_FILE} and rerun."
+    )
     (out / LOCK_FILE).unlink()  # as the sentence says
     claim_output_folder(out, "nnUNetv2_vismae_pretrain").release()
 

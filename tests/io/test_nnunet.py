@@ -1,4 +1,5 @@
 """A dataset id or name -> its folder, by nnU-Net's own lookup; the environment of nnU-Net's commands."""
+
 import os
 
 import pytest
@@ -25,12 +26,15 @@ def test_an_id_or_a_name_finds_the_preprocessed_folder(folders, dataset):
     assert str(preprocessed_folder(dataset, UserError)) == expected
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ("5", "Found no dataset folder for dataset 5 in nnUNet_raw ("),
-    ("Dataset005_Other", "Found no dataset folder for dataset Dataset005_Other in nnUNet_preprocessed ("),
-    ("Hippocampus", "Dataset 'Hippocampus' is neither an integer id nor a DatasetXXX_Name."),
-    ("4", "Dataset id 4 matches several folders: Dataset004_Hippocampus, Dataset004_Other."),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("5", "Found no dataset folder for dataset 5 in nnUNet_raw ("),
+        ("Dataset005_Other", "Found no dataset folder for dataset Dataset005_Other in nnUNet_preprocessed ("),
+        ("Hippocampus", "Dataset 'Hippocampus' is neither an integer id nor a DatasetXXX_Name."),
+        ("4", "Dataset id 4 matches several folders: Dataset004_Hippocampus, Dataset004_Other."),
+    ],
+)
 def test_what_is_not_one_folder_is_one_sentence(folders, dataset, message):
     if "several" in message:  # nnU-Net's lookup also reads the raw folder
         os.mkdir(os.path.join(folders["nnUNet_raw"], "Dataset004_Other"))

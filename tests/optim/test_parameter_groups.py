@@ -1,4 +1,5 @@
 """Parameter groups shared by fine-tuning, classification and pretraining."""
+
 import pytest
 import torch
 from timm.optim import param_groups_weight_decay
@@ -11,8 +12,9 @@ DEPTHS = (1, 2, 1, 1)
 
 @pytest.fixture(scope="module")
 def network():
-    return SwinUNet(1, 2, encoder={"embed_dim": 12, "depths": list(DEPTHS), "num_heads": [1, 1, 2, 2],
-                                   "window_size": 4})
+    return SwinUNet(
+        1, 2, encoder={"embed_dim": 12, "depths": list(DEPTHS), "num_heads": [1, 1, 2, 2], "window_size": 4}
+    )
 
 
 def test_layers_are_the_patch_embedding_then_one_per_block(network):
@@ -34,8 +36,12 @@ def test_norms_biases_and_position_tables_skip_weight_decay():
 
 def test_weight_decay_is_timms_rule(network):
     """Pretraining calls timm's param_groups_weight_decay with NO_WEIGHT_DECAY: the same tensors decay."""
-    timm_decayed = {id(p) for g in param_groups_weight_decay(network, 0.05, NO_WEIGHT_DECAY)
-                    if g["weight_decay"] for p in g["params"]}
+    timm_decayed = {
+        id(p)
+        for g in param_groups_weight_decay(network, 0.05, NO_WEIGHT_DECAY)
+        if g["weight_decay"]
+        for p in g["params"]
+    }
     assert timm_decayed == {id(p) for n, p in network.named_parameters() if decays(n, p)}
 
 
@@ -46,7 +52,11 @@ def test_groups_without_layer_decay_split_encoder_and_decay_only(network):
     finally:
         network.encoder.patch_embed.requires_grad_(True)
     assert {(g["lr_scale"], g["weight_decay"], g["encoder"]) for g in groups} == {
-        (1.0, 0.05, True), (1.0, 0.0, True), (1.0, 0.05, False), (1.0, 0.0, False)}
+        (1.0, 0.05, True),
+        (1.0, 0.0, True),
+        (1.0, 0.05, False),
+        (1.0, 0.0, False),
+    }
     grouped = {id(p) for g in groups for p in g["params"]}
     assert grouped == {id(p) for n, p in network.named_parameters() if not n.startswith("encoder.patch_embed.")}
 

@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_plan --pretrained CNN_CHECKPOINT``: nnU-Net's own network plus the checkpoint reference."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,11 @@ def dataset(monkeypatch, preprocessed_dataset) -> Path:
 def cnn_checkpoint(folder: Path, architecture: dict) -> tuple[Path, str]:
     torch.manual_seed(0)
     path = folder / "cnn.safetensors"
-    digest = save_encoder_checkpoint(path, build_stock_network(architecture, 1).encoder.state_dict(), {
-        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
+    digest = save_encoder_checkpoint(
+        path,
+        build_stock_network(architecture, 1).encoder.state_dict(),
+        {"family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}},
+    )
     return path, digest
 
 
@@ -51,6 +55,8 @@ def test_checkpoint_from_other_plans_is_refused_with_one_sentence(dataset, tmp_p
     code = cli.main(["-d", "990", "-p", "nnUNetPlansKernel5", "--pretrained", str(path), "-o", "nnUNetMAEPlansKernel5"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
-    assert (f"Encoder checkpoint {path} was pretrained for a different network than the 2d configuration of plans "
-            "nnUNetPlansKernel5: its kernel_sizes is") in err
+    assert (
+        f"Encoder checkpoint {path} was pretrained for a different network than the 2d configuration of plans "
+        "nnUNetPlansKernel5: its kernel_sizes is"
+    ) in err
     assert not (dataset / "nnUNetMAEPlansKernel5.json").exists()

@@ -5,16 +5,30 @@ import pytest
 from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
 from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning import cli
-from nnunetv2_vismae.planning.vismae_plans import (PRETRAINED_KEY, PlanningError, compatible_patch_size,
-                                                   derive_vismae_plans, load_plans, scaled_batch_size)
+from nnunetv2_vismae.planning.vismae_plans import (
+    PRETRAINED_KEY,
+    PlanningError,
+    compatible_patch_size,
+    derive_vismae_plans,
+    load_plans,
+    scaled_batch_size,
+)
 
 
 def nnunet_plans(patch=(200, 136), batch=12, configurations=("2d", "3d_fullres")):
-    config = {"data_identifier": "nnUNetPlans_2d", "patch_size": list(patch), "batch_size": batch,
-              "normalization_schemes": ["ZScoreNormalization"], "spacing": [1.0, 1.0],
-              "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {}}}
-    return {"dataset_name": "Dataset007_X", "plans_name": "nnUNetPlans",
-            "configurations": {c: dict(config) for c in configurations}}
+    config = {
+        "data_identifier": "nnUNetPlans_2d",
+        "patch_size": list(patch),
+        "batch_size": batch,
+        "normalization_schemes": ["ZScoreNormalization"],
+        "spacing": [1.0, 1.0],
+        "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {}},
+    }
+    return {
+        "dataset_name": "Dataset007_X",
+        "plans_name": "nnUNetPlans",
+        "configurations": {c: dict(config) for c in configurations},
+    }
 
 
 @pytest.fixture
@@ -69,11 +83,14 @@ def test_plan_command_writes_next_to_nnunet_plans(preprocessed):
     assert json.loads((preprocessed / "nnUNetPlans.json").read_text()) == nnunet_plans()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-d", "8"], "Found no dataset folder for dataset 8"),
-    (["-d", "7", "-p", "nnUNetResEncUNetMPlans"], "nnUNetResEncUNetMPlans.json does not exist"),
-    (["-d", "7", "--pretrained", "/nonexistent/encoder.safetensors"], "/nonexistent/encoder.safetensors"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-d", "8"], "Found no dataset folder for dataset 8"),
+        (["-d", "7", "-p", "nnUNetResEncUNetMPlans"], "nnUNetResEncUNetMPlans.json does not exist"),
+        (["-d", "7", "--pretrained", "/nonexistent/encoder.safetensors"], "/nonexistent/encoder.safetensors"),
+    ],
+)
 def test_plan_command_user_errors_are_one_sentence_and_exit_2(preprocessed, capsys, argv, message):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()

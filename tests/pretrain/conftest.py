@@ -1,4 +1,5 @@
 """Fixtures for the pretraining tests (CPU, seconds)."""
+
 from __future__ import annotations
 
 import numpy as np

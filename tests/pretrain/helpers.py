@@ -1,4 +1,5 @@
 """Helpers shared by the pretraining tests (tiny settings, a tiny nnU-Net preprocessed dataset)."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,34 @@ from pretrain.masking import window_mask
 
 # A 2-stage Swin (total stride 8), 32 x 32 patches, 2 x 2-patch mask blocks: seconds on 2 cores.
 # bf16 explicitly, so the loop's autocast path runs even where ``auto`` picks fp32.
-TINY = ["--embed-dim", "24", "--depths", "1", "1", "--heads", "3", "6", "--window", "4", "--patch-size", "32",
-        "--mask-block", "2", "--batch-size", "2", "--workers", "0", "--preview-every", "0", "--drop-path", "0.0",
-        "--precision", "bf16", "-device", "cpu"]
+TINY = [
+    "--embed-dim",
+    "24",
+    "--depths",
+    "1",
+    "1",
+    "--heads",
+    "3",
+    "6",
+    "--window",
+    "4",
+    "--patch-size",
+    "32",
+    "--mask-block",
+    "2",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--preview-every",
+    "0",
+    "--drop-path",
+    "0.0",
+    "--precision",
+    "bf16",
+    "-device",
+    "cpu",
+]
 
 
 def parse(argv: list[str]):
@@ -31,13 +57,21 @@ def write_nnunet_dataset(root, dataset_id=1, shapes=((1, 3, 40, 36), (1, 2, 28, 
     folder = os.path.join(root, f"Dataset{dataset_id:03d}_Tiny")
     data_folder = os.path.join(folder, "nnUNetPlans_2d")
     os.makedirs(data_folder)
-    plans = {"dataset_name": f"Dataset{dataset_id:03d}_Tiny", "plans_name": "nnUNetPlans",
-             "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "spacing": [0.8, 0.8],
-                                       "normalization_schemes": ["ZScoreNormalization"],
-                                       "use_mask_for_norm": [False], "patch_size": [32, 32],
-                                       "architecture": {"network_class_name": "x", "arch_kwargs": {},
-                                                        "_kw_requires_import": []}}},
-             "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}}}
+    plans = {
+        "dataset_name": f"Dataset{dataset_id:03d}_Tiny",
+        "plans_name": "nnUNetPlans",
+        "configurations": {
+            "2d": {
+                "data_identifier": "nnUNetPlans_2d",
+                "spacing": [0.8, 0.8],
+                "normalization_schemes": ["ZScoreNormalization"],
+                "use_mask_for_norm": [False],
+                "patch_size": [32, 32],
+                "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
+            }
+        },
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
+    }
     with open(os.path.join(folder, "nnUNetPlans.json"), "w") as f:
         json.dump(plans, f)
     rng = np.random.default_rng(1)
@@ -46,8 +80,9 @@ def write_nnunet_dataset(root, dataset_id=1, shapes=((1, 3, 40, 36), (1, 2, 28, 
         data = rng.normal(size=shape).astype(np.float32)
         seg = np.zeros(shape, dtype=np.int8)
         chunks = blocks = (1, 1) + tuple(shape[2:])
-        nnUNetDatasetBlosc2.save_case(data, seg, {"spacing": [1, 0.8, 0.8]}, os.path.join(data_folder, f"case{i}"),
-                                      chunks=chunks, blocks=blocks)
+        nnUNetDatasetBlosc2.save_case(
+            data, seg, {"spacing": [1, 0.8, 0.8]}, os.path.join(data_folder, f"case{i}"), chunks=chunks, blocks=blocks
+        )
         cases[f"case{i}"] = data
     return folder, cases
 

@@ -1,4 +1,5 @@
 """Helpers of the reliability tests: a messy corpus with every kind of bad file, one torch thread."""
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,23 @@ def single_thread():
 
 # file name -> the reason it is skipped (None: usable, possibly after conversion)
 EXPECTED = {
-    "gray.png": None, "rgba.png": None, "u16.png": None, "pages.tif": None, "ct.dcm": None,
+    "gray.png": None,
+    "rgba.png": None,
+    "u16.png": None,
+    "pages.tif": None,
+    "ct.dcm": None,
     "vol.nii.gz": None,
-    "zero.png": "empty", "locked.png": "permission", "cut_header.dcm": "header", "time.nii.gz": "dimensions",
-    "cut.nii": "truncated", "cut.nii.gz": "truncated",
-    "cut.png": "pixels", "cut.jpg": "pixels", "htj2k.dcm": "pixels",
-    "nan.mha": "nonfinite", "flat.png": "constant",
+    "zero.png": "empty",
+    "locked.png": "permission",
+    "cut_header.dcm": "header",
+    "time.nii.gz": "dimensions",
+    "cut.nii": "truncated",
+    "cut.nii.gz": "truncated",
+    "cut.png": "pixels",
+    "cut.jpg": "pixels",
+    "htj2k.dcm": "pixels",
+    "nan.mha": "nonfinite",
+    "flat.png": "constant",
 }
 AT_MANIFEST = {"empty", "permission", "header", "dimensions", "truncated"}
 
@@ -58,7 +70,7 @@ def write_dicom(path: Path, transfer_syntax: str | None = None, pixel_data: byte
 
 def _cut(source: Path, target: Path, keep: float) -> None:
     data = source.read_bytes()
-    target.write_bytes(data[:int(len(data) * keep)])
+    target.write_bytes(data[: int(len(data) * keep)])
 
 
 def write_messy_corpus(folder: Path, deny_read) -> Path:
@@ -72,9 +84,10 @@ def write_messy_corpus(folder: Path, deny_read) -> Path:
     gray = _image(rng).astype(np.uint8)
     Image.fromarray(gray).save(folder / "gray.png")
     Image.fromarray(np.dstack([gray, gray // 2, 255 - gray, np.full_like(gray, 7)])).save(folder / "rgba.png")
-    Image.fromarray((_image(rng) * 250).astype(np.uint16)).save(folder / "u16.png")       # up to 63750
-    tifffile.imwrite(folder / "pages.tif", np.stack([_image(rng) for _ in range(3)]).astype(np.uint16),
-                     photometric="minisblack")
+    Image.fromarray((_image(rng) * 250).astype(np.uint16)).save(folder / "u16.png")  # up to 63750
+    tifffile.imwrite(
+        folder / "pages.tif", np.stack([_image(rng) for _ in range(3)]).astype(np.uint16), photometric="minisblack"
+    )
     write_dicom(folder / "ct.dcm")
     volume = np.stack([_image(rng) for _ in range(4)]).astype(np.float32)
     sitk.WriteImage(sitk.GetImageFromArray(volume), str(folder / "vol.nii.gz"))

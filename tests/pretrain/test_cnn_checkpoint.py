@@ -1,4 +1,5 @@
 """``nnUNetv2_vismae_pretrain --encoder cnn``: the checkpoint fits nnU-Net's stock network, stem included."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,35 @@ def _env(monkeypatch, preprocessed_dataset):
 def test_pretrained_checkpoint_loads_fully_into_the_stock_network(tmp_path, monkeypatch, preprocessed_dataset):
     plans = _env(monkeypatch, preprocessed_dataset)
     out = tmp_path / "run"
-    assert main(["--encoder", "cnn", "-d", "990", "-o", str(out), "--patch-size", "64", "--steps", "2",
-                 "--batch-size", "2", "--workers", "0", "--preview-every", "1", "-device", "cpu",
-                 "--mask-ratio", "0.6", "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "--encoder",
+                "cnn",
+                "-d",
+                "990",
+                "-o",
+                str(out),
+                "--patch-size",
+                "64",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--preview-every",
+                "1",
+                "-device",
+                "cpu",
+                "--mask-ratio",
+                "0.6",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
     architecture = plans["configurations"]["2d"]["architecture"]
     assert checkpoint.family == "cnn" and checkpoint.encoder_config["architecture"] == architecture
@@ -47,8 +74,11 @@ def test_residual_encoder_stem_travels_with_the_encoder(tmp_path):
     torch.manual_seed(0)
     source = build_stock_network(architecture, 1).encoder
     path = tmp_path / "enc.safetensors"
-    save_encoder_checkpoint(path, source.state_dict(), {"family": "cnn", "normalization": {"scheme": "zscore"},
-                                                        "encoder_config": cnn_encoder_config(architecture, 1)})
+    save_encoder_checkpoint(
+        path,
+        source.state_dict(),
+        {"family": "cnn", "normalization": {"scheme": "zscore"}, "encoder_config": cnn_encoder_config(architecture, 1)},
+    )
     network = build_stock_network(architecture, 2)  # two input channels: the first conv is adapted
     with encoder_and_stem_as_encoder(network):
         report = load_encoder_into(network, path, log=lambda *a: None)
@@ -60,16 +90,45 @@ def test_residual_encoder_stem_travels_with_the_encoder(tmp_path):
 
 def test_cnn_encoder_needs_a_dataset(tmp_path, capsys, png_folder):
     assert main(["--encoder", "cnn", "-i", png_folder, "-o", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of" in capsys.readouterr().err
+    assert (
+        "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow  # the preprocessed_dataset fixture
-def test_plans_of_takes_the_network_from_a_dataset_without_its_images(tmp_path, monkeypatch, preprocessed_dataset,
-                                                                        png_folder):
+def test_plans_of_takes_the_network_from_a_dataset_without_its_images(
+    tmp_path, monkeypatch, preprocessed_dataset, png_folder
+):
     plans = _env(monkeypatch, preprocessed_dataset)
     out = tmp_path / "run"
-    assert main(["--encoder", "cnn", "--plans-of", "990", "-i", png_folder, "-o", str(out), "--patch-size", "64",
-                 "--steps", "1", "--batch-size", "2", "--workers", "0", "-device", "cpu", "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "--encoder",
+                "cnn",
+                "--plans-of",
+                "990",
+                "-i",
+                png_folder,
+                "-o",
+                str(out),
+                "--patch-size",
+                "64",
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "-device",
+                "cpu",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
     assert checkpoint.encoder_config["architecture"] == plans["configurations"]["2d"]["architecture"]
     assert [s["type"] for s in checkpoint.metadata["data_sources"]["sources"]] == ["files"]

@@ -1,4 +1,5 @@
 """The cnn family: SparK-style masking keeps the holes closed through every stage; the MAE learns."""
+
 from __future__ import annotations
 
 import copy
@@ -13,12 +14,22 @@ from tests.pretrain.helpers import training_losses
 
 PLAIN = {
     "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-    "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
-                    "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1], [2, 2], [2, 2]], "n_conv_per_stage": [2, 2, 2],
-                    "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
-                    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-                    "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-                    "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+    "arch_kwargs": {
+        "n_stages": 3,
+        "features_per_stage": [8, 16, 32],
+        "conv_op": "torch.nn.modules.conv.Conv2d",
+        "kernel_sizes": [[3, 3]] * 3,
+        "strides": [[1, 1], [2, 2], [2, 2]],
+        "n_conv_per_stage": [2, 2, 2],
+        "n_conv_per_stage_decoder": [1, 1],
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    },
     "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
 }
 

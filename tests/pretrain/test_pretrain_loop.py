@@ -1,4 +1,5 @@
 """The training loop: outputs, checkpoint round trip, resume, signals, CLI errors."""
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,9 @@ def test_outputs_and_checkpoint_round_trip(png_folder, tmp_path):
     from nnunetv2_vismae.checkpoint import load_encoder_into, read_encoder_checkpoint
 
     out = str(tmp_path / "run")
-    trainer, code = run([*TINY, "-i", png_folder, "-o", out, "--steps", "3", "--save-every", "2",
-                         "--preview-every", "3"])
+    trainer, code = run(
+        [*TINY, "-i", png_folder, "-o", out, "--steps", "3", "--save-every", "2", "--preview-every", "3"]
+    )
     assert code == 0
     for name in ("encoder.safetensors", "state.pt", "log.csv", "loss.png", "previews/step_0000003.png"):
         assert os.path.isfile(os.path.join(out, name)), name
@@ -85,15 +87,18 @@ def test_sigterm_saves_state_stops_and_leaves_no_workers(png_folder, tmp_path):
             if trainer.step == 0:
                 os.kill(os.getpid(), signal.SIGTERM)  # a real signal, inside the loop
             return make_mask(imgs, generator)
+
         trainer.family.make_mask = make_mask_then_signal
 
-    trainer, code = run([*TINY, "-i", png_folder, "-o", out, "--steps", "50", "--save-every", "100", "--workers", "1"],
-                        before_train=send_sigterm_on_first_mask)
+    trainer, code = run(
+        [*TINY, "-i", png_folder, "-o", out, "--steps", "50", "--save-every", "100", "--workers", "1"],
+        before_train=send_sigterm_on_first_mask,
+    )
     assert code == 128 + signal.SIGTERM and trainer.step == 1
     assert torch.load(os.path.join(out, "state.pt"), weights_only=True)["step"] == 1
     assert os.path.isfile(os.path.join(out, "encoder.safetensors"))
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL           # handlers restored
-    assert not multiprocessing.active_children()                        # data-loader workers shut down
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert not multiprocessing.active_children()  # data-loader workers shut down
 
 
 def test_precision_auto_follows_native_bf16(monkeypatch):
@@ -109,16 +114,22 @@ def test_precision_auto_follows_native_bf16(monkeypatch):
     assert Runtime(torch.device("cuda", 0)).resolve_precision("auto") == "bf16"
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["-i", "/nonexistent/folder", "-o", "{out}"], "Input folder /nonexistent/folder does not exist"),
-    (["-i", "{empty}", "-o", "{out}"], "contains no supported image files"),
-    (["-o", "{out}"], "No data given"),
-    (["-i", "{empty}", "-o", "{out}", "--steps", "0"], "--steps must be at least 1"),
-    (["-i", "{empty}", "-o", "{out}", "--bogus"], "Unrecognized arguments: --bogus"),
-    (["-d", "1", "-o", "{out}"], "nnUNet_preprocessed"),
-    (["-i", "{pngs}", "-o", "{out}", "--norm", "ct"], "--norm ct needs --ct-clip"),
-    (["-i", "{pngs}", "-o", "{out}", "--patch-size", "36", "--workers", "0"], "multiple of the encoder's total stride"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["-i", "/nonexistent/folder", "-o", "{out}"], "Input folder /nonexistent/folder does not exist"),
+        (["-i", "{empty}", "-o", "{out}"], "contains no supported image files"),
+        (["-o", "{out}"], "No data given"),
+        (["-i", "{empty}", "-o", "{out}", "--steps", "0"], "--steps must be at least 1"),
+        (["-i", "{empty}", "-o", "{out}", "--bogus"], "Unrecognized arguments: --bogus"),
+        (["-d", "1", "-o", "{out}"], "nnUNet_preprocessed"),
+        (["-i", "{pngs}", "-o", "{out}", "--norm", "ct"], "--norm ct needs --ct-clip"),
+        (
+            ["-i", "{pngs}", "-o", "{out}", "--patch-size", "36", "--workers", "0"],
+            "multiple of the encoder's total stride",
+        ),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(argv, expected, tmp_path, png_folder, capsys, monkeypatch):
     monkeypatch.delenv("nnUNet_preprocessed", raising=False)
     (tmp_path / "empty").mkdir()

@@ -1,4 +1,5 @@
 """Masking and the Swin MAE model: block masks, mask token, loss on hidden patches, learning, bf16."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,9 @@ from pretrain.families.swin import SwinMAE
 from pretrain.masking import window_mask
 from tests.pretrain.helpers import training_losses
 
-CONFIG = SwinEncoderConfig(in_channels=1, patch_size=4, embed_dim=24, depths=(1, 1), num_heads=(3, 6),
-                           window_size=4, drop_path_rate=0.0)
+CONFIG = SwinEncoderConfig(
+    in_channels=1, patch_size=4, embed_dim=24, depths=(1, 1), num_heads=(3, 6), window_size=4, drop_path_rate=0.0
+)
 
 
 def smooth_batch(b=4, size=32, seed=0):
@@ -24,13 +26,13 @@ def test_window_mask_hides_exact_ratio_in_blocks():
     g = torch.Generator().manual_seed(0)
     mask = window_mask(8, (16, 16), block=4, ratio=0.75, generator=g)
     assert mask.shape == (8, 16, 16) and mask.dtype == torch.bool
-    assert (mask.flatten(1).sum(1) == 0.75 * 256).all()                  # exactly the ratio, every sample
-    blocks = mask.view(8, 4, 4, 4, 4)                                     # B, bh, r, bw, r
-    assert (blocks.all(dim=(2, 4)) | ~blocks.any(dim=(2, 4))).all()       # each 4x4 block all or nothing
-    assert len({tuple(m.flatten().tolist()) for m in mask}) == 8          # a different mask per sample
+    assert (mask.flatten(1).sum(1) == 0.75 * 256).all()  # exactly the ratio, every sample
+    blocks = mask.view(8, 4, 4, 4, 4)  # B, bh, r, bw, r
+    assert (blocks.all(dim=(2, 4)) | ~blocks.any(dim=(2, 4))).all()  # each 4x4 block all or nothing
+    assert len({tuple(m.flatten().tolist()) for m in mask}) == 8  # a different mask per sample
     again = window_mask(8, (16, 16), 4, 0.75, generator=torch.Generator().manual_seed(0))
     assert torch.equal(mask, again)
-    odd = window_mask(3, (8, 12), block=2, ratio=0.5)                    # 4 x 6 = 24 blocks, 12 hidden
+    odd = window_mask(3, (8, 12), block=2, ratio=0.5)  # 4 x 6 = 24 blocks, 12 hidden
     assert (odd.flatten(1).sum(1) == 12 * 4).all()
 
 

@@ -1,4 +1,5 @@
 """Data sources: PNG folders, DICOM, NIfTI volumes, nnU-Net preprocessed datasets, the weighted mixture."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ def test_png_folder_gray_zscore_padding_and_deterministic_patches(png_folder, tm
     assert len(source) == 4 and source.num_channels == 1
     for i in range(4):
         image = source.load_slice(i)
-        assert image.ndim == 3 and image.shape[0] == 1          # RGB became one gray channel
+        assert image.ndim == 3 and image.shape[0] == 1  # RGB became one gray channel
         assert abs(image.mean()) < 1e-4 and abs(image.std() - 1) < 1e-3
     # the RGB image's gray channel is the luminance of its channels
     rgb = files_module.read_image(files[0])
@@ -52,6 +53,7 @@ def test_manifest_cached_and_keyed_by_input_list(png_folder, tmp_path, monkeypat
 
     monkeypatch.undo()
     from PIL import Image
+
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(f"{png_folder}/new.png")
     changed = FileSource("pngs", discover_files([png_folder]), cache_dir=out)
     assert changed.manifest_path != first.manifest_path and len(changed) == 5
@@ -70,7 +72,7 @@ def test_dicom_file_with_ct_normalization(tmp_path):
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 20, 30, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    stored = (np.arange(600).reshape(20, 30) * 3).astype(np.uint16)   # HU = stored - 1024 in [-1024, 773]
+    stored = (np.arange(600).reshape(20, 30) * 3).astype(np.uint16)  # HU = stored - 1024 in [-1024, 773]
     ds.PixelData = stored.tobytes()
     ds.save_as(path, enforce_file_format=True)
 
@@ -89,8 +91,8 @@ def test_nifti_volume_slices_along_all_axes(tmp_path):
     files = discover_files([str(tmp_path)])
     source = FileSource("vol", files, axis="all", cache_dir=str(tmp_path / "o"))
     assert len(source) == 5 + 6 + 7
-    normalized = (volume - volume.mean()) / volume.std()          # per volume, as nnU-Net's z-score
-    np.testing.assert_allclose(source.load_slice(2)[0], normalized[2], atol=1e-4)        # axis 0
+    normalized = (volume - volume.mean()) / volume.std()  # per volume, as nnU-Net's z-score
+    np.testing.assert_allclose(source.load_slice(2)[0], normalized[2], atol=1e-4)  # axis 0
     np.testing.assert_allclose(source.load_slice(5 + 3)[0], normalized[:, 3], atol=1e-4)  # axis 1
     np.testing.assert_allclose(source.load_slice(11 + 6)[0], normalized[:, :, 6], atol=1e-4)  # axis 2
     assert len(FileSource("vol", files, axis="1", cache_dir=str(tmp_path / "o"))) == 6
@@ -101,10 +103,12 @@ def test_nnunet_preprocessed_dataset(tmp_path, monkeypatch):
     _, cases = write_nnunet_dataset(str(tmp_path))
     source = NnUNetSource("1", "2d", "nnUNetPlans")
     assert len(source) == 3 + 2 and source.num_channels == 1
-    np.testing.assert_array_equal(source.load_slice(1), cases["case0"][:, 1])   # unchanged: already normalized
+    np.testing.assert_array_equal(source.load_slice(1), cases["case0"][:, 1])  # unchanged: already normalized
     np.testing.assert_array_equal(source.load_slice(4), cases["case1"][:, 1])
     summary = source.summary()
-    assert summary["spacing"] == [0.8, 0.8] and summary["normalization"]["normalization_schemes"] == ["ZScoreNormalization"]
+    assert summary["spacing"] == [0.8, 0.8] and summary["normalization"]["normalization_schemes"] == [
+        "ZScoreNormalization"
+    ]
     patch = PatchDataset([source], patch_size=32)[0]
     assert tuple(patch.shape) == (1, 32, 32)
 
@@ -119,6 +123,7 @@ def test_nnunet_preprocessed_dataset(tmp_path, monkeypatch):
 
 class _Const:
     """A fake source whose slices are filled with its id."""
+
     num_channels = 1
 
     def __init__(self, value, n):

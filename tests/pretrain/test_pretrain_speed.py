@@ -1,4 +1,5 @@
 """``python -m pretrain.speed`` times the loop's own step, not a copy of it."""
+
 from __future__ import annotations
 
 import math
@@ -13,18 +14,20 @@ from tests.pretrain.helpers import TINY, parse
 
 
 def test_the_timed_step_is_the_training_step_with_its_nan_guard(png_folder, tmp_path):
-    trainer = Pretrainer(parse([*TINY, "-i", png_folder, "-o", str(tmp_path / "run"), "--max-bad-steps", "1"]),
-                         setup_runtime("cpu")).setup()
+    trainer = Pretrainer(
+        parse([*TINY, "-i", png_folder, "-o", str(tmp_path / "run"), "--max-bad-steps", "1"]), setup_runtime("cpu")
+    ).setup()
     trainer.release()
     batch, _ = loader_samples_per_s(trainer.loader, 1)
     step = StepRunner(trainer, batch)
     step()
-    assert trainer.step == 1 and trainer.scheduler.last_epoch == 1   # stepped as the loop steps
+    assert trainer.step == 1 and trainer.scheduler.last_epoch == 1  # stepped as the loop steps
     forward = trainer.model.forward
 
     def nan_loss(imgs, mask):
         loss, pred = forward(imgs, mask)
         return loss * math.nan, pred
+
     trainer.model.forward = nan_loss
     with pytest.raises(PretrainUserError, match="non-finite loss"):
         step()

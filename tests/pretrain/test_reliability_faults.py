@@ -1,5 +1,6 @@
 """Faults during pretraining: kill -9 then the same command resumes; NaN/Inf losses are skipped; a full
 disk stops the run with one sentence and the rerun ends with the encoder of its state."""
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,9 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_end(png_folder, tmp_pa
     out = str(tmp_path / "killed")
     command = [sys.executable, "-m", "pretrain.cli", "-o", out, *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1")  # as in this process (single_thread): same arithmetic
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     try:
         deadline = time.time() + 240
         while len(_log_steps(out)) < 3 and process.poll() is None and time.time() < deadline:
@@ -63,18 +65,20 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_end(png_folder, tmp_pa
     # the same command again; in this process, to spare a second interpreter start (~5 s of imports)
     assert main(command[3:]) == 0
     assert f"Resuming from {out}/state.pt at step {killed_at}." in capsys.readouterr().out
-    assert _log_steps(out) == [1, 2, 3, 4, 5, 6]                       # no step lost or logged twice
-    assert not [n for n in os.listdir(out) if n.startswith(".")]       # no temporary file left behind
+    assert _log_steps(out) == [1, 2, 3, 4, 5, 6]  # no step lost or logged twice
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary file left behind
 
     reference = Pretrainer(parse(["-o", str(tmp_path / "whole"), *flags]), setup_runtime("cpu")).setup()
     assert reference.train() == 0
     state = torch.load(os.path.join(out, "state.pt"), weights_only=True)
-    assert state["step"] == 6 and state["data_position"] == reference.data_position          # data order
-    assert state["scheduler"]["last_epoch"] == reference.scheduler.last_epoch                  # schedule
+    assert state["step"] == 6 and state["data_position"] == reference.data_position  # data order
+    assert state["scheduler"]["last_epoch"] == reference.scheduler.last_epoch  # schedule
     expected = reference.optimizer.state_dict()["state"]
     assert all(torch.equal(state["optimizer"]["state"][i]["exp_avg_sq"], expected[i]["exp_avg_sq"]) for i in expected)
-    assert (read_encoder_checkpoint(os.path.join(out, "encoder.safetensors")).content_hash
-            == read_encoder_checkpoint(tmp_path / "whole" / "encoder.safetensors").content_hash)
+    assert (
+        read_encoder_checkpoint(os.path.join(out, "encoder.safetensors")).content_hash
+        == read_encoder_checkpoint(tmp_path / "whole" / "encoder.safetensors").content_hash
+    )
 
 
 def _poison_losses(trainer, attempts: set[int]):
@@ -85,13 +89,15 @@ def _poison_losses(trainer, attempts: set[int]):
         count[0] += 1
         loss, pred = forward(imgs, mask)
         return (loss * math.nan, pred) if count[0] in attempts else (loss, pred)
+
     trainer.model.forward = poisoned
 
 
 def test_nan_losses_are_skipped_without_touching_weights(png_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    trainer = Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(out), "--steps", "3", "--save-every", "100"]),
-                         setup_runtime("cpu")).setup()
+    trainer = Pretrainer(
+        parse([*FAST, "-i", png_folder, "-o", str(out), "--steps", "3", "--save-every", "100"]), setup_runtime("cpu")
+    ).setup()
     _poison_losses(trainer, {2, 3})
     snapshots = []
     step = trainer._optimizer_step
@@ -101,20 +107,23 @@ def test_nan_losses_are_skipped_without_touching_weights(png_folder, tmp_path, c
         stepped = step(loss)
         snapshots.append((stepped, all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())))
         return stepped
+
     trainer._optimizer_step = recording
     assert trainer.train() == 0
     assert snapshots == [(True, False), (False, True), (False, True), (True, False), (True, False)]
     assert "Step 2: the loss is nan; skipped this optimizer step (2 in a row" in capsys.readouterr().out
     state = torch.load(out / "state.pt", weights_only=True)
     assert state["step"] == 3 and state["skipped_steps"] == 2 and state["data_position"] == 5 * 2
-    assert all(s["step"] == 3 for s in state["optimizer"]["state"].values())   # AdamW stepped 3 times
+    assert all(s["step"] == 3 for s in state["optimizer"]["state"].values())  # AdamW stepped 3 times
     assert _log_steps(out) == [1, 2, 3]
 
 
 def test_too_many_bad_steps_in_a_row_stop_without_writing_them(png_folder, tmp_path):
     out = tmp_path / "run"
-    trainer = Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(out), "--steps", "20", "--save-every", "1",
-                                "--max-bad-steps", "3"]), setup_runtime("cpu")).setup()
+    trainer = Pretrainer(
+        parse([*FAST, "-i", png_folder, "-o", str(out), "--steps", "20", "--save-every", "1", "--max-bad-steps", "3"]),
+        setup_runtime("cpu"),
+    ).setup()
     _poison_losses(trainer, set(range(2, 100)))
     with pytest.raises(PretrainUserError, match=r"3 steps in a row had a non-finite loss .*at step 2\).*intact"):
         trainer.train()
@@ -138,9 +147,9 @@ def test_leftovers_of_a_killed_write_are_removed_and_a_cut_log_line_dropped(png_
 
     out = tmp_path / "run"
     (out / "previews").mkdir(parents=True)
-    (out / ".state.pt.k2j4.pt").write_bytes(b"half a state")            # atomic_path's temporary names
+    (out / ".state.pt.k2j4.pt").write_bytes(b"half a state")  # atomic_path's temporary names
     (out / ".encoder.safetensors.x9.safetensors").write_bytes(b"half")
-    (out / ".loss.png.3fa9c1d2.png").write_bytes(b"")                    # matplotlib had not written yet
+    (out / ".loss.png.3fa9c1d2.png").write_bytes(b"")  # matplotlib had not written yet
     (out / ".log.csv.q1w2e3r4.csv").write_bytes(b"step,loss")
     (out / "previews" / ".step_0000002.png.0a1b2c3d.png").write_bytes(b"")
     (out / "log.csv").write_text("step,loss,lr,img_per_s,elapsed_s\n1,0.5,1e-3,9.0,1.0\n2,0.4,1e-3,9.0,2.0\n3,0.3")
@@ -174,6 +183,7 @@ def test_full_disk_at_the_last_encoder_write_then_the_rerun_writes_it(png_folder
         if os.path.dirname(str(path)) == str(out):
             raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
         return real_save_file(tensors, path, *args, **kwargs)
+
     with monkeypatch.context() as patched:
         patched.setattr(safetensors.torch, "save_file", full_disk)
         assert main(argv) == 2
@@ -202,8 +212,9 @@ def test_an_encoder_older_than_the_state_is_rewritten_by_the_rerun(png_folder, t
 
 
 def test_a_finished_run_verifies_its_encoder_before_it_reports_success(png_folder, tmp_path, monkeypatch):
-    trainer = Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(tmp_path / "run"), "--steps", "1"]),
-                         setup_runtime("cpu")).setup()
+    trainer = Pretrainer(
+        parse([*FAST, "-i", png_folder, "-o", str(tmp_path / "run"), "--steps", "1"]), setup_runtime("cpu")
+    ).setup()
     monkeypatch.setattr(trainer, "export_encoder", lambda: None)  # a write that 'succeeds' and leaves nothing
     with pytest.raises(PretrainUserError, match=r"encoder.safetensors does not read back as the encoder of step 1"):
         trainer.train()
@@ -221,13 +232,16 @@ def test_full_disk_while_saving_the_state_keeps_the_last_state(png_folder, tmp_p
                 open(f, "wb").write(b"PK half a state")
                 raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
         return real_save(obj, f, *args, **kwargs)
+
     with monkeypatch.context() as patched:
         patched.setattr(torch, "save", full_disk)
         patched.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=1 << 30, used=1 << 30, free=0))
         assert main(argv) == 2
     err = _one_line(capsys.readouterr().err)
-    assert err.endswith(f"Cannot write {out}/state.pt: No space left on device; what was saved before is intact: "
-                        "make room and rerun the same command."), err
+    assert err.endswith(
+        f"Cannot write {out}/state.pt: No space left on device; what was saved before is intact: "
+        "make room and rerun the same command."
+    ), err
     assert torch.load(out / "state.pt", weights_only=True)["step"] == 1
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary, no lock left
     assert main(argv) == 0

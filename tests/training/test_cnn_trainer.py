@@ -1,4 +1,5 @@
 """nnUNetTrainerMAE: variants, the decoder-first sawtooth warm-up, pretrained encoder + stem loading."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,12 @@ from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 from nnunetv2_vismae.training import variants
-from nnunetv2_vismae.training.cnn_trainers import (nnUNetTrainerMAE, nnUNetTrainerMAELowLR, nnUNetTrainerMAEScratch,
-                                                   nnUNetTrainerMAEScratchLowLR)
+from nnunetv2_vismae.training.cnn_trainers import (
+    nnUNetTrainerMAE,
+    nnUNetTrainerMAELowLR,
+    nnUNetTrainerMAEScratch,
+    nnUNetTrainerMAEScratchLowLR,
+)
 
 from ..pretrain.test_cnn_family import residual_architecture
 
@@ -30,8 +35,12 @@ def test_variants_resolve_and_nnunet_finds_the_trainer():
     assert issubclass(cls, nnUNetTrainerMAE)
     assert variants.parse_variant(cls.__name__)[1] == {"labels": 25, "epochs": 100}
     folder = ext_trainer_folder()
-    assert recursive_find_python_class(folder, "nnUNetTrainerMAE", None, base_folder=folder,
-                                       cleanup_imports_from_base_folder=True) is nnUNetTrainerMAE
+    assert (
+        recursive_find_python_class(
+            folder, "nnUNetTrainerMAE", None, base_folder=folder, cleanup_imports_from_base_folder=True
+        )
+        is nnUNetTrainerMAE
+    )
 
 
 def test_decoder_warms_up_alone_then_whole_network_then_poly():
@@ -54,8 +63,11 @@ def saved_cnn_encoder(path, architecture) -> tuple[torch.nn.Module, dict]:
     """A seeded encoder of the architecture saved as a cnn checkpoint; (encoder, the plans' reference)."""
     torch.manual_seed(0)
     encoder = build_stock_network(architecture, 1).encoder
-    digest = save_encoder_checkpoint(path, encoder.state_dict(), {
-        "family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}})
+    digest = save_encoder_checkpoint(
+        path,
+        encoder.state_dict(),
+        {"family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}},
+    )
     return encoder, {"path": str(path), "content_hash": digest, "family": "cnn"}
 
 
@@ -77,13 +89,17 @@ def test_the_scratch_twin_never_loads_the_checkpoint_its_plans_name(tmp_path, mo
     architecture = residual_architecture()
     pretrained, reference = saved_cnn_encoder(tmp_path / "enc.safetensors", architecture)
     monkeypatch.setattr(trainer_class, "pretrained_reference", property(lambda self: reference))
-    monkeypatch.setattr(nnUNetTrainer, "initialize", lambda self: setattr(
-        self, "network", build_stock_network(architecture, 1)))  # nnU-Net's setup, reduced to building the network
+    monkeypatch.setattr(
+        nnUNetTrainer, "initialize", lambda self: setattr(self, "network", build_stock_network(architecture, 1))
+    )  # nnU-Net's setup, reduced to building the network
     trainer = bare_trainer(None)
     trainer.__class__, trainer.device = trainer_class, torch.device("cpu")
     trainer.initialize()
-    same = [torch.equal(trainer.network.encoder.state_dict()[k], t) for k, t in pretrained.state_dict().items()
-            if t.ndim > 1]  # convolutions: random init differs, norm weights start at 1 either way
+    same = [
+        torch.equal(trainer.network.encoder.state_dict()[k], t)
+        for k, t in pretrained.state_dict().items()
+        if t.ndim > 1
+    ]  # convolutions: random init differs, norm weights start at 1 either way
     assert all(same) if loads else not any(same)
     assert any("Loaded cnn encoder checkpoint" in line for line in trainer.log) == loads
 

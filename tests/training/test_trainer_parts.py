@@ -26,11 +26,16 @@ def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
     folder = ext_trainer_folder()
-    found = recursive_find_python_class(folder, "VisMAETrainer_2epochs", None, base_folder=folder,
-                                        cleanup_imports_from_base_folder=True)
+    found = recursive_find_python_class(
+        folder, "VisMAETrainer_2epochs", None, base_folder=folder, cleanup_imports_from_base_folder=True
+    )
     assert found is variants.VisMAETrainer_2epochs
-    assert recursive_find_python_class(folder, "VisMAETrainer", None, base_folder=folder,
-                                       cleanup_imports_from_base_folder=True) is VisMAETrainer
+    assert (
+        recursive_find_python_class(
+            folder, "VisMAETrainer", None, base_folder=folder, cleanup_imports_from_base_folder=True
+        )
+        is VisMAETrainer
+    )
 
 
 def test_env_command_appends_to_existing_value(monkeypatch, capsys):
@@ -86,8 +91,11 @@ def _tiny_checkpoint(tmp_path):
     tiny = {"embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
     source = SwinUNet(1, 2, encoder=tiny).encoder
     path = tmp_path / "encoder.safetensors"
-    digest = save_encoder_checkpoint(path, source.state_dict(), {
-        "family": "swin", "encoder_config": source.config.to_json(), "normalization": {"scheme": "zscore"}})
+    digest = save_encoder_checkpoint(
+        path,
+        source.state_dict(),
+        {"family": "swin", "encoder_config": source.config.to_json(), "normalization": {"scheme": "zscore"}},
+    )
     return path, digest, source, SwinUNet(1, 2, encoder=tiny)
 
 
@@ -105,8 +113,11 @@ def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
 
     path, digest, source, network = _tiny_checkpoint(tmp_path)
     state = {k: v + 1 for k, v in source.state_dict().items()}
-    save_encoder_checkpoint(path, state, {"family": "swin", "encoder_config": source.config.to_json(),
-                                          "normalization": {"scheme": "zscore"}})
+    save_encoder_checkpoint(
+        path,
+        state,
+        {"family": "swin", "encoder_config": source.config.to_json(), "normalization": {"scheme": "zscore"}},
+    )
     before = {k: v.clone() for k, v in network.state_dict().items()}
     with pytest.raises(CheckpointError):
         VisMAETrainer.load_pretrained_encoder(_TrainerStub(network), {"path": str(path), "content_hash": digest})
@@ -129,8 +140,9 @@ class _GroupsStub:
 def _tiny_swinunet():
     from nnunetv2_vismae.architectures import SwinUNet
 
-    return SwinUNet(1, 2, encoder={"embed_dim": 12, "depths": [1, 2, 1, 1], "num_heads": [1, 1, 2, 2],
-                                   "window_size": 4})
+    return SwinUNet(
+        1, 2, encoder={"embed_dim": 12, "depths": [1, 2, 1, 1], "num_heads": [1, 1, 2, 2], "window_size": 4}
+    )
 
 
 def test_layer_decay_scales_encoder_blocks_by_distance_from_the_decoder():
@@ -140,7 +152,7 @@ def test_layer_decay_scales_encoder_blocks_by_distance_from_the_decoder():
     groups = stub.parameter_groups()
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     scales = {name: scale_of[id(p)] for name, p in stub.network.named_parameters()}
-    assert scales["encoder.patch_embed.proj.weight"] == pytest.approx(0.75 ** 6)
+    assert scales["encoder.patch_embed.proj.weight"] == pytest.approx(0.75**6)
     assert scales["encoder.layers.3.blocks.0.attn.qkv.weight"] == pytest.approx(0.75)
     assert all(s == 1.0 for n, s in scales.items() if n.startswith("decoder."))
     counted = sum(p.numel() for g in groups for p in g["params"])
