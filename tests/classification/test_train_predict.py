@@ -26,28 +26,29 @@ def csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def train_args(style_task, out, epochs: int) -> list[str]:
+    """The training command of the ``trained`` fixture; a rerun with other epochs is refused."""
+    train, val = style_task["train"], style_task["test"]
+    return [
+        "train",
+        "-i",
+        str(train),
+        "--val",
+        str(val),
+        "-o",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--lr",
+        "2e-3",
+        *TINY_FLAGS,
+    ]
+
+
 @pytest.fixture(scope="module")
 def trained(style_task, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "style"
-    assert (
-        main(
-            [
-                "train",
-                "-i",
-                str(style_task["train"]),
-                "--val",
-                str(style_task["test"]),
-                "-o",
-                str(out),
-                "--epochs",
-                "10",
-                "--lr",
-                "2e-3",
-                *TINY_FLAGS,
-            ]
-        )
-        == 0
-    )
+    assert main(train_args(style_task, out, epochs=10)) == 0
     return out
 
 
@@ -78,45 +79,9 @@ def test_predict_reproduces_the_validation_metrics(trained, style_task, tmp_path
 
 def test_rerunning_a_finished_run_trains_nothing_and_other_settings_are_refused(trained, style_task):
     state_before = (trained / "state.pt").stat().st_mtime_ns
-    assert (
-        main(
-            [
-                "train",
-                "-i",
-                str(style_task["train"]),
-                "--val",
-                str(style_task["test"]),
-                "-o",
-                str(trained),
-                "--epochs",
-                "10",
-                "--lr",
-                "2e-3",
-                *TINY_FLAGS,
-            ]
-        )
-        == 0
-    )
+    assert main(train_args(style_task, trained, epochs=10)) == 0
     assert (trained / "state.pt").stat().st_mtime_ns == state_before
-    assert (
-        main(
-            [
-                "train",
-                "-i",
-                str(style_task["train"]),
-                "--val",
-                str(style_task["test"]),
-                "-o",
-                str(trained),
-                "--epochs",
-                "11",
-                "--lr",
-                "2e-3",
-                *TINY_FLAGS,
-            ]
-        )
-        == 2
-    )
+    assert main(train_args(style_task, trained, epochs=11)) == 2
 
 
 def tiny_settings(train_input, out, **kw) -> TrainSettings:
