@@ -122,3 +122,22 @@ def test_steps_are_timed_with_warm_ups_and_the_median_on_cuda_the_best_on_a_cpu(
     assert (cuda.warmup, cuda.repeats, cuda.statistic) == (5, 20, "median")
     assert (cpu.warmup, cpu.repeats, cpu.statistic) == (1, 2, "best")
     assert cuda.summary([3.0, 1.0, 2.0, 9.0, 2.5]) == 2.5 and cpu.summary([3.0, 1.0, 2.0]) == 1.0
+
+
+def test_the_bf16_forward_patched_after_nnunets_compile_runs_in_one_graph():
+    """nnU-Net compiles the network in initialize(), ours then wraps its forward in autocast: the
+    compiled module calls the wrapped forward, traced whole (CPU autocast here, CUDA's on a GPU)."""
+    from nnunetv2_vismae.architectures import SwinUNet
+
+    torch.manual_seed(0)
+    network = SwinUNet(1, 2, encoder={"embed_dim": 12, "depths": [2, 2], "num_heads": [1, 2], "window_size": 4})
+    network.eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(network, backend="eager", fullgraph=True)  # what nnU-Net's initialize does
+    device_module.run_forward_in_bf16(network, CPU)
+    x = torch.randn(1, 1, 64, 64)
+    out = compiled(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = network.forward.__wrapped__(x)
+    assert out.dtype == torch.float32  # fp32 for nnU-Net's loss
+    torch.testing.assert_close(out, expected.float())
