@@ -3,9 +3,10 @@
 The model, optimizer and loader are built by ``Pretrainer.setup`` from the flags of
 ``nnUNetv2_vismae_pretrain`` (so exactly what a user's run would build), then:
 
-- the model's images/s: best time of the training loop's own ``Pretrainer.train_step`` (mask on
+- the model's images/s: the time of the training loop's own ``Pretrainer.train_step`` (mask on
   the device, forward under the run's precision, backward, the finite checks of loss and gradient
   norm, AdamW, the schedule) on one batch held on the device, so data loading is not part of it;
+  after warm-up steps, the median on CUDA and the best on a CPU (``nnunetv2_vismae.device.step_timing``);
 - model FLOPs per step, counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
   convolutions, attention; forward and backward), and model FLOP/s = FLOPs / step time;
 - the loader's samples/s with the configured ``--workers``, measured after its first batch
@@ -28,16 +29,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnunetv2_vismae.device import StepTiming, step_timing, synchronize
 from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.flags import positive_int
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from pretrain.cli import build_parser, validate_args
 from pretrain.config import PretrainConfig
 from pretrain.train import Pretrainer
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepRunner:
@@ -53,21 +51,25 @@ class StepRunner:
     def __call__(self) -> None:
         self.trainer.train_step(self.batches, self.generator)
 
-    def seconds(self, repeats: int) -> float:
-        """Best seconds per step (other processes can only add time); call after a warm-up step."""
+    def seconds(self, timing: StepTiming) -> float:
+        """Seconds per step, ``timing``'s statistic; call after the first warm-up step (the FLOP count)."""
         device = self.trainer.runtime.device
+        for _ in range(timing.warmup - 1):
+            self()
         times = []
-        for _ in range(repeats):
-            _sync(device)
+        for _ in range(timing.repeats):
+            synchronize(device)
             start = time.perf_counter()
             self()
-            _sync(device)
+            synchronize(device)
             times.append(time.perf_counter() - start)
-        return min(times)
+        return timing.summary(times)
 
     def flops(self) -> int:
+        """FLOPs of one step, counted on torch's operators: eager even where the model is compiled (a
+        compiled graph's kernels are not operators the counter sees)."""
         with FlopCounterMode(display=False) as counter:
-            self()
+            torch.compiler.disable(self.__call__)()
         return int(counter.get_total_flops())
 
 
@@ -91,14 +93,21 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
-def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict:
+def timing_of(device: torch.device, warmup: int | None, repeats: int | None) -> StepTiming:
+    """The device's step timing, with the warm-up and timed steps given on the command line."""
+    default = step_timing(device)
+    return StepTiming(warmup or default.warmup, repeats or default.repeats, default.statistic)
+
+
+def measure(args: argparse.Namespace, timing_flags: tuple[int | None, int | None], loader_batches: int) -> dict:
     trainer = Pretrainer(PretrainConfig.from_args(args)).setup()
     trainer.release()  # measuring writes nothing more into -o
     device = trainer.runtime.device
+    timing = timing_of(device, *timing_flags)
     first, loader_rate = loader_samples_per_s(trainer.loader, loader_batches)
     run = StepRunner(trainer, first)
-    flops = run.flops()  # also the warm-up step
-    step_s = run.seconds(repeats)
+    flops = run.flops()  # also the first warm-up step
+    step_s = run.seconds(timing)
     images_per_s = trainer.effective_batch / step_s  # --accum micro-batches per step
     return {
         "device": str(device),
@@ -109,6 +118,8 @@ def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict
         "decoder": getattr(args, "decoder", None),
         "mask_ratio": getattr(args, "mask_ratio", None),
         "workers": args.workers,
+        "compile": getattr(args, "compile", None),  # the pretraining command's flag, as parsed
+        "timing": {"warmup": timing.warmup, "repeats": timing.repeats, "statistic": timing.statistic},
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "step_s": step_s,
         "images_per_s": images_per_s,
@@ -123,7 +134,12 @@ def measure(args: argparse.Namespace, repeats: int, loader_batches: int) -> dict
 def parse(argv: list[str] | None, workdir: str) -> tuple[argparse.Namespace, argparse.Namespace]:
     own = argparse.ArgumentParser(prog="python -m pretrain.speed", add_help=False)
     own.add_argument("--json", required=True, help="where to write the measurements")
-    own.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up (default 3)")
+    own.add_argument(
+        "--repeats", type=positive_int, help="timed steps (default: the median of 20 on CUDA, the best of 3 on CPU)"
+    )
+    own.add_argument(
+        "--warmup", type=positive_int, help="untimed steps first, the FLOP count included (default: 5 CUDA, 1 CPU)"
+    )
     own.add_argument("--loader-batches", type=int, default=8, help="batches timed from the loader (default 8)")
     mine, rest = own.parse_known_args(argv)
     if "-o" not in rest:  # the setup writes into an output folder: a throw-away one unless given
@@ -137,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="pretrain_speed_") as workdir:
             mine, args = parse(argv, workdir)
-            result = measure(args, mine.repeats, mine.loader_batches)
+            result = measure(args, (mine.warmup, mine.repeats), mine.loader_batches)
     except UserError as e:
         print(f"pretrain.speed: error: {e}", file=sys.stderr)
         return 2

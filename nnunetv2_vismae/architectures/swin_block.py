@@ -6,7 +6,7 @@ and timm runs the qkv and output projections on the padding as well, up to three
 tokens. Here the projections run on the real tokens only: a padded token's q, k and v are the qkv
 bias (the projection of zero, exactly what timm computes for it), and its outputs are cropped
 before the output projection. The shifted-window mask is also made once per size instead of in
-every forward. Same parameters, same function, less work.
+every forward, and attention runs in torch's fused kernel. Same parameters, same function, less work.
 
 It overrides and reads parts of timm's Swin that are not public (``_attn``, ``_get_rel_pos_bias``,
 ``dynamic_mask``, a ``__class__`` swap): tests/architectures/test_timm_private_api.py names any that a
@@ -32,22 +32,26 @@ def window_attention(attn: WindowAttention, qkv: torch.Tensor, mask: torch.Tenso
 
     qkv: windows x N x 3 * attn_dim, all windows of the batch, image by image; mask: None or the
     windows of one image x N x N (0 or -100). Returns windows x N x attn_dim.
+
+    Always torch's fused attention (timm keeps its own behind an experimental switch), with the bias
+    and the mask as its additive ``attn_mask``: the same softmax(q k^T * scale + bias + mask) v.
     """
     windows, n, _ = qkv.shape
     heads = attn.num_heads
     q, k, v = qkv.reshape(windows, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    if attn.fused_attn:
-        bias = attn._get_rel_pos_bias()
-        if mask is not None:
-            bias = bias + mask.unsqueeze(1).repeat(windows // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=attn.attn_drop.p if attn.training else 0.0
-        )
-    else:
-        scores = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()
-        if mask is not None:
-            scores = (scores.view(-1, mask.shape[0], heads, n, n) + mask[None, :, None]).view(windows, heads, n, n)
-        out = attn.attn_drop(torch.softmax(scores, dim=-1)) @ v
+    bias = attn._get_rel_pos_bias()  # 1 x heads x N x N, the same in every window
+    if mask is not None:  # differs between the windows of an image, the same in every image
+        per_image = bias + mask.unsqueeze(1)  # windows of one image x heads x N x N
+        # the fused kernels take batch x heads x N x N: one copy per batch, as the scores themselves
+        bias = per_image.expand(windows // mask.shape[0], -1, -1, -1, -1).reshape(windows, heads, n, n)
+    out = F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=bias.to(q.dtype),
+        dropout_p=attn.attn_drop.p if attn.training else 0.0,
+        scale=attn.scale,
+    )
     return out.transpose(1, 2).reshape(windows, n, -1)
 
 
@@ -76,12 +80,16 @@ class SwinBlock(SwinTransformerBlock):
         return out
 
     def window_mask(self, padded: torch.Tensor) -> torch.Tensor | None:
-        """timm's shifted-window mask for this padded size, made once per size and mode (timm rebuilds
-        it in every forward from many small operations)."""
-        key = (*padded.shape[1:3], padded.device, padded.dtype, torch.is_inference_mode_enabled())
+        """timm's shifted-window mask for this padded size, made once per size (timm rebuilds it in
+        every forward from many small operations). Under torch.compile the graph makes it from
+        constants instead, so the cache neither breaks the graph nor holds a traced tensor."""
+        if torch.compiler.is_compiling():
+            return self.get_attn_mask(padded)
+        key = (*padded.shape[1:3], padded.device, padded.dtype)
         cache = self.__dict__.setdefault("_window_masks", {})  # not a buffer: no state_dict entry
         if key not in cache:
-            cache[key] = self.get_attn_mask(padded)
+            with torch.inference_mode(False):  # a mask first made under inference mode serves training too
+                cache[key] = self.get_attn_mask(padded)
         return cache[key]
 
 

@@ -17,10 +17,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from unittest import mock
 
 import torch
+from torch._dynamo import OptimizedModule
 
 from nnunetv2_vismae.benchmark.speed_fixtures import (
     load_trainer,
@@ -31,20 +33,37 @@ from nnunetv2_vismae.benchmark.speed_fixtures import (
     synthetic_batch,
     trainer_classes,
 )
-from nnunetv2_vismae.benchmark.speed_timing import cpu_seconds, first_call_peak_mb, interleaved_seconds, matmul_flops
+from nnunetv2_vismae.benchmark.speed_timing import (
+    cpu_seconds,
+    datasheet_bf16_flops,
+    interleaved_seconds,
+    matmul_flops,
+    warm_up,
+)
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
-from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16
+from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16, step_timing
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
 from nnunetv2_vismae.io.folders import check_output_folder
 
-# VIS-MAE's recipe, and the pretraining command's defaults (no model flags; two timed steps of
-# batch 32 instead of three keep the whole run within minutes on a 2-core CPU)
+# VIS-MAE's recipe, and the pretraining command's defaults (no model flags)
 PRETRAIN_CONFIGS = {
     "vismae_224_b8": ["--patch-size", "224", "--batch-size", "8", "--mask-ratio", "0.75", "--decoder", "swin"],
-    "default": ["--repeats", "2"],
+    "default": [],
 }
+# on CUDA also a batch that keeps a large GPU busy (batch 8 or 32 leaves an H200 mostly idle)
+GPU_PRETRAIN_CONFIGS = {
+    "gpu_224_b256": ["--patch-size", "224", "--batch-size", "256", "--mask-ratio", "0.75", "--decoder", "swin"],
+}
+# on a CPU two timed steps of the defaults' batch 32 instead of three keep the whole run within minutes
+CPU_PRETRAIN_TIMING = {"default": ["--repeats", "2"]}
+
+
+def pretrain_configs(device: torch.device) -> dict[str, list[str]]:
+    if device.type == "cuda":
+        return {**PRETRAIN_CONFIGS, **GPU_PRETRAIN_CONFIGS}
+    return {name: flags + CPU_PRETRAIN_TIMING.get(name, []) for name, flags in PRETRAIN_CONFIGS.items()}
 
 
 # -------------------------------------------------------------------------------- pretraining
@@ -53,7 +72,7 @@ def measure_pretraining(
 ) -> dict:
     """One ``python -m pretrain.speed`` child per configuration; its JSON, or the error it gave."""
     results = {}
-    for name, flags in (configs or PRETRAIN_CONFIGS).items():
+    for name, flags in (configs or pretrain_configs(device)).items():
         out, log = work / f"pretrain_{name}.json", work / f"pretrain_{name}.log"
         cmd = [
             sys.executable,
@@ -86,7 +105,8 @@ def cpu_bf16(enabled: bool):
 
 
 def finetuning_precisions(device: torch.device) -> dict[str, str | None]:
-    """Precision -> None if measured, else why not. On CUDA nnU-Net always trains with its AMP."""
+    """Precision -> None if measured, else why not. On CUDA each trainer trains with its own AMP
+    (``step_precision``)."""
     if device.type == "cuda":
         return {"amp": None}
     if native_bf16(device):
@@ -96,6 +116,14 @@ def finetuning_precisions(device: torch.device) -> dict[str, str | None]:
         "bf16": "this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated, "
         "tens of times slower than fp32, and the trainers run fp32 here",
     }
+
+
+def step_precision(trainer, precision: str) -> str:
+    """What a trainer's ``train_step`` computes in: on CUDA nnU-Net's fp16 autocast with its GradScaler, or
+    bf16 autocast without one (ours, where the GPU has native bf16); elsewhere ``precision``."""
+    if trainer.device.type != "cuda":
+        return precision
+    return "fp16 + GradScaler" if trainer.grad_scaler is not None else "bf16"
 
 
 def training_steps(device: torch.device, precision: str, batch_size: int) -> tuple[dict, dict]:
@@ -112,12 +140,17 @@ def training_steps(device: torch.device, precision: str, batch_size: int) -> tup
             "batch_size": batch_size,
             "patch_size": list(trainer.configuration_manager.patch_size),
             "parameters": sum(p.numel() for p in trainer.network.parameters()),
+            "precision": step_precision(trainer, precision),
+            "compiled": isinstance(trainer.network, OptimizedModule),  # nnU-Net's choice (nnUNet_compile)
         }
     return steps, info
 
 
 def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int = 3) -> dict:
-    """Training-step seconds (forward, loss, backward, optimizer) of both trainers at equal precision."""
+    """Training-step seconds (forward, loss, backward, optimizer) of both trainers at equal precision
+    (on CUDA each with its own AMP), as ``nnUNetv2_train`` sets them up: compiled where nnU-Net compiles.
+    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s)."""
+    timing = step_timing(device, repeats)
     results = {}
     for precision, reason in finetuning_precisions(device).items():
         if reason:
@@ -125,14 +158,15 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
             continue
         with cpu_bf16(precision == "bf16"):
             steps, info = training_steps(device, precision, batch_size)
-            peaks = first_call_peak_mb(steps, device)
-            seconds = interleaved_seconds(steps, device, repeats)
+            peaks = warm_up(steps, device, timing)
+            seconds = interleaved_seconds(steps, device, timing)
         results[precision] = {
             name: {
                 **info[name],
                 "step_s": seconds[name][0],
                 "step_cpu_s": cpu_seconds(seconds[name], device),
                 "peak_mb": peaks[name],
+                "timing": asdict(timing),
             }
             for name in steps
         }
@@ -143,15 +177,17 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
 def measure_inference(device: torch.device, repeats: int = 2, case_size: int | None = None) -> dict:
     """Seconds per case through nnU-Net's predictor (preprocessing, sliding window with test-time
     mirroring, export to a segmentation) for both trainers' networks, on the same phantom case
-    (default: twice the patch size per axis, 3 x 3 overlapping tiles)."""
+    (default: twice the patch size per axis, 3 x 3 overlapping tiles). The predictor compiles as
+    ``nnUNetv2_predict`` does: only with nnUNet_compile=true. ``repeats``: timed cases on a CPU."""
+    timing = step_timing(device, repeats)
     with cpu_bf16(False):  # inference rebuilds the network: fp32 on CPU
         predictors = {name: predictor_for(cls, plans, device) for name, (cls, plans) in trainer_classes().items()}
         image, properties = phantom_case(case_size or 2 * max(predictors["nnunet"].configuration_manager.patch_size))
         cases = {
             name: functools.partial(p.predict_single_npy_array, image, properties) for name, p in predictors.items()
         }
-        peaks = first_call_peak_mb(cases, device)
-        seconds = interleaved_seconds(cases, device, repeats)
+        peaks = warm_up(cases, device, timing)
+        seconds = interleaved_seconds(cases, device, timing)
     return {
         name: {
             "case_s": seconds[name][0],
@@ -159,6 +195,8 @@ def measure_inference(device: torch.device, repeats: int = 2, case_size: int | N
             "peak_mb": peaks[name],
             "case_shape": list(image.shape[2:]),
             "mirroring_axes": list(p.allowed_mirroring_axes or []),
+            "compiled": isinstance(p.network, OptimizedModule),
+            "timing": asdict(timing),
         }
         for name, p in predictors.items()
     }
@@ -175,17 +213,28 @@ def machine(device: torch.device) -> dict:
         "device": name,
         "torch": torch.__version__,
         "native_bf16": native_bf16(device),
+        "nnUNet_compile": os.environ.get("nnUNet_compile"),  # None: nnU-Net's default (training compiles on CUDA)
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "load_average_at_start": list(os.getloadavg()),
     }
 
 
+def use_nnunet_cuda_settings(device: torch.device) -> None:
+    """cuDNN autotuning as ``nnUNetv2_train`` (and nnU-Net's predictor) switch it on for CUDA."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+
 def run_speed(device: torch.device, work: Path) -> dict:
+    use_nnunet_cuda_settings(device)
     results = {
         "machine": machine(device),
         "matmul_flops_per_s": {
             "fp32": matmul_flops(device, torch.float32),
             "bf16": matmul_flops(device, torch.bfloat16),
         },
+        "datasheet_bf16_flops_per_s": datasheet_bf16_flops(device),
     }
     with nnunet_folders(work):
         raw = prepare_plans(work)

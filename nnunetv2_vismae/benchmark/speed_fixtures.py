@@ -121,18 +121,29 @@ def phantom_case(size: int) -> tuple[np.ndarray, dict]:
 
 
 def predictor_for(cls, plans: str, device: torch.device):
-    """nnU-Net's predictor around a freshly built network of the trainer, set up as inference sets it up."""
+    """nnU-Net's predictor set up as ``nnUNetv2_predict`` sets it up: a network built afresh by the
+    trainer class, with the weights as nnU-Net's checkpoint holds them (those of the plain network:
+    the trainer's is compiled on CUDA, and its own names carry the wrapper's ``_orig_mod.``); the
+    predictor compiles it only where nnUNet_compile says so."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunetv2_vismae.training.trainers import unwrap
 
     trainer = load_trainer(cls, plans, device)
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets the mirroring axes
-    trainer.set_deep_supervision_enabled(False)
-    predictor = nnUNetPredictor(device=device, allow_tqdm=False, verbose=False, verbose_preprocessing=False)
-    predictor.manual_initialization(
-        trainer.network,
+    network = cls.build_network_architecture(
         trainer.plans_manager,
         trainer.configuration_manager,
-        [trainer.network.state_dict()],
+        trainer.num_input_channels,
+        trainer.label_manager.num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    predictor = nnUNetPredictor(device=device, allow_tqdm=False, verbose=False, verbose_preprocessing=False)
+    predictor.manual_initialization(
+        network,
+        trainer.plans_manager,
+        trainer.configuration_manager,
+        [unwrap(trainer.network).state_dict()],
         trainer.dataset_json,
         cls.__name__,
         trainer.inference_allowed_mirroring_axes,

@@ -19,7 +19,26 @@ def _cpu_ratio(vismae: float | None, nnunet: float | None) -> str:
     return f"; CPU time {vismae:.2f} s / {nnunet:.2f} s = {vismae / nnunet:.2f}"
 
 
-def _pretraining_rows(name: str, p: dict, matmul: dict) -> list[tuple[str, str, str, str]]:
+def _timing(t: dict | None) -> str:
+    """How the seconds were taken (``nnunetv2_vismae.device.StepTiming``)."""
+    if not t:
+        return ""
+    return f"; {t['statistic']} of {t['repeats']} after {t['warmup']} warm-up(s)"
+
+
+def _of_datasheet(flops: float, peak: float | None) -> str:
+    return f"{flops / peak:.0%} of the datasheet's dense bf16 peak" if peak else "datasheet bf16 peak: n/a"
+
+
+def _setup(r: dict) -> str:
+    """A trainer's or predictor's precision and whether its network is compiled, where recorded."""
+    parts = [r["precision"]] if r.get("precision") else []
+    if "compiled" in r:
+        parts.append("compiled" if r["compiled"] else "eager")
+    return ", ".join(parts) or "-"
+
+
+def _pretraining_rows(name: str, p: dict, matmul: dict, peak: float | None) -> list[tuple[str, str, str, str]]:
     if "error" in p:
         return [(f"pretrain {name}", "failed", p["error"], "not measured")]
     where = f"batch {p['batch_size']}, {p['patch_size']} px, {p['precision']}, decoder {p['decoder']}"
@@ -29,14 +48,15 @@ def _pretraining_rows(name: str, p: dict, matmul: dict) -> list[tuple[str, str, 
         (
             f"pretrain {name}: images/s",
             f"{p['images_per_s']:.2f}",
-            f"training steps (mask, forward, backward, AdamW) per second x batch; {where}; peak {p['peak_mb']:.0f} MB",
+            f"training steps (mask, forward, backward, AdamW) per second x batch; {where}; peak {p['peak_mb']:.0f} MB"
+            + _timing(p.get("timing")),
             "-",
         ),
         (
             f"pretrain {name}: model FLOP/s",
             f"{p['model_flops_per_s'] / 1e9:.1f} GFLOP/s",
             f"{p['flops_per_step'] / 1e9:.0f} GFLOP per step (FlopCounterMode) / step time; "
-            f"{fraction_fp32:.0%} of fp32 matmul",
+            f"{fraction_fp32:.0%} of fp32 matmul; {_of_datasheet(p['model_flops_per_s'], peak)}",
             _goal(fraction_bf16 >= PRETRAIN_FRACTION_OF_BF16, f"{fraction_bf16:.0%} of bf16 matmul (goal >= 50%)"),
         ),
         (
@@ -62,9 +82,10 @@ def _finetuning_rows(ft: dict) -> list[tuple[str, str, str, str]]:
         rows.append(
             (
                 f"fine-tune step {precision}: VisMAE / nnU-Net",
-                f"{b['step_s']:.2f} s / {a['step_s']:.2f} s",
+                f"{b['step_s']:.3f} s / {a['step_s']:.3f} s",
                 f"nnU-Net's train_step (forward, loss, backward, optimizer) on batch {a['batch_size']}, patch "
-                f"{a['patch_size']}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+                f"{a['patch_size']}; {_setup(b)} / {_setup(a)}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+                + _timing(a.get("timing"))
                 + _cpu_ratio(b.get("step_cpu_s"), a.get("step_cpu_s")),
                 _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"),
             )
@@ -78,9 +99,11 @@ def _inference_rows(inf: dict) -> list[tuple[str, str, str, str]]:
     return [
         (
             "inference per case: VisMAE / nnU-Net",
-            f"{b['case_s']:.2f} s / {a['case_s']:.2f} s",
+            f"{b['case_s']:.3f} s / {a['case_s']:.3f} s",
             f"nnU-Net's predictor on one {a['case_shape'][0]}x{a['case_shape'][1]} case (preprocessing, sliding "
-            f"window, mirroring {a['mirroring_axes']}, export); peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+            f"window, mirroring {a['mirroring_axes']}, export); {_setup(b)} / {_setup(a)}; "
+            f"peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+            + _timing(a.get("timing"))
             + _cpu_ratio(b.get("case_cpu_s"), a.get("case_cpu_s")),
             _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"),
         )
@@ -98,15 +121,25 @@ def markdown_report(r: dict) -> str:
             + ("" if m["native_bf16"] else "; emulated on this CPU, so that goal says nothing here"),
             "-",
         ),
+        (
+            "bf16 datasheet peak",
+            f"{peak / 1e9:.1f} GFLOP/s" if (peak := r.get("datasheet_bf16_flops_per_s")) else "n/a",
+            "the device's dense bf16 peak on its datasheet (known GPUs only)"
+            + (f"; the matmul reaches {matmul['bf16'] / peak:.0%} of it" if peak else ""),
+            "-",
+        ),
     ]
     for name, p in r.get("pretraining", {}).items():
-        rows += _pretraining_rows(name, p, matmul)
+        rows += _pretraining_rows(name, p, matmul, r.get("datasheet_bf16_flops_per_s"))
     rows += _finetuning_rows(r.get("finetuning", {}))
     if r.get("inference"):
         rows += _inference_rows(r["inference"])
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    compile_setting = m.get("nnUNet_compile") or "unset (nnU-Net's default: training compiles on CUDA)"
     lines = [
-        f"Device: {m['device']}; torch {m['torch']}; native bf16: {m['native_bf16']}; load average at start: {load}",
+        f"Device: {m['device']}; torch {m['torch']}; native bf16: {m['native_bf16']}; "
+        f"nnUNet_compile: {compile_setting}; cudnn.benchmark: {m.get('cudnn_benchmark')}; "
+        f"load average at start: {load}",
         "",
         "| measure | value | what it is | goal |",
         "| --- | --- | --- | --- |",

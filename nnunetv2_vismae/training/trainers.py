@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
 from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
-from nnunetv2_vismae.device import cpu_bf16_enabled, fused_adamw, run_forward_in_bf16
+from nnunetv2_vismae.device import bf16_autocast, configure_cuda_speed, fused_adamw, run_forward_in_bf16
 from nnunetv2_vismae.optim.parameter_groups import param_groups
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
 
@@ -30,6 +30,9 @@ class VisMAETrainer(nnUNetTrainer):
 
     The network is whatever the plans name (``nnUNetv2_vismae_plan`` writes SwinUNet); nnU-Net's
     preprocessing, augmentation, loss, deep supervision, validation and inference are unchanged.
+    Precision (``nnunetv2_vismae.device``): the network's forward under bf16 autocast where the device
+    has native bf16, then on CUDA without nnU-Net's GradScaler; elsewhere nnU-Net's own (fp16 autocast
+    and GradScaler on CUDA, fp32 on CPU). TF32 for fp32 matmuls on CUDA.
     """
 
     load_pretrained = True
@@ -52,6 +55,9 @@ class VisMAETrainer(nnUNetTrainer):
                 "(export nnUNet_results=/path/to/nnUNet_results)."
             )
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if bf16_autocast(self.device):
+            self.grad_scaler = None  # bf16 has fp32's exponent range: nothing to scale (saved as None too)
+        configure_cuda_speed(self.device)  # nnUNetv2_train switches cuDNN's autotuner on, not TF32
         self.initial_lr = 3e-4
         self.weight_decay = 0.05
         self.betas = (0.9, 0.999)
@@ -62,9 +68,9 @@ class VisMAETrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        if cpu_bf16_enabled(self.device):
-            run_forward_in_bf16(unwrap(self.network))
-            self.print_to_log_file("Network forward runs under CPU bf16 autocast.")
+        if bf16_autocast(self.device):
+            run_forward_in_bf16(unwrap(self.network), self.device)
+            self.print_to_log_file(f"Network forward runs under {self.device.type} bf16 autocast, without GradScaler.")
         reference = self.pretrained_reference
         if reference is not None and self.load_pretrained:
             try:

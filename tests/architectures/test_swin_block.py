@@ -1,4 +1,5 @@
-"""SwinBlock computes what timm's SwinTransformerBlock computes, padded windows included."""
+"""SwinBlock computes what timm's SwinTransformerBlock computes, padded windows included, through torch's
+fused attention whichever attention path timm's block takes."""
 
 import copy
 
@@ -30,7 +31,7 @@ def timm_block(shift: int, dynamic_mask: bool, fused: bool) -> SwinTransformerBl
 
 @pytest.mark.parametrize("size", [8, 14, 4, 10])  # padded to 14, exact, one window of 7, padded to 14
 @pytest.mark.parametrize("shift", [0, 3])
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("fused", [False, True])  # timm's reference: its explicit softmax, or its fused path
 def test_matches_timm_block_with_and_without_padding(size, shift, fused):
     reference = timm_block(shift, dynamic_mask=True, fused=fused)
     ours = use_swin_blocks(copy.deepcopy(reference))
@@ -69,3 +70,18 @@ def test_encoder_uses_it_and_keeps_timm_names():
     blocks = [m for m in encoder.modules() if isinstance(m, SwinTransformerBlock)]
     assert blocks and all(type(m) is SwinBlock for m in blocks)
     assert "layers.0.blocks.0.attn.qkv.weight" in encoder.state_dict()
+
+
+def test_attention_runs_in_torchs_fused_kernel_even_where_timms_switch_is_off(monkeypatch):
+    reference = timm_block(3, dynamic_mask=True, fused=False)
+    ours = use_swin_blocks(copy.deepcopy(reference))
+    calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(q, k, v, attn_mask=None, **kwargs):
+        calls.append((tuple(q.shape), tuple(attn_mask.shape)))
+        return fused(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    ours(torch.randn(2, 8, 8, 24))  # padded to 14 x 14: 4 windows of 49 tokens per image, 3 heads
+    assert calls == [((8, 3, 49, 8), (8, 3, 49, 49))]  # bias and shift mask as one additive attn_mask

@@ -76,3 +76,22 @@ def test_wrong_strides_and_decoder_are_refused():
         SwinUNet(1, 2, encoder=SMALL, decoder="swin", strides=[[1, 1], [2, 2]])
     with pytest.raises(ValueError, match="decoder"):
         SwinUNet(1, 2, encoder=SMALL, decoder="mlp")
+
+
+@pytest.mark.parametrize("decoder", ["conv", "swin"])
+def test_torch_compile_traces_one_graph_that_computes_the_same(decoder):
+    """nnU-Net compiles the network on CUDA: a graph break splits it into many graphs, each a recompile
+    risk. Two blocks per stage (shifted windows, masks) and 96 px (padded windows at 6 and 3 tokens)."""
+    torch.manual_seed(0)
+    encoder = {**SMALL, "depths": [2, 2, 2, 2]}
+    net = SwinUNet(1, 3, deep_supervision=True, encoder=encoder, decoder=decoder)
+    x = torch.randn(2, 1, 96, 96)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(net)(x)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    net.eval()  # no drop-path randomness: compiled and eager must agree
+    expected = net(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="eager", fullgraph=True)(x)
+    for a, b in zip(compiled, expected):
+        torch.testing.assert_close(a, b)

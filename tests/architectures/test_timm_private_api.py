@@ -16,7 +16,6 @@ from nnunetv2_vismae.architectures.swin_block import SwinBlock, use_swin_blocks
 BLOCK_ATTRIBUTES = ("_attn", "get_attn_mask", "shift_size", "window_size", "dynamic_mask", "attn_mask", "attn")
 ATTENTION_ATTRIBUTES = (
     "_get_rel_pos_bias",
-    "fused_attn",
     "scale",
     "num_heads",
     "qkv",

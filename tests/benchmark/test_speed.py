@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch._dynamo import OptimizedModule
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.benchmark import speed, speed_fixtures, speed_timing
 from nnunetv2_vismae.benchmark.speed_report import markdown_report
+from nnunetv2_vismae.device import StepTiming
 
 CPU = torch.device("cpu")
 # a 2-stage Swin at 32 px and one step: the pretraining child runs in seconds
@@ -103,6 +105,7 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
     assert fp32["nnunet"]["patch_size"] == fp32["vismae"]["patch_size"]
     assert fp32["vismae"]["parameters"] != fp32["nnunet"]["parameters"]  # two different networks
     assert all(r["step_s"] > 0 and r["step_cpu_s"] > 0 and r["batch_size"] == 2 for r in fp32.values())
+    assert all(r["precision"] == "fp32" and not r["compiled"] for r in fp32.values())  # nnU-Net: eager on CPU
     assert inference["nnunet"]["case_shape"] == inference["vismae"]["case_shape"] == [48, 48]
     assert all(
         r["case_s"] > 0 and r["case_cpu_s"] > 0 and r["mirroring_axes"] == [0, 1] for r in inference.values()
@@ -135,6 +138,112 @@ def test_measurements_restore_the_environment_even_on_error(tmp_path, monkeypatc
     with pytest.raises(RuntimeError):
         speed.measure_inference(CPU)
     assert dict(os.environ) == before
+
+
+def test_inference_gets_plain_weights_from_a_compiled_trainer_network(tmp_path, monkeypatch):
+    """On CUDA nnU-Net compiles the trainer's network, whose weights' names then carry ``_orig_mod.``:
+    the predictor gets them as nnU-Net's checkpoint holds them, for a network built as
+    nnUNetv2_predict builds it, compiled only where nnUNet_compile says so."""
+    tiny = SwinEncoderConfig(embed_dim=12, depths=(1, 1), num_heads=(3, 6), window_size=4)
+    load = speed_fixtures.load_trainer
+
+    def compiled_like_on_cuda(*args):
+        trainer = load(*args)
+        trainer.network = torch.compile(trainer.network)  # nnU-Net's initialize on CUDA (traced only when called)
+        return trainer
+
+    monkeypatch.setattr(speed_fixtures, "load_trainer", compiled_like_on_cuda)
+    monkeypatch.delenv("nnUNet_compile", raising=False)
+    with speed_fixtures.nnunet_folders(tmp_path):
+        write_fingerprint(tmp_path, 32, 2)
+        speed_fixtures.prepare_plans(tmp_path, size=32, num_train=2, num_unlabeled=0, encoder=tiny)
+        for cls, plans in speed_fixtures.trainer_classes().values():
+            predictor = speed_fixtures.predictor_for(cls, plans, CPU)
+            weights = predictor.list_of_parameters[0]
+            assert weights and not any(name.startswith("_orig_mod.") for name in weights)
+            assert not isinstance(predictor.network, OptimizedModule)  # nnUNetv2_predict's default
+            predictor.network.load_state_dict(weights)  # what the predictor does before each case
+            monkeypatch.setenv("nnUNet_compile", "true")
+            predictor = speed_fixtures.predictor_for(cls, plans, CPU)
+            assert isinstance(predictor.network, OptimizedModule)
+            predictor.network._orig_mod.load_state_dict(predictor.list_of_parameters[0])
+            monkeypatch.delenv("nnUNet_compile")
+
+
+def test_each_function_is_warmed_up_then_timed_in_turn():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    timing = StepTiming(warmup=3, repeats=4, statistic="median")
+    peaks = speed_timing.warm_up(fns, CPU, timing)
+    assert set(peaks) == {"a", "b"} and calls == ["a", "b"] * 3
+    calls.clear()
+    seconds = speed_timing.interleaved_seconds(fns, CPU, timing)
+    assert calls == ["a", "b"] * 4 and all(wall >= 0 and cpu >= 0 for wall, cpu in seconds.values())
+
+
+def test_pretraining_on_cuda_adds_a_gpu_sized_batch_and_times_as_the_device_does():
+    cuda = speed.pretrain_configs(torch.device("cuda"))
+    assert set(cuda) == {"vismae_224_b8", "default", "gpu_224_b256"}
+    assert not any("--repeats" in flags for flags in cuda.values())  # the child's CUDA timing: median of 20
+    cpu = speed.pretrain_configs(CPU)
+    assert set(cpu) == {"vismae_224_b8", "default"} and cpu["default"] == ["--repeats", "2"]
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("Tesla V100-SXM2-32GB", None),
+    ],
+)
+def test_datasheet_peaks_by_device_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert speed_timing.datasheet_bf16_flops(torch.device("cuda", 0)) == peak
+    assert speed_timing.datasheet_bf16_flops(CPU) is None
+
+
+PRETRAINED = {
+    "batch_size": 256,
+    "patch_size": 224,
+    "precision": "bf16",
+    "decoder": "swin",
+    "peak_mb": 1000.0,
+    "images_per_s": 1000.0,
+    "flops_per_step": 1e12,
+    "model_flops_per_s": 247e12,
+    "loader_samples_per_s": 4000.0,
+    "loader_vs_model": 4.0,
+    "workers": 4,
+    "timing": {"warmup": 5, "repeats": 20, "statistic": "median"},
+}
+
+
+@pytest.mark.parametrize("peak, expected", [(989e12, "25% of the datasheet's dense bf16 peak"), (None, "n/a")])
+def test_report_gives_pretraining_flops_against_the_measured_matmul_and_the_datasheet(peak, expected):
+    machine = {**speed.machine(CPU), "native_bf16": True, "nnUNet_compile": None}
+    report = markdown_report(
+        {
+            "machine": machine,
+            "matmul_flops_per_s": {"fp32": 400e12, "bf16": 741e12},
+            "datasheet_bf16_flops_per_s": peak,
+            "pretraining": {"gpu_224_b256": PRETRAINED},
+        }
+    )
+    model_row = next(line for line in report.splitlines() if "gpu_224_b256: model FLOP/s" in line)
+    assert "33% of bf16 matmul" in model_row and expected in model_row
+    assert "median of 20 after 5 warm-up(s)" in report and "nnUNet_compile: unset" in report
+
+
+def test_cuda_runs_with_cudnn_benchmark_as_nnunetv2_train_sets_it(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    speed.use_nnunet_cuda_settings(CPU)
+    assert not torch.backends.cudnn.benchmark
+    speed.use_nnunet_cuda_settings(torch.device("cuda", 0))
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
 # ----------------------------------------------------------- the speed levers keep the numerics

@@ -110,8 +110,11 @@ def test_precision_auto_follows_native_bf16(monkeypatch):
     assert cpu.resolve_precision("auto") == "fp32" and cpu.resolve_precision("bf16") == "bf16"
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert cpu.resolve_precision("auto") == "bf16" and cpu.resolve_precision("fp32") == "fp32"
-    monkeypatch.undo()
-    assert Runtime(torch.device("cuda", 0)).resolve_precision("auto") == "bf16"
+    gpu = Runtime(torch.device("cuda", 0))
+    monkeypatch.setattr(device, "cuda_has_native_bf16", lambda: True)
+    assert gpu.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(device, "cuda_has_native_bf16", lambda: False)  # before Ampere bf16 is only emulated
+    assert gpu.resolve_precision("auto") == "fp32"
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+from nnunetv2_vismae.device import StepTiming
 from pretrain.errors import PretrainUserError
 from pretrain.runtime import setup_runtime
-from pretrain.speed import StepRunner, loader_samples_per_s
+from pretrain.speed import StepRunner, loader_samples_per_s, timing_of
 from pretrain.train import Pretrainer
 from tests.pretrain.helpers import TINY, parse
 
@@ -32,3 +34,16 @@ def test_the_timed_step_is_the_training_step_with_its_nan_guard(png_folder, tmp_
     with pytest.raises(PretrainUserError, match="non-finite loss"):
         step()
     assert trainer.step == 1
+
+
+def test_timing_warms_up_then_times_and_flags_override_the_devices_defaults(png_folder, tmp_path):
+    trainer = Pretrainer(parse([*TINY, "-i", png_folder, "-o", str(tmp_path / "run")]), setup_runtime("cpu")).setup()
+    trainer.release()
+    batch, _ = loader_samples_per_s(trainer.loader, 1)
+    step = StepRunner(trainer, batch)
+    assert step.flops() > 0 and trainer.step == 1  # the FLOP count is the first warm-up step
+    step.seconds(StepTiming(warmup=3, repeats=2, statistic="median"))
+    assert trainer.step == 1 + 2 + 2
+    assert timing_of(torch.device("cuda"), None, None) == StepTiming(5, 20, "median")
+    assert timing_of(torch.device("cuda"), 2, 7) == StepTiming(2, 7, "median")
+    assert timing_of(torch.device("cpu"), None, None) == StepTiming(1, 3, "best")
