@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu or cuda (default cuda when available, else cpu).",
     )
     t.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile (the first step waits for the compilation; off by default: "
+        "its gain on a GPU is not measured yet).",
+    )
+    t.add_argument(
         "--workers", type=non_negative_int, default=4, help="data-loader worker processes per GPU/process (default 4)."
     )
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0).")

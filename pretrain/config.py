@@ -47,6 +47,7 @@ class PretrainConfig:
     max_bad_steps: int
     save_every: int
     preview_every: int
+    compile: bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "PretrainConfig":
@@ -87,6 +88,7 @@ class PretrainConfig:
                     "max_bad_steps",
                     "save_every",
                     "preview_every",
+                    "compile",
                 )
             },
         )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nnunetv2_vismae.device import fused_adamw, native_bf16
+from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
 from pretrain.cli import PROG
@@ -43,6 +44,7 @@ from pretrain.state import STATE_FILE, load_state, save_state
 
 ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
+PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
 
 
 def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
@@ -64,9 +66,7 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
     if config.file_list:
         file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
-        sources.append(
-            FileSource(name, files, config.axis, config.normalization, config.output, runtime.is_main, runtime.barrier)
-        )
+        sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
     if not sources:
         raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
     for s in sources:
@@ -111,9 +111,15 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------ setup
     def setup(self) -> "Pretrainer":
-        """Lock the output folder (rank 0) and build everything; a failure releases the folder again."""
+        """Lock the output folder (rank 0; every rank stops if it cannot) and build everything; a failure
+        releases the folder again."""
+        error = None
         if self.runtime.is_main:
-            self.lock = claim_output_folder(self.out, PROG)
+            try:
+                self.lock = claim_output_folder(self.out, PROG)
+            except UserError as e:
+                error = e
+        self.runtime.stop_together(error)  # also: no rank touches -o before rank 0 holds it
         try:
             return self._build()
         except BaseException:
@@ -133,7 +139,6 @@ class Pretrainer:
                 "Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
                 "here than --precision fp32."
             )
-        rt.barrier()
         self.sources = build_sources(c, rt)
         self.unusable = UnusableFiles.from_sources(
             self.sources, c.max_unusable, announce=tqdm.write if rt.is_main else lambda _: None
@@ -165,14 +170,23 @@ class Pretrainer:
         )
         self.step, self.data_position, self.last_loss = 0, 0, None
         self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
-        state_path = os.path.join(self.out, STATE_FILE)
-        if os.path.isfile(state_path):
-            self._resume(load_state(state_path), state_path)
+        state = self._agreed_state(os.path.join(self.out, STATE_FILE))
+        if state is not None:
+            self._resume(state, os.path.join(self.out, STATE_FILE))
         self.ddp = (
-            DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            DistributedDataParallel(
+                self.model,
+                device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                broadcast_buffers=False,  # the buffers are constants (position indices, window masks)
+                gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copy in and out
+            )
             if rt.distributed
             else None
         )
+        # what the steps call; self.model stays the plain module (state dict and encoder keys unchanged)
+        self.forward_model = self.ddp or self.model
+        if c.compile:
+            self.forward_model = torch.compile(self.forward_model)
         self.loader = DataLoader(
             self.dataset.reporting(),
             batch_size=c.batch_size,
@@ -183,6 +197,28 @@ class Pretrainer:
             worker_init_fn=_ignore_stop_signals,
         )
         return self
+
+    def _agreed_state(self, path: str) -> dict | None:
+        """The state in ``path`` (None: a new run) once every rank has read the same one; otherwise every
+        rank stops with one sentence (an -o that is not one shared folder), none continues alone."""
+        state, error = None, None
+        if os.path.isfile(path):
+            try:
+                state = load_state(path)
+            except PretrainUserError as e:
+                error = e
+        self.runtime.stop_together(error)
+        seen = None if state is None else [state["step"], state["data_position"], state.get("last_loss")]
+        views = self.runtime.gather(seen)
+        if any(v != views[0] for v in views):
+            described = ", ".join(
+                f"rank {r}: " + ("none" if v is None else f"step {v[0]}") for r, v in enumerate(views)
+            )
+            raise PretrainUserError(
+                f"The ranks see different {STATE_FILE} files in {self.out} ({described}); -o must be one "
+                "folder that every rank (every node) shares."
+            )
+        return state
 
     def _resume(self, state: dict, path: str) -> None:
         settings = self.family.settings()
@@ -285,14 +321,17 @@ class Pretrainer:
         return True
 
     def save(self) -> None:
-        """Rank 0: ``state.pt`` (atomic), ``encoder.safetensors``, ``loss.png``."""
-        if not self.runtime.is_main:
-            return
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        """Every rank: stop if the weights of any rank are not finite; rank 0: ``state.pt`` (atomic),
+        ``encoder.safetensors``, ``loss.png``. The other ranks go on to the next step meanwhile."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        (non_finite_ranks,) = self.runtime.all_reduce_sum((~finite).double().reshape(1))
+        if non_finite_ranks:
             raise PretrainUserError(
                 f"The weights are no longer finite at step {self.step}; nothing was written, "
                 "the last saved state is intact; lower the learning rate or use --precision fp32."
             )
+        if not self.runtime.is_main:
+            return
         save_state(
             os.path.join(self.out, STATE_FILE),
             {
@@ -323,24 +362,32 @@ class Pretrainer:
     # ------------------------------------------------------------------------------------- step
     def train_step(self, batches: Iterator, generator: torch.Generator) -> StepOutcome:
         """One optimizer step: ``--accum`` micro-batches from ``batches`` forward and backward (DDP
-        synchronizes the gradients on the last), the loss and the stop and bad-data votes summed over
-        ranks in one collective, then the optimizer step unless the NaN guard skips it."""
+        synchronizes the gradients on the last); the loss, the gradient norm and the stop and bad-data
+        votes summed over ranks in one collective and read by the host once (the step's only wait for
+        the device), then the optimizer step unless the NaN guard skips it."""
         c, rt = self.config, self.runtime
         start = time.perf_counter()
         torch.manual_seed(self._step_seed())  # stochastic depth
         generator.manual_seed(self._step_seed())  # masks
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=rt.device)
         for micro in range(c.accum):
             imgs, mask, micro_loss, pred = self._forward_backward(next(batches), generator, sync=micro == c.accum - 1)
             loss_sum += micro_loss
-        total_loss, stop_votes, bad_data = rt.all_reduce_sum(
-            [loss_sum / c.accum, float(self.stop_signal is not None), float(self.unusable.exceeded())]
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))  # no clipping: the norm
+        scalars = torch.stack(
+            [  # new_full: the host's votes reach the device as kernel arguments, not as a copy that waits
+                loss_sum / c.accum,
+                grad_norm.float(),
+                loss_sum.new_full((), float(self.stop_signal is not None)),
+                loss_sum.new_full((), float(self.unusable.exceeded())),
+            ]
         )
+        total_loss, total_norm, stop_votes, bad_data = rt.all_reduce_sum(scalars.double())
         if bad_data:
             self._check_unusable_files(other_rank_stops=True)
         self.data_position += c.accum * c.batch_size
         loss = total_loss / rt.world_size
-        stepped = self._optimizer_step(loss)
+        stepped = self._optimizer_step(loss, total_norm / rt.world_size)  # DDP: the same norm on every rank
         if stepped:
             self.step += 1
             self.last_loss = loss
@@ -353,17 +400,15 @@ class Pretrainer:
         self.unusable.add_reports(reports)
         imgs = imgs.to(self.runtime.device, non_blocking=True)
         mask = self.family.make_mask(imgs, generator)
-        model = self.ddp or self.model
-        with model.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext():
+        with self.ddp.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext():
             with self.runtime.autocast(self.precision):
-                loss, pred = model(imgs, mask)
+                loss, pred = self.forward_model(imgs, mask)
             (loss / self.config.accum).backward()
-        return imgs, mask, loss.detach().item(), pred
+        return imgs, mask, loss.detach().float(), pred
 
-    def _optimizer_step(self, loss: float) -> bool:
+    def _optimizer_step(self, loss: float, grad_norm: float) -> bool:
         """The NaN guard: step if the loss and the gradients are finite; else skip the step (weights and
         optimizer untouched), and stop after ``--max-bad-steps`` in a row. Returns whether it stepped."""
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -430,7 +475,6 @@ class Pretrainer:
             self._preview(outcome)
         if stopping or (outcome.stepped and self._save_due()):
             self.save()
-            self.runtime.barrier()
         return stopping
 
     def _save_due(self) -> bool:
@@ -440,9 +484,14 @@ class Pretrainer:
         """Rank 0, every ``--preview-every`` steps: previews/step_N.png of the step's last micro-batch."""
         every = self.config.preview_every
         if self.runtime.is_main and every and self.step % every == 0:
-            recon, pixel_mask = self.model.reconstruct(outcome.imgs, outcome.mask, outcome.pred.detach())
+            imgs, mask, pred = (t[:PREVIEW_SAMPLES] for t in (outcome.imgs, outcome.mask, outcome.pred.detach()))
+            recon, pixel_mask = self.model.reconstruct(imgs, mask, pred)
             save_preview(
-                os.path.join(self.out, "previews", f"step_{self.step:07d}.png"), outcome.imgs, recon, pixel_mask
+                os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
+                imgs,
+                recon,
+                pixel_mask,
+                PREVIEW_SAMPLES,
             )
 
     def _on_signal(self, signum, frame):

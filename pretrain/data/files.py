@@ -5,7 +5,8 @@ converted to grayscale and normalized per image (one 2D file, or one whole volum
 
 A manifest (file, shape, and so the slice indices) is built once by reading only the headers and
 cached in the output folder under a key derived from the input list (paths, sizes, modification
-times, slicing axis), so a restart with the same inputs starts in seconds.
+times, slicing axis), so a restart with the same inputs starts in seconds. Under torchrun each
+rank screens its share of the headers and the shares are gathered.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -73,11 +75,12 @@ def _stat(path: str) -> os.stat_result:
         return os.lstat(path)
 
 
-def build_manifest(files: list[str]) -> dict:
+def build_manifest(files: list[str], show_progress: bool = True) -> dict:
     """Screen every header once: ``files`` = [[path, [Z, Y, X], components]],
     ``skipped`` = [[path, reason, detail]] (reason: a key of ``screening.REASONS``)."""
     entries, skipped = [], []
-    for f in tqdm(files, desc="Reading image headers", unit="file", disable=len(files) < 1000):
+    disable = not show_progress or len(files) < 1000
+    for f in tqdm(files, desc="Reading image headers", unit="file", disable=disable):
         try:
             shape, comps = screen_header(f)
             entries.append([f, list(shape), comps])
@@ -86,25 +89,39 @@ def build_manifest(files: list[str]) -> dict:
     return {"version": MANIFEST_VERSION, "files": entries, "skipped": skipped}
 
 
-def load_or_build_manifest(
-    files: list[str], axis: str, cache_dir: str | None, is_main: bool = True, barrier=lambda: None
-) -> tuple[dict, str | None]:
-    """The manifest from ``cache_dir`` if its key matches, else built (by the main rank) and cached."""
+def merge_manifests(parts: list[dict], files: list[str]) -> dict:
+    """One manifest of the manifests of disjoint shares of ``files``, in the order of ``files``."""
+    position = {f: i for i, f in enumerate(files)}
+
+    def in_order(kind: str) -> list:
+        return sorted((entry for part in parts for entry in part[kind]), key=lambda entry: position[entry[0]])
+
+    return {"version": MANIFEST_VERSION, "files": in_order("files"), "skipped": in_order("skipped")}
+
+
+class Ranks(Protocol):
+    """The processes of a run (``pretrain.runtime.Runtime``): which one this is, and an all-gather."""
+
+    rank: int
+    world_size: int
+
+    def gather(self, value) -> list: ...
+
+
+def load_or_build_manifest(files: list[str], axis: str, cache_dir: str | None, ranks: Ranks | None = None):
+    """(manifest, its cache path): read from ``cache_dir`` if its key matches there for every rank,
+    else screened, each rank its share of ``files`` (gathered, so no rank waits idle in a collective
+    that times out), and cached by rank 0."""
+    rank, world, gather = (ranks.rank, ranks.world_size, ranks.gather) if ranks else (0, 1, lambda v: [v])
     key = manifest_key(files, axis)
     path = os.path.join(cache_dir, f"manifest_{key}.json") if cache_dir else None
-    manifest = None
-    if is_main and not (path and os.path.isfile(path)):
-        manifest = build_manifest(files)
-        manifest.update(key=key, axis=axis)
-        if path:
-            write_json_atomic(path, manifest, indent=None)
-    barrier()  # every rank, every time: the other ranks read what rank 0 wrote
-    if manifest is None:
-        if path and os.path.isfile(path):
-            with open(path) as f:
-                manifest = json.load(f)
-        else:  # no shared cache folder: build locally
-            manifest = build_manifest(files)
+    if all(gather(bool(path) and os.path.isfile(path))):  # every rank reads the same cache, or all screen
+        with open(path) as f:
+            return json.load(f), path
+    manifest = merge_manifests(gather(build_manifest(files[rank::world], show_progress=rank == 0)), files)
+    manifest.update(key=key, axis=axis)
+    if path and rank == 0:
+        write_json_atomic(path, manifest, indent=None)
     return manifest, path
 
 
@@ -125,13 +142,12 @@ class FileSource:
         axis: str = "0",
         normalization: Normalization = Normalization(),
         cache_dir: str | None = None,
-        is_main: bool = True,
-        barrier=lambda: None,
+        ranks: Ranks | None = None,
     ):
         if not files:
             raise PretrainUserError(f"Source {name} contains no supported image files ({' '.join(SUPPORTED_ENDINGS)}).")
         self.name, self.axis, self.normalization = name, axis, normalization
-        manifest, self.manifest_path = load_or_build_manifest(files, axis, cache_dir, is_main, barrier)
+        manifest, self.manifest_path = load_or_build_manifest(files, axis, cache_dir, ranks)
         self.files = [e[0] for e in manifest["files"]]
         self.shapes = [tuple(e[1]) for e in manifest["files"]]
         self.skipped = manifest["skipped"]

@@ -100,19 +100,30 @@ class SwinMAE(MAEModel):
         else:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
 
+    # Pixel rearrangements by permute, which autocast leaves alone: einsum is on CUDA's autocast list and
+    # would round the loss target to bf16 there (not on CPU, so only a GPU would show it).
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
-        """B x C x H x W -> B x L x (p * p * C)."""
+        """B x C x H x W -> B x L x (p * p * C), in the dtype of ``imgs``."""
         b, c, h, w = imgs.shape
         p = self.patch_size
         x = imgs.reshape(b, c, h // p, p, w // p, p)
-        return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
+        return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """B x L x (p * p * C) -> B x C x H x W, for a patch grid ``grid`` = (h, w)."""
         b, p, (h, w) = x.shape[0], self.patch_size, grid
         c = x.shape[-1] // (p * p)
         x = x.reshape(b, h, w, p, p, c)
-        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, h * p, w * p)
+        return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * p, w * p)
+
+    def loss_target(self, imgs: torch.Tensor) -> torch.Tensor:
+        """What the prediction regresses: the fp32 pixels of every patch, per-patch normalized with
+        ``norm_pix_loss``; B x L x (p * p * C)."""
+        target = self.patchify(imgs.float())
+        if self.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
 
     def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Embed, replace hidden patches by the mask token, run the stages -> list of NCHW features."""
@@ -126,11 +137,7 @@ class SwinMAE(MAEModel):
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error over the pixels of hidden patches only (fp32)."""
-        target = self.patchify(imgs).float()
-        if self.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((pred.float() - target) ** 2).mean(dim=-1)  # B x L
+        per_patch = ((pred.float() - self.loss_target(imgs)) ** 2).mean(dim=-1)  # B x L
         hidden = mask.flatten(1).float()
         return (per_patch * hidden).sum() / hidden.sum()
 
@@ -143,7 +150,7 @@ class SwinMAE(MAEModel):
         grid = mask.shape[1:]
         pred = pred.float()
         if self.norm_pix_loss:  # back to pixel space with the true patch statistics
-            target = self.patchify(imgs).float()
+            target = self.patchify(imgs.float())
             pred = pred * (target.var(-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(-1, keepdim=True)
         p = self.patch_size
         pixel_mask = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)  # B x 1 x H x W

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 
@@ -140,3 +141,72 @@ def test_cli_bad_input_exits_2_with_one_line(argv, expected, tmp_path, png_folde
     assert main([a.format(**fill) for a in argv] + ["-device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the tensor calls that make the host wait for the device (a value read back to Python)."""
+
+    READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "__array__"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.READS:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _step_on_one_batch(png_folder, out, device: str):
+    """A trainer (--accum 2) and endless copies of one batch on ``device``, as ``train_step`` takes them."""
+    import itertools
+
+    flags = ["-i", png_folder, "-o", out, "--accum", "2", "--precision", "fp32", "-device", device]
+    trainer = Pretrainer(parse([*TINY, *flags]), setup_runtime(device)).setup()
+    trainer.release()
+    imgs, reports = next(iter(trainer.loader))
+    trainer.model.train()
+    return trainer, itertools.repeat((imgs.to(trainer.runtime.device), reports))
+
+
+def test_a_training_step_reads_from_the_device_once(png_folder, tmp_path):
+    """Loss, gradient norm and the votes of every micro-batch travel in one tensor, read once (the
+    reads Python makes; on a GPU the next test also catches those inside torch)."""
+    trainer, batches = _step_on_one_batch(png_folder, str(tmp_path / "run"), "cpu")
+    with _HostReads() as reads:
+        outcome = trainer.train_step(batches, torch.Generator())
+    assert outcome.stepped and trainer.step == 1 and math.isfinite(trainer.last_loss)
+    assert reads.calls == ["tolist"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_training_step_synchronizes_with_the_gpu_once(png_folder, tmp_path):
+    import warnings
+
+    trainer, batches = _step_on_one_batch(png_folder, str(tmp_path / "run"), "cuda")
+    generator = torch.Generator(device=trainer.runtime.device)
+    trainer.train_step(batches, generator)  # warm-up: cuDNN's autotuner synchronizes on new shapes
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train_step(batches, generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
+    assert len(syncs) == 1, syncs
+
+
+def test_cuda_gets_tf32_matmuls_and_the_cudnn_autotuner():
+    from nnunetv2_vismae.device import configure_cuda_speed
+
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    try:
+        configure_cuda_speed(torch.device("cpu"))
+        assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark) == before
+        configure_cuda_speed(torch.device("cuda", 0))  # sets process-wide switches only: no GPU needed
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.benchmark
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.benchmark = before[1]

@@ -82,3 +82,51 @@ def test_bf16_and_fp32_losses_agree():
                 bf16, pred = model(imgs, mask)
         assert pred.dtype == torch.bfloat16 and bf16.dtype == torch.float32  # autocast really on, loss in fp32
         assert abs(bf16.item() - fp32.item()) < 0.03 * fp32.item(), (decoder, bf16.item(), fp32.item())
+
+
+class _CalledOps(torch.overrides.TorchFunctionMode):
+    """The names of the torch functions and tensor methods called inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def cuda_autocast_lower_precision_ops() -> set[str]:
+    """The ops CUDA's autocast runs in fp16/bf16, read from torch's own autocast test lists (CPU's lists
+    differ). The file is parsed, not imported: importing it needs torch's test-only dependencies."""
+    import ast
+    import importlib.util
+
+    source = importlib.util.find_spec("torch.testing._internal.autocast_test_lists").origin
+    with open(source) as f:
+        cuda_lists = next(n for n in ast.walk(ast.parse(f.read())) if getattr(n, "name", "") == "AutocastTestLists")
+    lowered = ("torch_fp16", "nn_fp16", "linalg_fp16", "methods_fp16")
+    return {
+        entry.elts[0].value
+        for node in ast.walk(cuda_lists)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "attr", "") in lowered
+        for entry in node.value.elts
+    }
+
+
+def test_loss_target_stays_fp32_under_autocast_on_cuda_too():
+    """The target path calls no op that CUDA's autocast would round to bf16, so it is fp32 there as on CPU."""
+    lowered = cuda_autocast_lower_precision_ops()
+    assert {"einsum", "matmul", "linear"} <= lowered  # what the old patchify used is caught
+    imgs = smooth_batch(2) + torch.rand(2, 1, 32, 32) * 1e-3  # pixels that bf16 cannot hold exactly
+    for norm_pix_loss in (False, True):
+        model = SwinMAE(CONFIG, norm_pix_loss=norm_pix_loss)
+        with torch.autocast("cpu", dtype=torch.bfloat16), _CalledOps() as called:
+            target = model.loss_target(imgs)
+        assert not called.names & lowered, called.names & lowered
+        assert target.dtype == torch.float32
+        if not norm_pix_loss:
+            assert torch.equal(target, model.patchify(imgs))
+    # patch l = row * 8 + column of the 8 x 8 grid holds that 4 x 4 block, pixels row by row
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(model.patchify(x)[:, 8 * 2 + 5], x[:, 0, 8:12, 20:24].flatten(1))

@@ -145,3 +145,15 @@ def test_mixture_weights_and_rank_shards():
     assert 0.68 < share < 0.82
     seen = [{int(PatchDataset(sources, 32, rank=r, world_size=2)[k][0, 0, 0]) for k in range(200)} for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]  # ranks read disjoint shards
+
+
+def test_shares_screened_by_each_rank_merge_into_the_whole_manifest(png_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(png_folder, folder)
+    (folder / "empty.png").write_bytes(b"")  # skipped: the merge keeps the skipped files too
+    files = discover_files([str(folder)])[::-1]  # any order is kept
+    shares = [files_module.build_manifest(files[rank::3]) for rank in range(3)]  # 5 files over 3 ranks
+    assert files_module.merge_manifests(shares, files) == files_module.build_manifest(files)
+    assert [len(s["files"]) + len(s["skipped"]) for s in shares] == [2, 2, 1]

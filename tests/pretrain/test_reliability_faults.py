@@ -102,9 +102,9 @@ def test_nan_losses_are_skipped_without_touching_weights(png_folder, tmp_path, c
     snapshots = []
     step = trainer._optimizer_step
 
-    def recording(loss):
+    def recording(loss, grad_norm):
         before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        stepped = step(loss)
+        stepped = step(loss, grad_norm)
         snapshots.append((stepped, all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())))
         return stepped
 
