@@ -19,11 +19,6 @@ def _graphs_and_breaks(model: torch.nn.Module, imgs: torch.Tensor, mask: torch.T
     return explanation.graph_count, explanation.graph_break_count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SwinBlock.window_mask keys its cache on torch.is_inference_mode_enabled(), a graph break per block "
-    "(architectures/swin_block.py; fixed on the fine-tuning side of issue 19): remove this mark with that fix",
-)
 def test_swin_mae_is_one_graph():
     from pretrain.families.swin import SwinMAE
 
