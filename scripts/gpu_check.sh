@@ -10,7 +10,7 @@
 # 4. a short nnUNetv2_train -tr VisMAETrainer -device cuda with nnU-Net's default torch.compile, counting
 #    graph breaks and recompiles.
 # Each step has a time cap and reports FAILED with its log instead of stopping the rest. Pretraining runs
-# without torch.compile: nnUNetv2_vismae_pretrain has no --compile flag on this branch yet.
+# eagerly, its default (--compile stays off until a GPU has measured it faster: rerun step 1 with --compile).
 #
 # Needs one CUDA GPU and python3 with torch and this project installed with its dependencies
 # (`python3 -m pip install -e .` where PyPI can be reached). A machine without PyPI that has torch, timm and
