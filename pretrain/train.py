@@ -34,6 +34,7 @@ from pretrain.cli import PROG
 from pretrain.config import PretrainConfig
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
+from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
@@ -67,8 +68,11 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
         sources.append(
             FileSource(name, files, config.axis, config.normalization, config.output, runtime.is_main, runtime.barrier)
         )
+    sources.extend(PackSource(pack) for pack in config.packs)
     if not sources:
-        raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
+        raise PretrainUserError(
+            "No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER, --file-list TXT or --pack PACK."
+        )
     for s in sources:
         if len(s) == 0:
             raise PretrainUserError(f"Source {s.name} contains no images.")
