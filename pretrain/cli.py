@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
             "-o must then be on a file system all nodes share."
         ),
     )
-    data = p.add_argument_group("data (sources can be mixed; each -d dataset, -i folder and --file-list is one source)")
+    data = p.add_argument_group(
+        "data (sources can be mixed; each -d dataset, -i folder, --file-list and --pack is one source)"
+    )
     data.add_argument(
         "-d",
         nargs="+",
@@ -49,40 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("-c", default="2d", help="nnU-Net configuration of -d (default 2d).")
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
+    add_image_file_arguments(data)
     data.add_argument(
-        "-i",
+        "--pack",
         nargs="+",
-        metavar="FOLDER",
-        help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.",
-    )
-    data.add_argument("--file-list", metavar="TXT", help="text file naming one image per line (relative to the file).")
-    data.add_argument(
-        "--axis",
-        choices=["0", "1", "2", "all"],
-        default="0",
-        help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).",
-    )
-    data.add_argument(
-        "--norm",
-        choices=["zscore", "ct"],
-        default="zscore",
-        help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).",
-    )
-    data.add_argument("--ct-clip", type=float, nargs=2, metavar=("LO", "HI"), help="CT window for --norm ct.")
-    data.add_argument(
-        "--ct-stats",
-        type=float,
-        nargs=2,
-        metavar=("MEAN", "STD"),
-        help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
-        "intensity properties); default: each image's own.",
+        metavar="PACK",
+        help="packs written by nnUNetv2_vismae_pack (screened, normalized 2D slices read one at a time; "
+        "each pack is one source, its --axis and --norm are the pack's own).",
     )
     data.add_argument(
         "--source-weights",
         type=float,
         nargs="+",
         metavar="W",
-        help="sampling weight per source, in the order -d..., -i..., --file-list (default: "
+        help="sampling weight per source, in the order -d..., -i..., --file-list, --pack... (default: "
         "proportional to each source's number of slices).",
     )
     data.add_argument(
@@ -199,17 +181,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def validate_args(args: argparse.Namespace) -> None:
-    if not 0 <= args.max_unusable <= 1:
-        raise PretrainUserError(f"--max-unusable is a share between 0 and 1, got {args.max_unusable}.")
+def add_image_file_arguments(group) -> None:
+    """The flags naming image files and how they are sliced and normalized (pretraining, packing)."""
+    group.add_argument(
+        "-i",
+        nargs="+",
+        metavar="FOLDER",
+        help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.",
+    )
+    group.add_argument("--file-list", metavar="TXT", help="text file naming one image per line (relative to the file).")
+    group.add_argument(
+        "--axis",
+        choices=["0", "1", "2", "all"],
+        default="0",
+        help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).",
+    )
+    group.add_argument(
+        "--norm",
+        choices=["zscore", "ct"],
+        default="zscore",
+        help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).",
+    )
+    group.add_argument("--ct-clip", type=float, nargs=2, metavar=("LO", "HI"), help="CT window for --norm ct.")
+    group.add_argument(
+        "--ct-stats",
+        type=float,
+        nargs=2,
+        metavar=("MEAN", "STD"),
+        help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
+        "intensity properties); default: each image's own.",
+    )
+
+
+def validate_image_file_arguments(args: argparse.Namespace) -> None:
     if args.norm == "ct" and not args.ct_clip:
         raise PretrainUserError("--norm ct needs --ct-clip LO HI (the CT intensity window).")
     if args.ct_clip and args.ct_clip[0] >= args.ct_clip[1]:
         raise PretrainUserError(f"--ct-clip needs LO < HI, got {args.ct_clip[0]} {args.ct_clip[1]}.")
     if args.ct_stats and args.ct_stats[1] <= 0:
         raise PretrainUserError(f"--ct-stats needs a positive STD, got {args.ct_stats[1]}.")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    if not 0 <= args.max_unusable <= 1:
+        raise PretrainUserError(f"--max-unusable is a share between 0 and 1, got {args.max_unusable}.")
+    validate_image_file_arguments(args)
     if args.source_weights is not None:
-        n = len(args.d or []) + len(args.i or []) + (1 if args.file_list else 0)
+        n = len(args.d or []) + len(args.i or []) + (1 if args.file_list else 0) + len(args.pack or [])
         if len(args.source_weights) != n:
             raise PretrainUserError(
                 f"--source-weights needs one weight per source ({n}), got {len(args.source_weights)}."

@@ -15,17 +15,25 @@ from pretrain.families import FAMILIES
 from pretrain.families.base import FamilyOptions
 
 
+def normalization_from_args(args: argparse.Namespace) -> Normalization:
+    """The normalization of image files that ``--norm``, ``--ct-clip`` and ``--ct-stats`` give."""
+    return Normalization(
+        args.norm, tuple(args.ct_clip) if args.ct_clip else None, tuple(args.ct_stats) if args.ct_stats else None
+    )
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     output: str  # -o
     family: str  # --encoder
     family_options: FamilyOptions  # the family's own flags
-    # data: each dataset, folder and the file list is one source, weighted in that order
+    # data: each dataset, folder, the file list and each pack is one source, weighted in that order
     datasets: tuple[str, ...]  # -d, with the configuration -c and plans -p
     configuration: str
     plans: str
     folders: tuple[str, ...]  # -i
     file_list: str | None
+    packs: tuple[str, ...]  # --pack: folders written by nnUNetv2_vismae_pack, after the file sources
     axis: str
     normalization: Normalization  # of -i / --file-list images
     source_weights: tuple[float, ...] | None
@@ -61,12 +69,9 @@ class PretrainConfig:
             plans=args.p,
             folders=tuple(args.i or ()),
             file_list=args.file_list,
+            packs=tuple(args.pack or ()),
             axis=args.axis,
-            normalization=Normalization(
-                args.norm,
-                tuple(args.ct_clip) if args.ct_clip else None,
-                tuple(args.ct_stats) if args.ct_stats else None,
-            ),
+            normalization=normalization_from_args(args),
             source_weights=None if args.source_weights is None else tuple(args.source_weights),
             **{
                 name: getattr(args, name)

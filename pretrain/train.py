@@ -35,6 +35,7 @@ from pretrain.cli import PROG
 from pretrain.config import PretrainConfig
 from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
 from pretrain.data.files import discover_files
+from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
@@ -67,8 +68,11 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
         file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
         sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
+    sources.extend(PackSource(pack) for pack in config.packs)
     if not sources:
-        raise PretrainUserError("No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER or --file-list TXT.")
+        raise PretrainUserError(
+            "No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER, --file-list TXT or --pack PACK."
+        )
     for s in sources:
         if len(s) == 0:
             raise PretrainUserError(f"Source {s.name} contains no images.")

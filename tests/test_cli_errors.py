@@ -8,8 +8,10 @@ import importlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import set_nnunet_folders
 from tests.reliability import (
@@ -24,6 +26,7 @@ from tests.reliability import (
 MAINS = {
     "nnUNetv2_vismae_env": "nnunetv2_vismae.training.env",
     "nnUNetv2_vismae_pretrain": "pretrain.cli",
+    "nnUNetv2_vismae_pack": "pretrain.pack_cli",
     "nnUNetv2_vismae_plan": "nnunetv2_vismae.planning.cli",
     "nnUNetv2_vismae_benchmark": "nnunetv2_vismae.benchmark.cli",
     "nnUNetv2_vismae_inspect": "nnunetv2_vismae.checkpoint.cli",
@@ -65,6 +68,18 @@ CASES = {
         "-d 1 -o {tmp}/out --max-bad-steps 0",
         False,
         "--max-bad-steps must be at least 1, got 0.",
+    ),
+    "pack: missing input folder": (
+        "nnUNetv2_vismae_pack",
+        "-i {tmp}/nowhere -o {tmp}/pack -np 1",
+        False,
+        "Input folder {tmp}/nowhere does not exist or is not a folder.",
+    ),
+    "pack: unwritable output": (
+        "nnUNetv2_vismae_pack",
+        "--file-list {tmp}/images.txt -o {locked}/pack -np 1",
+        False,
+        "Output folder {locked}/pack cannot be written: {locked} is not writable.",
     ),
     "plan: no nnUNet_preprocessed": ("nnUNetv2_vismae_plan", "-d 1", True, "nnUNet_preprocessed is not set"),
     "plan: unknown dataset": ("nnUNetv2_vismae_plan", "-d 7", False, "Found no dataset folder for dataset 7"),
@@ -152,6 +167,8 @@ def files(tmp_path_factory):
     three_d_checkpoint(root / "3d.safetensors")
     three_channel_checkpoint(root / "3ch.safetensors")
     torch.save({"patch_embed.proj.weight": torch.zeros(12, 3, 4, 4)}, root / "timm.pth")
+    Image.fromarray(np.arange(1600, dtype=np.uint8).reshape(40, 40)).save(root / "image.png")
+    (root / "images.txt").write_text("image.png\n")
     return root, env
 
 
@@ -245,9 +262,6 @@ BAD_FLAGS = {
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Usable inputs for both commands: a folder of PNGs and the phantom classification task's CSV."""
-    import numpy as np
-    from PIL import Image
-
     from nnunetv2_vismae.demo.classification_task import write_style_task
 
     root = tmp_path_factory.mktemp("bad_flags")

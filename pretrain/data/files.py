@@ -62,12 +62,12 @@ def manifest_key(files: list[str], axis: str) -> str:
     h = hashlib.sha256()
     h.update(f"v{MANIFEST_VERSION} axis={axis}\n".encode())
     for f in files:
-        st = _stat(f)
+        st = file_stat(f)
         h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _stat(path: str) -> os.stat_result:
+def file_stat(path: str) -> os.stat_result:
     """The file's stat, or the link's own for a symbolic link to nothing (screening skips and counts it)."""
     try:
         return os.stat(path)
@@ -125,6 +125,23 @@ def load_or_build_manifest(files: list[str], axis: str, cache_dir: str | None, r
     return manifest, path
 
 
+def slice_axes(shape_zyx, axis: str) -> tuple[int, ...]:
+    """The array axes a file of shape (Z, Y, X) is cut along for ``--axis``: a 2D image (Z = 1) along 0 only."""
+    if shape_zyx[0] == 1:
+        return (0,)
+    return (0, 1, 2) if axis == "all" else (int(axis),)
+
+
+def read_screened(path: str, expected_zyx) -> np.ndarray:
+    """1 x Z x Y x X grayscale as read, screened against the header's shape; raises Unusable."""
+    try:
+        image = read_image(path)
+    except Exception as e:  # truncated data, a missing codec, ...: every reader raises its own
+        raise decode_failure(path, e) from None
+    screen_pixels(image, expected_zyx)
+    return to_grayscale(image)
+
+
 class FileSource:
     """2D slices of image files, grayscale, normalized per image; ``load_slice(i)`` -> 1 x H x W float32.
 
@@ -152,10 +169,9 @@ class FileSource:
         self.shapes = [tuple(e[1]) for e in manifest["files"]]
         self.skipped = manifest["skipped"]
         self.num_items = len(files)
-        axes = (0, 1, 2) if axis == "all" else (int(axis),)
         units = []  # (file index, axis, number of slices)
         for fi, (_, shape, _) in enumerate(manifest["files"]):
-            for a in (0,) if shape[0] == 1 else axes:
+            for a in slice_axes(shape, axis):
                 units.append((fi, a, shape[a]))
         if not units:
             path, reason, detail = self.skipped[0]
@@ -181,14 +197,7 @@ class FileSource:
         return self.files[int(self.units[np.searchsorted(self.offsets, index, side="right") - 1][0])]
 
     def _read(self, file_index: int) -> np.ndarray:
-        """1 x Z x Y x X grayscale as read, screened; raises Unusable."""
-        path = self.files[file_index]
-        try:
-            image = read_image(path)
-        except Exception as e:  # truncated data, a missing codec, ...: every reader raises its own
-            raise decode_failure(path, e) from None
-        screen_pixels(image, self.shapes[file_index])
-        return to_grayscale(image)
+        return read_screened(self.files[file_index], self.shapes[file_index])
 
     def _volume(self, file_index: int) -> np.ndarray:
         """1 x Z x Y x X, grayscale and normalized (a small LRU cache per data-loader worker)."""

@@ -1,0 +1,278 @@
+"""A packed corpus: image files screened, normalized and cut into 2D slices once, stored so that
+training reads one slice at a time and never needs the raw files again.
+
+Layout of a pack folder (written by ``nnUNetv2_vismae_pack``, read by ``PackSource``):
+
+- ``settings.json``: what the slices are (format version, slicing axis, normalization); written
+  first, so that a rerun with other flags is refused instead of mixing two kinds of slices.
+- ``shards/KK/KEY.json``: one record per input file, written atomically once the file is done: its
+  shape and its slice arrays, or the reason (a key of ``screening.REASONS``) it is unusable. KEY
+  hashes the file's path, size and modification time, so a rerun skips the files packed already and
+  packs a changed file again; KK (its first two characters) spreads millions of files over folders.
+- ``shards/KK/KEY_aA.b2nd``: the slices along array axis A, N x H x W float16 in a blosc2 array
+  with one compressed chunk per slice (what nnU-Net uses for its preprocessed data).
+- ``pack.json``: the index, assembled from the records when every file is done: the usable files in
+  input order with their arrays, the unusable ones with their reasons, and the settings.
+
+A packed slice is what ``FileSource`` yields for the same file (``files.read_screened``, the same
+normalization, the same slicing), rounded to float16. Screening a whole file at packing time also
+finds what ``FileSource`` finds only while training (undecodable pixels, NaN/Inf, constant images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+from dataclasses import asdict
+
+import numpy as np
+from tqdm import tqdm
+
+from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
+from nnunetv2_vismae.io.lock import claim_output_folder
+from nnunetv2_vismae.io.normalization import Normalization
+from pretrain.data.files import file_stat, read_screened, slice_axes
+from pretrain.data.screening import Unusable, screen_header
+from pretrain.errors import PretrainUserError
+
+PACK_VERSION = 1
+SETTINGS_FILE = "settings.json"
+INDEX_FILE = "pack.json"
+SHARDS = "shards"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def pack_settings(axis: str, normalization: Normalization) -> dict:
+    """What the slices of a pack are, as JSON: compared on every rerun, recorded in the index."""
+    return json.loads(json.dumps({"version": PACK_VERSION, "axis": axis, "normalization": asdict(normalization)}))
+
+
+def settings_normalization(settings: dict) -> Normalization:
+    n = settings["normalization"]
+    return Normalization(
+        n["scheme"], tuple(n["ct_clip"]) if n["ct_clip"] else None, tuple(n["ct_stats"]) if n["ct_stats"] else None
+    )
+
+
+def shard_key(path: str) -> str:
+    """The name of a file's shard: its path, size and modification time hashed."""
+    st = file_stat(path)
+    return hashlib.sha256(f"{path}\t{st.st_size}\t{st.st_mtime_ns}".encode()).hexdigest()[:24]
+
+
+def record_path(pack: str, key: str) -> str:
+    return os.path.join(pack, SHARDS, key[:2], f"{key}.json")
+
+
+# ---------------------------------------------------------------------------------- writing
+def write_slices(volume: np.ndarray, axis: int, pack: str, key: str) -> list:
+    """The slices of a 1 x Z x Y x X volume along ``axis`` as one blosc2 array (atomically);
+    the index entry ``[axis, array path relative to the pack, number of slices]``."""
+    import blosc2
+
+    slices = np.ascontiguousarray(np.moveaxis(volume[0], axis, 0), dtype=np.float16)
+    relative = os.path.join(SHARDS, key[:2], f"{key}_a{axis}.b2nd")
+    cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1}
+    with atomic_path(os.path.join(pack, relative)) as tmp:
+        blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+    return [axis, relative, int(slices.shape[0])]
+
+
+def pack_file(path: str, pack: str, axis: str, normalization: Normalization) -> dict:
+    """Screen, read, normalize and store one file; its record (also written to its shard)."""
+    key = shard_key(path)
+    try:
+        shape, _ = screen_header(path)
+        volume = normalization(read_screened(path, shape))
+        if np.abs(volume).max() > FLOAT16_MAX:
+            raise Unusable("nonfinite", f"normalized values beyond float16's range (±{FLOAT16_MAX:g})")
+        record = {
+            "path": path,
+            "shape": list(shape),
+            "arrays": [write_slices(volume, a, pack, key) for a in slice_axes(shape, axis)],
+        }
+    except Unusable as e:
+        record = {"path": path, "reason": e.reason, "detail": e.detail}
+    write_json_atomic(record_path(pack, key), record, indent=None)
+    return record
+
+
+def pack_file_job(job: tuple) -> tuple[dict | None, list | None]:
+    """``pack_file`` in a worker process: (record, None), or (None, [file, reason]) when a write
+    failed (a full disk), which the main process raises as the WriteError it is (one that crossed
+    processes would be rebuilt from the wrong arguments)."""
+    try:
+        return pack_file(*job), None
+    except WriteError as e:
+        return None, [e.filename, e.strerror]
+
+
+def read_record(pack: str, path: str) -> dict | None:
+    """The record of a file packed already (by this or a killed run), or None."""
+    try:
+        with open(record_path(pack, shard_key(path))) as f:
+            record = json.load(f)
+    except (OSError, ValueError):  # not packed yet
+        return None
+    return record if record.get("path") == path else None
+
+
+def assemble_index(pack: str, files: list[str], settings: dict) -> dict:
+    """The index of a pack whose every file has its record, in the order of ``files``."""
+    entries, skipped = [], []
+    for path in files:
+        record = read_record(pack, path)
+        if record is None:
+            raise PretrainUserError(f"{pack} has no record of {path}; run the same nnUNetv2_vismae_pack command again.")
+        if "reason" in record:
+            skipped.append([path, record["reason"], record["detail"]])
+        else:
+            entries.append([path, record["shape"], record["arrays"]])
+    index = {**settings, "num_items": len(files), "files": entries, "skipped": skipped}
+    write_json_atomic(os.path.join(pack, INDEX_FILE), index, indent=None)
+    return index
+
+
+def write_pack(
+    pack: str, files: list[str], axis: str, normalization: Normalization, num_processes: int, command: str
+) -> dict:
+    """Pack ``files`` into the folder ``pack`` (created, or continued), locked for ``command``
+    meanwhile; the index. A pack of other settings is refused (one sentence)."""
+    with claim_output_folder(pack, command):
+        check_settings(pack, pack_settings(axis, normalization))
+        return pack_corpus(pack, files, axis, normalization, num_processes)
+
+
+def check_settings(pack: str, settings: dict) -> None:
+    """Record what the pack's slices are on its first run; refuse a rerun that would make others."""
+    path = os.path.join(pack, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        write_json_atomic(path, settings)
+        return
+    with open(path) as f:
+        recorded = json.load(f)
+    if recorded != settings:
+        raise PretrainUserError(
+            f"{pack} was packed with other settings ({json.dumps(recorded)}), not "
+            f"{json.dumps(settings)}; use the same --axis/--norm flags or another -o."
+        )
+
+
+def pack_corpus(pack: str, files: list[str], axis: str, normalization: Normalization, num_processes: int) -> dict:
+    """Pack every file of ``files`` that has no record yet, in ``num_processes`` worker processes
+    (1: in this process), then assemble and return the index. The caller holds the pack's lock
+    (``write_pack``)."""
+    todo = [f for f in files if not os.path.isfile(record_path(pack, shard_key(f)))]
+    jobs = [(f, pack, axis, normalization) for f in todo]
+    with tqdm(total=len(files), initial=len(files) - len(todo), desc="Packing", unit="file", smoothing=0.05) as bar:
+        for _, failure in _results(jobs, num_processes):
+            if failure is not None:
+                raise WriteError(*failure)
+            bar.update()
+    return assemble_index(pack, files, pack_settings(axis, normalization))
+
+
+def _ignore_interrupt() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (what they finished is kept)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _results(jobs: list[tuple], num_processes: int):
+    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish)."""
+    processes = min(num_processes, len(jobs))
+    if processes <= 1:
+        yield from map(pack_file_job, jobs)
+        return
+    # spawn, as nnU-Net's preprocessing: the readers' thread pools do not survive a fork
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=_ignore_interrupt) as pool:
+        yield from pool.imap_unordered(pack_file_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * processes))))
+
+
+# ---------------------------------------------------------------------------------- reading
+def read_index(pack: str) -> dict:
+    path = os.path.join(pack, INDEX_FILE)
+    if not os.path.isfile(path):
+        raise PretrainUserError(
+            f"{pack} is not a finished pack (it has no {INDEX_FILE}); run nnUNetv2_vismae_pack -o {pack} "
+            "(again) to write or finish it."
+        )
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PretrainUserError(f"{path} cannot be read as a pack index ({e}).") from None
+    if not isinstance(index, dict) or index.get("version") != PACK_VERSION:
+        raise PretrainUserError(
+            f"{path} is not a pack index of format version {PACK_VERSION}; pack the corpus again with this version."
+        )
+    return index
+
+
+class PackSource:
+    """The 2D slices of a pack; ``load_slice(i)`` -> 1 x H x W float32, as ``FileSource`` yields
+    them for the same files (slice ``i`` of both is the same when no file was found unusable at
+    packing time beyond those the headers show)."""
+
+    num_channels = 1
+    open_arrays = 64  # blosc2 arrays kept open per process (each holds a memory map)
+
+    def __init__(self, pack: str):
+        index = read_index(pack)
+        self.name, self.folder = pack, os.path.abspath(pack)
+        self.axis, self.normalization = index["axis"], settings_normalization(index)
+        self.files = [path for path, _, _ in index["files"]]
+        self.skipped = index["skipped"]
+        self.num_items = int(index["num_items"])
+        units = [(fi, name, n) for fi, (_, _, arrays) in enumerate(index["files"]) for _, name, n in arrays]
+        if not units:
+            raise PretrainUserError(f"Pack {pack} holds no usable slices ({len(self.skipped)} files are unusable).")
+        self.unit_files = np.array([fi for fi, _, _ in units], dtype=np.int64)
+        self.unit_arrays = [name for _, name, _ in units]
+        self.offsets = np.concatenate([[0], np.cumsum([n for _, _, n in units])]).astype(np.int64)
+        self._arrays: dict[str, object] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}  # open arrays stay in their process
+
+    def _unit(self, index: int) -> int:
+        return int(np.searchsorted(self.offsets, index, side="right") - 1)
+
+    def origin(self, index: int) -> str:
+        """The file a flat slice index was packed from (what is counted when it cannot be used)."""
+        return self.files[int(self.unit_files[self._unit(index)])]
+
+    def _array(self, name: str):
+        """The blosc2 array ``name``, opened once per process (data-loader workers each open their own)."""
+        import blosc2
+
+        if self._pid != os.getpid():
+            self._arrays, self._pid = {}, os.getpid()
+        array = self._arrays.get(name)
+        if array is None:
+            if len(self._arrays) >= self.open_arrays:
+                self._arrays.pop(next(iter(self._arrays)))
+            array = blosc2.open(os.path.join(self.folder, name), mode="r", mmap_mode="r", dparams={"nthreads": 1})
+            self._arrays[name] = array
+        return array
+
+    def load_slice(self, index: int) -> np.ndarray:
+        u = self._unit(index)
+        return self._array(self.unit_arrays[u])[int(index - self.offsets[u])].astype(np.float32)[None]
+
+    def summary(self) -> dict:
+        return {
+            "type": "pack",
+            "name": self.name,
+            "num_files": len(self.files),
+            "num_skipped": len(self.skipped),
+            "num_slices": len(self),
+            "axis": self.axis,
+            "normalization": self.normalization.to_json(),
+        }
