@@ -39,7 +39,7 @@ def slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
     return "\n".join(
         [
             "ClusterName=vismae_test",
-            f"SlurmctldHost={host}",
+            f"SlurmctldHost={host}(127.0.0.1)",  # by address: the host name need not resolve
             "SlurmUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
@@ -60,7 +60,7 @@ def slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
             "SelectTypeParameters=CR_Core",
             "ReturnToService=2",
             "MpiDefault=none",
-            f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN",
+            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
             "",
         ]

@@ -284,15 +284,16 @@ def test_executor_flags_are_checked_in_one_sentence(fake_nnunet, tmp_path, monke
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """A single-node SLURM cluster on this host for this module's tests (skipped where it cannot start)."""
-    reason = slurm_cluster.missing_reason()
-    if reason:
-        pytest.skip(reason)
+    """A single-node SLURM cluster on this host for this module's tests."""
     with slurm_cluster.single_node_cluster(tmp_path_factory.mktemp("slurm")) as env:
         yield env
 
 
+NO_SLURM = slurm_cluster.missing_reason()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(NO_SLURM is not None, reason=str(NO_SLURM))  # before the dataset is preprocessed for nothing
 def test_a_real_slurm_cluster_runs_the_array_and_reports_the_failed_run(
     tiny_dataset, slurm, tmp_path, monkeypatch, capsys
 ):
