@@ -49,6 +49,15 @@ def configure_cuda_speed(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may give to the processes it starts, as CUDA_VISIBLE_DEVICES names them
+    (indices or UUIDs): that variable's entries when it is set, else every device torch sees."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is not None:
+        return [gpu.strip() for gpu in value.split(",") if gpu.strip()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
 def cpu_has_native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 

@@ -1,7 +1,8 @@
 """``nnUNetv2_vismae_benchmark``: label efficiency of VisMAE against vanilla nnU-Net on a dataset.
 
 Trains every (arm, label fraction, fold) that is not finished through nnU-Net's own
-``nnUNetv2_train`` (each run's output in ``OUT/logs``), then reads the folds' validation
+``nnUNetv2_train`` (each run's output in ``OUT/logs``), one after another in this process or as
+submitit jobs on this machine or a SLURM cluster (``executors``), then reads the folds' validation
 summaries and writes ``results.csv``, ``report.md`` and ``label_efficiency.png`` into OUT.
 """
 
@@ -11,22 +12,19 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
-from tqdm import tqdm
-
+from nnunetv2_vismae.benchmark import executors as ex
 from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.arms import ARMS, default_arms
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.errors import StepFailed
-from nnunetv2_vismae.flags import OneSentenceParser, console_script
+from nnunetv2_vismae.flags import OneSentenceParser, console_script, positive_int
 from nnunetv2_vismae.io.folders import unwritable_reason
-from nnunetv2_vismae.io.nnunet import command_environment, run_logged
+from nnunetv2_vismae.io.nnunet import command_environment
 
 PROG = "nnUNetv2_vismae_benchmark"
-HISTORY = "commands.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +107,85 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", metavar="OUT", help="output folder (default: $nnUNet_results/DatasetXXX_Name/vismae_benchmark)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the commands that would run and run nothing")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the commands that would run and run nothing")
+    mode.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the report from the runs that finished and say which are missing (after --no-wait)",
+    )
+    add_executor_arguments(parser)
     return parser
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("executor", "where the trainings run (each run: train, and with --test score)")
+    group.add_argument(
+        "--executor",
+        choices=ex.EXECUTORS,
+        default=ex.INLINE,
+        help="inline (default): one after another in this process; local: each run a submitit job on this "
+        "machine; slurm: each run a task of one SLURM job array (OUT must be on a file system the nodes share)",
+    )
+    group.add_argument(
+        "--max-parallel",
+        type=positive_int,
+        metavar="N",
+        help="local: N trainings at once (default 1), with -device cuda one GPU each, round robin over the "
+        "visible GPUs; slurm: at most N array tasks at once (default: submitit's 256)",
+    )
+    group.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the jobs are submitted; a later run with --collect writes the report",
+    )
+    group.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition of the jobs")
+    group.add_argument(
+        "--slurm-gpus-per-job",
+        type=positive_int,
+        metavar="G",
+        help="GPUs per job (default: 1 with -device cuda, none otherwise)",
+    )
+    group.add_argument(
+        "--slurm-time",
+        type=positive_int,
+        metavar="MINUTES",
+        help=f"time limit of each job (default: {ex.DEFAULT_SLURM_TIME}); a run cut by it continues from its "
+        "latest checkpoint when the benchmark is run again",
+    )
+    group.add_argument(
+        "--slurm-extra",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more job settings: submitit's slurm parameters (mem=64GB cpus_per_task=8 account=lab qos=high "
+        "constraint=a100 ...), any other KEY passed to sbatch as --KEY=VALUE",
+    )
+
+
+SLURM_FLAGS = ("slurm_partition", "slurm_gpus_per_job", "slurm_time")
+
+
+def executor_options(args) -> ex.Options:
+    """The executor flags, checked against each other."""
+    given = [f"--{name.replace('_', '-')}" for name in (*SLURM_FLAGS, "slurm_extra") if getattr(args, name)]
+    if given and args.executor != ex.SLURM:
+        raise BenchmarkError(f"{given[0]} needs --executor slurm, got --executor {args.executor}.")
+    if args.executor == ex.INLINE:
+        for flag, value in (("--max-parallel", args.max_parallel), ("--no-wait", args.no_wait)):
+            if value:
+                raise BenchmarkError(
+                    f"{flag} needs --executor local or slurm; the inline benchmark runs one at a time."
+                )
+    return ex.Options(
+        kind=args.executor,
+        max_parallel=args.max_parallel,
+        wait=not args.no_wait,
+        slurm_partition=args.slurm_partition,
+        slurm_gpus_per_job=args.slurm_gpus_per_job,
+        slurm_time=args.slurm_time or ex.DEFAULT_SLURM_TIME,
+        slurm_extra=ex.parse_extra(args.slurm_extra),
+    )
 
 
 def default_device() -> str:
@@ -119,34 +194,10 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def execute(settings: le.Settings, jobs: list[le.Job]) -> None:
-    """Run the jobs in order, each logged to OUT/logs/<name>.log; raises StepFailed on the first failure."""
-    logs = settings.out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = command_environment()
-    with tqdm(total=len(jobs), desc="benchmark", unit="command", dynamic_ncols=True) as bar:
-        for job in jobs:
-            bar.set_postfix_str(job.label)
-            log = logs / f"{job.name}.log"
-            code = run_logged(job.cmd, env, log)
-            if code != 0:
-                raise StepFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
-            if job.produces is not None and not job.produces.is_file():
-                raise StepFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
-            append_history(settings.out, job.text)
-            bar.update()
-
-
-def append_history(out: Path, line: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / HISTORY, "a") as handle:
-        handle.write(line + "\n")
-
-
 def report_commands(settings: le.Settings, invocation: str) -> list[str]:
     """Every command recorded in OUT/commands.txt and this invocation, plus runs found finished that
     no benchmark ran (with the command that makes them)."""
-    history = settings.out / HISTORY
+    history = settings.out / ex.HISTORY
     lines = history.read_text().splitlines() if history.is_file() else []
     lines = list(dict.fromkeys(lines + [invocation]))
     lines.insert(0, f"# nnU-Net's commands ran with nnUNet_extTrainer={command_environment()['nnUNet_extTrainer']}")
@@ -173,11 +224,12 @@ def settings_lines(settings: le.Settings) -> list[str]:
         if settings.test
         else "each fold's validation cases"
     )
+    validation = "" if settings.test else "validation cases are the whole fold's; "
     return [
         f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
         f"folds {', '.join(settings.folds)}",
         f"- Label fractions: {', '.join(f'{p}%' for p in settings.labels)} of each fold's training cases "
-        f"(validation cases are the whole fold's; vanilla nnU-Net also at 100%); "
+        f"({validation}vanilla nnU-Net also at 100%); "
         f"label-subset seeds {', '.join(map(str, settings.subset_seeds))}",
         f"- Arms: {arms}",
         f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
@@ -188,10 +240,9 @@ def settings_lines(settings: le.Settings) -> list[str]:
 
 def collect(settings: le.Settings) -> list:
     """The runs' scores: on the test set with --test, else on each fold's validation cases."""
-    summary = le.Run.test_summary if settings.test else le.Run.summary
     return [
         read_summary(
-            summary(run, settings.results_dir),
+            le.scored(settings, run),
             run.arm.name,
             run.labels,
             run.fold,
@@ -199,7 +250,7 @@ def collect(settings: le.Settings) -> list:
             "test" if settings.test else "validation",
         )
         for run in le.all_runs(settings)
-        if summary(run, settings.results_dir).is_file()
+        if le.scored(settings, run).is_file()
     ]
 
 
@@ -233,7 +284,14 @@ def check_pretrained(settings: le.Settings) -> None:
             raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
 
 
+def check_writable(settings: le.Settings) -> None:
+    problem = unwritable_reason(settings.out)
+    if problem:
+        raise BenchmarkError(f"Output folder {settings.out} cannot be written: {problem}.")
+
+
 def benchmark(args, argv: list[str]) -> int:
+    options = executor_options(args)
     given = {family for family, path in (("swin", args.pretrained), ("cnn", args.pretrained_cnn)) if path}
     if not 0 <= args.margin < 1:
         raise BenchmarkError(f"--margin must be a Dice difference between 0 and 1, got {args.margin}.")
@@ -264,29 +322,81 @@ def benchmark(args, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 0
+    invocation = shlex.join([PROG, *argv])
+    if args.collect:
+        check_writable(settings)
+        return report_outcome(settings, ex.outcome(settings), invocation, args.margin)
     le.check_plans_exist(settings, jobs)
     check_configuration(settings)
-    problem = unwritable_reason(settings.out)
-    if problem:
-        raise BenchmarkError(f"Output folder {settings.out} cannot be written: {problem}.")
-    invocation = shlex.join([PROG, *argv])
+    check_writable(settings)
     if jobs:
-        append_history(settings.out, invocation)
-        execute(settings, jobs)
-    results = collect(settings)
+        ex.append_history(settings.out, invocation)
+    if options.kind == ex.INLINE:
+        if jobs:
+            ex.run_inline(settings, jobs)
+        results = collect(settings)
+        files = write_report(settings, results, invocation, args.margin)
+        print(f"{len(results)} runs summarized; wrote " + ", ".join(str(f) for f in files))
+        return 0
+    return run_as_jobs(settings, jobs, options, invocation, args.margin)
+
+
+def run_as_jobs(settings: le.Settings, jobs: list[le.Job], options: ex.Options, invocation: str, margin: float) -> int:
+    """Plan here, then submit every pending run as a job; wait for them and report, or leave that to --collect."""
+    planning = [job for job in jobs if job.run is None]
+    if planning:  # before any training: every run's plans must exist
+        ex.run_inline(settings, planning)
+    runs = list(dict.fromkeys(job.run for job in jobs if job.run is not None))
+    submitted = ex.submit(settings, runs, options) if runs else []
+    if not options.wait:
+        ids = ", ".join(job.job_id for job in submitted)
+        print(
+            f"Submitted {len(submitted)} jobs ({options.kind}; ids {ids or 'none'}), their output goes to "
+            f"{ex.logs_folder(settings)}; run the same command with --collect to write the report from the runs "
+            "that finished."
+        )
+        return 0
+    ex.wait(submitted, runs)
+    return report_outcome(settings, ex.outcome(settings, dict(zip(runs, submitted))), invocation, margin)
+
+
+def write_report(settings: le.Settings, results: list, invocation: str, margin: float) -> list:
     names = class_names(settings.preprocessed_dir / "dataset.json")
     if not names and le.all_runs(settings):
         names = class_names(le.all_runs(settings)[0].folder(settings.results_dir).parent / "dataset.json")
-    files = write_outputs(
+    return write_outputs(
         settings.out,
         results,
         names,
         f"{settings.dataset_name} ({settings.configuration})",
         report_commands(settings, invocation),
         settings_lines(settings),
-        args.margin,
+        margin,
     )
-    print(f"{len(results)} runs summarized; wrote " + ", ".join(str(f) for f in files))
+
+
+def report_outcome(settings: le.Settings, outcome: ex.Outcome, invocation: str, margin: float) -> int:
+    """The report from the runs that finished, then which did not: each failed run with its log (and exit
+    status 1), the number of those still queued or running."""
+    total = len(le.all_runs(settings))
+    if outcome.finished:
+        files = write_report(settings, collect(settings), invocation, margin)
+        print(f"{len(outcome.finished)} of {total} runs summarized; wrote " + ", ".join(str(f) for f in files))
+    else:
+        print(f"None of the {total} runs has finished yet; no report written.")
+    if outcome.unfinished:
+        print(
+            f"{len(outcome.unfinished)} of {total} runs are not finished (queued, running or not submitted): "
+            + ", ".join(run.short for run in outcome.unfinished),
+            file=sys.stderr,
+        )
+    for failure in outcome.failed:
+        print(f"{PROG}: {failure}", file=sys.stderr)
+    if outcome.failed:
+        raise StepFailed(
+            f"{len(outcome.failed)} of {total} runs failed (each named above with its log); the report holds "
+            "the others and the same command retries the failed ones"
+        )
     return 0
 
 

@@ -313,18 +313,33 @@ def test_jobs(settings: Settings, run: Run) -> list[Job]:
     ]
 
 
+def scored(settings: Settings, run: Run) -> Path:
+    """The summary a finished run is scored from: its test summary with --test, else its validation one."""
+    return run.test_summary(settings.results_dir) if settings.test else run.summary(settings.results_dir)
+
+
+def run_jobs(settings: Settings, run: Run) -> list[Job]:
+    """The commands one run still needs, from the files its fold folder holds now: training (or its
+    resumption), then with --test the prediction and scoring of the test set; none when it is finished."""
+    jobs = []
+    state = run_state(run.folder(settings.results_dir))
+    if state != DONE:
+        jobs.append(Job(run.name, train_command(settings, run, state), run, run.summary(settings.results_dir)))
+    if settings.test and not run.test_summary(settings.results_dir).is_file():
+        jobs += test_jobs(settings, run)
+    return jobs
+
+
 def pending_jobs(settings: Settings) -> tuple[list[Job], list[Run]]:
     """(jobs still to run, runs already finished and scored)."""
     finished, training, jobs = [], [], []
     for run in all_runs(settings):
-        state = run_state(run.folder(settings.results_dir))
-        if state != DONE:
-            training.append(run)
-            jobs.append(Job(run.name, train_command(settings, run, state), run, run.summary(settings.results_dir)))
-        if settings.test and not run.test_summary(settings.results_dir).is_file():
-            jobs += test_jobs(settings, run)
-        elif state == DONE:
+        commands = run_jobs(settings, run)
+        if not commands:
             finished.append(run)
+        elif commands[0].cmd[0] == "nnUNetv2_train":
+            training.append(run)
+        jobs += commands
     return planning_jobs(settings, training) + jobs, finished
 
 

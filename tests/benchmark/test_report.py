@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from nnunetv2_vismae.benchmark import cli
+from nnunetv2_vismae.benchmark import cli, executors
 from nnunetv2_vismae.benchmark.arms import ARMS, trainer_name
 
 from .conftest import fold_folder, write_summary
@@ -39,7 +39,7 @@ def no_runs(monkeypatch):
     def refuse(cmd, env, log):
         raise AssertionError(f"nothing should run, got {cmd}")
 
-    monkeypatch.setattr(cli, "run_logged", refuse)
+    monkeypatch.setattr(executors, "run_logged", refuse)
 
 
 def benchmark(fake_nnunet, labels, arms=("nnunet", "vismae", "scratch"), extra=()) -> str:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunetv2_vismae.benchmark import cli
+from nnunetv2_vismae.benchmark import cli, executors
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 
 from .conftest import fold_folder, write_summary
@@ -25,7 +25,7 @@ def recorder(monkeypatch, fake_nnunet):
             write_summary(fold_folder(fake_nnunet["dataset_results"], trainer, plans, cmd[3]), 0.9, 0.8)
         return 0
 
-    monkeypatch.setattr(cli, "run_logged", fake_run)
+    monkeypatch.setattr(executors, "run_logged", fake_run)
     return calls
 
 
@@ -130,7 +130,7 @@ def test_scratch_only_plans_without_checkpoint_unless_the_plans_exist(fake_nnune
 
 
 def test_a_failed_run_names_itself_and_its_log(fake_nnunet, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "run_logged", lambda cmd, env, log: 3)
+    monkeypatch.setattr(executors, "run_logged", lambda cmd, env, log: 3)
     assert cli.main(ARGV) == 1
     err = capsys.readouterr().err
     log = fake_nnunet["dataset_results"] / "vismae_benchmark" / "logs" / f"{TRAINER}__nnUNetPlans__2d__fold_0.log"
@@ -182,8 +182,8 @@ def test_with_test_every_run_predicts_and_scores_the_raw_test_set(fake_nnunet, m
             write_summary(Path(cmd[cmd.index("-o") + 1]).parent.parent, 0, 0, scores, scored="test")
         return recorded(cmd, env, log)
 
-    recorded = cli.run_logged
-    monkeypatch.setattr(cli, "run_logged", fake_evaluate)
+    recorded = executors.run_logged
+    monkeypatch.setattr(executors, "run_logged", fake_evaluate)
     assert cli.main(argv) == 0
     commands = [c["cmd"][:2] + [c["cmd"][c["cmd"].index("-f") + 1] if "-f" in c["cmd"] else ""] for c in recorder]
     assert commands == [
