@@ -8,7 +8,8 @@ outside autocast use TF32 on CUDA. On CPU nnU-Net runs fp32; there we run the ne
 under bf16 autocast when the CPU has native bf16 (oneDNN reports it: AVX512-BF16 or AMX), where it
 is several times faster. Without native bf16 it is emulated and about ten times slower than fp32
 (measured on an AMD EPYC without AVX512), so fp32 stays. ``nnUNet_vismae_cpu_bf16=1`` or ``=0``
-overrides the CPU detection.
+overrides the CPU detection. ``nnUNet_vismae_cpu_threads=N`` sets our trainers' torch threads on CPU
+(``nnUNetv2_train`` takes every core, which starves trainings run side by side).
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ def configure_cuda_speed(device: torch.device) -> None:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
+
+
+CPU_THREADS = "nnUNet_vismae_cpu_threads"
+
+
+def cpu_share(parallel: int) -> int:
+    """Torch threads for each of ``parallel`` CPU trainings at once: this process's cores split evenly."""
+    return max(1, len(os.sched_getaffinity(0)) // parallel)
+
+
+def apply_cpu_threads(device: torch.device) -> None:
+    """On CPU, the thread count ``nnUNet_vismae_cpu_threads`` asks for, if it is set."""
+    value = os.environ.get(CPU_THREADS)
+    if value is None or device.type != "cpu":
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise DeviceError(f"{CPU_THREADS} must be a positive integer, got {value!r}.")
+    torch.set_num_threads(int(value))
 
 
 def visible_gpus() -> list[str]:

@@ -1,6 +1,6 @@
 """Where the benchmark's commands run: one after another in this process (``inline``, the default), or
 every missing run as a submitit job: ``local`` on this machine (``--max-parallel`` at once, one GPU
-each), ``slurm`` as one job array.
+each, or on CPU an even share of the cores each), ``slurm`` as one job array.
 
 A job is one run: its training (or resumption) and, with --test, its prediction and scoring. The job
 works out what its run still needs when it starts, from the run's fold folder, so a rerun, a requeued
@@ -192,7 +192,11 @@ def make_executor(settings: le.Settings, options: Options) -> submitit.Executor:
 
 def submit(settings: le.Settings, runs: list[le.Run], options: Options) -> list[submitit.Job]:
     """One job per run (a job array on SLURM); a run's earlier failure is forgotten as it is resubmitted."""
-    from nnunetv2_vismae.device import visible_gpus  # here, not at the top: jobs import this module
+    from nnunetv2_vismae.device import (
+        CPU_THREADS,
+        cpu_share,
+        visible_gpus,
+    )  # here, not at the top: jobs import this module
 
     settings = replace(settings, out=settings.out.resolve())  # the jobs may start in another folder
     executor = make_executor(settings, options)
@@ -202,6 +206,8 @@ def submit(settings: le.Settings, runs: list[le.Run], options: Options) -> list[
     if options.kind == LOCAL:
         parallel = options.max_parallel or 1
         gpus = slot_gpus(parallel, settings.device, visible_gpus())
+        if settings.device == "cpu":  # side by side, each training takes its share of the cores, not all of them
+            variables[CPU_THREADS] = str(cpu_share(parallel))
         slots = [i % parallel for i in range(len(runs))]
         placements = [(slot, gpus[slot]) for slot in slots]
     else:  # SLURM places the jobs and sets each one's CUDA_VISIBLE_DEVICES

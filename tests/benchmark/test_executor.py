@@ -17,6 +17,7 @@ from submitit.core.utils import DelayedSubmission
 
 from nnunetv2_vismae.benchmark import cli, executors
 from nnunetv2_vismae.benchmark import label_efficiency as le
+from nnunetv2_vismae.device import CPU_THREADS
 from nnunetv2_vismae.errors import StepFailed
 from tests.conftest import set_nnunet_folders
 
@@ -138,6 +139,8 @@ def test_max_parallel_places_each_local_job_in_a_slot_with_its_own_gpu(
     assert [(call[3], call[4]) for call in recorder.calls] == list(zip(slots, gpus))
     assert recorder.calls[0][2]["nnUNet_results"] == os.environ["nnUNet_results"]
     assert recorder.calls[0][0].out.is_absolute()
+    cpu_threads = recorder.calls[0][2].get(CPU_THREADS)  # on CPU, two at once each take half the cores
+    assert cpu_threads == (str(max(1, len(os.sched_getaffinity(0)) // 2)) if device == "cpu" else None)
 
 
 def test_cuda_without_a_visible_gpu_is_one_sentence():
