@@ -23,6 +23,7 @@ from nnunetv2_vismae.flags import (  # noqa: E402
 )
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import FAMILIES  # noqa: E402
+from pretrain.image_flags import add_image_file_arguments, validate_image_file_arguments  # noqa: E402
 
 PROG = "nnUNetv2_vismae_pretrain"
 
@@ -179,47 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write previews/step_N.png (original | masked | reconstruction) every N steps; 0 = never (default 500).",
     )
     return p
-
-
-def add_image_file_arguments(group) -> None:
-    """The flags naming image files and how they are sliced and normalized (pretraining, packing)."""
-    group.add_argument(
-        "-i",
-        nargs="+",
-        metavar="FOLDER",
-        help="folders searched recursively for PNG/JPG/BMP/TIFF, DICOM (.dcm) and NIfTI/MHA/NRRD files.",
-    )
-    group.add_argument("--file-list", metavar="TXT", help="text file naming one image per line (relative to the file).")
-    group.add_argument(
-        "--axis",
-        choices=["0", "1", "2", "all"],
-        default="0",
-        help="volumes are cut into 2D slices along this array axis (0 = z), or all three (default 0).",
-    )
-    group.add_argument(
-        "--norm",
-        choices=["zscore", "ct"],
-        default="zscore",
-        help="per-image normalization of -i/--file-list images, as nnU-Net's schemes (default zscore).",
-    )
-    group.add_argument("--ct-clip", type=float, nargs=2, metavar=("LO", "HI"), help="CT window for --norm ct.")
-    group.add_argument(
-        "--ct-stats",
-        type=float,
-        nargs=2,
-        metavar=("MEAN", "STD"),
-        help="for --norm ct: mean/std after clipping (the fine-tuning dataset's foreground "
-        "intensity properties); default: each image's own.",
-    )
-
-
-def validate_image_file_arguments(args: argparse.Namespace) -> None:
-    if args.norm == "ct" and not args.ct_clip:
-        raise PretrainUserError("--norm ct needs --ct-clip LO HI (the CT intensity window).")
-    if args.ct_clip and args.ct_clip[0] >= args.ct_clip[1]:
-        raise PretrainUserError(f"--ct-clip needs LO < HI, got {args.ct_clip[0]} {args.ct_clip[1]}.")
-    if args.ct_stats and args.ct_stats[1] <= 0:
-        raise PretrainUserError(f"--ct-stats needs a positive STD, got {args.ct_stats[1]}.")
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.families import FAMILIES
 from pretrain.families.base import FamilyOptions
-
-
-def normalization_from_args(args: argparse.Namespace) -> Normalization:
-    """The normalization of image files that ``--norm``, ``--ct-clip`` and ``--ct-stats`` give."""
-    return Normalization(
-        args.norm, tuple(args.ct_clip) if args.ct_clip else None, tuple(args.ct_stats) if args.ct_stats else None
-    )
+from pretrain.image_flags import normalization_from_args
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,11 @@ import sys
 
 from nnunetv2_vismae.flags import OneSentenceParser, console_script, positive_int
 from nnunetv2_vismae.io.images import SUPPORTED_ENDINGS
-from pretrain.cli import add_image_file_arguments, validate_image_file_arguments
-from pretrain.config import normalization_from_args
 from pretrain.data.files import discover_files
 from pretrain.data.pack import INDEX_FILE, PackSource, write_pack
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
+from pretrain.image_flags import add_image_file_arguments, normalization_from_args, validate_image_file_arguments
 
 PROG = "nnUNetv2_vismae_pack"
 

@@ -33,7 +33,9 @@ from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
 from pretrain.cli import PROG
 from pretrain.config import PretrainConfig
-from pretrain.data import FileSource, NnUNetSource, PatchDataset, SampleIndexSampler
+from pretrain.data.files import FileSource
+from pretrain.data.mixture import PatchDataset, SampleIndexSampler
+from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
 from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles

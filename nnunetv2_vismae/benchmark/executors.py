@@ -26,6 +26,7 @@ from tqdm import tqdm
 from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.errors import StepFailed
+from nnunetv2_vismae.io.lock import flocked
 from nnunetv2_vismae.io.nnunet import command_environment, run_logged
 
 INLINE, LOCAL, SLURM = "inline", "local", "slurm"
@@ -87,32 +88,14 @@ def run_inline(settings: le.Settings, jobs: list[le.Job]) -> None:
             bar.update()
 
 
-@contextlib.contextmanager
-def file_lock(path: Path, wait: bool):
-    """``flock`` on ``path``, released when the holder ends however it ends (a killed job holds nothing);
-    yields whether it is held (without ``wait``, False when another process holds it)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:  # a file system without flock: unguarded, as io.lock does
-            pass
-        yield True
-
-
 def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | None, gpu: str | None) -> str:
     """One job, in the job's own process: wait for its slot of --max-parallel (local executor), then do
     what the run still needs under the run's lock; StepFailed (also written to logs/<run>.failed) when a
     command fails."""
     os.environ.update(variables)  # nnU-Net's folders and settings as the benchmark saw them
     locks = logs_folder(settings) / "locks"
-    slot_lock = file_lock(locks / f"slot_{slot}.lock", wait=True) if slot is not None else contextlib.nullcontext()
-    with slot_lock, file_lock(locks / f"{run.name}.lock", wait=False) as held:
+    slot_lock = flocked(locks / f"slot_{slot}.lock", create=True) if slot is not None else contextlib.nullcontext()
+    with slot_lock, flocked(locks / f"{run.name}.lock", wait=False, create=True) as held:
         if not held:
             return f"{run.short}: another job holds it, left to that job"
         env = dict(os.environ)

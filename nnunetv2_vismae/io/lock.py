@@ -81,18 +81,28 @@ def _read_holder(path: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def _exclusive(folder: Path):
-    """``flock`` on the folder itself while the lock file is checked and written."""
+def flocked(path: Path, wait: bool = True, create: bool = False):
+    """``flock`` on the folder or file ``path`` (with ``create``: a file, made with its folder if missing),
+    released when the holder ends however it ends (a killed process holds nothing); yields whether it is held,
+    False only without ``wait`` while another process holds it. Without flock (not POSIX, or a file system
+    without it) it yields True, unguarded."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: the check is made without this guard
-        yield
+    except ImportError:
+        yield True
         return
-    fd = os.open(folder, os.O_RDONLY)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o644)
     try:
-        with contextlib.suppress(OSError):  # file systems without flock: the same, unguarded
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:  # a file system without flock: unguarded
+            pass
+        yield True
     finally:
         os.close(fd)  # releases the flock
 
@@ -107,7 +117,7 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         """Take the lock, or raise OutputFolderError (one sentence) if another run holds it."""
-        with _exclusive(self.folder):
+        with flocked(self.folder):
             holder = _read_holder(self.path)
             if holder is not None and not _is_stale(holder):
                 raise OutputFolderError(self.refusal(holder))
@@ -143,7 +153,7 @@ class FolderLock:
         and it is empty now); idempotent."""
         if self.record is None:
             return
-        with contextlib.suppress(OSError), _exclusive(self.folder):
+        with contextlib.suppress(OSError), flocked(self.folder):
             if _read_holder(self.path) == self.record:
                 self.path.unlink()
         self.record = None

@@ -1,7 +1,4 @@
-"""Pretraining data: sources of 2D slices (nnU-Net preprocessed datasets, image files) mixed by weight."""
+"""Pretraining data: sources of 2D slices (nnU-Net preprocessed datasets, image files, packs) mixed by weight.
 
-from pretrain.data.files import FileSource
-from pretrain.data.mixture import PatchDataset, SampleIndexSampler
-from pretrain.data.nnunet import NnUNetSource
-
-__all__ = ["FileSource", "NnUNetSource", "PatchDataset", "SampleIndexSampler"]
+No imports here: pack workers are spawned processes that import only what packing needs (no torch).
+"""

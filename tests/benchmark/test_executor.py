@@ -19,6 +19,7 @@ from nnunetv2_vismae.benchmark import cli, executors
 from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.device import CPU_THREADS
 from nnunetv2_vismae.errors import StepFailed
+from nnunetv2_vismae.io.lock import flocked
 from tests.conftest import set_nnunet_folders
 
 from . import slurm_cluster
@@ -176,7 +177,7 @@ def test_a_run_another_job_holds_is_left_to_it(fake_nnunet, tmp_path, fake_comma
     settings = settings_for(tmp_path)
     (run,) = le.all_runs(settings)
     lock = executors.logs_folder(settings) / "locks" / f"{run.name}.lock"
-    with executors.file_lock(lock, wait=False) as held:
+    with flocked(lock, wait=False, create=True) as held:
         assert held
         assert executors.train_run(settings, run, {}, None, None).endswith("left to that job")
     assert fake_commands == []

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from nnunetv2_vismae.io.folders import OutputFolderError
-from nnunetv2_vismae.io.lock import LOCK_FILE, FolderLock, claim_output_folder
+from nnunetv2_vismae.io.lock import LOCK_FILE, FolderLock, claim_output_folder, flocked
 from tests.reliability import LockHolder
 
 
@@ -106,3 +106,14 @@ def test_a_folder_the_claim_created_is_removed_again_when_nothing_was_written(tm
     (tmp_path / "mine").mkdir()
     claim_output_folder(tmp_path / "mine", "nnUNetv2_vismae_classify train").release()
     assert (tmp_path / "mine").is_dir()  # the user's own folder stays
+
+
+@pytest.mark.parametrize("name, create", [("locks/run.lock", True), (".", False)])  # a file made with its folder
+def test_flocked_refuses_a_second_holder_that_does_not_wait_and_frees_on_exit(tmp_path, name, create):
+    path = tmp_path / name
+    with flocked(path, create=create) as held:
+        assert held
+        with flocked(path, wait=False) as second:
+            assert not second
+    with flocked(path, wait=False) as again:
+        assert again

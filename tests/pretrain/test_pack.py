@@ -13,7 +13,8 @@ import torch
 
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
-from pretrain.data import FileSource, PatchDataset
+from pretrain.data.files import FileSource
+from pretrain.data.mixture import PatchDataset
 from pretrain.data import pack as pack_module
 from pretrain.data.files import discover_files
 from pretrain.data.pack import PackSource

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pretrain.data import FileSource, NnUNetSource, PatchDataset
+from pretrain.data.files import FileSource
+from pretrain.data.mixture import PatchDataset
+from pretrain.data.nnunet import NnUNetSource
 from pretrain.data import files as files_module
 from pretrain.data.files import discover_files
 from pretrain.data.mixture import random_patch

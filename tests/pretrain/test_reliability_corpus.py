@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nnunetv2_vismae.io.normalization import Normalization
-from pretrain.data import FileSource, PatchDataset
+from pretrain.data.files import FileSource
+from pretrain.data.mixture import PatchDataset
 from pretrain.data.files import discover_files
 from pretrain.data.mixture import MAX_DRAWS
 from pretrain.data.unusable import UnusableFiles
