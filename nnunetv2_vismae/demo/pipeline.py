@@ -81,7 +81,8 @@ DEFAULT = DemoSize(
 )
 # The study: every arm and twin at three fractions, scored on the test set, at 2,400 iterations, where vanilla
 # nnU-Net has learned every organ of the test set and 25% of the labels is clearly short of 100% (README). Two
-# trainings side by side on one thread each do 1.4x the work of one on two threads (2-core AMD EPYC).
+# trainings side by side on one thread each do 1.1x (two nnU-Net runs) to 1.4x (nnU-Net beside a Swin run) the
+# work of one on two threads (2-core AMD EPYC).
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS, epochs=48, parallel=2)
 
 

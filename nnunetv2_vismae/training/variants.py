@@ -17,7 +17,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_vismae.device import apply_cpu_threads
+from nnunetv2_vismae.device import DeviceError, apply_cpu_threads
 from nnunetv2_vismae.label_subsets import label_subset
 from nnunetv2_vismae.training.cnn_trainers import (
     nnUNetTrainerMAE,
@@ -77,7 +77,10 @@ def make_variant(name: str) -> type:
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
-        apply_cpu_threads(self.device)
+        try:
+            apply_cpu_threads(self.device)
+        except DeviceError as e:  # inside nnUNetv2_train: one sentence, exit code 1, no traceback
+            raise SystemExit(str(e)) from None
         if "epochs" in settings:
             self.num_epochs = settings["epochs"]
         if "iters" in settings:

@@ -38,3 +38,9 @@ def test_a_bad_thread_count_is_one_sentence(monkeypatch, thread_calls, value):
 def test_side_by_side_trainings_split_the_cores(monkeypatch):
     monkeypatch.setattr(device_module.os, "sched_getaffinity", lambda pid: set(range(16)))
     assert [device_module.cpu_share(n) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
+
+
+def test_inside_nnunetv2_train_a_bad_thread_count_stops_with_the_sentence(monkeypatch, thread_calls):
+    monkeypatch.setenv(device_module.CPU_THREADS, "0")
+    with pytest.raises(SystemExit, match="nnUNet_vismae_cpu_threads must be a positive integer, got '0'"):
+        built_trainer(monkeypatch, CPU, variants.make_variant("VisMAETrainer_labels10_2epochs"))
