@@ -217,12 +217,17 @@ class FileSource:
         return np.ascontiguousarray(np.take(volume, int(index - self.offsets[u]), axis=axis + 1))
 
     def summary(self) -> dict:
-        return {
-            "type": "files",
-            "name": self.name,
-            "num_files": len(self.files),
-            "num_skipped": len(self.skipped),
-            "num_slices": len(self),
-            "axis": self.axis,
-            "normalization": self.normalization.to_json(),
-        }
+        return image_source_summary(self, "files")
+
+
+def image_source_summary(source, kind: str) -> dict:
+    """What the run's record says of an image-file source (``files``) or a pack of them (``pack``)."""
+    return {
+        "type": kind,
+        "name": source.name,
+        "num_files": len(source.files),
+        "num_skipped": len(source.skipped),
+        "num_slices": len(source),
+        "axis": source.axis,
+        "normalization": source.normalization.to_json(),
+    }

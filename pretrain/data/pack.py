@@ -34,7 +34,7 @@ from tqdm import tqdm
 from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
-from pretrain.data.files import file_stat, read_screened, slice_axes
+from pretrain.data.files import file_stat, image_source_summary, read_screened, slice_axes
 from pretrain.data.screening import Unusable, screen_header
 from pretrain.errors import PretrainUserError
 
@@ -267,12 +267,4 @@ class PackSource:
         return self._array(self.unit_arrays[u])[int(index - self.offsets[u])].astype(np.float32)[None]
 
     def summary(self) -> dict:
-        return {
-            "type": "pack",
-            "name": self.name,
-            "num_files": len(self.files),
-            "num_skipped": len(self.skipped),
-            "num_slices": len(self),
-            "axis": self.axis,
-            "normalization": self.normalization.to_json(),
-        }
+        return image_source_summary(self, "pack")
