@@ -1,4 +1,4 @@
-"""``nnUNetv2_vismae_demo [--quick | --study] [-o DIR] [-device cpu|cuda] [--dry-run]``."""
+"""``nnUNetv2_vismae_demo [--quick | --study | --shift] [-o DIR] [-device cpu|cuda] [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, STUDY, run_demo, steps
+from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, SHIFT, STUDY, run_demo, steps
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.folders import check_output_folder
 
@@ -37,8 +37,16 @@ def main(argv=None):
         dest="size",
         const=STUDY,
         help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
-        "held-out phantoms (about 1.5 h on a 2-core CPU); in a default demo's folder it reuses "
+        "held-out phantoms (about 2.8 h on a 2-core CPU); in a default demo's folder it reuses "
         "that demo's runs",
+    )
+    size.add_argument(
+        "--shift",
+        action="store_const",
+        dest="size",
+        const=SHIFT,
+        help="appearance shift: labeled phantoms only in CT and MR T1 style, the unlabeled pool and the "
+        "200 test phantoms in all four; every arm at 10%% labels at the study's budget (its own folder)",
     )
     parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
@@ -46,7 +54,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.dry_run:
         for name, action in steps(args.size, Path(args.o).resolve(), args.device):
-            print(f"{name}: " + ("(in-process) phantom generation" if callable(action) else shlex.join(action)))
+            print(f"{name}: " + (f"(in-process) {action.func.__name__}" if callable(action) else shlex.join(action)))
         return
     check_output_folder(args.o)
     if args.size is QUICK:
@@ -56,8 +64,9 @@ def main(argv=None):
             flush=True,
         )
     report_dir = run_demo(Path(args.o), args.size, args.device)
-    report = report_dir / "report.md"
-    print(report.read_text() if report.exists() else "")
+    report, styles = report_dir / "report.md", report_dir / "styles.md"
+    for text in (report, styles):
+        print(text.read_text() if text.exists() else "")
     print(f"Report: {report}\nPlot:   {report_dir / 'label_efficiency.png'}")
 
 

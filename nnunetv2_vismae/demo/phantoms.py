@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -506,11 +506,11 @@ def _case_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS[split], int(index)])
 
 
-def _style_for(seed: int, split: str, index: int) -> str:
-    """Styles are balanced within every block of four consecutive cases, in a seed-dependent order,
+def _style_for(seed: int, split: str, index: int, styles: Sequence[str] = STYLES) -> str:
+    """Styles are balanced within every block of len(styles) consecutive cases, in a seed-dependent order,
     and a case's style does not depend on how many cases are generated."""
-    block = np.random.default_rng([int(seed), SPLITS[split], 1_000_003, index // len(STYLES)])
-    return STYLES[int(block.permutation(len(STYLES))[index % len(STYLES)])]
+    block = np.random.default_rng([int(seed), SPLITS[split], 1_000_003, index // len(styles)])
+    return styles[int(block.permutation(len(styles))[index % len(styles)])]
 
 
 def _write(array: np.ndarray, path: Path) -> None:
@@ -528,9 +528,17 @@ def generate_dataset(
     num_unlabeled: int = 200,
     size: int = 128,
     seed: int = 0,
+    labeled_styles: Sequence[str] = STYLES,
 ) -> Path:
     """Write the phantom dataset in nnU-Net v2 raw format under raw_root and return its folder
-    (raw_root/DatasetXXX_name). Deterministic in all arguments; existing files are overwritten."""
+    (raw_root/DatasetXXX_name). Deterministic in all arguments; existing files are overwritten.
+
+    The labeled training cases are drawn in ``labeled_styles`` only (an appearance shift when that is
+    a subset); test cases and the unlabeled pool always come in every style."""
+    labeled_styles = tuple(labeled_styles)
+    unknown = sorted(set(labeled_styles) - set(STYLES))
+    if unknown or not labeled_styles or len(set(labeled_styles)) < len(labeled_styles):
+        raise ValueError(f"labeled_styles must be distinct styles of {', '.join(STYLES)}, got {list(labeled_styles)}")
     for what, n, minimum in (
         ("num_train", num_train, 1),
         ("num_test", num_test, 0),
@@ -555,7 +563,7 @@ def generate_dataset(
             (folder / label_dir).mkdir(parents=True, exist_ok=True)
         digits = 4 if split == "un" else 3
         for i in range(n):
-            style = _style_for(seed, split, i)
+            style = _style_for(seed, split, i, labeled_styles if split == "tr" else STYLES)
             image, label = make_case(_case_rng(seed, split, i), size, style)
             case = f"phantom_{split}_{i:0{digits}d}"
             _write(image, folder / image_dir / f"{case}_0000{FILE_ENDING}")
@@ -590,6 +598,7 @@ def generate_dataset(
         "pixel_spacing_mm": PIXEL_SPACING_MM,
         "labels": LABELS,
         "styles": list(STYLES),
+        "labeled_styles": list(labeled_styles),
         "cases": cases,
     }
     (folder / "phantoms.json").write_text(json.dumps(meta, indent=1))

@@ -8,13 +8,16 @@ process with its log in the output folder; rerunning resumes (finished steps are
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.demo.phantoms import STYLES, UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.demo.style_report import write_style_report
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
@@ -44,6 +47,7 @@ class DemoSize:
     epochs: int
     iters: int
     parallel: int = 1  # trainings at once (benchmark --executor local --max-parallel), each on its share of the cores
+    labeled_styles: tuple[str, ...] = STYLES  # styles of the labeled cases; test set and pool have all of them
 
 
 SWIN_ENCODER = ("--embed-dim", "48", "--depths", "2", "2", "2", "2", "--heads", "2", "4", "8", "16", "--window", "4")
@@ -84,6 +88,9 @@ DEFAULT = DemoSize(
 # trainings side by side on one thread each do 1.1x (two nnU-Net runs) to 1.4x (nnU-Net beside a Swin run) the
 # work of one on two threads (2-core AMD EPYC).
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS, epochs=48, parallel=2)
+# Appearance shift, where the literature expects pretraining to pay most: labels only in CT and MR T1, unlabeled
+# pool and test set in all four styles; every arm at 10% and nnU-Net at 100%, at the study's budget.
+SHIFT = replace(STUDY, name="shift", labels=(10,), labeled_styles=("ct", "mr_t1"))
 
 
 def nnunet_environment(out: Path) -> dict:
@@ -113,7 +120,7 @@ def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
 
 
 def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
-    """(name, action) pairs; an action is a command list or a callable, skipped when done."""
+    """(name, action) pairs; an action is a command list or an in-process call (a partial), skipped when done."""
     raw = out / "nnUNet_raw" / DATASET
     pretrain_dir, pretrain_cnn_dir = out / "pretrain", out / "pretrain_cnn"
     pretraining = [
@@ -158,13 +165,15 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
     plan = [
         (
             "generate",
-            lambda: generate_dataset(
+            partial(
+                generate_dataset,
                 out / "nnUNet_raw",
                 DATASET_ID,
                 num_train=size.num_train,
                 num_test=size.num_test,
                 num_unlabeled=size.num_unlabeled,
                 size=size.image_size,
+                labeled_styles=size.labeled_styles,
             ),
         ),
         ("preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1"]),
@@ -189,11 +198,29 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
             )
         )
         benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
-    return plan + [(size.name, benchmark)]
+    plan.append((size.name, benchmark))
+    if size.test:
+        plan.append(("styles", partial(write_style_report, out / size.name, raw / "phantoms.json")))
+    return plan
+
+
+def check_same_phantoms(out: Path, size: DemoSize) -> None:
+    """A folder's steps are reused only for the phantoms they were made from (the study reuses the default
+    demo's; the shift preset labels other styles)."""
+    meta = out / "nnUNet_raw" / DATASET / "phantoms.json"
+    if not meta.is_file():
+        return
+    labeled = tuple(json.loads(meta.read_text()).get("labeled_styles", STYLES))
+    if labeled != size.labeled_styles:
+        raise StepFailed(
+            f"{out} holds phantoms labeled in the styles {', '.join(labeled)}, not {', '.join(size.labeled_styles)}; "
+            "run this preset in another folder (-o)."
+        )
 
 
 def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
     out = out.resolve()
+    check_same_phantoms(out, size)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = nnunet_environment(out)

@@ -34,8 +34,9 @@ def test_pretraining_reads_only_the_unlabeled_pool_and_the_benchmark_compares_th
 def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_cases(capsys):
     assert main(["--study", "--dry-run", "-o", "study_out"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["generate", "preprocess", "pretrain", "pretrain_cnn", "study"]
-    study = shlex.split(lines[-1].split(": ", 1)[1])
+    names = ["generate", "preprocess", "pretrain", "pretrain_cnn", "study", "styles"]
+    assert [line.split(":")[0] for line in lines] == names
+    study = shlex.split(lines[-2].split(": ", 1)[1])
     arms = study[study.index("--arms") + 1 : study.index("--pretrained")]
     assert {a.twin for a in map(ARMS.get, arms) if a.twin} <= set(arms) and {"cnn-mae", "vismae"} <= set(arms)
     assert len([p for p in study[study.index("--labels") + 1 : study.index("--arms")] if int(p) < 100]) >= 3
@@ -52,6 +53,35 @@ def test_the_study_shares_the_default_demos_data_and_encoders_at_the_converged_b
     bench = dict(pipeline.steps(study, Path("out"), "cpu"))[study.name]
     assert bench[bench.index("--executor") :][:4] == ["--executor", "local", "--max-parallel", "2"]
     assert "--executor" not in dict(pipeline.steps(default, Path("out"), "cpu"))[default.name]
+
+
+def test_the_shift_preset_labels_two_styles_and_scores_every_arm_on_all_four(tmp_path):
+    shift = pipeline.SHIFT
+    plan = dict(pipeline.steps(shift, tmp_path, "cpu"))
+    assert plan["generate"].keywords["labeled_styles"] == ("ct", "mr_t1") == shift.labeled_styles
+    bench = plan["shift"]
+    assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == list(pipeline.ARMS)
+    assert "--test" in bench and shift.epochs * shift.iters == 2400 and shift.num_test == 200
+    assert plan["styles"].args == (tmp_path / "shift", tmp_path / "nnUNet_raw" / pipeline.DATASET / "phantoms.json")
+
+
+def test_a_folder_of_other_phantoms_is_refused_before_any_step(tmp_path, monkeypatch):
+    """The study reuses a default demo's folder; the shift preset's phantoms differ: neither reuses the other's."""
+    ran = []
+    monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: ran.append(name))
+    pipeline.generate_dataset(
+        tmp_path / "nnUNet_raw",
+        pipeline.DATASET_ID,
+        num_train=2,
+        num_test=0,
+        num_unlabeled=0,
+        size=32,
+        labeled_styles=("ct", "mr_t1"),
+    )
+    with pytest.raises(StepFailed, match=r"labeled in the styles ct, mr_t1, not ct, mr_t1, mr_t2, us; .*\(-o\)"):
+        pipeline.run_demo(tmp_path, pipeline.QUICK)
+    assert ran == [] and not (tmp_path / "steps_done.txt").exists()
+    pipeline.check_same_phantoms(tmp_path, pipeline.SHIFT)  # its own folder: fine
 
 
 def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):

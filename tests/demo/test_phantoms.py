@@ -154,6 +154,22 @@ def test_cases_do_not_change_with_the_number_of_cases(dataset, tmp_path):
         np.testing.assert_array_equal(_read(p), _read(dataset / "imagesTr" / p.name))
 
 
+def test_labeled_styles_shift_only_the_labeled_cases(dataset, tmp_path):
+    """An appearance shift: labeled cases in the chosen styles, balanced; the test set and the unlabeled pool
+    are those of the unshifted dataset, case for case."""
+    shifted = generate_dataset(tmp_path, dataset_id=801, name="Tiny", seed=3, labeled_styles=("us", "ct"), **SMALL)
+    meta = json.loads((shifted / "phantoms.json").read_text())
+    train_styles = [c["style"] for c in meta["cases"].values() if c["split"] == "tr"]
+    assert sorted(train_styles) == ["ct"] * 4 + ["us"] * 4 and meta["labeled_styles"] == ["us", "ct"]
+    for folder in ("imagesTs", "labelsTs", "imagesUnlabeled"):
+        for p in sorted((dataset / folder).iterdir()):
+            np.testing.assert_array_equal(_read(shifted / folder / p.name), _read(p), err_msg=p.name)
+    with pytest.raises(ValueError, match="labeled_styles"):
+        generate_dataset(tmp_path, labeled_styles=("ct", "xray"))
+    with pytest.raises(ValueError, match="labeled_styles"):
+        generate_dataset(tmp_path, labeled_styles=())
+
+
 def test_generate_dataset_rejects_bad_counts(tmp_path):
     with pytest.raises(ValueError, match="num_train"):
         generate_dataset(tmp_path, num_train=0)

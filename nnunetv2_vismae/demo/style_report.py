@@ -1,0 +1,82 @@
+"""Dice by appearance style: a benchmark's test-set scores (its report folder's cases.csv) split by the style
+each phantom was rendered in (phantoms.json), the styles labeled cases were drawn in apart from the others.
+
+Under an appearance shift (``--shift``: labels only in some styles) this is where pretraining on an unlabeled
+pool of every style should show: on the styles no labeled case has.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_vismae.benchmark.arms import ARMS, REFERENCE_ARM, REFERENCE_LABELS
+from nnunetv2_vismae.benchmark.statistics import mean_ci, paired
+from nnunetv2_vismae.benchmark.verdict import arm_title
+from nnunetv2_vismae.io.atomic import write_bytes_atomic
+
+
+def case_dice(cases_csv: Path) -> dict:
+    """(arm, labels) -> {case: mean Dice over classes}, averaged over the runs that scored a case (subset seeds)."""
+    collected: dict = {}
+    with open(cases_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            run = collected.setdefault((row["arm"], int(row["labels"])), {})
+            run.setdefault(row["case"], []).append(float(row["mean_dice"]))
+    return {run: {case: float(np.mean(v)) for case, v in cases.items()} for run, cases in collected.items()}
+
+
+def _only(dice: dict, cases: set) -> dict:
+    return {case: value for case, value in dice.items() if case in cases}
+
+
+def style_markdown(dice: dict, style_of: dict, labeled: list[str]) -> str:
+    """A table of Dice per style and run, and the paired comparisons on the styles no labeled case has."""
+    styles = sorted(set(style_of.values()), key=lambda s: (s not in labeled, s))
+    other = {case for case, style in style_of.items() if style not in labeled}
+    seen = {case for case, style in style_of.items() if style in labeled}
+    head = [f"{s} (labeled)" if s in labeled else s for s in styles]
+    shift = f"labeled cases in {', '.join(labeled)} only" if other else "every style labeled"
+    lines = [
+        f"# Dice on the test set by appearance style ({shift})",
+        "",
+        "| run | " + " | ".join(head) + " | labeled styles | other styles |",
+        "|---" * (len(styles) + 3) + "|",
+    ]
+    for (arm, labels), per_case in dice.items():
+        cells = [f"{np.mean([d for c, d in per_case.items() if style_of.get(c) == s] or [np.nan]):.3f}" for s in styles]
+        cells += [mean_ci(_only(per_case, seen).values()).text(), mean_ci(_only(per_case, other).values()).text()]
+        lines.append(f"| {arm_title(arm)} {labels}% | " + " | ".join(cells) + " |")
+    if other:
+        lines += ["", "Paired on the other styles' cases (Δ mean Dice [95% CI], cases improved):", ""]
+        reference = dice.get((REFERENCE_ARM, REFERENCE_LABELS))
+        for (arm, labels), per_case in dice.items():
+            twin = ARMS[arm].twin if arm in ARMS else None
+            against = [(twin, labels)] if twin else []
+            against += (
+                [(REFERENCE_ARM, REFERENCE_LABELS)]
+                if reference and (arm, labels) != (REFERENCE_ARM, REFERENCE_LABELS)
+                else []
+            )
+            for b in against:
+                if b in dice:
+                    p = paired(_only(per_case, other), _only(dice[b], other))
+                    lines.append(
+                        f"- {arm_title(arm)} {labels}% − {arm_title(b[0])} {b[1]}%: "
+                        f"{p.difference.text(signed=True)}, {p.improved} of {p.n}"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def write_style_report(report_dir: Path, phantoms_json: Path) -> Path:
+    """``report_dir/styles.md`` from the benchmark's cases.csv beside it; returns its path."""
+    meta = json.loads(phantoms_json.read_text())
+    style_of = {case: c["style"] for case, c in meta["cases"].items() if c["split"] == "ts"}
+    labeled = list(meta.get("labeled_styles", meta["styles"]))
+    dice = {run: _only(per_case, set(style_of)) for run, per_case in case_dice(report_dir / "cases.csv").items()}
+    out = report_dir / "styles.md"
+    write_bytes_atomic(out, style_markdown(dice, style_of, labeled).encode())
+    return out

@@ -1,0 +1,50 @@
+"""The demo's Dice by appearance style: test cases grouped by the style phantoms.json gives them."""
+
+import json
+
+import pytest
+
+from nnunetv2_vismae.demo.style_report import write_style_report
+
+STYLE_OF = {"phantom_ts_000": "ct", "phantom_ts_001": "ct", "phantom_ts_002": "us", "phantom_ts_003": "us"}
+DICE = {  # (arm, labels) -> Dice of the four cases
+    ("nnunet", 100): (0.9, 0.8, 0.3, 0.5),
+    ("vismae", 10): (0.7, 0.6, 0.6, 0.4),
+    ("scratch", 10): (0.7, 0.7, 0.2, 0.2),
+}
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    rows = ["arm,labels,seed,fold,case,dice_liver,mean_dice"]
+    for (arm, labels), values in DICE.items():
+        rows += [f"{arm},{labels},0,0,{case},{d},{d}" for case, d in zip(STYLE_OF, values)]
+    rows.append("vismae,10,0,0,phantom_tr_000,0.1,0.1")  # a validation case: not a test phantom, left out
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    cases = {case: {"split": "ts", "style": style} for case, style in STYLE_OF.items()}
+    cases["phantom_tr_000"] = {"split": "tr", "style": "ct"}
+    meta = {"styles": ["ct", "mr_t1", "mr_t2", "us"], "labeled_styles": ["ct"], "cases": cases}
+    (tmp_path / "phantoms.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def test_each_run_is_split_into_labeled_and_other_styles(report_dir):
+    text = write_style_report(report_dir, report_dir / "phantoms.json").read_text()
+    assert "labeled cases in ct only" in text and "| run | ct (labeled) | us | labeled styles | other styles |" in text
+    assert "| VisMAE 10% | 0.650 | 0.500 | 0.650 [" in text  # the validation case's 0.1 is not averaged in
+    assert "| nnU-Net 100% | 0.850 | 0.400 |" in text
+
+
+def test_comparisons_are_paired_on_the_styles_no_labeled_case_has(report_dir):
+    text = write_style_report(report_dir, report_dir / "phantoms.json").read_text()
+    assert "- VisMAE 10% − VisMAE from scratch 10%: +0.300 [" in text and ", 2 of 2" in text
+    assert "- VisMAE 10% − nnU-Net 100%: +0.100 [" in text
+    assert "nnU-Net 100% − nnU-Net 100%" not in text
+
+
+def test_with_every_style_labeled_there_is_no_other_style_to_compare(report_dir):
+    meta = json.loads((report_dir / "phantoms.json").read_text())
+    meta["labeled_styles"] = meta["styles"]
+    (report_dir / "phantoms.json").write_text(json.dumps(meta))
+    text = write_style_report(report_dir, report_dir / "phantoms.json").read_text()
+    assert "every style labeled" in text and "Paired" not in text
