@@ -6,6 +6,8 @@ first ``-d`` dataset by dynamic-network-architectures, so the checkpoint fits th
 Convolutions have no tokens to drop, so sparse convolution is emulated as in SparK: hidden blocks
 are zeroed at the input and re-zeroed after the stem and every stage at that stage's resolution,
 so the holes stay holes. A light decoder fills them with per-scale mask tokens and reconstructs.
+With ``--cnn-visible-norm`` every instance norm of the encoder takes its statistics over the visible
+positions only (SparK's sparse normalization), so the zeros of the holes do not shift them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ class LightDecoder(nn.Module):
         return self.head(x)
 
 
+def visible_instance_norm(norm: nn.modules.instancenorm._InstanceNorm, x: torch.Tensor, hidden: torch.Tensor):
+    """``norm`` applied to ``x`` (B x C x H x W) with per-image, per-channel statistics over the visible
+    positions only (fp32); the hidden positions come out as zeros, holes as before the norm."""
+    visible = (~at_resolution(hidden, x)).float()
+    count = visible.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    x32 = x.float()
+    mean = (x32 * visible).sum(dim=(2, 3), keepdim=True) / count
+    var = ((x32 - mean) ** 2 * visible).sum(dim=(2, 3), keepdim=True) / count
+    y = (x32 - mean) * torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        y = y * norm.weight.float()[None, :, None, None] + norm.bias.float()[None, :, None, None]
+    return y * visible
+
+
 class CnnMAE(MAEModel):
     """Masked autoencoder around nnU-Net's encoder (the load root of the stock network).
 
@@ -74,22 +90,36 @@ class CnnMAE(MAEModel):
         pred:  B x C x H x W
     """
 
-    def __init__(self, encoder: nn.Module, in_channels: int):
+    def __init__(self, encoder: nn.Module, in_channels: int, visible_norm: bool = False):
         super().__init__()
         self.encoder = encoder
         self.decoder = LightDecoder(list(encoder.output_channels), [list(s) for s in encoder.strides], in_channels)
+        self._hidden: torch.Tensor | None = None  # the mask of the forward pass under way, for the norms' hooks
+        if visible_norm:  # hooks, not replaced modules: the encoder's state dict, the checkpoint, stays nnU-Net's
+            for module in encoder.modules():
+                if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+                    module.register_forward_hook(self._renormalize)
+
+    def _renormalize(self, norm: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if self._hidden is None:
+            return None
+        return visible_instance_norm(norm, args[0], self._hidden).to(output.dtype)
 
     def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Zero the hidden blocks, then re-zero them after the stem and after every stage."""
-        x = imgs.masked_fill(at_resolution(mask, imgs), 0.0)
-        if getattr(self.encoder, "stem", None) is not None:
-            x = self.encoder.stem(x)
-            x = x.masked_fill(at_resolution(mask, x), 0.0)
-        features = []
-        for stage in self.encoder.stages:
-            x = stage(x)
-            x = x.masked_fill(at_resolution(mask, x), 0.0)
-            features.append(x)
+        self._hidden = mask
+        try:
+            x = imgs.masked_fill(at_resolution(mask, imgs), 0.0)
+            if getattr(self.encoder, "stem", None) is not None:
+                x = self.encoder.stem(x)
+                x = x.masked_fill(at_resolution(mask, x), 0.0)
+            features = []
+            for stage in self.encoder.stages:
+                x = stage(x)
+                x = x.masked_fill(at_resolution(mask, x), 0.0)
+                features.append(x)
+        finally:
+            self._hidden = None
         return features
 
     def forward_decoder(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -122,6 +152,7 @@ class CnnOptions(FamilyOptions):
     mask_block: int | None  # --cnn-mask-block, in pixels
     mask_ratio: float  # the swin family's --mask-ratio
     norm_pix_loss: bool  # a swin flag, refused here
+    visible_norm: bool  # --cnn-visible-norm
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -141,6 +172,12 @@ class CnnOptions(FamilyOptions):
             help="side of a hidden square in pixels, a multiple of the encoder's total stride "
             "(default: the total stride, one cell of the deepest stage, as SparK).",
         )
+        g.add_argument(
+            "--cnn-visible-norm",
+            action="store_true",
+            help="instance-norm statistics over the visible positions only, as SparK's sparse norms "
+            "(default: over all positions, the holes' zeros included)",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "CnnOptions":
@@ -151,6 +188,7 @@ class CnnOptions(FamilyOptions):
             args.cnn_mask_block,
             args.mask_ratio,
             args.norm_pix_loss,
+            args.cnn_visible_norm,
         )
 
 
@@ -209,6 +247,8 @@ class CnnFamily(EncoderFamily):
             "block_pixels": self.block,
             "replaced_by": "zeros_per_stage_then_mask_tokens",
         }
+        if options.visible_norm:  # only then: the settings of earlier runs, which resume checks, stay as they were
+            self.mask_settings["norm_statistics"] = "visible"
 
     def validate(self, patch_size: int) -> None:
         o, s = self.options, self.total_stride
@@ -233,7 +273,8 @@ class CnnFamily(EncoderFamily):
 
     def build_model(self) -> CnnMAE:
         network = build_stock_network(self.architecture, self.in_channels)
-        return CnnMAE(network.get_submodule(self.encoder_config["load_root"]), self.in_channels)
+        encoder = network.get_submodule(self.encoder_config["load_root"])
+        return CnnMAE(encoder, self.in_channels, self.options.visible_norm)
 
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         s = self.total_stride

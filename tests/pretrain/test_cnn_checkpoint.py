@@ -51,11 +51,13 @@ def test_pretrained_checkpoint_loads_fully_into_the_stock_network(tmp_path, monk
                 "0.6",
                 "--precision",
                 "fp32",
+                "--cnn-visible-norm",
             ]
         )
         == 0
     )
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
+    assert checkpoint.metadata["mask"]["norm_statistics"] == "visible"  # and still nnU-Net's tensors, below
     architecture = plans["configurations"]["2d"]["architecture"]
     assert checkpoint.family == "cnn" and checkpoint.encoder_config["architecture"] == architecture
     assert checkpoint.encoder_config["key_to_encoder"] == "encoder.stages"
@@ -125,10 +127,12 @@ def test_plans_of_takes_the_network_from_a_dataset_without_its_images(
                 "cpu",
                 "--precision",
                 "fp32",
+                "--cnn-visible-norm",
             ]
         )
         == 0
     )
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
+    assert checkpoint.metadata["mask"]["norm_statistics"] == "visible"  # and still nnU-Net's tensors, below
     assert checkpoint.encoder_config["architecture"] == plans["configurations"]["2d"]["architecture"]
     assert [s["type"] for s in checkpoint.metadata["data_sources"]["sources"]] == ["files"]

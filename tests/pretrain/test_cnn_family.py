@@ -41,15 +41,16 @@ def residual_architecture() -> dict:
     return arch
 
 
-def mae_for(architecture: dict) -> CnnMAE:
+def mae_for(architecture: dict, visible_norm: bool = False) -> CnnMAE:
     torch.manual_seed(0)
     network = build_stock_network(architecture, 1)
-    return CnnMAE(network.get_submodule(cnn_encoder_config(architecture, 1)["load_root"]), 1).eval()
+    return CnnMAE(network.get_submodule(cnn_encoder_config(architecture, 1)["load_root"]), 1, visible_norm).eval()
 
 
+@pytest.mark.parametrize("visible_norm", [False, True], ids=["norm", "visible-norm"])
 @pytest.mark.parametrize("architecture", [PLAIN, residual_architecture()], ids=["PlainConvUNet", "ResidualEncoderUNet"])
-def test_mask_stays_closed_through_every_stage(architecture):
-    mae = mae_for(architecture)
+def test_mask_stays_closed_through_every_stage(architecture, visible_norm):
+    mae = mae_for(architecture, visible_norm)
     imgs = torch.randn(2, 1, 32, 32)
     mask = window_mask(2, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(1))  # cells of total stride 4
     hidden = at_resolution(mask, imgs)
@@ -65,6 +66,37 @@ def test_mask_stays_closed_through_every_stage(architecture):
         holes = at_resolution(mask, f).expand_as(f)
         assert f[holes].abs().max() == 0  # re-zeroed at this stage's resolution
         assert f[~holes].abs().max() > 0 and not torch.equal(f, t)
+
+
+@pytest.mark.parametrize("architecture", [PLAIN, residual_architecture()], ids=["PlainConvUNet", "ResidualEncoderUNet"])
+def test_visible_norm_takes_its_statistics_over_visible_positions_only(architecture):
+    """SparK's sparse normalization: each norm's visible outputs have per-channel mean 0 and variance 1 (affine
+    weights set to 1, biases to 0), its hidden ones are 0; the plain norms count the holes' zeros in."""
+    imgs = torch.randn(2, 1, 32, 32)
+    mask = window_mask(2, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(3))
+    for visible_norm in (True, False):
+        mae, outputs = mae_for(architecture, visible_norm), []
+        for norm in (m for m in mae.encoder.modules() if isinstance(m, torch.nn.InstanceNorm2d)):
+            torch.nn.init.ones_(norm.weight), torch.nn.init.zeros_(norm.bias)  # residual blocks init some to 0
+            norm.register_forward_hook(lambda module, args, out: outputs.append(out.clone()))  # nonlin is in-place
+        with torch.no_grad():
+            mae.forward_encoder(imgs, mask)
+        assert len(outputs) >= 6
+        for out in outputs:
+            holes = at_resolution(mask, out).expand_as(out)
+            visible = torch.where(holes, torch.nan, out)
+            mean, var = visible.nanmean(dim=(2, 3)), (visible**2).nanmean(dim=(2, 3)) - visible.nanmean(dim=(2, 3)) ** 2
+            centred = mean.abs().max() < 1e-4 and (var - 1).abs().max() < 1e-2 and out[holes].abs().max() == 0
+            assert centred == visible_norm
+        assert mae._hidden is None  # outside a masked forward pass the norms are nnU-Net's own
+
+
+def test_visible_norm_keeps_the_checkpoint_nnunets():
+    plain, visible = mae_for(PLAIN), mae_for(PLAIN, visible_norm=True)
+    assert plain.encoder.state_dict().keys() == visible.encoder.state_dict().keys()
+    imgs = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():  # unmasked, as fine-tuning runs the encoder: the same function
+        assert torch.equal(plain.encoder(imgs)[-1], visible.encoder(imgs)[-1])
 
 
 def test_loss_goes_down_on_a_tiny_set():

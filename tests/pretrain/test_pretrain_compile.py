@@ -26,9 +26,10 @@ def test_swin_mae_is_one_graph():
     assert _graphs_and_breaks(SwinMAE(CONFIG), smooth_batch(2), mask) == (1, 0)
 
 
-def test_cnn_mae_is_one_graph():
+@pytest.mark.parametrize("visible_norm", [False, True], ids=["norm", "visible-norm"])
+def test_cnn_mae_is_one_graph(visible_norm):
     mask = window_mask(2, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(0))  # cells of total stride 4
-    assert _graphs_and_breaks(mae_for(PLAIN), smooth_batch(2), mask) == (1, 0)
+    assert _graphs_and_breaks(mae_for(PLAIN, visible_norm), smooth_batch(2), mask) == (1, 0)
 
 
 @pytest.mark.slow  # traces forward and backward
