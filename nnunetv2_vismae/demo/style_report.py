@@ -38,17 +38,14 @@ def style_markdown(dice: dict, style_of: dict, labeled: list[str]) -> str:
     styles = sorted(set(style_of.values()), key=lambda s: (s not in labeled, s))
     other = {case for case, style in style_of.items() if style not in labeled}
     seen = {case for case, style in style_of.items() if style in labeled}
-    head = [f"{s} (labeled)" if s in labeled else s for s in styles]
+    head = [f"{s} (labeled)" if s in labeled and other else s for s in styles]
+    head += ["labeled styles", "other styles"] if other else ["all"]
     shift = f"labeled cases in {', '.join(labeled)} only" if other else "every style labeled"
-    lines = [
-        f"# Dice on the test set by appearance style ({shift})",
-        "",
-        "| run | " + " | ".join(head) + " | labeled styles | other styles |",
-        "|---" * (len(styles) + 3) + "|",
-    ]
+    lines = [f"# Dice on the test set by appearance style ({shift})", "", "| run | " + " | ".join(head) + " |"]
+    lines.append("|---" * (len(head) + 1) + "|")
     for (arm, labels), per_case in dice.items():
         cells = [f"{np.mean([d for c, d in per_case.items() if style_of.get(c) == s] or [np.nan]):.3f}" for s in styles]
-        cells += [mean_ci(_only(per_case, seen).values()).text(), mean_ci(_only(per_case, other).values()).text()]
+        cells += [mean_ci(_only(per_case, group).values()).text() for group in ((seen, other) if other else (seen,))]
         lines.append(f"| {arm_title(arm)} {labels}% | " + " | ".join(cells) + " |")
     if other:
         lines += ["", "Paired on the other styles' cases (Δ mean Dice [95% CI], cases improved):", ""]
