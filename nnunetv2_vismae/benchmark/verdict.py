@@ -128,7 +128,8 @@ def untrained_reason(groups: dict, keys, names: dict) -> str | None:
         listed = ", ".join(f"{name} {dice:.3f}" for name, dice in weak)
         return (
             f"vanilla nnU-Net at 100% labels has not learned every class (Dice below {LEARNED_DICE}: {listed}); "
-            "the runs are too short for this task (raise --epochs / --iters)"
+            "the runs are too short for this task (raise --epochs / --iters), or the scored cases differ from "
+            "the labeled ones (a test set of other scanners or styles)"
         )
     smaller = sorted(p for a, p in groups if a == REFERENCE_ARM and p < REFERENCE_LABELS)
     if smaller:
