@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nnunetv2_vismae.demo.phantoms import STYLES, UNLABELED_FOLDER, generate_dataset
 from nnunetv2_vismae.demo.style_report import write_style_report
-from nnunetv2_vismae.errors import StepFailed
+from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
 DATASET_ID = 800
@@ -210,9 +210,12 @@ def check_same_phantoms(out: Path, size: DemoSize) -> None:
     meta = out / "nnUNet_raw" / DATASET / "phantoms.json"
     if not meta.is_file():
         return
-    labeled = tuple(json.loads(meta.read_text()).get("labeled_styles", STYLES))
+    try:
+        labeled = tuple(json.loads(meta.read_text()).get("labeled_styles", STYLES))
+    except (ValueError, AttributeError):
+        raise UserError(f"{meta} is not the demo's phantom description; run the demo in another folder (-o).") from None
     if labeled != size.labeled_styles:
-        raise StepFailed(
+        raise UserError(
             f"{out} holds phantoms labeled in the styles {', '.join(labeled)}, not {', '.join(size.labeled_styles)}; "
             "run this preset in another folder (-o)."
         )

@@ -13,7 +13,7 @@ from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
 from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
-from nnunetv2_vismae.errors import StepFailed
+from nnunetv2_vismae.errors import StepFailed, UserError
 from tests.conftest import run
 
 
@@ -78,10 +78,13 @@ def test_a_folder_of_other_phantoms_is_refused_before_any_step(tmp_path, monkeyp
         size=32,
         labeled_styles=("ct", "mr_t1"),
     )
-    with pytest.raises(StepFailed, match=r"labeled in the styles ct, mr_t1, not ct, mr_t1, mr_t2, us; .*\(-o\)"):
+    with pytest.raises(UserError, match=r"labeled in the styles ct, mr_t1, not ct, mr_t1, mr_t2, us; .*\(-o\)"):
         pipeline.run_demo(tmp_path, pipeline.QUICK)
     assert ran == [] and not (tmp_path / "steps_done.txt").exists()
     pipeline.check_same_phantoms(tmp_path, pipeline.SHIFT)  # its own folder: fine
+    (tmp_path / "nnUNet_raw" / pipeline.DATASET / "phantoms.json").write_text("[1, 2")
+    with pytest.raises(UserError, match="not the demo's phantom description"):
+        pipeline.check_same_phantoms(tmp_path, pipeline.SHIFT)
 
 
 def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):
