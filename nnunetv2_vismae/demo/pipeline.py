@@ -17,7 +17,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_vismae.demo.phantoms import STYLES, UNLABELED_FOLDER, generate_dataset
-from nnunetv2_vismae.demo.style_report import write_style_report
 from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
@@ -200,7 +199,8 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
     plan.append((size.name, benchmark))
     if size.test:
-        plan.append(("styles", partial(write_style_report, out / size.name, raw / "phantoms.json")))
+        report = ["python", "-m", "nnunetv2_vismae.benchmark.style_report", str(out / size.name)]
+        plan.append(("styles", report + [str(raw / "phantoms.json")]))
     return plan
 
 

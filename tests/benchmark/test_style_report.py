@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nnunetv2_vismae.demo.style_report import write_style_report
+from nnunetv2_vismae.benchmark.style_report import main, write_style_report
 
 STYLE_OF = {"phantom_ts_000": "ct", "phantom_ts_001": "ct", "phantom_ts_002": "us", "phantom_ts_003": "us"}
 DICE = {  # (arm, labels) -> Dice of the four cases
@@ -48,3 +48,9 @@ def test_with_every_style_labeled_there_is_no_other_style_to_compare(report_dir)
     (report_dir / "phantoms.json").write_text(json.dumps(meta))
     text = write_style_report(report_dir, report_dir / "phantoms.json").read_text()
     assert "every style labeled" in text and "| run | ct | us | all |" in text and "Paired" not in text
+
+
+def test_the_demos_step_writes_it_and_a_missing_file_is_one_sentence(report_dir, capsys):
+    assert main([str(report_dir), str(report_dir / "phantoms.json")]) == 0
+    assert (report_dir / "styles.md").is_file()
+    assert main([str(report_dir), str(report_dir / "missing.json")]) != 0

@@ -1,5 +1,6 @@
 """Dice by appearance style: a benchmark's test-set scores (its report folder's cases.csv) split by the style
 each phantom was rendered in (phantoms.json), the styles labeled cases were drawn in apart from the others.
+The demo runs it as a step: ``python -m nnunetv2_vismae.benchmark.style_report REPORT_DIR PHANTOMS_JSON``.
 
 Under an appearance shift (``--shift``: labels only in some styles) this is where pretraining on an unlabeled
 pool of every style should show: on the styles no labeled case has.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import numpy as np
 from nnunetv2_vismae.benchmark.arms import ARMS, REFERENCE_ARM, REFERENCE_LABELS
 from nnunetv2_vismae.benchmark.statistics import mean_ci, paired
 from nnunetv2_vismae.benchmark.verdict import arm_title
+from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 
 
@@ -70,6 +74,11 @@ def style_markdown(dice: dict, style_of: dict, labeled: list[str]) -> str:
 
 def write_style_report(report_dir: Path, phantoms_json: Path) -> Path:
     """``report_dir/styles.md`` from the benchmark's cases.csv beside it; returns its path."""
+    for needed in (phantoms_json, report_dir / "cases.csv"):
+        if not needed.is_file():
+            raise UserError(
+                f"{needed} does not exist; expected a phantom dataset's phantoms.json and a report's cases.csv."
+            )
     meta = json.loads(phantoms_json.read_text())
     style_of = {case: c["style"] for case, c in meta["cases"].items() if c["split"] == "ts"}
     labeled = list(meta.get("labeled_styles", meta["styles"]))
@@ -77,3 +86,16 @@ def write_style_report(report_dir: Path, phantoms_json: Path) -> Path:
     out = report_dir / "styles.md"
     write_bytes_atomic(out, style_markdown(dice, style_of, labeled).encode())
     return out
+
+
+@console_script("style_report")
+def main(argv=None):
+    parser = OneSentenceParser(prog="style_report", description="Write REPORT_DIR/styles.md: test Dice by style.")
+    parser.add_argument("report_dir", type=Path, help="a benchmark's output folder (its cases.csv)")
+    parser.add_argument("phantoms_json", type=Path, help="the phantom dataset's phantoms.json")
+    args = parser.parse_args(argv)
+    print(write_style_report(args.report_dir, args.phantoms_json))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
