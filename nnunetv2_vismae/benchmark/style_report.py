@@ -53,17 +53,10 @@ def style_markdown(dice: dict, style_of: dict, labeled: list[str]) -> str:
         lines.append(f"| {arm_title(arm)} {labels}% | " + " | ".join(cells) + " |")
     if other:
         lines += ["", "Paired on the other styles' cases (Δ mean Dice [95% CI], cases improved):", ""]
-        reference = dice.get((REFERENCE_ARM, REFERENCE_LABELS))
         for (arm, labels), per_case in dice.items():
             twin = ARMS[arm].twin if arm in ARMS else None
-            against = [(twin, labels)] if twin else []
-            against += (
-                [(REFERENCE_ARM, REFERENCE_LABELS)]
-                if reference and (arm, labels) != (REFERENCE_ARM, REFERENCE_LABELS)
-                else []
-            )
-            for b in against:
-                if b in dice:
+            for b in ((twin, labels), (REFERENCE_ARM, REFERENCE_LABELS)):
+                if b in dice and b != (arm, labels):  # absent runs and the reference itself are left out
                     p = paired(_only(per_case, other), _only(dice[b], other))
                     lines.append(
                         f"- {arm_title(arm)} {labels}% − {arm_title(b[0])} {b[1]}%: "
