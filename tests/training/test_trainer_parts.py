@@ -1,5 +1,6 @@
 import os
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,6 +37,40 @@ def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
         )
         is VisMAETrainer
     )
+
+
+class _PlotCounter:
+    def __init__(self):
+        self.plotted = 0
+
+    def plot_progress_png(self, output_folder):
+        self.plotted += 1
+
+
+def test_progress_plot_at_most_once_a_minute_and_after_the_last_epoch():
+    now = [0.0]
+    trainer = SimpleNamespace(logger=_PlotCounter(), current_epoch=0, num_epochs=10)
+    variants.throttle_progress_plot(trainer, interval_s=60, clock=lambda: now[0])
+    plotted_after = []
+    for epoch in range(10):  # epochs of 25 s
+        trainer.current_epoch, before = epoch, trainer.logger.plotted
+        trainer.logger.plot_progress_png("out")
+        if trainer.logger.plotted > before:
+            plotted_after.append(epoch)
+        now[0] += 25.0
+    assert plotted_after == [0, 3, 6, 9]
+
+
+def test_every_variant_throttles_the_progress_plot(monkeypatch):
+    def base_init(self, plans, configuration, fold, dataset_json, device):
+        self.device, self.logger, self.current_epoch, self.num_epochs = device, _PlotCounter(), 0, 1000
+
+    monkeypatch.setattr(nnUNetTrainer, "__init__", base_init)
+    monkeypatch.setattr(variants, "apply_cpu_threads", lambda device: None)
+    trainer = variants.make_variant("nnUNetTrainer_labels10")({}, "2d", 0, {}, torch.device("cpu"))
+    trainer.logger.plot_progress_png("out")
+    trainer.logger.plot_progress_png("out")  # within the minute: skipped
+    assert trainer.logger.plotted == 1
 
 
 def test_env_command_appends_to_existing_value(monkeypatch, capsys):
