@@ -88,5 +88,5 @@ def preprocessed_dataset(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("nnunet")
     env = nnunet_env(root)
     write_raw_dataset(Path(env["nnUNet_raw"]))
-    run(["nnUNetv2_plan_and_preprocess", "-d", "990", "-c", "2d", "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", "990", "-c", "2d", "-np", "1", "-npfp", "1"], env)
     return env

@@ -37,7 +37,7 @@ def main(argv=None):
         dest="size",
         const=STUDY,
         help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
-        "held-out phantoms (about 2.8 h on a 2-core CPU); in a default demo's folder it reuses "
+        "held-out phantoms (about 2.7 h on a 2-core CPU); in a default demo's folder it reuses "
         "that demo's runs",
     )
     size.add_argument(

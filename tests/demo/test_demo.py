@@ -124,7 +124,7 @@ def test_quick_demo_end_to_end(tmp_path):
     result = run(["nnUNetv2_vismae_demo", "--quick", "-o", str(tmp_path)], env, timeout=900)
     bench = tmp_path / "benchmark"
     rows = list(csv.DictReader((bench / "results.csv").open()))
-    expected = {(arm, str(p)) for arm in pipeline.QUICK.arms for p in pipeline.QUICK.labels}
+    expected = {(arm, str(p)) for arm in pipeline.QUICK.arms for p in pipeline.QUICK.labels} | {("nnunet", "100")}
     assert {(r["arm"], r["labels"]) for r in rows} == expected
     assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows)
     assert {"dice_liver", "dice_kidney", "dice_spleen"} <= set(rows[0])

@@ -26,11 +26,12 @@ def tf32_calls(monkeypatch) -> list:
 
 
 def built_trainer(monkeypatch, device, cls=VisMAETrainer):
-    """Our trainer's __init__ on top of nnU-Net's, reduced to what ours builds on: the device and the
-    GradScaler nnU-Net makes for CUDA (none on CPU)."""
+    """Our trainer's __init__ on top of nnU-Net's, reduced to what ours builds on: the device, the
+    GradScaler nnU-Net makes for CUDA (none on CPU) and the logger (the variants throttle its plot)."""
 
     def nnunet_init(self, plans, configuration, fold, dataset_json, device):
         self.device, self.grad_scaler = device, NNUNETS_SCALER if device.type == "cuda" else None
+        self.logger = SimpleNamespace(plot_progress_png=lambda output_folder: None)
 
     monkeypatch.setattr(nnUNetTrainer, "__init__", nnunet_init)
     monkeypatch.setenv("nnUNet_results", "/nonexistent/results")
