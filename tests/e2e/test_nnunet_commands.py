@@ -29,7 +29,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_pretrained_swinunet_trains_predicts_and_evaluates(preprocessed_dataset, tiny_checkpoint):
-    env = dict(preprocessed_dataset, nnUNet_n_proc_DA="0")  # worker processes: seconds of imports each, as in the demo
+    env = dict(preprocessed_dataset, nnUNet_n_proc_DA="0")  # in-process, as the demo: a worker costs seconds of imports
     run(["nnUNetv2_vismae_plan", "-d", "990", "--pretrained", str(tiny_checkpoint)], env)
     run(["nnUNetv2_train", "990", "2d", "0", "-p", "nnUNetVisMAEPlans", "-tr", TRAINER, "-device", "cpu"], env)
 
