@@ -44,7 +44,8 @@ def style_markdown(dice: dict, style_of: dict, labeled: list[str]) -> str:
     seen = {case for case, style in style_of.items() if style in labeled}
     head = [f"{s} (labeled)" if s in labeled and other else s for s in styles]
     head += ["labeled styles", "other styles"] if other else ["all"]
-    shift = f"labeled cases in {', '.join(labeled)} only" if other else "every style labeled"
+    # the dataset's labeled cases; a small fraction's subset may still miss a style (its label_subset.json)
+    shift = f"labeled cases in {', '.join(labeled)} only" if other else "labeled cases in every style"
     lines = [f"# Dice on the test set by appearance style ({shift})", "", "| run | " + " | ".join(head) + " |"]
     lines.append("|---" * (len(head) + 1) + "|")
     for (arm, labels), per_case in dice.items():
