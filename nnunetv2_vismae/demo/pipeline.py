@@ -9,6 +9,7 @@ process with its log in the output folder; rerunning resumes (finished steps are
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -202,7 +203,8 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
     plan.append((size.name, benchmark))
     if size.test:
-        report = ["python", "-m", "nnunetv2_vismae.benchmark.style_report", str(out / size.name)]
+        # this interpreter: an environment without a venv may have no "python" beside it or on PATH
+        report = [sys.executable, "-m", "nnunetv2_vismae.benchmark.style_report", str(out / size.name)]
         plan.append(("styles", report + [str(raw / "phantoms.json")]))
     return plan
 
