@@ -31,7 +31,8 @@ def built_trainer(monkeypatch, device, cls=VisMAETrainer):
 
     def nnunet_init(self, plans, configuration, fold, dataset_json, device):
         self.device, self.grad_scaler = device, NNUNETS_SCALER if device.type == "cuda" else None
-        self.logger = SimpleNamespace(plot_progress_png=lambda output_folder: None)
+        self.logger = SimpleNamespace(plotted=[])  # what the variants' throttled plot let through
+        self.logger.plot_progress_png = self.logger.plotted.append
 
     monkeypatch.setattr(nnUNetTrainer, "__init__", nnunet_init)
     monkeypatch.setenv("nnUNet_results", "/nonexistent/results")

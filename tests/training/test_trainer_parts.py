@@ -7,9 +7,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
-from nnunetv2_vismae.device import cpu_bf16_enabled, run_forward_in_bf16
+from nnunetv2_vismae.device import CPU_THREADS, cpu_bf16_enabled, run_forward_in_bf16
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
+
+from .test_precision import CPU, built_trainer
 
 
 def test_variant_names_resolve_to_configured_subclasses():
@@ -62,15 +64,12 @@ def test_progress_plot_at_most_once_a_minute_and_after_the_last_epoch():
 
 
 def test_every_variant_throttles_the_progress_plot(monkeypatch):
-    def base_init(self, plans, configuration, fold, dataset_json, device):
-        self.device, self.logger, self.current_epoch, self.num_epochs = device, _PlotCounter(), 0, 1000
-
-    monkeypatch.setattr(nnUNetTrainer, "__init__", base_init)
-    monkeypatch.setattr(variants, "apply_cpu_threads", lambda device: None)
-    trainer = variants.make_variant("nnUNetTrainer_labels10")({}, "2d", 0, {}, torch.device("cpu"))
+    monkeypatch.delenv(CPU_THREADS, raising=False)
+    trainer = built_trainer(monkeypatch, CPU, variants.make_variant("nnUNetTrainer_labels10"))
+    trainer.current_epoch, trainer.num_epochs = 0, 1000
     trainer.logger.plot_progress_png("out")
     trainer.logger.plot_progress_png("out")  # within the minute: skipped
-    assert trainer.logger.plotted == 1
+    assert trainer.logger.plotted == ["out"]
 
 
 def test_env_command_appends_to_existing_value(monkeypatch, capsys):
