@@ -34,6 +34,7 @@ class RunResult:
     cases: dict  # case id -> {class key: Dice, v.MEAN: mean over classes}
     seed: int = 0
     split: str = "validation"  # or "test": every run scores the same test cases
+    training_cases: tuple[str, ...] = ()  # its label subset (label_subset.json); () when it trained on the whole fold
 
 
 def case_id(metrics: dict) -> str:
@@ -63,7 +64,18 @@ def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, sp
         raise BenchmarkError(
             f"{path} is not a readable nnU-Net validation summary ({type(e).__name__}: {e})."
         ) from None
-    return RunResult(arm, labels, str(fold), per_class, mean, cases, seed, split)
+    return RunResult(arm, labels, str(fold), per_class, mean, cases, seed, split, read_label_subset(path))
+
+
+def read_label_subset(summary: Path) -> tuple[str, ...]:
+    """The training cases a run's trainer variant wrote to its fold folder (validation/ or test/'s parent)."""
+    path = Path(summary).parent.parent / "label_subset.json"
+    if not path.is_file():
+        return ()
+    try:
+        return tuple(sorted(json.loads(path.read_text())["train"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BenchmarkError(f"{path} is not a readable label subset ({type(e).__name__}: {e}).") from None
 
 
 def class_names(dataset_json: Path | None) -> dict:
@@ -92,9 +104,10 @@ def _num(value: float) -> str:
 
 
 def results_csv(results: list[RunResult], names: dict) -> str:
-    """One row per run: nnU-Net's fold means."""
+    """One row per run: nnU-Net's fold means, and the cases it trained on (empty: the whole fold)."""
     keys = class_keys(results)
-    header = ["arm", "labels", "seed", "fold", "cases", *(f"dice_{names.get(k, k)}" for k in keys), "mean_dice"]
+    dice = (f"dice_{names.get(k, k)}" for k in keys)
+    header = ["arm", "labels", "seed", "fold", "cases", *dice, "mean_dice", "training_cases"]
     return csv_text(
         header,
         (
@@ -106,6 +119,7 @@ def results_csv(results: list[RunResult], names: dict) -> str:
                 len(r.cases),
                 *(_num(r.class_dice.get(k, math.nan)) for k in keys),
                 _num(r.mean_dice),
+                " ".join(r.training_cases),
             ]
             for r in results
         ),

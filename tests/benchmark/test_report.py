@@ -7,6 +7,8 @@ import pytest
 
 from nnunetv2_vismae.benchmark import cli, executors
 from nnunetv2_vismae.benchmark.arms import ARMS, trainer_name
+from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import read_summary
 
 from .conftest import fold_folder, write_summary
 
@@ -107,7 +109,8 @@ def test_report_leads_with_non_inferiority_and_the_twin_gain(fake_nnunet, no_run
 
     out = fake_nnunet["results"] / "bench"
     runs = list(csv.DictReader((out / "results.csv").open()))
-    assert list(runs[0]) == ["arm", "labels", "seed", "fold", "cases", "dice_disc", "dice_square", "mean_dice"]
+    header = ["arm", "labels", "seed", "fold", "cases", "dice_disc", "dice_square", "mean_dice", "training_cases"]
+    assert list(runs[0]) == header
     assert len(runs) == 18 and {r["cases"] for r in runs} == {"6"}
     cases = list(csv.DictReader((out / "cases.csv").open()))
     assert list(cases[0]) == ["arm", "labels", "seed", "fold", "case", "dice_disc", "dice_square", "mean_dice"]
@@ -175,3 +178,14 @@ def test_subset_seeds_are_pooled_per_case_like_folds(fake_nnunet, no_runs, capsy
     assert "label-subset seeds 0, 3" in report
     cases = list(csv.DictReader((fake_nnunet["results"] / "bench" / "cases.csv").open()))
     assert sorted({(r["labels"], r["seed"]) for r in cases}) == [("100", "0"), ("25", "0"), ("25", "3")]
+
+
+def test_a_runs_label_subset_is_read_from_its_fold_folder(tmp_path):
+    folder = fold_folder(tmp_path, "nnUNetTrainer_labels10", "nnUNetPlans", 0)
+    summary = write_summary(folder, 0.5, 0.5)
+    assert read_summary(summary, "nnunet", 100, "0").training_cases == ()  # no subset: the whole fold
+    (folder / "label_subset.json").write_text('{"percent": 10, "seed": 0, "train": ["case_b", "case_a"]}')
+    assert read_summary(summary, "nnunet", 10, "0").training_cases == ("case_a", "case_b")
+    (folder / "label_subset.json").write_text('{"percent": 10')
+    with pytest.raises(BenchmarkError, match=r"label_subset.json is not a readable label subset \(JSONDecodeError"):
+        read_summary(summary, "nnunet", 10, "0")
