@@ -35,9 +35,9 @@ def case_dice(cases_csv: Path) -> dict:
 
 
 def training_styles(results_csv: Path, style_of: dict) -> dict:
-    """(arm, labels) -> the styles of the cases each run trained on ("ct 2, us 1"; runs of other subset seeds
-    after a slash), from results.csv's training_cases; "whole fold" for a run without a label subset, "?" where
-    the results.csv is older than that column."""
+    """(arm, labels) -> the styles of the cases each run trained on ("ct 2, us 1"; the runs of other subset seeds
+    or folds after a slash), from results.csv's training_cases; "whole fold" for a run without a label subset,
+    "?" where the results.csv is older than that column."""
     styles: dict = {}
     with open(results_csv, newline="") as handle:
         for row in csv.DictReader(handle):
