@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+LABEL_SUBSET_FILE = "label_subset.json"  # a _labels{P} run's subset, in its fold folder
+
 
 def subset_seed(dataset_name: str, fold, seed: int = 0) -> int:
     """Seed 0 is the draw every ``_labels{P}`` trainer makes; others give independent draws."""

@@ -20,6 +20,7 @@ from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.statistics import CONFIDENCE, DEFAULT_MARGIN
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
 from nnunetv2_vismae.io.report import csv_text, markdown_table, write_files
+from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, sp
 
 def read_label_subset(summary: Path) -> tuple[str, ...]:
     """The training cases a run's trainer variant wrote to its fold folder (validation/ or test/'s parent)."""
-    path = Path(summary).parent.parent / "label_subset.json"
+    path = Path(summary).parent.parent / LABEL_SUBSET_FILE
     if not path.is_file():
         return ()
     try:

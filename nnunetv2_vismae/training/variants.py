@@ -21,7 +21,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.device import DeviceError, apply_cpu_threads
-from nnunetv2_vismae.label_subsets import label_subset
+from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE, label_subset
 from nnunetv2_vismae.training.cnn_trainers import (
     nnUNetTrainerMAE,
     nnUNetTrainerMAELowLR,
@@ -100,7 +100,7 @@ def make_variant(name: str) -> type:
         subset = label_subset(train, settings["labels"], self.plans_manager.dataset_name, self.fold, seed)
         save_json(
             {"percent": settings["labels"], "seed": seed, "train": subset, "fold_train": sorted(train)},
-            join(self.output_folder, "label_subset.json"),
+            join(self.output_folder, LABEL_SUBSET_FILE),
         )
         self.print_to_log_file(
             f"Label subset: {len(subset)} of {len(train)} training cases ({settings['labels']}%, subset seed {seed})."
