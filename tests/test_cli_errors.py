@@ -24,7 +24,7 @@ from tests.reliability import (
 )
 
 MAINS = {
-    "nnUNetv2_vismae_env": "nnunetv2_vismae.training.env",
+    "nnUNetv2_vismae_env": "nnunetv2_vismae.env",
     "nnUNetv2_vismae_pretrain": "pretrain.cli",
     "nnUNetv2_vismae_pack": "pretrain.pack_cli",
     "nnUNetv2_vismae_plan": "nnunetv2_vismae.planning.cli",

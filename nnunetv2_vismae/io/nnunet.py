@@ -11,8 +11,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
-
 import nnunetv2_vismae
 
 FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -25,6 +23,9 @@ def _not_found(dataset, where: str) -> str:
 def dataset_name(dataset: int | str, error: type[Exception]) -> str:
     """``4``, ``004`` or ``Dataset004_Name`` -> ``Dataset004_Name``, by nnU-Net's own lookup (in its raw,
     preprocessed and results folders); ``error`` with one sentence when that finds none or several."""
+    # imported here: nnUNetv2_vismae_env imports this module and must not load nnU-Net (and torch)
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
+
     try:
         return maybe_convert_to_dataset_name(str(dataset))
     except ValueError:

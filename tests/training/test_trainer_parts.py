@@ -1,4 +1,3 @@
-import os
 import pickle
 from types import SimpleNamespace
 
@@ -6,7 +5,7 @@ import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, env, variants
+from nnunetv2_vismae.training import VisMAETrainer, VisMAETrainerScratch, variants
 from nnunetv2_vismae.device import CPU_THREADS, cpu_bf16_enabled, run_forward_in_bf16
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
@@ -70,16 +69,6 @@ def test_every_variant_throttles_the_progress_plot(monkeypatch):
     trainer.logger.plot_progress_png("out")
     trainer.logger.plot_progress_png("out")  # within the minute: skipped
     assert trainer.logger.plotted == ["out"]
-
-
-def test_env_command_appends_to_existing_value(monkeypatch, capsys):
-    folder = ext_trainer_folder()
-    assert env.ext_trainer_value("/a") == os.pathsep.join(["/a", folder])
-    assert env.ext_trainer_value(os.pathsep.join([folder, "/a"])) == os.pathsep.join([folder, "/a"])
-    monkeypatch.setenv("nnUNet_extTrainer", "/mine")
-    env.main([])
-    out = capsys.readouterr().out
-    assert out.startswith("export nnUNet_extTrainer=") and "/mine" in out and folder in out
 
 
 def test_warmup_then_poly_schedule():

@@ -1,4 +1,7 @@
-"""``nnUNetv2_vismae_env``: print the shell line that lets nnU-Net's own commands find our trainers."""
+"""``nnUNetv2_vismae_env``: print the shell line that lets nnU-Net's own commands find our trainers.
+
+A shell profile runs it at every login, so it lives outside ``training`` and imports neither torch
+nor nnU-Net."""
 
 from __future__ import annotations
 
