@@ -63,8 +63,13 @@ def apply_cpu_threads(device: torch.device) -> None:
     value = os.environ.get(CPU_THREADS)
     if value is None or device.type != "cpu":
         return
-    if not value.isdigit() or int(value) < 1:
-        raise DeviceError(f"{CPU_THREADS} must be a positive integer, got {value!r}.")
+    cores = os.cpu_count() or 1
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; more threads than cores
+    # gain nothing, and 100000 crash torch
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= cores):
+        raise DeviceError(
+            f"{CPU_THREADS} must be a whole number from 1 to {cores} (this machine's cores), got {value!r}."
+        )
     torch.set_num_threads(int(value))
 
 

@@ -28,11 +28,25 @@ def test_a_trainer_variant_takes_the_threads_it_is_given_on_cpu_only(monkeypatch
     assert thread_calls == asked
 
 
-@pytest.mark.parametrize("value", ["0", "two", "-1"])
-def test_a_bad_thread_count_is_one_sentence(monkeypatch, thread_calls, value):
+@pytest.mark.parametrize("value", ["0", "two", "-1", "\u00b2", "17", "100000", " 4"])
+def test_a_bad_thread_count_is_one_sentence_naming_the_cores(monkeypatch, thread_calls, value):
+    """ASCII digits only (int() reads '\u00b2' as nothing, str.isdigit() accepts it), and at most the
+    cores: 100000 torch threads crash nnUNetv2_train."""
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: 16)
     monkeypatch.setenv(device_module.CPU_THREADS, value)
-    with pytest.raises(device_module.DeviceError, match="must be a positive integer"):
+    with pytest.raises(device_module.DeviceError) as error:
         device_module.apply_cpu_threads(CPU)
+    assert str(error.value) == (
+        f"nnUNet_vismae_cpu_threads must be a whole number from 1 to 16 (this machine's cores), got {value!r}."
+    )
+    assert thread_calls == []
+
+
+def test_every_core_is_a_valid_thread_count(monkeypatch, thread_calls):
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: 16)
+    monkeypatch.setenv(device_module.CPU_THREADS, "16")
+    device_module.apply_cpu_threads(CPU)
+    assert thread_calls == [16]
 
 
 def test_side_by_side_trainings_split_the_cores(monkeypatch):
@@ -42,5 +56,5 @@ def test_side_by_side_trainings_split_the_cores(monkeypatch):
 
 def test_inside_nnunetv2_train_a_bad_thread_count_stops_with_the_sentence(monkeypatch, thread_calls):
     monkeypatch.setenv(device_module.CPU_THREADS, "0")
-    with pytest.raises(SystemExit, match="nnUNet_vismae_cpu_threads must be a positive integer, got '0'"):
+    with pytest.raises(SystemExit, match="nnUNet_vismae_cpu_threads must be a whole number from 1 to .*, got '0'"):
         built_trainer(monkeypatch, CPU, variants.make_variant("VisMAETrainer_labels10_2epochs"))
