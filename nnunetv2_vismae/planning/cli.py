@@ -4,6 +4,7 @@ next to the dataset's nnU-Net plans."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from nnunetv2_vismae.io.folders import unwritable_reason
 from nnunetv2_vismae.io.nnunet import preprocessed_folder
 from nnunetv2_vismae.planning.cnn_plans import MAE_PLANS, MAE_TRAINER, check_checkpoint_fits, derive_mae_plans
 from nnunetv2_vismae.planning.vismae_plans import (
+    NETWORK_CLASS,
     PlanningError,
     derive_vismae_plans,
     load_plans,
@@ -24,6 +26,15 @@ from nnunetv2_vismae.planning.vismae_plans import (
 
 PROG = "nnUNetv2_vismae_plan"
 VISMAE_PLANS, VISMAE_TRAINER = "nnUNetVisMAEPlans", "VisMAETrainer"
+# the plans nnU-Net's own planners write: stock nnUNetv2_train -p NAME must keep training nnU-Net's network
+NNUNET_PLANS = (
+    "nnUNetPlans",
+    "nnUNetResEncUNetPlans",
+    "nnUNetResEncUNetMPlans",
+    "nnUNetResEncUNetLPlans",
+    "nnUNetResEncUNetXLPlans",
+)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def num_input_channels(folder: Path) -> int:
@@ -44,8 +55,33 @@ def fine_tuning_trainer(plans_file: Path) -> str:
     return MAE_TRAINER if reference.get("family") == "cnn" else VISMAE_TRAINER
 
 
+def check_plans_name(name: str, source_plans: str) -> None:
+    """A name for the plans to write: a file name in the dataset's folder (no path), neither the source
+    plans nor nnU-Net's own."""
+    if not PLAIN_NAME.fullmatch(name):
+        raise PlanningError(f"-o must be a plain plans name (ASCII letters, digits, '_' and '-'), got {name!r}.")
+    if name == source_plans:
+        raise PlanningError(f"-o {name} is the source plans (-p); give the plans to write another name.")
+    if name in NNUNET_PLANS:
+        raise PlanningError(f"-o {name} is the name of nnU-Net's own plans; give the plans to write another name.")
+
+
+def written_by_us(plans_file: Path) -> bool:
+    """Plans this command wrote: one 2d configuration that trains SwinUNet or names a pretrained encoder."""
+    try:
+        configurations = json.loads(plans_file.read_text())["configurations"]
+        config = configurations["2d"]
+        return list(configurations) == ["2d"] and (
+            config["architecture"]["network_class_name"] == NETWORK_CLASS or PRETRAINED_KEY in config
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pretrained: str | None) -> Path:
     """Write the plans (default name by the checkpoint's family) and return their file."""
+    if target_plans is not None:
+        check_plans_name(target_plans, source_plans)
     folder = preprocessed_folder(dataset, PlanningError)
     plans = load_plans(folder, source_plans)
     checkpoint = read_encoder_checkpoint(pretrained) if pretrained else None
@@ -61,6 +97,10 @@ def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pre
         encoder, reference = pretrained_encoder(pretrained, checkpoint) if pretrained else (SwinEncoderConfig(), None)
         derived = derive_vismae_plans(plans, target_plans, encoder, decoder, reference)
     target = folder / f"{target_plans}.json"
+    if target.exists() and not written_by_us(target):
+        raise PlanningError(
+            f"{target} holds plans that {PROG} did not write, which it never overwrites; give -o another name."
+        )
     write_json_atomic(target, derived)
     return target
 

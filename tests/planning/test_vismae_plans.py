@@ -107,3 +107,42 @@ def test_missing_2d_configuration_and_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("nnUNet_preprocessed")
     with pytest.raises(PlanningError, match="nnUNet_preprocessed is not set"):
         preprocessed_folder(9, PlanningError)
+
+
+def _tree(folder):
+    return {str(p): p.read_bytes() for p in sorted(folder.parent.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["../../../x", "../x", "sub/x", "a\\b", "..", "x.json", "plans x"])
+def test_plan_output_name_must_be_a_plain_name(preprocessed, capsys, name):
+    before = _tree(preprocessed)
+    assert cli.main(["-d", "7", "-o", name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"{cli.PROG}: error: -o must be a plain plans name (ASCII letters, digits, '_' and '-'), got {name!r}."
+    )
+    assert _tree(preprocessed) == before
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nnUNetPlans", "-o nnUNetPlans is the source plans (-p); give the plans to write another name."),
+        ("nnUNetResEncUNetMPlans", "-o nnUNetResEncUNetMPlans is the name of nnU-Net's own plans"),
+        ("Mine", "Mine.json holds plans that nnUNetv2_vismae_plan did not write"),
+    ],
+)
+def test_plan_never_overwrites_plans_it_did_not_write(preprocessed, capsys, name, message):
+    (preprocessed / "Mine.json").write_text(json.dumps(nnunet_plans(configurations=("2d",))))
+    before = _tree(preprocessed)
+    assert cli.main(["-d", "7", "-o", name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert _tree(preprocessed) == before
+
+
+def test_plan_rewrites_its_own_plans(preprocessed):
+    assert cli.main(["-d", "7", "-o", "nnUNetVisMAEPlans-swin", "--decoder", "conv"]) == 0
+    assert cli.main(["-d", "7", "-o", "nnUNetVisMAEPlans-swin", "--decoder", "swin"]) == 0
+    written = json.loads((preprocessed / "nnUNetVisMAEPlans-swin.json").read_text())
+    assert written["configurations"]["2d"]["architecture"]["arch_kwargs"]["decoder"] == "swin"
