@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, SHIFT, STUDY, run_demo, steps
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
-from nnunetv2_vismae.io.folders import check_output_folder
+from nnunetv2_vismae.io.folders import make_output_folder
 
 PROG = "nnUNetv2_vismae_demo"
 
@@ -56,7 +56,7 @@ def main(argv=None):
         for name, action in steps(args.size, Path(args.o).resolve(), args.device):
             print(f"{name}: " + (f"(in-process) {action.func.__name__}" if callable(action) else shlex.join(action)))
         return
-    check_output_folder(args.o)
+    make_output_folder(args.o)
     if args.size is QUICK:
         print(
             "This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
