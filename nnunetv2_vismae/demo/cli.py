@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, SHIFT, STUDY, run_demo, steps
+from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, SHIFT, STUDY, default_folder, run_demo, steps
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.folders import make_output_folder
 
@@ -48,22 +48,27 @@ def main(argv=None):
         help="appearance shift: labeled phantoms only in CT and MR T1 style, the unlabeled pool and the "
         "200 test phantoms in all four; every arm at 10%% labels at the study's budget (its own folder)",
     )
-    parser.add_argument("-o", default="vismae_demo", help="output folder (default: ./vismae_demo)")
+    parser.add_argument(
+        "-o",
+        help="output folder (default: ./vismae_demo, shared by the default demo and --study; "
+        "./vismae_demo_quick for --quick, ./vismae_demo_shift for --shift)",
+    )
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands and run nothing")
     args = parser.parse_args(argv)
+    out = args.o or default_folder(args.size)
     if args.dry_run:
-        for name, action in steps(args.size, Path(args.o).resolve(), args.device):
+        for name, action in steps(args.size, Path(out).resolve(), args.device):
             print(f"{name}: " + (f"(in-process) {action.func.__name__}" if callable(action) else shlex.join(action)))
         return
-    make_output_folder(args.o)
+    make_output_folder(out)
     if args.size is QUICK:
         print(
             "This quick demo is a smoke test of the whole pipeline: its runs are far too short to learn the "
             "organs, so its report draws no verdict.",
             flush=True,
         )
-    report_dir = run_demo(Path(args.o), args.size, args.device)
+    report_dir = run_demo(Path(out), args.size, args.device)
     report, styles = report_dir / "report.md", report_dir / "styles.md"
     for text in (report, styles):
         print(text.read_text() if text.exists() else "")

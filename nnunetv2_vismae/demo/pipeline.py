@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from nnunetv2_vismae.demo.phantoms import STYLES, UNLABELED_FOLDER, generate_dataset
 from nnunetv2_vismae.errors import StepFailed, UserError
+from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
 
 DATASET_ID = 800
@@ -48,6 +49,22 @@ class DemoSize:
     iters: int
     parallel: int = 1  # trainings at once (benchmark --executor local --max-parallel), each on its share of the cores
     labeled_styles: tuple[str, ...] = STYLES  # styles of the labeled cases; test set and pool have all of them
+    preset: str = "default"  # the command line's name for it
+
+
+# what the steps before the benchmark (phantoms, preprocessing, encoders) are made from: presets that agree on these
+# share a folder, and the steps one of them finished there are the other's
+SHARED_SETTINGS = (
+    "num_train",
+    "num_unlabeled",
+    "num_test",
+    "image_size",
+    "encoder",
+    "pretrain_steps",
+    "pretrain_batch",
+    "labeled_styles",
+)
+PRESET_FILE = "preset.txt"  # in the output folder: the preset whose phantoms and encoders it holds
 
 
 SWIN_ENCODER = ("--embed-dim", "48", "--depths", "2", "2", "2", "2", "--heads", "2", "4", "8", "16", "--window", "4")
@@ -66,6 +83,7 @@ QUICK = DemoSize(
     epochs=1,
     iters=10,
     parallel=2,  # two at once: a run this short mostly waits for processes to start (four at once: slower)
+    preset="quick",
 )
 # 800 iterations: vanilla nnU-Net at 100% labels learns every organ on fold 0's validation cases, though not yet
 # the spleen on the study's 200 test cases (README).
@@ -88,10 +106,20 @@ DEFAULT = DemoSize(
 # nnU-Net has learned every organ of the test set and 25% of the labels is clearly short of 100% (README). Two
 # trainings side by side on one thread each do 1.1x (two nnU-Net runs) to 1.4x (nnU-Net beside a Swin run) the
 # work of one on two threads (2-core AMD EPYC).
-STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS, epochs=48, parallel=2)
+STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS, epochs=48, parallel=2, preset="study")
 # Appearance shift, where the literature expects pretraining to pay most: labels only in CT and MR T1, unlabeled
 # pool and test set in all four styles; every arm at 10% and nnU-Net at 100%, at the study's budget.
-SHIFT = replace(STUDY, name="shift", labels=(10,), labeled_styles=("ct", "mr_t1"))
+SHIFT = replace(STUDY, name="shift", labels=(10,), labeled_styles=("ct", "mr_t1"), preset="shift")
+PRESETS = {size.preset: size for size in (QUICK, DEFAULT, STUDY, SHIFT)}
+
+
+def shares_data(a: DemoSize, b: DemoSize) -> bool:
+    return all(getattr(a, key) == getattr(b, key) for key in SHARED_SETTINGS)
+
+
+def default_folder(size: DemoSize) -> str:
+    """./vismae_demo for the default demo and the presets that share its data, else ./vismae_demo_<preset>."""
+    return "vismae_demo" if shares_data(size, DEFAULT) else f"vismae_demo_{size.preset}"
 
 
 def nnunet_environment(out: Path) -> dict:
@@ -226,9 +254,27 @@ def check_same_phantoms(out: Path, size: DemoSize) -> None:
         )
 
 
+def claim_for_preset(out: Path, size: DemoSize) -> None:
+    """Record ``size``'s preset in a new folder; refuse a folder whose steps another preset's data made."""
+    record = out / PRESET_FILE
+    if not record.is_file():
+        check_same_phantoms(out, size)  # a folder from before the record
+        out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(record, f"{size.preset}\n".encode())
+        return
+    found = record.read_text(errors="replace").strip()
+    if found not in PRESETS:
+        raise UserError(f"{record} names no demo preset ({', '.join(PRESETS)}); run the demo in another folder (-o).")
+    if not shares_data(PRESETS[found], size):
+        raise UserError(
+            f"Folder {out} holds the {found} demo, whose phantoms or encoder differ from the {size.preset} demo's; "
+            "run it in another folder (-o)."
+        )
+
+
 def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
     out = out.resolve()
-    check_same_phantoms(out, size)
+    claim_for_preset(out, size)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = nnunet_environment(out)

@@ -47,7 +47,7 @@ def test_the_study_shares_the_default_demos_data_and_encoders_at_the_converged_b
     """So that ``--study`` in a default demo's folder reuses its phantoms and pretraining, and both score the
     same test cases; the study trains 2,400 iterations, where vanilla nnU-Net has learned the test set (README)."""
     default, study = pipeline.DEFAULT, pipeline.STUDY
-    trainings = {"name", "test", "labels", "arms", "epochs", "parallel"}
+    trainings = {"name", "test", "labels", "arms", "epochs", "parallel", "preset"}
     assert replace(study, **{k: getattr(default, k) for k in trainings}) == default
     assert study.epochs * study.iters == 2400 and study.parallel == 2
     bench = dict(pipeline.steps(study, Path("out"), "cpu"))[study.name]
@@ -86,6 +86,53 @@ def test_a_folder_of_other_phantoms_is_refused_before_any_step(tmp_path, monkeyp
     (tmp_path / "nnUNet_raw" / pipeline.DATASET / "phantoms.json").write_text("[1, 2")
     with pytest.raises(UserError, match="not the demo's phantom description"):
         pipeline.check_same_phantoms(tmp_path, pipeline.SHIFT)
+
+
+@pytest.fixture
+def steps_run(monkeypatch) -> list:
+    """The demo's steps, recorded instead of run."""
+    ran = []
+    monkeypatch.setattr(pipeline, "generate_dataset", lambda *a, **k: ran.append("generate"))
+    monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: ran.append(name))
+    return ran
+
+
+def test_the_default_demo_after_the_quick_one_runs_in_its_own_default_folder(steps_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quick"]) == 0 and main([]) == 0
+    assert steps_run == ["generate", "preprocess", "pretrain", "benchmark"] * 2
+    assert (tmp_path / "vismae_demo_quick" / "steps_done.txt").is_file()
+    assert (tmp_path / "vismae_demo" / "steps_done.txt").is_file()
+
+
+@pytest.mark.parametrize("found, wanted", [("quick", "default"), ("quick", "study"), ("study", "shift")])
+def test_a_folder_holding_another_presets_data_is_refused_naming_it(steps_run, tmp_path, found, wanted):
+    presets = {"quick": pipeline.QUICK, "default": pipeline.DEFAULT, "study": pipeline.STUDY, "shift": pipeline.SHIFT}
+    pipeline.run_demo(tmp_path, presets[found])
+    done = (tmp_path / "steps_done.txt").read_text()
+    steps_run.clear()
+    with pytest.raises(UserError) as error:
+        pipeline.run_demo(tmp_path, presets[wanted])
+    assert str(error.value) == (
+        f"Folder {tmp_path} holds the {found} demo, whose phantoms or encoder differ from the {wanted} demo's; "
+        "run it in another folder (-o)."
+    )
+    assert steps_run == [] and (tmp_path / "steps_done.txt").read_text() == done
+
+
+def test_a_damaged_preset_record_is_one_sentence(steps_run, tmp_path):
+    (tmp_path / pipeline.PRESET_FILE).write_text("quick\nstudy\n")
+    with pytest.raises(UserError, match=r"preset.txt names no demo preset \(quick, default, study, shift\); "):
+        pipeline.run_demo(tmp_path, pipeline.DEFAULT)
+    assert steps_run == []
+
+
+def test_the_study_continues_in_a_default_demos_folder(steps_run, tmp_path):
+    pipeline.run_demo(tmp_path, pipeline.DEFAULT)
+    steps_run.clear()
+    pipeline.run_demo(tmp_path, pipeline.STUDY)
+    assert steps_run == ["pretrain_cnn", "study", "styles"]
+    pipeline.run_demo(tmp_path, pipeline.DEFAULT)  # and back: the folder is the default demo's still
 
 
 def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, monkeypatch):
