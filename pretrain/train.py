@@ -48,6 +48,7 @@ from pretrain.state import STATE_FILE, load_state, save_state
 ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
 PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
+PREVIEWS = "previews"  # the one subfolder of -o a run writes
 
 
 def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
@@ -122,7 +123,7 @@ class Pretrainer:
         error = None
         if self.runtime.is_main:
             try:
-                self.lock = claim_output_folder(self.out, PROG)
+                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS,))
             except UserError as e:
                 error = e
         self.runtime.stop_together(error)  # also: no rank touches -o before rank 0 holds it
@@ -493,7 +494,7 @@ class Pretrainer:
             imgs, mask, pred = (t[:PREVIEW_SAMPLES] for t in (outcome.imgs, outcome.mask, outcome.pred.detach()))
             recon, pixel_mask = self.model.reconstruct(imgs, mask, pred)
             save_preview(
-                os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
+                os.path.join(self.out, PREVIEWS, f"step_{self.step:07d}.png"),
                 imgs,
                 recon,
                 pixel_mask,

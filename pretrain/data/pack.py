@@ -141,7 +141,7 @@ def write_pack(
 ) -> dict:
     """Pack ``files`` into the folder ``pack`` (created, or continued), locked for ``command``
     meanwhile; the index. A pack of other settings is refused (one sentence)."""
-    with claim_output_folder(pack, command):
+    with claim_output_folder(pack, command, (os.path.join(SHARDS, "[0-9a-f][0-9a-f]"),)):  # record_path's folders
         check_settings(pack, pack_settings(axis, normalization))
         return pack_corpus(pack, files, axis, normalization, num_processes)
 
