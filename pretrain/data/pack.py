@@ -152,8 +152,14 @@ def check_settings(pack: str, settings: dict) -> None:
     if not os.path.isfile(path):
         write_json_atomic(path, settings)
         return
-    with open(path) as f:
-        recorded = json.load(f)
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except ValueError as e:  # not JSON, or not text: a file of the user's, or a damaged one
+        raise PretrainUserError(
+            f"{path} is not the JSON settings file of a pack ({e}); choose another -o, or move that file away "
+            "if this folder is a pack."
+        ) from None
     if recorded != settings:
         raise PretrainUserError(
             f"{pack} was packed with other settings ({json.dumps(recorded)}), not "
