@@ -37,6 +37,7 @@ from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
+from pretrain.data.fingerprint import corpus_change, corpus_fingerprint
 from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
@@ -153,6 +154,7 @@ class Pretrainer:
         if rt.is_main and self.unusable.entries:
             print(f"{self.unusable.describe()}; they are skipped.")
         self._check_unusable_files()
+        self.corpus = corpus_fingerprint(self.sources)
         self.dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
         self.family = FAMILIES[c.family](c.family_options, in_channels)
@@ -236,6 +238,7 @@ class Pretrainer:
                 f"{path} was written with different model settings ({changed}); "
                 "rerun with the original flags or use a new output folder."
             )
+        self._check_corpus(state, path)
         if state["world_batch"] != self._world_batch():
             print(
                 f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
@@ -254,6 +257,21 @@ class Pretrainer:
                     f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
                     f"the encoder of step {self.step}."
                 )
+
+    def _check_corpus(self, state: dict, path: str) -> None:
+        """Stop a resume over other data than the state's (one sentence) unless --accept-changed-data.
+        A state of a version that did not record its data is not checked."""
+        change = corpus_change(state["corpus"], self.corpus) if "corpus" in state else None
+        if change is None:
+            return
+        what = f"data changed since {path} was saved ({change})"
+        if not self.config.accept_changed_data:
+            raise PretrainUserError(
+                f"The {what}; rerun with the data of then, use a new -o, or add --accept-changed-data to go on "
+                "with the data of now."
+            )
+        if self.runtime.is_main:
+            print(f"Note: the {what}; going on with the data of now (--accept-changed-data).")
 
     def _world_batch(self) -> list[int]:
         """What the data stream of a run depends on: batch size, accumulation, world size."""
@@ -352,6 +370,7 @@ class Pretrainer:
                 "skipped_steps": self.skipped_steps,
                 "seed": self.config.seed,
                 "world_batch": self._world_batch(),
+                "corpus": self.corpus,
             },
         )
         self.export_encoder()
