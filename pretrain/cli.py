@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.1).",
     )
     data.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="resume although the data changed since state.pt was saved (files added or removed, a pack "
+        "packed again): the run goes on over the data of now; without it such a resume stops.",
+    )
+    data.add_argument(
         "--patch-size",
         type=positive_int,
         default=224,
@@ -196,10 +202,22 @@ def validate_args(args: argparse.Namespace) -> None:
             raise PretrainUserError("--source-weights must be non-negative and not all zero.")
     if os.path.exists(args.o) and not os.path.isdir(args.o):
         raise PretrainUserError(f"Output {args.o} exists and is not a folder.")
+    check_output_outside_inputs(args.o, args.i or [])
     if args.device is None:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_output_outside_inputs(output: str, folders: list[str]) -> None:
+    """Refuse an -o inside an -i folder: every resume would find the run's own previews and plots there."""
+    out = os.path.realpath(output)
+    for folder in folders:
+        if os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder):
+            raise PretrainUserError(
+                f"Output folder {output} is in input folder {folder}, where a run would train on its own "
+                "previews and plots; choose an -o outside every -i folder."
+            )
 
 
 @console_script(PROG, resumes=True)

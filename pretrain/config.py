@@ -32,6 +32,7 @@ class PretrainConfig:
     normalization: Normalization  # of -i / --file-list images
     source_weights: tuple[float, ...] | None
     max_unusable: float
+    accept_changed_data: bool  # resume although the corpus changed since state.pt
     patch_size: int
     # training
     steps: int
@@ -71,6 +72,7 @@ class PretrainConfig:
                 name: getattr(args, name)
                 for name in (
                     "max_unusable",
+                    "accept_changed_data",
                     "patch_size",
                     "steps",
                     "epochs",

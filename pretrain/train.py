@@ -37,6 +37,7 @@ from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
+from pretrain.data.fingerprint import corpus_change, corpus_fingerprint
 from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
@@ -48,6 +49,7 @@ from pretrain.state import STATE_FILE, load_state, save_state
 ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
 PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
+PREVIEWS = "previews"  # the one subfolder of -o a run writes
 
 
 def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
@@ -122,7 +124,7 @@ class Pretrainer:
         error = None
         if self.runtime.is_main:
             try:
-                self.lock = claim_output_folder(self.out, PROG)
+                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS,))
             except UserError as e:
                 error = e
         self.runtime.stop_together(error)  # also: no rank touches -o before rank 0 holds it
@@ -152,6 +154,7 @@ class Pretrainer:
         if rt.is_main and self.unusable.entries:
             print(f"{self.unusable.describe()}; they are skipped.")
         self._check_unusable_files()
+        self.corpus = corpus_fingerprint(self.sources)
         self.dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
         self.family = FAMILIES[c.family](c.family_options, in_channels)
@@ -235,6 +238,7 @@ class Pretrainer:
                 f"{path} was written with different model settings ({changed}); "
                 "rerun with the original flags or use a new output folder."
             )
+        self._check_corpus(state, path)
         if state["world_batch"] != self._world_batch():
             print(
                 f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
@@ -253,6 +257,21 @@ class Pretrainer:
                     f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
                     f"the encoder of step {self.step}."
                 )
+
+    def _check_corpus(self, state: dict, path: str) -> None:
+        """Stop a resume over other data than the state's (one sentence) unless --accept-changed-data.
+        A state of a version that did not record its data is not checked."""
+        change = corpus_change(state["corpus"], self.corpus) if "corpus" in state else None
+        if change is None:
+            return
+        what = f"data changed since {path} was saved ({change})"
+        if not self.config.accept_changed_data:
+            raise PretrainUserError(
+                f"The {what}; rerun with the data of then, use a new -o, or add --accept-changed-data to go on "
+                "with the data of now."
+            )
+        if self.runtime.is_main:
+            print(f"Note: the {what}; going on with the data of now (--accept-changed-data).")
 
     def _world_batch(self) -> list[int]:
         """What the data stream of a run depends on: batch size, accumulation, world size."""
@@ -351,6 +370,7 @@ class Pretrainer:
                 "skipped_steps": self.skipped_steps,
                 "seed": self.config.seed,
                 "world_batch": self._world_batch(),
+                "corpus": self.corpus,
             },
         )
         self.export_encoder()
@@ -493,7 +513,7 @@ class Pretrainer:
             imgs, mask, pred = (t[:PREVIEW_SAMPLES] for t in (outcome.imgs, outcome.mask, outcome.pred.detach()))
             recon, pixel_mask = self.model.reconstruct(imgs, mask, pred)
             save_preview(
-                os.path.join(self.out, "previews", f"step_{self.step:07d}.png"),
+                os.path.join(self.out, PREVIEWS, f"step_{self.step:07d}.png"),
                 imgs,
                 recon,
                 pixel_mask,

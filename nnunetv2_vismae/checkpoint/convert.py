@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -86,6 +85,7 @@ def convert(
         strip_module_prefix,
     )
     from .format import read_encoder_checkpoint, save_encoder_checkpoint
+    from nnunetv2_vismae.io.atomic import atomic_path
 
     src, dst = Path(source_path), Path(output_path)
     if source not in LAYOUTS + ("auto",):
@@ -185,20 +185,14 @@ def convert(
     log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.converting-{os.getpid()}"
-    try:
+    with atomic_path(dst) as tmp:  # verified before it replaces dst
         try:
             content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
         except CheckpointError as e:  # name the file the user asked for, not the temporary beside it
-            raise CheckpointError(str(e).replace(str(tmp), str(dst))) from None
+            raise CheckpointError(str(e).replace(tmp, str(dst))) from None
         checkpoint = read_encoder_checkpoint(tmp)
         checkpoint.path = str(dst)
         report = verify_loads_completely(checkpoint, log)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log(f"Wrote {dst} (content hash {content_hash}).")
     return ConversionResult(str(dst), content_hash, config, checkpoint.metadata, report)
 

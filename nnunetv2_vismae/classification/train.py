@@ -317,5 +317,5 @@ class Run:
 def train(settings: TrainSettings, log=print) -> dict:
     """Train (or resume, or just report a finished run) and return the best epoch's validation metrics.
     The output folder is checked and locked before any image is read."""
-    with claim_output_folder(settings.out, COMMAND):
+    with claim_output_folder(settings.out, COMMAND, (MODEL_DIR,)):
         return Run(settings, log).fit()

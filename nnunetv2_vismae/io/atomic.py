@@ -1,12 +1,14 @@
 """Atomic writes: a reader (or a run killed mid-write) never sees half a file.
 
-Everything goes to a temporary file ``.NAME.<random>SUFFIX`` in the destination folder, which is
-then renamed over the destination (``os.replace`` is atomic on POSIX and Windows within one file
-system). The temporary is created like any new file (mode 0666 less the umask: 0644 under umask
-022). A write that fails for want of space, permission or a writable file system raises
+Everything goes to a temporary file ``.NAME.vismae-tmp-<8 hex digits>SUFFIX`` in the destination
+folder, which is then renamed over the destination (``os.replace`` is atomic on POSIX and Windows
+within one file system). NAME is shortened where the temporary's name would exceed NAME_MAX. The
+renamed file has the mode of any new file (0666 less the umask: 0644 under umask 022), whatever mode
+the writer gave it. A write that fails for want of space, permission or a writable file system raises
 ``WriteError``, one sentence naming the destination; the old file is kept and the temporary
 removed. Only a process killed mid-write (kill -9) leaves its temporary behind:
-``remove_leftovers`` deletes those.
+``remove_leftovers`` deletes those, recognised by the marker and the exact random part, so that no
+name a user gave a file is taken for one.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import os
 import re
 import secrets
 import shutil
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from nnunetv2_vismae.errors import UserError
 
-# .NAME.<random>SUFFIX, SUFFIX being NAME's own (or .tmp); <random> also covers tempfile's names
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]+(?P<suffix>\.[^.]+)")
+_MARKER = "vismae-tmp-"
+# .NAME.vismae-tmp-<8 hex digits>SUFFIX, NAME possibly shortened (even to nothing), SUFFIX NAME's own or .tmp
+_TEMPORARY = re.compile(rf"\..*\.{_MARKER}[0-9a-f]{{8}}\.[^.]+", re.DOTALL)
+NAME_MAX = 255  # bytes in a file name: Linux, macOS and Windows file systems
 
 
 class WriteError(UserError, OSError):
@@ -74,11 +80,20 @@ def writing(path: str | os.PathLike):
         raise WriteError(path, reason, e.errno if isinstance(e, OSError) else None) from e
 
 
+def _temporary_name(name: str, suffix: str) -> str:
+    """``.NAME.vismae-tmp-<random>SUFFIX``, NAME cut to fit NAME_MAX bytes (a long SUFFIX becomes .tmp)."""
+    random_part = f".{_MARKER}{secrets.token_hex(4)}"
+    room = NAME_MAX - 1 - len(random_part) - len(os.fsencode(suffix))
+    if room < 0:
+        suffix, room = ".tmp", NAME_MAX - 1 - len(random_part) - len(".tmp")
+    return f".{os.fsdecode(os.fsencode(name)[:room])}{random_part}{suffix}"
+
+
 def _new_temporary(path: Path) -> Path:
-    """An empty new file ``.NAME.<random>SUFFIX`` beside ``path``, with a new file's mode
+    """An empty new file ``.NAME.vismae-tmp-<random>SUFFIX`` beside ``path``, with a new file's mode
     (``tempfile.mkstemp`` would make it 0600 whatever the umask)."""
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix or '.tmp'}"
+        tmp = path.parent / _temporary_name(path.name, path.suffix or ".tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -90,20 +105,23 @@ def _new_temporary(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike, fsync: bool = False):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    Keeps the destination's suffix (``x.png`` -> ``.x.png.<random>.png``) so writers that pick a
-    format by extension still work. ``fsync`` flushes to disk before the rename (for weights).
+    Keeps the destination's suffix (``x.png`` -> ``.x.png.vismae-tmp-<random>.png``) so writers that
+    pick a format by extension still work. ``fsync`` flushes to disk before the rename (for weights).
     I/O failures raise ``WriteError``.
     """
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_temporary(path)
+        new_file_mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         with writing(path):
             yield str(tmp)
             if fsync:
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
+            if stat.S_IMODE(os.stat(tmp).st_mode) != new_file_mode:  # safetensors 0.8 writes 0600
+                os.chmod(tmp, new_file_mode)
             os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -120,18 +138,25 @@ def write_json_atomic(path: str | os.PathLike, content, indent: int | None = 4) 
 
 
 def is_leftover(name: str) -> bool:
-    """Whether a file name is one of ``atomic_path``'s temporaries (``.loss.png.k2j4x9.png``)."""
-    match = _TEMPORARY.fullmatch(name)
-    return match is not None and match["suffix"] == (Path(match["name"]).suffix or ".tmp")
+    """Whether a file name is one of ``atomic_path``'s temporaries (``.loss.png.vismae-tmp-1a2b3c4d.png``)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
-def remove_leftovers(folder: str | os.PathLike) -> list[str]:
-    """Delete the temporaries that killed writers left in ``folder`` and its subfolders; their paths.
-    Call it only while no other process writes there (``lock.claim_output_folder`` does)."""
+def _names_in(folder: str | os.PathLike) -> list[str]:
+    """The names in ``folder``; none where it is missing (a command's subfolder not written yet)."""
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def remove_leftovers(folders: Iterable[str | os.PathLike]) -> list[str]:
+    """Delete the temporaries that killed writers left in ``folders`` (not in their subfolders); their
+    paths. Call it only while no other process writes there (``lock.claim_output_folder`` does)."""
     removed = []
-    for root, _, names in os.walk(folder):
-        for name in names:
-            leftover = os.path.join(root, name)
+    for folder in folders:
+        for name in _names_in(folder):
+            leftover = os.path.join(folder, name)
             if is_leftover(name) and not os.path.islink(leftover):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(leftover)

@@ -1,8 +1,9 @@
 """One writer per output folder: the lock that ``nnUNetv2_vismae_pretrain`` and
 ``nnUNetv2_vismae_classify train`` take on ``-o``.
 
-``claim_output_folder(folder, command)`` checks that the folder can be written, creates it, takes
-its lock and removes the temporaries that killed writers left there; the command releases the
+``claim_output_folder(folder, command, subfolders)`` checks that the folder can be written, creates
+it, takes its lock and removes the temporaries that killed writers left in it and in the subfolders
+the command writes (nowhere else: the rest of the tree is the user's); the command releases the
 returned ``FolderLock`` when it ends (removing the folder again if it created it and nothing was
 written, e.g. after a user error). The lock is the file ``.nnunetv2_vismae.lock`` in the
 folder, naming the writer's pid, host, command and start time. A lock of a process of this host
@@ -15,6 +16,7 @@ so two processes of one host never both take it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -168,9 +170,10 @@ class FolderLock:
         self.release()
 
 
-def claim_output_folder(folder: str | os.PathLike, command: str) -> FolderLock:
-    """Check that ``folder`` can be written, create it, lock it for ``command`` and remove what
-    killed writers left there; the held lock. OutputFolderError (one sentence) if it cannot be used."""
+def claim_output_folder(folder: str | os.PathLike, command: str, subfolders: tuple[str, ...] = ()) -> FolderLock:
+    """Check that ``folder`` can be written, create it, lock it for ``command`` and remove what killed
+    writers left in it and in ``subfolders`` (glob patterns relative to ``folder``: those ``command``
+    writes); the held lock. OutputFolderError (one sentence) if it cannot be used."""
     check_output_folder(folder)
     created = not os.path.isdir(folder)
     try:
@@ -178,5 +181,6 @@ def claim_output_folder(folder: str | os.PathLike, command: str) -> FolderLock:
     except OSError as e:
         raise OutputFolderError(f"Cannot create the output folder {folder}: {e.strerror or e}.") from None
     lock = FolderLock(folder, command, remove_if_empty=created).acquire()
-    remove_leftovers(folder)
+    written = [os.path.join(folder, sub) for pattern in subfolders for sub in glob.glob(pattern, root_dir=folder)]
+    remove_leftovers([folder, *written])
     return lock

@@ -141,7 +141,7 @@ def write_pack(
 ) -> dict:
     """Pack ``files`` into the folder ``pack`` (created, or continued), locked for ``command``
     meanwhile; the index. A pack of other settings is refused (one sentence)."""
-    with claim_output_folder(pack, command):
+    with claim_output_folder(pack, command, (os.path.join(SHARDS, "[0-9a-f][0-9a-f]"),)):  # record_path's folders
         check_settings(pack, pack_settings(axis, normalization))
         return pack_corpus(pack, files, axis, normalization, num_processes)
 
@@ -152,8 +152,14 @@ def check_settings(pack: str, settings: dict) -> None:
     if not os.path.isfile(path):
         write_json_atomic(path, settings)
         return
-    with open(path) as f:
-        recorded = json.load(f)
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except ValueError as e:  # not JSON, or not text: a file of the user's, or a damaged one
+        raise PretrainUserError(
+            f"{path} is not the JSON settings file of a pack ({e}); choose another -o, or move that file away "
+            "if this folder is a pack."
+        ) from None
     if recorded != settings:
         raise PretrainUserError(
             f"{pack} was packed with other settings ({json.dumps(recorded)}), not "

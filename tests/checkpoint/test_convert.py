@@ -4,6 +4,7 @@ import argparse
 import hashlib
 import os
 import re
+import stat
 
 import pytest
 import torch
@@ -218,6 +219,19 @@ def test_default_in_channels_1_matches_timm_on_the_3_channel_copy(tmp_path, timm
     gray = image[:, :1]
     with torch.no_grad():
         _assert_same(encoder(gray), _timm_stages(timm_model, gray.repeat(1, 3, 1, 1)))
+
+
+def test_a_converted_checkpoint_of_the_longest_name_has_a_new_files_mode(tmp_path, timm_model):
+    source, out = tmp_path / "swin.pth", tmp_path / ("e" * 235 + ".safetensors")  # 247 characters
+    torch.save(timm_model.state_dict(), source)
+    previous = os.umask(0o022)
+    try:
+        assert main(["--from", "timm", str(source), str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644 and sorted(os.listdir(tmp_path)) == sorted(
+        [source.name, out.name]
+    )
 
 
 def test_older_timm_layout_with_merging_at_the_end_of_stages(tmp_path, timm_model, image):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from nnunetv2_vismae.io.atomic import WriteError, atomic_path, is_leftover, remove_leftovers, write_json_atomic
 
@@ -102,12 +103,10 @@ def test_a_file_where_the_folder_should_be_is_a_write_error(tmp_path):
 def test_leftovers_of_killed_writers_are_removed_and_nothing_else(tmp_path):
     (tmp_path / "previews").mkdir()
     leftovers = [
-        ".loss.png.3fa9c1d2.png",
-        ".state.pt.k2j4.pt",
-        ".encoder.safetensors.x9.safetensors",
-        ".README.ab12cd34.tmp",
-        "previews/.step_0000003.png.0a1b2c3d.png",
-        ".x.nii.gz.ff00ee11.gz",
+        ".loss.png.vismae-tmp-3fa9c1d2.png",
+        ".encoder.safetensors.vismae-tmp-0a1b2c3d.safetensors",
+        ".README.vismae-tmp-ab12cd34.tmp",
+        ".x.nii.gz.vismae-tmp-ff00ee11.gz",
     ]
     kept = [
         "loss.png",
@@ -115,14 +114,42 @@ def test_leftovers_of_killed_writers_are_removed_and_nothing_else(tmp_path):
         ".hidden.v2.txt",
         ".nnunetv2_vismae.lock",
         ".notes.old.txt",
-        "previews/step_0000003.png",
+        ".notes.v1.tmp",  # a user's own names of the old pattern
+        ".loss.png.3fa9c1d2.png",
+        ".state.pt.vismae-tmp-3fa9.pt",  # the random part is exactly 8 hex digits
         ".state.pt.converting-12",
+        "previews/.step_0000003.png.vismae-tmp-0a1b2c3d.png",  # a folder not named
     ]
     for name in leftovers + kept:
         (tmp_path / name).write_bytes(b"")
     with atomic_path(tmp_path / "loss.png") as tmp:  # the writer's own names are recognised
         assert is_leftover(os.path.basename(tmp))
         open(tmp, "wb").write(b"png")
-    removed = remove_leftovers(tmp_path)
+    removed = remove_leftovers([tmp_path])
     assert sorted(removed) == sorted(str(tmp_path / n) for n in leftovers)
     assert all((tmp_path / n).exists() for n in kept)
+    assert remove_leftovers([tmp_path / "previews"]) == [str(tmp_path / kept[-1])]
+
+
+@pytest.mark.parametrize(
+    "suffix, temporary_suffix", [(".safetensors", ".safetensors"), ("", ".tmp"), ("." + "s" * 240, ".tmp")]
+)
+def test_a_destination_name_of_the_longest_length_is_written(tmp_path, suffix, temporary_suffix):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    target = tmp_path / ("é" * ((name_max - len(suffix)) // 2) + "x" * ((name_max - len(suffix)) % 2) + suffix)
+    assert len(os.fsencode(target.name)) == name_max
+    with atomic_path(target) as tmp:
+        name = os.path.basename(tmp)
+        assert len(os.fsencode(name)) <= name_max and is_leftover(name) and name.endswith(temporary_suffix)
+        open(tmp, "wb").write(b"x")
+    assert target.read_bytes() == b"x" and os.listdir(tmp_path) == [target.name]
+
+
+def test_a_safetensors_file_has_the_mode_of_a_normal_new_file(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "encoder.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, tmp)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "encoder.safetensors").st_mode) == 0o644

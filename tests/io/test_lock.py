@@ -117,3 +117,22 @@ def test_flocked_refuses_a_second_holder_that_does_not_wait_and_frees_on_exit(tm
             assert not second
     with flocked(path, wait=False) as again:
         assert again
+
+
+def test_the_claim_removes_leftovers_only_in_the_folders_the_command_writes(tmp_path):
+    out = tmp_path / "out"
+    for sub in ("sub", "previews", "shards/0a", "shards/mine"):
+        (out / sub).mkdir(parents=True)
+    users = [
+        ".notes.v1.tmp",
+        "sub/.thesis.v3.tmp",
+        "sub/.loss.png.vismae-tmp-0a1b2c3d.png",
+        "shards/mine/.x.png.vismae-tmp-0a1b2c3d.png",
+    ]
+    ours = [".loss.png.vismae-tmp-0a1b2c3d.png", "previews/.step_7.png.vismae-tmp-0a1b2c3d.png"]
+    ours.append("shards/0a/.0a1.json.vismae-tmp-0a1b2c3d.json")
+    for name in users + ours:
+        (out / name).write_text("notes")
+    claim_output_folder(out, "nnUNetv2_vismae_pretrain", ("previews", "shards/[0-9a-f][0-9a-f]")).release()
+    assert all((out / name).read_text() == "notes" for name in users)
+    assert not any((out / name).exists() for name in ours)

@@ -105,7 +105,7 @@ def test_a_killed_pack_resumes_to_the_same_pack(corpus, tmp_path, monkeypatch, c
     assert "run the same command again to resume" in capsys.readouterr().err
     assert not (out / "pack.json").exists() and len(list(out.glob("shards/*/*.json"))) == 2
     shard_folder = next(out.glob("shards/*"))
-    leftover = shard_folder / ".x_a0.b2nd.1a2b3c4d.b2nd"  # what kill -9 in the middle of a write leaves
+    leftover = shard_folder / ".x_a0.b2nd.vismae-tmp-1a2b3c4d.b2nd"  # what kill -9 in the middle of a write leaves
     leftover.write_bytes(b"partial")
 
     monkeypatch.setattr(pack_module, "pack_file", lambda *args: calls.append(args[0]) or real(*args))

@@ -147,16 +147,20 @@ def test_leftovers_of_a_killed_write_are_removed_and_a_cut_log_line_dropped(png_
 
     out = tmp_path / "run"
     (out / "previews").mkdir(parents=True)
-    (out / ".state.pt.k2j4.pt").write_bytes(b"half a state")  # atomic_path's temporary names
-    (out / ".encoder.safetensors.x9.safetensors").write_bytes(b"half")
-    (out / ".loss.png.3fa9c1d2.png").write_bytes(b"")  # matplotlib had not written yet
-    (out / ".log.csv.q1w2e3r4.csv").write_bytes(b"step,loss")
-    (out / "previews" / ".step_0000002.png.0a1b2c3d.png").write_bytes(b"")
+    (out / "sub").mkdir()
+    (out / ".state.pt.vismae-tmp-0a1b2c3d.pt").write_bytes(b"half a state")  # atomic_path's temporary names
+    (out / ".encoder.safetensors.vismae-tmp-0a1b2c3d.safetensors").write_bytes(b"half")
+    (out / ".loss.png.vismae-tmp-3fa9c1d2.png").write_bytes(b"")  # matplotlib had not written yet
+    (out / ".log.csv.vismae-tmp-0a1b2c3d.csv").write_bytes(b"step,loss")
+    (out / "previews" / ".step_0000002.png.vismae-tmp-0a1b2c3d.png").write_bytes(b"")
+    (out / ".notes.v1.tmp").write_text("notes")  # the user's own files, in -o and in a folder the run does not write
+    (out / "sub" / ".thesis.v3.tmp").write_text("draft")
+    (out / "sub" / ".loss.png.vismae-tmp-3fa9c1d2.png").write_text("a copy")
     (out / "log.csv").write_text("step,loss,lr,img_per_s,elapsed_s\n1,0.5,1e-3,9.0,1.0\n2,0.4,1e-3,9.0,2.0\n3,0.3")
     Pretrainer(parse([*FAST, "-i", png_folder, "-o", str(out)]), setup_runtime("cpu")).setup().release()
     manifests = [n for n in os.listdir(out) if n.startswith("manifest_")]
-    assert sorted(os.listdir(out)) == sorted(["log.csv", "previews", *manifests])
-    assert not os.listdir(out / "previews")
+    assert sorted(os.listdir(out)) == sorted(["log.csv", "previews", "sub", ".notes.v1.tmp", *manifests])
+    assert not os.listdir(out / "previews") and len(os.listdir(out / "sub")) == 2
     CsvLog(str(out / "log.csv"), resume_step=5).close()
     assert _log_steps(out) == [1, 2]
 
