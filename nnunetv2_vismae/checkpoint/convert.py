@@ -158,7 +158,6 @@ def convert(
         "merge_order_permuted": mapped.merge_permuted,
         "stem": stem,
         "dropped": mapped.dropped,
-        "synthesized": mapped.synthesized,
         **foreign.extras,
     }
     metadata = {
@@ -177,11 +176,8 @@ def convert(
         total = sum(mapped.dropped.values())
         groups = ", ".join(f"{k} {n}" for k, n in mapped.dropped.items())
         log(f"Dropped {total} tensors that are not part of the encoder: {groups}.")
-    if mapped.synthesized:
-        log(
-            f"Synthesized {', '.join(mapped.synthesized)}: the source has no final encoder norm; "
-            "initialised as a fresh LayerNorm (weight 1, bias 0)."
-        )
+    if not config["final_norm"]:
+        log("No final encoder norm in the source (as in the original VIS-MAE encoder): the last stage stays unnormed.")
     log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 

@@ -119,13 +119,12 @@ def permute_merge_axis(t: torch.Tensor, perm: list[int], dim: int) -> torch.Tens
 # ------------------------------------------------------------------------------------ mapping
 @dataclass
 class MappedWeights:
-    """Encoder tensors under our names, plus what was dropped or synthesized on the way."""
+    """Encoder tensors under our names, plus what was dropped on the way."""
 
     tensors: dict[str, torch.Tensor]
     layout: str
     downsample: str  # "start" or "end" in the source
     dropped: dict[str, int] = field(default_factory=dict)  # group -> tensor count
-    synthesized: list[str] = field(default_factory=list)
     merge_permuted: bool = False
 
 
@@ -198,23 +197,15 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: 
             elif name.endswith("downsample.reduction.weight"):
                 value = permute_merge_axis(value, perm, 1)
         out[name] = value.contiguous()
-
-    synthesized = []
-    if "norm.weight" not in out and "norm.bias" not in out:
-        stages = {int(m.group(1)) for m in map(_STAGE_KEY.match, out) if m}
-        dim_key = f"layers.{max(stages)}.blocks.0.norm1.weight"
-        if dim_key in out:
-            dim = out[dim_key].shape[0]
-            out["norm.weight"], out["norm.bias"] = torch.ones(dim), torch.zeros(dim)
-            synthesized = ["norm.weight", "norm.bias"]
-    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), synthesized, perm is not None)
+    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), perm is not None)
 
 
 # ------------------------------------------------------------------------------ config derivation
 def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The input") -> dict:
     """SwinEncoderConfig JSON read from tensor shapes (our names): embed dim and in-channels and
     patch size from ``patch_embed.proj.weight``, depths from the block indices, heads from each
-    relative position table's columns, window from its rows ((2w-1)^2) and mlp ratio from fc1."""
+    relative position table's columns, window from its rows ((2w-1)^2), mlp ratio from fc1, and
+    the final norm from ``norm.*`` (timm has one; the original VIS-MAE / Swin-MAE encoder has none)."""
 
     def fail(reason):
         raise CheckpointError(f"{where}: {reason}; SwinEncoder cannot hold these weights.")
@@ -293,6 +284,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         num_heads=tuple(heads),
         window_size=windows.pop(),
         mlp_ratio=float(ratios.pop()),
+        final_norm="norm.weight" in tensors or "norm.bias" in tensors,
     ).to_json()
     try:  # the bounds every checkpoint is held to, before a model is built from it
         return get_family("swin").validated_config(config)

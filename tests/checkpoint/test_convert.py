@@ -194,7 +194,8 @@ def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container
         "mlp_ratio": 2.0,
         "drop_path_rate": 0.1,
         "shift_single_window_stages": False,
-    }  # timm's rule: no shift in the one-window last stage
+        "final_norm": True,
+    }  # timm's rule: no shift in the one-window last stage; timm's final norm
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "timm" and record["file"] == source.name
     assert record["dropped"] == {"head": 2}
@@ -240,7 +241,7 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
     model = _vismae_file(path, timm_model.state_dict())
     assert main(["--from", "vismae", str(path), str(out), "--in-channels", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "Synthesized norm.weight, norm.bias" in printed and "100.0%" in printed
+    assert "No final encoder norm in the source" in printed and "100.0%" in printed
 
     encoder, checkpoint = _converted_encoder(out)
     tensors = checkpoint.tensors
@@ -250,21 +251,18 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
     assert not any(k.startswith("layers.0.downsample") for k in tensors)
     for name in [k for k in model if k.startswith("layers.") and ".blocks." in k and not k.endswith("index")]:
         assert torch.equal(tensors[name], model[name]), name
-    assert torch.equal(tensors["norm.weight"], torch.ones(192))
-    assert torch.equal(tensors["norm.bias"], torch.zeros(192))
+    assert not any(k.startswith("norm.") for k in tensors)
+    assert checkpoint.encoder_config["final_norm"] is False
 
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "vismae" and record["detected_layout"] == "vismae"
     assert set(record["dropped"]) == set(MAE_EXTRAS)
-    assert record["synthesized"] == ["norm.weight", "norm.bias"]
     assert record["epoch"] == 5 and record["args"]["mask_ratio"] == 0.75
     assert checkpoint.normalization["scheme"] == "imagenet_rgb"
 
     with torch.no_grad():
         ours = encoder(image)
-    theirs = _timm_stages(timm_model, image, norm=False)
-    theirs[-1] = F.layer_norm(theirs[-1].permute(0, 2, 3, 1), (192,)).permute(0, 3, 1, 2)
-    _assert_same(ours, theirs)
+    _assert_same(ours, _timm_stages(timm_model, image, norm=False))  # the original has no final norm
 
 
 def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, timm_model, image):
@@ -279,7 +277,8 @@ def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, t
     )
     assert torch.equal(checkpoint.tensors["norm.weight"], model["norm.weight"])
     record = checkpoint.metadata["converted_from"]
-    assert record["layout"] == record["detected_layout"] == "vismae" and record["synthesized"] == []
+    assert record["layout"] == record["detected_layout"] == "vismae"
+    assert checkpoint.encoder_config["final_norm"] is True  # a file with a final norm keeps it
     norm = checkpoint.normalization
     assert norm["scheme"] == "imagenet_rgb_folded" and norm["in_channels"] == 1
 
@@ -388,14 +387,16 @@ def two_block_last_stage():
 
 
 def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block_last_stage, image):
-    """Issue 17: converted VIS-MAE weights differed from the original code at the deepest stage."""
+    """Issues 17 and 29: converted VIS-MAE weights differed from the original code at the deepest
+    stage (the shift rule, then a final norm the original encoder does not have)."""
     from tests.architectures.original_swin import original_stages
 
     path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
-    _vismae_file(path, two_block_last_stage.state_dict(), with_norm=True)
+    _vismae_file(path, two_block_last_stage.state_dict())  # as the original saves it: no final norm
     assert main([str(path), str(out), "--in-channels", "3"]) == 0
     encoder, checkpoint = _converted_encoder(out)
     assert checkpoint.encoder_config["shift_single_window_stages"] is True
+    assert checkpoint.encoder_config["final_norm"] is False and "norm.weight" not in checkpoint.tensors
     with torch.no_grad():
         original = original_stages(two_block_last_stage, image, window=7)
         _assert_same(encoder(image), original)
