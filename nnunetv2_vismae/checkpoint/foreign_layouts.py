@@ -119,13 +119,18 @@ def permute_merge_axis(t: torch.Tensor, perm: list[int], dim: int) -> torch.Tens
 # ------------------------------------------------------------------------------------ mapping
 @dataclass
 class MappedWeights:
-    """Encoder tensors under our names, plus what was dropped on the way."""
+    """The source's encoder tensors under our names, as read (neither copied nor permuted, so that
+    their shapes are checked before any copy: ``float32_copies``), plus what was dropped."""
 
     tensors: dict[str, torch.Tensor]
     layout: str
     downsample: str  # "start" or "end" in the source
     dropped: dict[str, int] = field(default_factory=dict)  # group -> tensor count
-    merge_permuted: bool = False
+    merge_permutation: Optional[list[int]] = None  # of the patch merging's 4C axis; None: same order
+
+    @property
+    def merge_permuted(self) -> bool:
+        return self.merge_permutation is not None
 
 
 def _drop_group(name: str) -> str:
@@ -136,8 +141,8 @@ def _drop_group(name: str) -> str:
 
 
 def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: str = "The input") -> MappedWeights:
-    """Rename a foreign Swin state dict to our encoder's names (float32 copies), dropping what is
-    not the encoder; unknown non-encoder tensors of a timm file are refused (they could change
+    """Rename a foreign Swin state dict to our encoder's names, dropping what is not the encoder
+    (nothing is copied); unknown non-encoder tensors of a timm file are refused (they could change
     what the network computes, e.g. ``absolute_pos_embed``)."""
     if layout not in LAYOUTS:
         raise CheckpointError(f"Unknown source layout {layout!r}, expected one of {LAYOUTS}.")
@@ -188,8 +193,15 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: 
 
     source_order = ORIGINAL_MERGE_ORDER if position == "end" else None
     perm = merge_permutation(source_order, timm_merge_order()) if source_order else None
+    return MappedWeights(encoder, layout, position, dict(sorted(dropped.items())), perm)
+
+
+def float32_copies(mapped: MappedWeights) -> dict[str, torch.Tensor]:
+    """Contiguous float32 CPU copies of the mapped tensors, patch merging in the target's neighbour
+    order. Only for tensors whose shapes were checked: an expanded view is copied in full."""
+    perm = mapped.merge_permutation
     out = {}
-    for name, value in encoder.items():
+    for name, value in mapped.tensors.items():
         value = value.detach().to("cpu", torch.float32, copy=True)
         if perm is not None and ".downsample." in name:
             if name.endswith(("downsample.norm.weight", "downsample.norm.bias")):
@@ -197,7 +209,7 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: 
             elif name.endswith("downsample.reduction.weight"):
                 value = permute_merge_axis(value, perm, 1)
         out[name] = value.contiguous()
-    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), perm is not None)
+    return out
 
 
 # ------------------------------------------------------------------------------ config derivation

@@ -15,7 +15,12 @@ from nnunetv2_vismae.architectures.swin_unet import SwinUNet
 from nnunetv2_vismae.checkpoint import LoadReport, load_encoder_into, read_encoder_checkpoint
 from nnunetv2_vismae.checkpoint import foreign_layouts
 from nnunetv2_vismae.checkpoint.convert import main
-from nnunetv2_vismae.checkpoint.foreign_layouts import ORIGINAL_MERGE_ORDER, fold_input_channels, map_to_encoder_names
+from nnunetv2_vismae.checkpoint.foreign_layouts import (
+    ORIGINAL_MERGE_ORDER,
+    float32_copies,
+    fold_input_channels,
+    map_to_encoder_names,
+)
 
 TIMM_SMALL = dict(
     img_size=224,
@@ -136,7 +141,7 @@ def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
     torch.manual_seed(2)
     c = 5
     state = _merging_state(c)
-    mapped = map_to_encoder_names(state, "vismae").tensors
+    mapped = float32_copies(map_to_encoder_names(state, "vismae"))
     merge = PatchMerging(c)
     merge.load_state_dict(
         {k.removeprefix("layers.1.downsample."): v for k, v in mapped.items() if k.startswith("layers.1.downsample.")}
@@ -154,7 +159,7 @@ def test_a_different_merge_order_is_permuted(monkeypatch):
     state = _merging_state(c)
     result = map_to_encoder_names(state, "vismae")
     assert result.merge_permuted
-    m = result.tensors
+    m = float32_copies(result)
     x = torch.randn(1, 4, 4, c)
     expected = _original_merge(x, *(state[k] for k in list(state)[:3]))
     got = _original_merge(
@@ -323,6 +328,47 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path, capsys):
     assert "refused" in err and "open" in err and "weights_only=True" in err
     assert len(err.strip().splitlines()) == 1
     assert not marker.exists() and not out.exists()
+
+
+class _ValuesNeverRead(torch.Tensor):
+    """A tensor whose shape may be read but whose values must not be touched (no copy, no view)."""
+
+    SHAPE_ONLY = (torch.Tensor.shape.__get__, torch.Tensor.ndim.__get__, torch.Tensor.dim, torch.Tensor.numel)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func not in cls.SHAPE_ONLY:
+            raise AssertionError(f"the values of a refused tensor were used ({func})")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_file_of_repeated_views_is_refused_before_its_values_are_copied(tmp_path, timm_model, capsys):
+    """Issue 29: torch.save of an expanded view stores one value; the 3e9 values it claims were copied."""
+    source, out = tmp_path / "crafted.pth", tmp_path / "encoder.safetensors"
+    torch.save({k: torch.zeros(1, dtype=v.dtype).expand(v.shape) for k, v in timm_model.state_dict().items()}, source)
+    assert main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{source} is refused: its 95 tensors claim 648,597 values, more than its " in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("claimed", [(3_000_000_000,), (72, 23)])
+def test_a_tensor_of_the_wrong_shape_is_refused_by_its_shape_before_any_copy(
+    tmp_path, timm_model, monkeypatch, capsys, claimed
+):
+    from nnunetv2_vismae.checkpoint.foreign_files import ForeignFile
+
+    source, out = tmp_path / "swin.pth", tmp_path / "encoder.safetensors"
+    torch.save(timm_model.state_dict(), source)
+    state = dict(timm_model.state_dict())
+    state["layers.0.blocks.0.attn.qkv.weight"] = torch.ones(1).expand(claimed).as_subclass(_ValuesNeverRead)
+    monkeypatch.setattr(
+        "nnunetv2_vismae.checkpoint.foreign_files.read_foreign_file", lambda path: ForeignFile(state, "torch.save")
+    )
+    assert main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"layers.0.blocks.0.attn.qkv.weight is {list(claimed)}, expected [72, 24]" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_help_names_the_layouts_and_in_channels(capsys):
