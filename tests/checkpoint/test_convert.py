@@ -457,7 +457,7 @@ def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block
         assert not torch.allclose(timm_encoder(image)[3], original[3], atol=1e-3)
 
 
-def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
+def test_the_shift_rule_and_final_norm_travel_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
     from nnunetv2_vismae.planning.cli import pretrained_encoder
     from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
 
@@ -474,8 +474,10 @@ def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, 
         "architecture"
     ]
     assert arch["arch_kwargs"]["encoder"]["shift_single_window_stages"] is True
+    assert arch["arch_kwargs"]["encoder"]["final_norm"] is False  # the VIS-MAE encoder's deepest stage is raw
     network = SwinUNet(1, 2, **arch["arch_kwargs"])  # as get_network_from_plans builds it
     assert network.encoder.layers[3].blocks[1].shift_size == (3, 3)
+    assert isinstance(network.encoder.norm, torch.nn.Identity)
     assert load_encoder_into(network, out, log=lambda s: None).fraction_loaded == 1.0
 
 
