@@ -108,6 +108,20 @@ class StepOutcome:
     pred: torch.Tensor
 
 
+def _with_canonical_encoder_config(settings: dict) -> dict:
+    """Settings with their encoder config in today's canonical form, so that a state saved before an
+    entry was added to the config (the shift rule, the final norm) compares by the entry's default,
+    which means what that run computed. A config its family refuses stays as it is."""
+    from nnunetv2_vismae.checkpoint import CheckpointError
+    from nnunetv2_vismae.checkpoint.families import ConfigProblems, get_family
+
+    try:
+        config = get_family(settings.get("family")).validated_config(settings["encoder_config"])
+    except (CheckpointError, ConfigProblems, KeyError):
+        return settings
+    return {**settings, "encoder_config": config}
+
+
 class Pretrainer:
     def __init__(self, config: PretrainConfig | argparse.Namespace, runtime: Runtime | None = None):
         """From ``config``, or from the parsed flags of ``nnUNetv2_vismae_pretrain`` made into one."""
@@ -230,8 +244,8 @@ class Pretrainer:
         return state
 
     def _resume(self, state: dict, path: str) -> None:
-        settings = self.family.settings()
-        saved = state.get("settings") or {}
+        settings = _with_canonical_encoder_config(self.family.settings())
+        saved = _with_canonical_encoder_config(state.get("settings") or {})
         if saved != settings:
             changed = {k: saved.get(k) for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)}
             raise PretrainUserError(

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from timm.models.swin_transformer import SwinTransformer
+from torch import nn
 
 from nnunetv2_vismae.architectures.swin_block import use_swin_blocks
 
@@ -30,6 +31,9 @@ class SwinEncoderConfig:
     # True: odd blocks shift also in stages that fit in one window at the nominal size (the last
     # one), as the original Swin-MAE / VIS-MAE code does; False: they do not, as timm and Swin do
     shift_single_window_stages: bool = False
+    # True: the last stage's output is layer-normed (timm's ``norm``, our own pretraining); False: it
+    # is returned raw, as the original Swin-MAE / VIS-MAE encoder returns it (it has no final norm)
+    final_norm: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -69,7 +73,8 @@ class SwinEncoder(SwinTransformer):
     window. A stage that fits in one window at the nominal size (the last) does not shift, as in
     timm and the Swin paper, unless ``shift_single_window_stages`` (timm's ``always_partition``),
     as the original Swin-MAE / VIS-MAE code does: either way, pretrained weights compute exactly
-    what they computed at 224 when the rule is theirs.
+    what they computed at 224 when the rule is theirs. Without ``final_norm`` the encoder has no
+    ``norm`` and returns its last stage raw, as the original Swin-MAE / VIS-MAE encoder does.
 
     Shapes (defaults, input B x in_channels x H x W, H and W divisible by ``total_stride``):
         embed:          B x H/4 x W/4 x 96 (NHWC tokens)
@@ -87,6 +92,7 @@ class SwinEncoder(SwinTransformer):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.1,
         shift_single_window_stages: bool = False,
+        final_norm: bool = True,
     ):
         self.config = SwinEncoderConfig(
             in_channels,
@@ -98,6 +104,7 @@ class SwinEncoder(SwinTransformer):
             mlp_ratio,
             drop_path_rate,
             shift_single_window_stages,
+            final_norm,
         )
         super().__init__(
             img_size=window_size * self.config.total_stride,
@@ -115,6 +122,8 @@ class SwinEncoder(SwinTransformer):
             strict_img_size=False,
         )
         del self.head  # a classifier head is not part of the encoder contract
+        if not final_norm:
+            self.norm = nn.Identity()  # no parameters: the state dict has no norm.* either
         use_swin_blocks(self)
 
     @classmethod
@@ -129,6 +138,7 @@ class SwinEncoder(SwinTransformer):
             config.mlp_ratio,
             config.drop_path_rate,
             config.shift_single_window_stages,
+            config.final_norm,
         )
 
     @property
@@ -140,7 +150,8 @@ class SwinEncoder(SwinTransformer):
         return self.patch_embed(x)
 
     def forward_stages(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """NHWC tokens -> list of NCHW stage outputs, highest resolution first; last one normed."""
+        """NHWC tokens -> list of NCHW stage outputs, highest resolution first; last one normed
+        (with ``final_norm``)."""
         features = []
         for i, stage in enumerate(self.layers):
             tokens = stage(tokens)

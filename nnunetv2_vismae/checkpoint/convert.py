@@ -66,19 +66,43 @@ def verify_loads_completely(checkpoint, log: Callable[[str], object] = print):
     return report
 
 
+def refuse_unfit_shapes(tensors: dict, config: dict, where: str) -> None:
+    """CheckpointError unless ``tensors`` have exactly the names and shapes of the Swin encoder of
+    ``config``; reads shapes only, so it runs before any value is copied."""
+    from .errors import CheckpointError
+    from .families import get_family
+
+    expected = get_family("swin").expected_shapes(config)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    if missing or extra or wrong:
+        example = (
+            f"{missing[0]!r} is missing"
+            if missing
+            else f"{extra[0]!r} has no place in the encoder"
+            if extra
+            else f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected {list(expected[wrong[0]])}"
+        )
+        raise CheckpointError(
+            f"{where} does not map onto a Swin encoder of the config its tensors imply: {len(missing)} "
+            f"missing, {len(extra)} extra, {len(wrong)} of wrong shape (e.g. {example})."
+        )
+
+
 def convert(
     source_path, output_path, source: str = "auto", in_channels: int = 1, log: Callable[[str], object] = print
 ) -> ConversionResult:
     """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
     from .errors import CheckpointError
-    from .families import get_family
     from .foreign_files import read_foreign_file
     from .foreign_layouts import (
         LAYOUTS,
         SHIFTS_SINGLE_WINDOW_STAGES,
         derive_swin_config,
         detect_layout,
+        float32_copies,
         fold_input_channels,
         imagenet_normalization,
         map_to_encoder_names,
@@ -110,8 +134,10 @@ def convert(
     detected = detect_layout(state, where)
     layout = detected if source == "auto" else source
     mapped = map_to_encoder_names(state, layout, where)
-    tensors = mapped.tensors
-    config = derive_swin_config(tensors, where)
+    config = derive_swin_config(mapped.tensors, where)
+    config["shift_single_window_stages"] = SHIFTS_SINGLE_WINDOW_STAGES[layout]
+    refuse_unfit_shapes(mapped.tensors, config, f"{where} ({layout} layout)")
+    tensors = float32_copies(mapped)  # the first copy of any value, now that every shape is the encoder's
     source_channels = config["in_channels"]
     if in_channels != source_channels:
         tensors["patch_embed.proj.weight"] = fold_input_channels(tensors["patch_embed.proj.weight"], in_channels)
@@ -121,26 +147,6 @@ def convert(
     else:
         stem = f"{source_channels} input channels, unchanged"
     config["in_channels"] = in_channels
-    config["shift_single_window_stages"] = SHIFTS_SINGLE_WINDOW_STAGES[layout]
-
-    family = get_family("swin")
-    expected = family.expected_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    if missing or extra or wrong:
-        example = (
-            f"{missing[0]!r} is missing"
-            if missing
-            else f"{extra[0]!r} has no place in the encoder"
-            if extra
-            else f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected {list(expected[wrong[0]])}"
-        )
-        raise CheckpointError(
-            f"{where} ({layout} layout) does not map onto a Swin encoder of the "
-            f"config its tensors imply: {len(missing)} missing, {len(extra)} "
-            f"extra, {len(wrong)} of wrong shape (e.g. {example})."
-        )
 
     record = {
         "layout": layout,
@@ -158,7 +164,6 @@ def convert(
         "merge_order_permuted": mapped.merge_permuted,
         "stem": stem,
         "dropped": mapped.dropped,
-        "synthesized": mapped.synthesized,
         **foreign.extras,
     }
     metadata = {
@@ -177,11 +182,8 @@ def convert(
         total = sum(mapped.dropped.values())
         groups = ", ".join(f"{k} {n}" for k, n in mapped.dropped.items())
         log(f"Dropped {total} tensors that are not part of the encoder: {groups}.")
-    if mapped.synthesized:
-        log(
-            f"Synthesized {', '.join(mapped.synthesized)}: the source has no final encoder norm; "
-            "initialised as a fresh LayerNorm (weight 1, bias 0)."
-        )
+    if not config["final_norm"]:
+        log("No final encoder norm in the source (as in the original VIS-MAE encoder): the last stage stays unnormed.")
     log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 

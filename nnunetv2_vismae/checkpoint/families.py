@@ -85,6 +85,7 @@ _SWIN_RULES = {
     "mlp_ratio": number(0, 16, low_open=True),
     "drop_path_rate": number(0, 1, high_open=True),
     "shift_single_window_stages": boolean(),
+    "final_norm": boolean(),
 }
 
 
@@ -129,8 +130,8 @@ SWIN = EncoderFamily(
     normalize_config=_swin_normalize_config,
     module_config=_swin_module_config,
     # the shift rule changes the function, not the tensors: weights compute what they were
-    # trained to only under their own rule
-    fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio", "shift_single_window_stages"),
+    # trained to only under their own rule; the final norm changes both
+    fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio", "shift_single_window_stages", "final_norm"),
     adapters=(patch_size_adapter("patch_embed.proj.weight"), relative_position_table_adapter),
     expected_shapes=_swin_expected_shapes,
 )

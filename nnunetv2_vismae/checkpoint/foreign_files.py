@@ -97,7 +97,25 @@ def read_foreign_file(path) -> ForeignFile:
             )
         return ForeignFile(tensors, "safetensors")
 
-    loaded = _torch_load_safely(path)
+    foreign = _state_dict_in(_torch_load_safely(path), path)
+    _refuse_repeated_values(foreign.state_dict, path)
+    return foreign
+
+
+def _refuse_repeated_values(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError when the tensors claim more values than the file has bytes: torch.save stores
+    a view's storage once, so an expanded view (``torch.ones(1).expand(3_000_000_000)``) makes a
+    small file claim gigabytes, which converting would copy. Read from the shapes alone."""
+    values, size = sum(t.numel() for t in state.values()), path.stat().st_size
+    if values > size:
+        raise CheckpointError(
+            f"{path} is refused: its {len(state)} tensors claim {values:,} values, more than its {size:,} "
+            "bytes can store (views that repeat stored values); expected at most one value per byte."
+        )
+
+
+def _state_dict_in(loaded, path: Path) -> ForeignFile:
+    """The state dict of what ``torch.load`` returned: the dict itself, or under 'model' / 'state_dict'."""
     if _is_tensor_dict(loaded):
         return ForeignFile(dict(loaded), "torch.save")
     if isinstance(loaded, Mapping):

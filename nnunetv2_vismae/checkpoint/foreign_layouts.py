@@ -119,14 +119,18 @@ def permute_merge_axis(t: torch.Tensor, perm: list[int], dim: int) -> torch.Tens
 # ------------------------------------------------------------------------------------ mapping
 @dataclass
 class MappedWeights:
-    """Encoder tensors under our names, plus what was dropped or synthesized on the way."""
+    """The source's encoder tensors under our names, as read (neither copied nor permuted, so that
+    their shapes are checked before any copy: ``float32_copies``), plus what was dropped."""
 
     tensors: dict[str, torch.Tensor]
     layout: str
     downsample: str  # "start" or "end" in the source
     dropped: dict[str, int] = field(default_factory=dict)  # group -> tensor count
-    synthesized: list[str] = field(default_factory=list)
-    merge_permuted: bool = False
+    merge_permutation: Optional[list[int]] = None  # of the patch merging's 4C axis; None: same order
+
+    @property
+    def merge_permuted(self) -> bool:
+        return self.merge_permutation is not None
 
 
 def _drop_group(name: str) -> str:
@@ -137,8 +141,8 @@ def _drop_group(name: str) -> str:
 
 
 def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: str = "The input") -> MappedWeights:
-    """Rename a foreign Swin state dict to our encoder's names (float32 copies), dropping what is
-    not the encoder; unknown non-encoder tensors of a timm file are refused (they could change
+    """Rename a foreign Swin state dict to our encoder's names, dropping what is not the encoder
+    (nothing is copied); unknown non-encoder tensors of a timm file are refused (they could change
     what the network computes, e.g. ``absolute_pos_embed``)."""
     if layout not in LAYOUTS:
         raise CheckpointError(f"Unknown source layout {layout!r}, expected one of {LAYOUTS}.")
@@ -189,8 +193,15 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: 
 
     source_order = ORIGINAL_MERGE_ORDER if position == "end" else None
     perm = merge_permutation(source_order, timm_merge_order()) if source_order else None
+    return MappedWeights(encoder, layout, position, dict(sorted(dropped.items())), perm)
+
+
+def float32_copies(mapped: MappedWeights) -> dict[str, torch.Tensor]:
+    """Contiguous float32 CPU copies of the mapped tensors, patch merging in the target's neighbour
+    order. Only for tensors whose shapes were checked: an expanded view is copied in full."""
+    perm = mapped.merge_permutation
     out = {}
-    for name, value in encoder.items():
+    for name, value in mapped.tensors.items():
         value = value.detach().to("cpu", torch.float32, copy=True)
         if perm is not None and ".downsample." in name:
             if name.endswith(("downsample.norm.weight", "downsample.norm.bias")):
@@ -198,23 +209,15 @@ def map_to_encoder_names(state: Mapping[str, torch.Tensor], layout: str, where: 
             elif name.endswith("downsample.reduction.weight"):
                 value = permute_merge_axis(value, perm, 1)
         out[name] = value.contiguous()
-
-    synthesized = []
-    if "norm.weight" not in out and "norm.bias" not in out:
-        stages = {int(m.group(1)) for m in map(_STAGE_KEY.match, out) if m}
-        dim_key = f"layers.{max(stages)}.blocks.0.norm1.weight"
-        if dim_key in out:
-            dim = out[dim_key].shape[0]
-            out["norm.weight"], out["norm.bias"] = torch.ones(dim), torch.zeros(dim)
-            synthesized = ["norm.weight", "norm.bias"]
-    return MappedWeights(out, layout, position, dict(sorted(dropped.items())), synthesized, perm is not None)
+    return out
 
 
 # ------------------------------------------------------------------------------ config derivation
 def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The input") -> dict:
     """SwinEncoderConfig JSON read from tensor shapes (our names): embed dim and in-channels and
     patch size from ``patch_embed.proj.weight``, depths from the block indices, heads from each
-    relative position table's columns, window from its rows ((2w-1)^2) and mlp ratio from fc1."""
+    relative position table's columns, window from its rows ((2w-1)^2), mlp ratio from fc1, and
+    the final norm from ``norm.*`` (timm has one; the original VIS-MAE / Swin-MAE encoder has none)."""
 
     def fail(reason):
         raise CheckpointError(f"{where}: {reason}; SwinEncoder cannot hold these weights.")
@@ -293,6 +296,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         num_heads=tuple(heads),
         window_size=windows.pop(),
         mlp_ratio=float(ratios.pop()),
+        final_norm="norm.weight" in tensors or "norm.bias" in tensors,
     ).to_json()
     try:  # the bounds every checkpoint is held to, before a model is built from it
         return get_family("swin").validated_config(config)

@@ -118,7 +118,7 @@ def load_encoder_into(
     the channel axis and rescaled), window size (relative position tables resized) and patch size
     (patch embedding resampled). Raises CheckpointError, before modifying anything, when the
     family or the fixed part of the config (swin: embed_dim, depths, num_heads, mlp_ratio and
-    the shift rule, which changes what the weights compute) differs, when a checkpoint tensor
+    the shift rule and the final norm, which change what the weights compute) differs, when a checkpoint tensor
     cannot be adapted to the network's shape, or when a network tensor has no checkpoint tensor
     (unless ``allow_missing``, which keeps its initial value).
     """

@@ -82,7 +82,8 @@ def original_block(block, x: torch.Tensor, window: int, shift: int) -> torch.Ten
 
 def original_stages(model, image: torch.Tensor, window: int) -> list[torch.Tensor]:
     """NCHW stage outputs of the original encoder with ``model``'s parameters (our encoder or a timm
-    SwinTransformer): odd blocks shifted by window // 2 in every stage; the last stage normed."""
+    SwinTransformer): odd blocks shifted by window // 2 in every stage. The original encoder has no
+    final norm: its last stage's output is what its decoder reads (``model.norm`` is not used)."""
     x = model.patch_embed(image)
     outputs = []
     for stage in model.layers:
@@ -90,5 +91,4 @@ def original_stages(model, image: torch.Tensor, window: int) -> list[torch.Tenso
         for j, block in enumerate(stage.blocks):
             x = original_block(block, x, window, window // 2 if j % 2 else 0)
         outputs.append(x)
-    outputs[-1] = model.norm(outputs[-1])
     return [o.permute(0, 3, 1, 2) for o in outputs]

@@ -16,6 +16,7 @@ CONFIG = dict(
     window_size=7,
     mlp_ratio=2.0,
     drop_path_rate=0.0,
+    final_norm=False,  # the original encoder's: its last stage is not normed
 )
 
 
@@ -83,6 +84,18 @@ def test_the_rule_changes_only_the_single_window_stage():
         [b.window_size for b in s.blocks] for s in shifted.layers
     ]
     assert default.state_dict().keys() == shifted.state_dict().keys()
+
+
+def test_without_the_final_norm_the_last_stage_is_raw_and_there_is_no_norm_tensor(image):
+    plain, normed = _encoder(False), SwinEncoder(**{**CONFIG, "final_norm": True}).eval()
+    assert not any(k.startswith("norm.") for k in plain.state_dict())
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {"norm.weight", "norm.bias"}
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        raw, ours = normed.forward_intermediates(image, norm=False, intermediates_only=True), plain(image)
+    for a, b in zip(ours, raw):
+        torch.testing.assert_close(a, b)
+    assert SwinEncoderConfig().final_norm is True and SwinEncoderConfig.from_json({}).final_norm is True
 
 
 def test_the_rule_is_part_of_the_config_with_todays_default():

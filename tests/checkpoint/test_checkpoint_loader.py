@@ -110,6 +110,7 @@ def test_patch_size_4_to_2_resamples_the_patch_embedding(saved, make_network):
         ({"embed_dim": 36}, "embed_dim"),
         ({"num_heads": (1, 2, 4, 4)}, "num_heads"),
         ({"shift_single_window_stages": True}, "shift_single_window_stages"),
+        ({"final_norm": False}, "final_norm"),
     ],
 )
 def test_structural_mismatch_is_refused_naming_both_configs(saved, make_network, overrides, field):

@@ -95,6 +95,7 @@ CONFIG_VIOLATIONS = [
         {"shift_single_window_stages": "yes"},
         'encoder_config.shift_single_window_stages is "yes", expected true or false.',
     ),
+    ({"final_norm": 0}, "encoder_config.final_norm is 0, expected true or false."),
     ({"patch_size": ...}, "encoder_config lacks the entry 'patch_size', expected an integer from 1 to 64."),
     ({"\x1b[2Jwipe": 1}, 'encoder_config has the unknown entry "\\u001b[2Jwipe", expected only in_channels'),
 ]
@@ -228,6 +229,20 @@ def test_checkpoints_without_the_shift_rule_read_as_timms_rule(saved, tmp_path):
     path, _, _ = saved
     old = crafted(path, tmp_path / "old.safetensors", encoder_config=config_with(shift_single_window_stages=...))
     assert read_encoder_checkpoint(old).encoder_config["shift_single_window_stages"] is False
+
+
+def test_checkpoints_without_the_final_norm_entry_read_as_having_one(saved, tmp_path):
+    path, _, _ = saved
+    old = crafted(path, tmp_path / "old.safetensors", encoder_config=config_with(final_norm=...))
+    assert read_encoder_checkpoint(old).encoder_config["final_norm"] is True
+
+
+def test_a_config_without_the_final_norm_refuses_norm_tensors(saved, tmp_path):
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match="2 unexpected"):
+        read_encoder_checkpoint(
+            crafted(path, tmp_path / "bad.safetensors", encoder_config=config_with(final_norm=False))
+        )
 
 
 def test_inspect_builds_no_model(saved, monkeypatch):

@@ -16,7 +16,12 @@ from nnunetv2_vismae.architectures.swin_unet import SwinUNet
 from nnunetv2_vismae.checkpoint import LoadReport, load_encoder_into, read_encoder_checkpoint
 from nnunetv2_vismae.checkpoint import foreign_layouts
 from nnunetv2_vismae.checkpoint.convert import main
-from nnunetv2_vismae.checkpoint.foreign_layouts import ORIGINAL_MERGE_ORDER, fold_input_channels, map_to_encoder_names
+from nnunetv2_vismae.checkpoint.foreign_layouts import (
+    ORIGINAL_MERGE_ORDER,
+    float32_copies,
+    fold_input_channels,
+    map_to_encoder_names,
+)
 
 TIMM_SMALL = dict(
     img_size=224,
@@ -137,7 +142,7 @@ def test_timm_patch_merging_uses_the_original_swin_neighbour_order():
     torch.manual_seed(2)
     c = 5
     state = _merging_state(c)
-    mapped = map_to_encoder_names(state, "vismae").tensors
+    mapped = float32_copies(map_to_encoder_names(state, "vismae"))
     merge = PatchMerging(c)
     merge.load_state_dict(
         {k.removeprefix("layers.1.downsample."): v for k, v in mapped.items() if k.startswith("layers.1.downsample.")}
@@ -155,7 +160,7 @@ def test_a_different_merge_order_is_permuted(monkeypatch):
     state = _merging_state(c)
     result = map_to_encoder_names(state, "vismae")
     assert result.merge_permuted
-    m = result.tensors
+    m = float32_copies(result)
     x = torch.randn(1, 4, 4, c)
     expected = _original_merge(x, *(state[k] for k in list(state)[:3]))
     got = _original_merge(
@@ -195,7 +200,8 @@ def test_timm_state_dict_converts_exactly(tmp_path, timm_model, image, container
         "mlp_ratio": 2.0,
         "drop_path_rate": 0.1,
         "shift_single_window_stages": False,
-    }  # timm's rule: no shift in the one-window last stage
+        "final_norm": True,
+    }  # timm's rule: no shift in the one-window last stage; timm's final norm
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "timm" and record["file"] == source.name
     assert record["dropped"] == {"head": 2}
@@ -254,7 +260,7 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
     model = _vismae_file(path, timm_model.state_dict())
     assert main(["--from", "vismae", str(path), str(out), "--in-channels", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "Synthesized norm.weight, norm.bias" in printed and "100.0%" in printed
+    assert "No final encoder norm in the source" in printed and "100.0%" in printed
 
     encoder, checkpoint = _converted_encoder(out)
     tensors = checkpoint.tensors
@@ -264,21 +270,18 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
     assert not any(k.startswith("layers.0.downsample") for k in tensors)
     for name in [k for k in model if k.startswith("layers.") and ".blocks." in k and not k.endswith("index")]:
         assert torch.equal(tensors[name], model[name]), name
-    assert torch.equal(tensors["norm.weight"], torch.ones(192))
-    assert torch.equal(tensors["norm.bias"], torch.zeros(192))
+    assert not any(k.startswith("norm.") for k in tensors)
+    assert checkpoint.encoder_config["final_norm"] is False
 
     record = checkpoint.metadata["converted_from"]
     assert record["layout"] == "vismae" and record["detected_layout"] == "vismae"
     assert set(record["dropped"]) == set(MAE_EXTRAS)
-    assert record["synthesized"] == ["norm.weight", "norm.bias"]
     assert record["epoch"] == 5 and record["args"]["mask_ratio"] == 0.75
     assert checkpoint.normalization["scheme"] == "imagenet_rgb"
 
     with torch.no_grad():
         ours = encoder(image)
-    theirs = _timm_stages(timm_model, image, norm=False)
-    theirs[-1] = F.layer_norm(theirs[-1].permute(0, 2, 3, 1), (192,)).permute(0, 3, 1, 2)
-    _assert_same(ours, theirs)
+    _assert_same(ours, _timm_stages(timm_model, image, norm=False))  # the original has no final norm
 
 
 def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, timm_model, image):
@@ -293,7 +296,8 @@ def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, t
     )
     assert torch.equal(checkpoint.tensors["norm.weight"], model["norm.weight"])
     record = checkpoint.metadata["converted_from"]
-    assert record["layout"] == record["detected_layout"] == "vismae" and record["synthesized"] == []
+    assert record["layout"] == record["detected_layout"] == "vismae"
+    assert checkpoint.encoder_config["final_norm"] is True  # a file with a final norm keeps it
     norm = checkpoint.normalization
     assert norm["scheme"] == "imagenet_rgb_folded" and norm["in_channels"] == 1
 
@@ -338,6 +342,47 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path, capsys):
     assert "refused" in err and "open" in err and "weights_only=True" in err
     assert len(err.strip().splitlines()) == 1
     assert not marker.exists() and not out.exists()
+
+
+class _ValuesNeverRead(torch.Tensor):
+    """A tensor whose shape may be read but whose values must not be touched (no copy, no view)."""
+
+    SHAPE_ONLY = (torch.Tensor.shape.__get__, torch.Tensor.ndim.__get__, torch.Tensor.dim, torch.Tensor.numel)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func not in cls.SHAPE_ONLY:
+            raise AssertionError(f"the values of a refused tensor were used ({func})")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_a_file_of_repeated_views_is_refused_before_its_values_are_copied(tmp_path, timm_model, capsys):
+    """Issue 29: torch.save of an expanded view stores one value; the 3e9 values it claims were copied."""
+    source, out = tmp_path / "crafted.pth", tmp_path / "encoder.safetensors"
+    torch.save({k: torch.zeros(1, dtype=v.dtype).expand(v.shape) for k, v in timm_model.state_dict().items()}, source)
+    assert main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{source} is refused: its 95 tensors claim 648,597 values, more than its " in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("claimed", [(3_000_000_000,), (72, 23)])
+def test_a_tensor_of_the_wrong_shape_is_refused_by_its_shape_before_any_copy(
+    tmp_path, timm_model, monkeypatch, capsys, claimed
+):
+    from nnunetv2_vismae.checkpoint.foreign_files import ForeignFile
+
+    source, out = tmp_path / "swin.pth", tmp_path / "encoder.safetensors"
+    torch.save(timm_model.state_dict(), source)
+    state = dict(timm_model.state_dict())
+    state["layers.0.blocks.0.attn.qkv.weight"] = torch.ones(1).expand(claimed).as_subclass(_ValuesNeverRead)
+    monkeypatch.setattr(
+        "nnunetv2_vismae.checkpoint.foreign_files.read_foreign_file", lambda path: ForeignFile(state, "torch.save")
+    )
+    assert main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"layers.0.blocks.0.attn.qkv.weight is {list(claimed)}, expected [72, 24]" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_help_names_the_layouts_and_in_channels(capsys):
@@ -402,14 +447,16 @@ def two_block_last_stage():
 
 
 def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block_last_stage, image):
-    """Issue 17: converted VIS-MAE weights differed from the original code at the deepest stage."""
+    """Issues 17 and 29: converted VIS-MAE weights differed from the original code at the deepest
+    stage (the shift rule, then a final norm the original encoder does not have)."""
     from tests.architectures.original_swin import original_stages
 
     path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
-    _vismae_file(path, two_block_last_stage.state_dict(), with_norm=True)
+    _vismae_file(path, two_block_last_stage.state_dict())  # as the original saves it: no final norm
     assert main([str(path), str(out), "--in-channels", "3"]) == 0
     encoder, checkpoint = _converted_encoder(out)
     assert checkpoint.encoder_config["shift_single_window_stages"] is True
+    assert checkpoint.encoder_config["final_norm"] is False and "norm.weight" not in checkpoint.tensors
     with torch.no_grad():
         original = original_stages(two_block_last_stage, image, window=7)
         _assert_same(encoder(image), original)
@@ -424,7 +471,7 @@ def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block
         assert not torch.allclose(timm_encoder(image)[3], original[3], atol=1e-3)
 
 
-def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
+def test_the_shift_rule_and_final_norm_travel_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
     from nnunetv2_vismae.planning.cli import pretrained_encoder
     from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
 
@@ -441,8 +488,10 @@ def test_the_shift_rule_travels_from_the_checkpoint_through_the_plans(tmp_path, 
         "architecture"
     ]
     assert arch["arch_kwargs"]["encoder"]["shift_single_window_stages"] is True
+    assert arch["arch_kwargs"]["encoder"]["final_norm"] is False  # the VIS-MAE encoder's deepest stage is raw
     network = SwinUNet(1, 2, **arch["arch_kwargs"])  # as get_network_from_plans builds it
     assert network.encoder.layers[3].blocks[1].shift_size == (3, 3)
+    assert isinstance(network.encoder.norm, torch.nn.Identity)
     assert load_encoder_into(network, out, log=lambda s: None).fraction_loaded == 1.0
 
 

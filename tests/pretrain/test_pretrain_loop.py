@@ -76,6 +76,19 @@ def test_resume_continues_like_an_uninterrupted_run(png_folder, tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+def test_a_state_written_before_newer_encoder_config_entries_resumes(png_folder, tmp_path):
+    """Entries added to the encoder config later (the shift rule, the final norm) read as their
+    defaults, which mean what an older run computed: its state resumes instead of being refused."""
+    out, flags = tmp_path / "run", ["-i", png_folder, "--steps", "3", "--save-every", "100", *TINY]
+    run(["-o", str(out), *flags], stop_after=2)
+    state = torch.load(out / "state.pt", weights_only=True)
+    for entry in ("shift_single_window_stages", "final_norm"):
+        del state["settings"]["encoder_config"][entry]
+    torch.save(state, out / "state.pt")
+    resumed, code = run(["-o", str(out), *flags])
+    assert code == 0 and resumed.step == 3
+
+
 def test_sigterm_saves_state_stops_and_leaves_no_workers(png_folder, tmp_path):
     import multiprocessing
 
