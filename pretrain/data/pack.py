@@ -26,6 +26,8 @@ import json
 import multiprocessing
 import os
 import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import numpy as np
@@ -181,14 +183,42 @@ def _ignore_interrupt() -> None:
 
 
 def _results(jobs: list[tuple], num_processes: int):
-    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish)."""
+    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish).
+
+    One job per worker at a time, so that a worker that dies (killed for memory, or crashed in an
+    image reader) is known to have been packing one of the files in flight: the pool then fails
+    with one sentence naming them, where ``multiprocessing.Pool`` would wait forever."""
     processes = min(num_processes, len(jobs))
     if processes <= 1:
         yield from map(pack_file_job, jobs)
         return
+    queued = iter(jobs)
     # spawn, as nnU-Net's preprocessing: the readers' thread pools do not survive a fork
-    with multiprocessing.get_context("spawn").Pool(processes, initializer=_ignore_interrupt) as pool:
-        yield from pool.imap_unordered(pack_file_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * processes))))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_interrupt) as pool:
+        in_flight = {pool.submit(pack_file_job, job): job[0] for job in _take(queued, processes)}
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    raise PretrainUserError(_died_message(sorted(in_flight.values()))) from None
+                del in_flight[future]
+                in_flight.update({pool.submit(pack_file_job, job): job[0] for job in _take(queued, 1)})
+
+
+def _take(jobs, n: int) -> list:
+    return [job for _, job in zip(range(n), jobs)]
+
+
+def _died_message(files: list[str]) -> str:
+    named = files[0] if len(files) == 1 else "one of " + ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+    return (
+        f"A packing worker died (killed for want of memory, or crashed in an image reader) while reading {named}; "
+        "the files packed so far are kept: rerun the same command, and if it dies again, remove that file from "
+        "the input."
+    )
 
 
 # ---------------------------------------------------------------------------------- reading
