@@ -21,10 +21,12 @@ finds what ``FileSource`` finds only while training (undecodable pixels, NaN/Inf
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -37,7 +39,7 @@ from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.data.files import file_stat, image_source_summary, read_screened, slice_axes
-from pretrain.data.screening import Unusable, screen_header
+from pretrain.data.screening import Unusable, first_line, screen_header
 from pretrain.errors import PretrainUserError
 
 PACK_VERSION = 1
@@ -78,9 +80,23 @@ def write_slices(volume: np.ndarray, axis: int, pack: str, key: str) -> list:
     slices = np.ascontiguousarray(np.moveaxis(volume[0], axis, 0), dtype=np.float16)
     relative = os.path.join(SHARDS, key[:2], f"{key}_a{axis}.b2nd")
     cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1}
-    with atomic_path(os.path.join(pack, relative)) as tmp:
-        blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+    destination = os.path.join(pack, relative)
+    with atomic_path(destination) as tmp:
+        try:
+            blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+        except RuntimeError as e:  # blosc2's writer names no errno, even for a full disk
+            raise WriteError(destination, _blosc2_write_failure(e, pack)) from e
     return [axis, relative, int(slices.shape[0])]
+
+
+def _blosc2_write_failure(error: RuntimeError, pack: str) -> str:
+    """Why blosc2 could not write: no space left when the disk is full, else its own words."""
+    try:
+        if shutil.disk_usage(pack).free == 0:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    return f"blosc2's file writer failed ({first_line(error)})"
 
 
 def pack_file(path: str, pack: str, axis: str, normalization: Normalization) -> dict:
