@@ -14,6 +14,9 @@ Layout of a pack folder (written by ``nnUNetv2_vismae_pack``, read by ``PackSour
 - ``pack.json``: the index, assembled from the records when every file is done: the usable files in
   input order with their arrays, the unusable ones with their reasons, and the settings.
 
+The index is checked when read (``index_problem``): one that is not what this module writes is
+refused, and an array is read only by its own name inside the pack's ``shards`` folder.
+
 A packed slice is what ``FileSource`` yields for the same file (``files.read_screened``, the same
 normalization, the same slicing), rounded to float16. Screening a whole file at packing time also
 finds what ``FileSource`` finds only while training (undecodable pixels, NaN/Inf, constant images).
@@ -24,8 +27,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -36,10 +41,11 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
+from nnunetv2_vismae.io.images import MAX_DECODED_BYTES, decoded_bytes
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.data.files import file_stat, image_source_summary, read_screened, slice_axes
-from pretrain.data.screening import Unusable, first_line, screen_header
+from pretrain.data.screening import REASONS, Unusable, first_line, screen_header
 from pretrain.errors import PretrainUserError
 
 PACK_VERSION = 1
@@ -47,6 +53,9 @@ SETTINGS_FILE = "settings.json"
 INDEX_FILE = "pack.json"
 SHARDS = "shards"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+AXES = ("0", "1", "2", "all")
+# the only array names a pack has: shards/KK/KEY_aA.b2nd (KK = KEY's first two characters)
+ARRAY_NAME = re.compile(r"shards[/\\](?P<kk>[0-9a-f]{2})[/\\](?P=kk)[0-9a-f]{22}_a(?P<axis>[012])\.b2nd")
 
 
 def pack_settings(axis: str, normalization: Normalization) -> dict:
@@ -136,6 +145,65 @@ def read_record(pack: str, path: str) -> dict | None:
     except (OSError, ValueError):  # not packed yet
         return None
     return record if record.get("path") == path else None
+
+
+def entry_problem(entry) -> str | None:
+    """What is wrong with an index entry ``[path, [Z, Y, X], [[axis, array name, slices], ...]]``,
+    or None: every array is named as ``write_slices`` names it, one per axis, holding as many slices
+    as the shape has along its axis, and the shape is no larger than an image may be."""
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
+        return f"the entry {shown(entry)} is not [path, shape, arrays]"
+    path, shape, arrays = entry
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_count(n) for n in shape)):
+        return f"the shape of {path} is {shown(shape)}, expected three positive integers"
+    if decoded_bytes(shape, 1) > MAX_DECODED_BYTES:
+        return f"the shape of {path} is {shown(shape)}, more than an image may be ({MAX_DECODED_BYTES} bytes decoded)"
+    if not (isinstance(arrays, list) and 1 <= len(arrays) <= 3):
+        return f"the arrays of {path} are {shown(arrays)}, expected one to three [axis, name, slices]"
+    for array in arrays:
+        named = isinstance(array, list) and len(array) == 3 and isinstance(array[1], str)
+        match = ARRAY_NAME.fullmatch(array[1]) if named else None
+        if match is None or type(array[0]) is not int or array[0] != int(match["axis"]):
+            return f"the array {shown(array)} of {path} is not [axis, shards/KK/KEY_aAXIS.b2nd, slices]"
+        if not _is_count(array[2]) or array[2] != shape[array[0]]:
+            return f"{array[1]} holds {shown(array[2])} slices, but the shape {shape} of {path} has {shape[array[0]]}"
+    if len({array[0] for array in arrays}) != len(arrays):
+        return f"the arrays of {path} repeat an axis"
+    return None
+
+
+def _is_normalization(n) -> bool:
+    """Whether ``n`` is what ``pack_settings`` records of a ``Normalization``."""
+
+    def pair(v, rule) -> bool:
+        return isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)) and rule(*v)
+
+    return (
+        isinstance(n, dict)
+        and set(n) == {"scheme", "ct_clip", "ct_stats"}
+        and n["scheme"] in ("zscore", "ct")
+        and (pair(n["ct_clip"], lambda low, high: low < high) or n["ct_clip"] is None and n["scheme"] == "zscore")
+        and (n["ct_stats"] is None or pair(n["ct_stats"], lambda mean, std: std > 0))
+    )
+
+
+def _is_number(value) -> bool:
+    """A JSON number (an infinite CT window end included; NaN compares with nothing)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def shown(value) -> str:
+    """A value of a JSON file as ASCII JSON, shortened (a crafted file cannot fill the terminal)."""
+    text = json.dumps(value, ensure_ascii=True, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_reason(value) -> bool:
+    return isinstance(value, str) and value in REASONS
 
 
 def assemble_index(pack: str, files: list[str], settings: dict) -> dict:
@@ -254,7 +322,36 @@ def read_index(pack: str) -> dict:
         raise PretrainUserError(
             f"{path} is not a pack index of format version {PACK_VERSION}; pack the corpus again with this version."
         )
+    problem = index_problem(index)
+    if problem is not None:
+        raise PretrainUserError(
+            f"{path} is not a valid pack index ({problem}); pack the corpus again with nnUNetv2_vismae_pack."
+        )
     return index
+
+
+def index_problem(index: dict) -> str | None:
+    """What is wrong with a pack index of this version (see ``assemble_index``), or None."""
+    expected = {"version", "axis", "normalization", "num_items", "files", "skipped"}
+    if set(index) != expected:
+        return f"its entries are {shown(sorted(index))}, expected {sorted(expected)}"
+    if index["axis"] not in AXES:
+        return f"axis is {shown(index['axis'])}, expected one of {', '.join(AXES)}"
+    if not _is_normalization(index["normalization"]):
+        return f"normalization is {shown(index['normalization'])}, expected zscore, or ct with ct_clip [low, high]"
+    files, skipped = index["files"], index["skipped"]
+    if not isinstance(files, list) or not isinstance(skipped, list):
+        return "files and skipped are not lists"
+    for entry in files:
+        problem = entry_problem(entry)
+        if problem is not None:
+            return problem
+    for entry in skipped:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_reason(entry[1])):
+            return f"the skipped entry {shown(entry)} is not [path, reason, detail]"
+    if index["num_items"] != len(files) + len(skipped) or isinstance(index["num_items"], bool):
+        return f"num_items is {shown(index['num_items'])}, expected {len(files) + len(skipped)} (files and skipped)"
+    return None
 
 
 class PackSource:

@@ -1,13 +1,17 @@
-"""A full disk while blosc2 writes a pack's slices (issue 29, item 13) is one sentence saying the
-rerun continues, not two tracebacks."""
+"""A pack's own files as hostile or damaged input (issue 29, items 10, 13): a malformed or crafted
+pack.json is one sentence (never a traceback, a 16 GB allocation or a read outside the pack), and
+a full disk while blosc2 writes is one sentence saying the rerun continues."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
+from pretrain.data.pack import PackSource
+from pretrain.errors import PretrainUserError
 from pretrain.pack_cli import main as pack_main
 
 
@@ -28,6 +32,69 @@ def corpus(tmp_path):
 
 def pack(corpus, out) -> int:
     return pack_main(["-i", str(corpus), "-o", str(out), "-np", "1", "--axis", "all"])
+
+
+def edited(index: dict, edit) -> dict:
+    index = json.loads(json.dumps(index))
+    edit(index)
+    return index
+
+
+def _set_count(index):
+    index["files"][0][2][0][2] = 2_000_000_000
+
+
+def _outside_name(index):
+    index["files"][0][2][0][1] = "../../outside.b2nd"
+
+
+def _absolute_name(index):
+    index["files"][0][2][0][1] = "/etc/passwd"
+
+
+def _files_not_a_list(index):
+    index["files"] = {"a": 1}
+
+
+def _num_items_text(index):
+    index["num_items"] = "many"
+
+
+def _normalization_without_scheme(index):
+    del index["normalization"]["scheme"]
+
+
+def _huge_shape(index):
+    entry = index["files"][-1]
+    entry[1] = [2_000_000_000, entry[1][1], entry[1][2]]
+    entry[2] = [[0, entry[2][0][1], 2_000_000_000]]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set_count,
+        _outside_name,
+        _absolute_name,
+        _files_not_a_list,
+        _num_items_text,
+        _normalization_without_scheme,
+        _huge_shape,
+    ],
+)
+def test_a_malformed_or_crafted_index_is_one_sentence(corpus, tmp_path, edit):
+    out = tmp_path / "pack"
+    assert pack(corpus, out) == 0
+    index = json.loads((out / "pack.json").read_text())
+    (out / "pack.json").write_text(json.dumps(edited(index, edit)))
+    with pytest.raises(PretrainUserError, match=r"pack\.json is not a valid pack index \(.+\); pack the corpus again"):
+        PackSource(str(out))
+
+
+def test_an_index_as_written_is_valid_in_every_setting(corpus, tmp_path):
+    flags = ["-np", "1", "--norm", "ct", "--ct-clip", "-1", "1", "--ct-stats", "0", "2"]
+    assert pack_main(["-i", str(corpus), "-o", str(tmp_path / "ct"), *flags]) == 0
+    assert len(PackSource(str(tmp_path / "ct"))) == 1 + 1 + 3
 
 
 def test_a_full_disk_while_blosc2_writes_is_one_sentence(corpus, tmp_path, monkeypatch, capsys):
