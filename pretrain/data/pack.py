@@ -14,8 +14,9 @@ Layout of a pack folder (written by ``nnUNetv2_vismae_pack``, read by ``PackSour
 - ``pack.json``: the index, assembled from the records when every file is done: the usable files in
   input order with their arrays, the unusable ones with their reasons, and the settings.
 
-The index is checked when read (``index_problem``): one that is not what this module writes is
-refused, and an array is read only by its own name inside the pack's ``shards`` folder.
+Records and the index are checked when read (``record_problem``, ``index_problem``): a record that
+is not what this module writes is packed again, an index that is not one is refused, and an array
+is read only by its own name inside the pack's ``shards`` folder.
 
 A packed slice is what ``FileSource`` yields for the same file (``files.read_screened``, the same
 normalization, the same slicing), rounded to float16. Screening a whole file at packing time also
@@ -138,13 +139,28 @@ def pack_file_job(job: tuple) -> tuple[dict | None, list | None]:
 
 
 def read_record(pack: str, path: str) -> dict | None:
-    """The record of a file packed already (by this or a killed run), or None."""
+    """The record of a file packed already (by this or a killed run), or None: not packed yet, or a
+    record that is not one this module writes, or whose arrays are gone (packed again, then)."""
     try:
         with open(record_path(pack, shard_key(path))) as f:
             record = json.load(f)
-    except (OSError, ValueError):  # not packed yet
+    except (OSError, ValueError):  # not packed yet, or unreadable
         return None
-    return record if record.get("path") == path else None
+    if record_problem(record, path) is not None:
+        return None
+    return record if all(os.path.isfile(os.path.join(pack, name)) for _, name, _ in record.get("arrays", [])) else None
+
+
+def record_problem(record, path: str) -> str | None:
+    """What is wrong with a file's record (see ``pack_file``), or None."""
+    if not isinstance(record, dict) or record.get("path") != path:
+        return f"the record of {path} is {shown(record)}"
+    if set(record) == {"path", "reason", "detail"}:
+        usable = _is_reason(record["reason"]) and isinstance(record["detail"], str)
+        return None if usable else f"the record of {path} is {shown(record)}"
+    if set(record) != {"path", "shape", "arrays"}:
+        return f"the record of {path} has the entries {shown(sorted(record))}"
+    return entry_problem([path, record["shape"], record["arrays"]])
 
 
 def entry_problem(entry) -> str | None:
@@ -251,7 +267,7 @@ def pack_corpus(pack: str, files: list[str], axis: str, normalization: Normaliza
     """Pack every file of ``files`` that has no record yet, in ``num_processes`` worker processes
     (1: in this process), then assemble and return the index. The caller holds the pack's lock
     (``write_pack``)."""
-    todo = [f for f in files if not os.path.isfile(record_path(pack, shard_key(f)))]
+    todo = [f for f in files if read_record(pack, f) is None]  # a corrupt record is packed again
     jobs = [(f, pack, axis, normalization) for f in todo]
     with tqdm(total=len(files), initial=len(files) - len(todo), desc="Packing", unit="file", smoothing=0.05) as bar:
         for _, failure in _results(jobs, num_processes):

@@ -1,15 +1,18 @@
-"""A pack's own files as hostile or damaged input (issue 29, items 10, 13): a malformed or crafted
-pack.json is one sentence (never a traceback, a 16 GB allocation or a read outside the pack), and
-a full disk while blosc2 writes is one sentence saying the rerun continues."""
+"""A pack's own files as hostile or damaged input (issue 29, items 10, 13, 15): a malformed or
+crafted pack.json is one sentence (never a traceback, a 16 GB allocation or a read outside the
+pack), a corrupt shard record is packed again instead of stopping every rerun, and a full disk
+while blosc2 writes is one sentence saying the rerun continues."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
+from pretrain.data import pack as pack_module
 from pretrain.data.pack import PackSource
 from pretrain.errors import PretrainUserError
 from pretrain.pack_cli import main as pack_main
@@ -95,6 +98,38 @@ def test_an_index_as_written_is_valid_in_every_setting(corpus, tmp_path):
     flags = ["-np", "1", "--norm", "ct", "--ct-clip", "-1", "1", "--ct-stats", "0", "2"]
     assert pack_main(["-i", str(corpus), "-o", str(tmp_path / "ct"), *flags]) == 0
     assert len(PackSource(str(tmp_path / "ct"))) == 1 + 1 + 3
+
+
+def _truncated(path):
+    path.write_text(path.read_text()[:10])
+
+
+def _array_outside(path):
+    record = json.loads(path.read_text())
+    record["arrays"][0][1] = "../../../outside.b2nd"
+    path.write_text(json.dumps(record))
+
+
+def _array_gone(path):
+    record = json.loads(path.read_text())
+    os.remove(path.parent.parent.parent / record["arrays"][0][1])
+
+
+@pytest.mark.parametrize("damage", [_truncated, _array_outside, _array_gone])
+def test_a_corrupt_shard_record_is_packed_again(corpus, tmp_path, damage, monkeypatch, capsys):
+    out = tmp_path / "pack"
+    assert pack(corpus, out) == 0
+    volume_key = pack_module.shard_key(str(corpus / "v.mha"))
+    damage(out / pack_module.record_path("", volume_key))
+    real, packed = pack_module.pack_file, []
+    monkeypatch.setattr(pack_module, "pack_file", lambda *a: packed.append(os.path.basename(a[0])) or real(*a))
+    assert pack(corpus, out) == 0, capsys.readouterr().err
+    assert packed == ["v.mha"]  # only the damaged one
+    assert pack(corpus, tmp_path / "fresh") == 0
+    fresh, repaired = PackSource(str(tmp_path / "fresh")), PackSource(str(out))
+    assert len(repaired) == len(fresh) == 2 + 3 + 16 + 12
+    for i in range(len(fresh)):
+        np.testing.assert_array_equal(repaired.load_slice(i), fresh.load_slice(i))
 
 
 def test_a_full_disk_while_blosc2_writes_is_one_sentence(corpus, tmp_path, monkeypatch, capsys):
