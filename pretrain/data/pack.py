@@ -341,7 +341,8 @@ def read_index(pack: str) -> dict:
     problem = index_problem(index)
     if problem is not None:
         raise PretrainUserError(
-            f"{path} is not a valid pack index ({problem}); pack the corpus again with nnUNetv2_vismae_pack."
+            f"{path} is not a valid pack index ({problem}); run the nnUNetv2_vismae_pack command that made it "
+            "again, which rebuilds the index from the pack's shards."
         )
     return index
 

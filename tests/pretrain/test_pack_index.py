@@ -90,8 +90,10 @@ def test_a_malformed_or_crafted_index_is_one_sentence(corpus, tmp_path, edit):
     assert pack(corpus, out) == 0
     index = json.loads((out / "pack.json").read_text())
     (out / "pack.json").write_text(json.dumps(edited(index, edit)))
-    with pytest.raises(PretrainUserError, match=r"pack\.json is not a valid pack index \(.+\); pack the corpus again"):
+    advice = r"pack\.json is not a valid pack index \(.+\); run the nnUNetv2_vismae_pack command that made it again"
+    with pytest.raises(PretrainUserError, match=advice):
         PackSource(str(out))
+    assert pack(corpus, out) == 0 and len(PackSource(str(out))) == 2 + 3 + 16 + 12  # the advice works
 
 
 def test_an_index_as_written_is_valid_in_every_setting(corpus, tmp_path):
