@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-np",
         type=positive_int,
-        default=_default_processes(),
+        default=None,
         help="worker processes that screen and pack files (default: nnUNet_def_n_proc, else 8, as nnU-Net's; "
         "at most the CPU cores this process may use).",
     )
@@ -48,9 +48,12 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def capped_processes(requested: int) -> int:
-    """``-np``, at most one worker per core: more only multiply the memory of the images held at once."""
+def capped_processes(requested: int | None) -> int:
+    """``-np``, at most one worker per core: more only multiply the memory of the images held at once
+    (said when the user asked for more; nnU-Net's default is capped silently)."""
     cores = available_cores()
+    if requested is None:
+        return min(_default_processes(), cores)
     if requested <= cores:
         return requested
     print(f"-np {requested} is more than the {cores} CPU cores available; packing with {cores} processes.")

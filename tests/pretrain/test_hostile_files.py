@@ -155,3 +155,10 @@ def test_more_processes_than_cores_are_capped(tmp_path, monkeypatch, capsys):
     assert pack([folder], tmp_path / "pack", np_=1000) == 0
     assert used == [1]
     assert "-np 1000 is more than the 1 CPU cores available" in capsys.readouterr().out
+
+
+def test_the_default_number_of_processes_is_capped_silently(monkeypatch, capsys):
+    monkeypatch.setattr(pack_cli, "available_cores", lambda: 2)
+    monkeypatch.setattr(pack_cli, "_default_processes", lambda: 8)  # nnUNet_def_n_proc, or 8
+    assert pack_cli.capped_processes(None) == 2 and pack_cli.capped_processes(2) == 2
+    assert capsys.readouterr().out == ""
