@@ -297,15 +297,16 @@ def _results(jobs: list[tuple], num_processes: int):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_interrupt) as pool:
         in_flight = {pool.submit(pack_file_job, job): job[0] for job in _take(queued, processes)}
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    raise PretrainUserError(_died_message(sorted(in_flight.values()))) from None
-                del in_flight[future]
-                in_flight.update({pool.submit(pack_file_job, job): job[0] for job in _take(queued, 1)})
+        try:
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    del in_flight[future]
+                    yield result
+                    in_flight.update({pool.submit(pack_file_job, job): job[0] for job in _take(queued, 1)})
+        except BrokenProcessPool:  # from a result, or from submitting to the broken pool
+            raise PretrainUserError(_died_message(sorted(in_flight.values()))) from None
 
 
 def _take(jobs, n: int) -> list:

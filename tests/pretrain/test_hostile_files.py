@@ -130,7 +130,7 @@ def test_pixel_data_beside_the_header_and_held_by_the_file_are_read(tmp_path):
 def test_a_worker_that_dies_fails_the_pack_with_a_sentence_instead_of_hanging(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "corpus"
     folder.mkdir()
-    for name in ("a.png", DIES_ON):
+    for name in ("a.png", "b.png", "c.png", DIES_ON, "e.png"):
         write_png(folder / name)
     monkeypatch.setattr(pack_module, "pack_file_job", die_on_one_file)
     monkeypatch.setattr(pack_cli, "available_cores", lambda: 2, raising=False)
