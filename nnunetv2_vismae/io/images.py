@@ -119,7 +119,7 @@ def _metaimage_storage(head: bytes) -> PixelStorage:
     value = fields["elementdatafile"]
     if value.upper() == "LOCAL":
         return PixelStorage([], raw, offset)
-    if value.split()[0].upper() == "LIST":
+    if value.upper().split()[:1] == ["LIST"]:
         return PixelStorage([line for line, _ in lines if line], raw, 0)
     return PixelStorage([value], raw, 0)  # a pattern keeps its spaces, and is refused as no file's name
 

@@ -116,9 +116,9 @@ def _is_regular_file(path: str) -> bool:
 def _check_raw_length(path: str, storage, shape, components: int) -> None:
     """Uncompressed pixels must fit in the file(s) that hold them: ITK allocates the size the header
     declares before it reads (and zero-fills what is missing)."""
-    folder = os.path.dirname(path)
-    held = sum(os.path.getsize(os.path.join(folder, n)) for n in storage.files)
-    if not storage.files:
+    if storage.files:
+        held = sum(os.path.getsize(os.path.join(os.path.dirname(path), name)) for name in storage.files)
+    else:
         held = os.path.getsize(path) - storage.offset
     needed = int(np.prod(shape)) * components * stored_component_bytes(path)
     if held < needed:
