@@ -254,8 +254,14 @@ def check_settings(pack: str, settings: dict) -> None:
     if not os.path.isfile(path):
         write_json_atomic(path, settings)
         return
-    with open(path) as f:
-        recorded = json.load(f)
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PretrainUserError(
+            f"{path} cannot be read ({first_line(e)}); it records which slices the pack holds, so pack into a new "
+            "-o (or delete this pack folder and pack again)."
+        ) from None
     if recorded != settings:
         raise PretrainUserError(
             f"{pack} was packed with other settings ({json.dumps(recorded)}), not "

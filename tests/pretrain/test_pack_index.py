@@ -134,6 +134,15 @@ def test_a_corrupt_shard_record_is_packed_again(corpus, tmp_path, damage, monkey
         np.testing.assert_array_equal(repaired.load_slice(i), fresh.load_slice(i))
 
 
+def test_an_unreadable_settings_file_is_one_sentence(corpus, tmp_path, capsys):
+    out = tmp_path / "pack"
+    assert pack(corpus, out) == 0
+    (out / "settings.json").write_text('{"version": 1, "ax')
+    assert pack(corpus, out) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "settings.json cannot be read" in err and "pack into a new -o" in err
+
+
 def test_a_full_disk_while_blosc2_writes_is_one_sentence(corpus, tmp_path, monkeypatch, capsys):
     import blosc2
 
