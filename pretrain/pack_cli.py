@@ -36,10 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-np",
         type=positive_int,
-        default=_default_processes(),
-        help="worker processes that screen and pack files (default: nnUNet_def_n_proc, else 8, as nnU-Net's).",
+        default=None,
+        help="worker processes that screen and pack files (default: nnUNet_def_n_proc, else 8, as nnU-Net's; "
+        "at most the CPU cores this process may use).",
     )
     return p
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a batch scheduler sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def capped_processes(requested: int | None) -> int:
+    """``-np``, at most one worker per core: more only multiply the memory of the images held at once
+    (said when the user asked for more; nnU-Net's default is capped silently)."""
+    cores = available_cores()
+    if requested is None:
+        return min(_default_processes(), cores)
+    if requested <= cores:
+        return requested
+    print(f"-np {requested} is more than the {cores} CPU cores available; packing with {cores} processes.")
+    return cores
 
 
 def _default_processes() -> int:
@@ -59,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = " ".join([*(args.i or []), *([args.file_list] if args.file_list else [])])
         raise PretrainUserError(f"{inputs} contains no supported image files ({' '.join(SUPPORTED_ENDINGS)}).")
     normalization = normalization_from_args(args)
-    write_pack(args.o, files, args.axis, normalization, args.np, PROG)
+    write_pack(args.o, files, args.axis, normalization, capped_processes(args.np), PROG)
     source = PackSource(args.o)
     print(f"Packed {len(source)} slices of {len(source.files)} files into {args.o} (index {INDEX_FILE}).")
     unusable = UnusableFiles.from_sources([source], max_share=1.0)

@@ -26,7 +26,7 @@ from nnunetv2_vismae.io.normalization import Normalization, to_grayscale
 from pretrain.data.screening import REASONS, Unusable, decode_failure, screen_header, screen_pixels
 from pretrain.errors import PretrainUserError
 
-MANIFEST_VERSION = 2  # 2: skipped files carry a reason key
+MANIFEST_VERSION = 3  # 2: skipped files carry a reason key; 3: sizes and data files screened
 
 
 def discover_files(folders: list[str] | None = None, file_list: str | None = None) -> list[str]:

@@ -14,6 +14,10 @@ Layout of a pack folder (written by ``nnUNetv2_vismae_pack``, read by ``PackSour
 - ``pack.json``: the index, assembled from the records when every file is done: the usable files in
   input order with their arrays, the unusable ones with their reasons, and the settings.
 
+Records and the index are checked when read (``record_problem``, ``index_problem``): a record that
+is not what this module writes is packed again, an index that is not one is refused, and an array
+is read only by its own name inside the pack's ``shards`` folder.
+
 A packed slice is what ``FileSource`` yields for the same file (``files.read_screened``, the same
 normalization, the same slicing), rounded to float16. Screening a whole file at packing time also
 finds what ``FileSource`` finds only while training (undecodable pixels, NaN/Inf, constant images).
@@ -21,21 +25,28 @@ finds what ``FileSource`` finds only while training (undecodable pixels, NaN/Inf
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import multiprocessing
 import os
+import re
+import shutil
 import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 
 import numpy as np
 from tqdm import tqdm
 
 from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
+from nnunetv2_vismae.io.images import MAX_DECODED_BYTES, decoded_bytes
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.normalization import Normalization
 from pretrain.data.files import file_stat, image_source_summary, read_screened, slice_axes
-from pretrain.data.screening import Unusable, screen_header
+from pretrain.data.screening import REASONS, Unusable, first_line, screen_header
 from pretrain.errors import PretrainUserError
 
 PACK_VERSION = 1
@@ -43,6 +54,9 @@ SETTINGS_FILE = "settings.json"
 INDEX_FILE = "pack.json"
 SHARDS = "shards"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+AXES = ("0", "1", "2", "all")
+# the only array names a pack has: shards/KK/KEY_aA.b2nd (KK = KEY's first two characters)
+ARRAY_NAME = re.compile(r"shards[/\\](?P<kk>[0-9a-f]{2})[/\\](?P=kk)[0-9a-f]{22}_a(?P<axis>[012])\.b2nd")
 
 
 def pack_settings(axis: str, normalization: Normalization) -> dict:
@@ -76,9 +90,23 @@ def write_slices(volume: np.ndarray, axis: int, pack: str, key: str) -> list:
     slices = np.ascontiguousarray(np.moveaxis(volume[0], axis, 0), dtype=np.float16)
     relative = os.path.join(SHARDS, key[:2], f"{key}_a{axis}.b2nd")
     cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1}
-    with atomic_path(os.path.join(pack, relative)) as tmp:
-        blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+    destination = os.path.join(pack, relative)
+    with atomic_path(destination) as tmp:
+        try:
+            blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+        except RuntimeError as e:  # blosc2's writer names no errno, even for a full disk
+            raise WriteError(destination, _blosc2_write_failure(e, pack)) from e
     return [axis, relative, int(slices.shape[0])]
+
+
+def _blosc2_write_failure(error: RuntimeError, pack: str) -> str:
+    """Why blosc2 could not write: no space left when the disk is full, else its own words."""
+    try:
+        if shutil.disk_usage(pack).free == 0:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    return f"blosc2's file writer failed ({first_line(error)})"
 
 
 def pack_file(path: str, pack: str, axis: str, normalization: Normalization) -> dict:
@@ -111,13 +139,87 @@ def pack_file_job(job: tuple) -> tuple[dict | None, list | None]:
 
 
 def read_record(pack: str, path: str) -> dict | None:
-    """The record of a file packed already (by this or a killed run), or None."""
+    """The record of a file packed already (by this or a killed run), or None: not packed yet, or a
+    record that is not one this module writes, or whose arrays are gone (packed again, then)."""
     try:
         with open(record_path(pack, shard_key(path))) as f:
             record = json.load(f)
-    except (OSError, ValueError):  # not packed yet
+    except (OSError, ValueError):  # not packed yet, or unreadable
         return None
-    return record if record.get("path") == path else None
+    if record_problem(record, path) is not None:
+        return None
+    return record if all(os.path.isfile(os.path.join(pack, name)) for _, name, _ in record.get("arrays", [])) else None
+
+
+def record_problem(record, path: str) -> str | None:
+    """What is wrong with a file's record (see ``pack_file``), or None."""
+    if not isinstance(record, dict) or record.get("path") != path:
+        return f"the record of {path} is {shown(record)}"
+    if set(record) == {"path", "reason", "detail"}:
+        usable = _is_reason(record["reason"]) and isinstance(record["detail"], str)
+        return None if usable else f"the record of {path} is {shown(record)}"
+    if set(record) != {"path", "shape", "arrays"}:
+        return f"the record of {path} has the entries {shown(sorted(record))}"
+    return entry_problem([path, record["shape"], record["arrays"]])
+
+
+def entry_problem(entry) -> str | None:
+    """What is wrong with an index entry ``[path, [Z, Y, X], [[axis, array name, slices], ...]]``,
+    or None: every array is named as ``write_slices`` names it, one per axis, holding as many slices
+    as the shape has along its axis, and the shape is no larger than an image may be."""
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
+        return f"the entry {shown(entry)} is not [path, shape, arrays]"
+    path, shape, arrays = entry
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_count(n) for n in shape)):
+        return f"the shape of {path} is {shown(shape)}, expected three positive integers"
+    if decoded_bytes(shape, 1) > MAX_DECODED_BYTES:
+        return f"the shape of {path} is {shown(shape)}, more than an image may be ({MAX_DECODED_BYTES} bytes decoded)"
+    if not (isinstance(arrays, list) and 1 <= len(arrays) <= 3):
+        return f"the arrays of {path} are {shown(arrays)}, expected one to three [axis, name, slices]"
+    for array in arrays:
+        named = isinstance(array, list) and len(array) == 3 and isinstance(array[1], str)
+        match = ARRAY_NAME.fullmatch(array[1]) if named else None
+        if match is None or type(array[0]) is not int or array[0] != int(match["axis"]):
+            return f"the array {shown(array)} of {path} is not [axis, shards/KK/KEY_aAXIS.b2nd, slices]"
+        if not _is_count(array[2]) or array[2] != shape[array[0]]:
+            return f"{array[1]} holds {shown(array[2])} slices, but the shape {shape} of {path} has {shape[array[0]]}"
+    if len({array[0] for array in arrays}) != len(arrays):
+        return f"the arrays of {path} repeat an axis"
+    return None
+
+
+def _is_normalization(n) -> bool:
+    """Whether ``n`` is what ``pack_settings`` records of a ``Normalization``."""
+
+    def pair(v, rule) -> bool:
+        return isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)) and rule(*v)
+
+    return (
+        isinstance(n, dict)
+        and set(n) == {"scheme", "ct_clip", "ct_stats"}
+        and n["scheme"] in ("zscore", "ct")
+        and (pair(n["ct_clip"], lambda low, high: low < high) or n["ct_clip"] is None and n["scheme"] == "zscore")
+        and (n["ct_stats"] is None or pair(n["ct_stats"], lambda mean, std: std > 0))
+    )
+
+
+def _is_number(value) -> bool:
+    """A JSON number (an infinite CT window end included; NaN compares with nothing)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def shown(value) -> str:
+    """A value of a JSON file as ASCII JSON, shortened (a crafted file cannot fill the terminal)."""
+    text = json.dumps(value, ensure_ascii=True, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_reason(value) -> bool:
+    return isinstance(value, str) and value in REASONS
 
 
 def assemble_index(pack: str, files: list[str], settings: dict) -> dict:
@@ -155,10 +257,10 @@ def check_settings(pack: str, settings: dict) -> None:
     try:
         with open(path) as f:
             recorded = json.load(f)
-    except ValueError as e:  # not JSON, or not text: a file of the user's, or a damaged one
+    except (OSError, ValueError) as e:
         raise PretrainUserError(
-            f"{path} is not the JSON settings file of a pack ({e}); choose another -o, or move that file away "
-            "if this folder is a pack."
+            f"{path} cannot be read ({first_line(e)}); it records which slices the pack holds, so pack into a new "
+            "-o (or delete this pack folder and pack again)."
         ) from None
     if recorded != settings:
         raise PretrainUserError(
@@ -171,7 +273,7 @@ def pack_corpus(pack: str, files: list[str], axis: str, normalization: Normaliza
     """Pack every file of ``files`` that has no record yet, in ``num_processes`` worker processes
     (1: in this process), then assemble and return the index. The caller holds the pack's lock
     (``write_pack``)."""
-    todo = [f for f in files if not os.path.isfile(record_path(pack, shard_key(f)))]
+    todo = [f for f in files if read_record(pack, f) is None]  # a corrupt record is packed again
     jobs = [(f, pack, axis, normalization) for f in todo]
     with tqdm(total=len(files), initial=len(files) - len(todo), desc="Packing", unit="file", smoothing=0.05) as bar:
         for _, failure in _results(jobs, num_processes):
@@ -187,14 +289,43 @@ def _ignore_interrupt() -> None:
 
 
 def _results(jobs: list[tuple], num_processes: int):
-    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish)."""
+    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish).
+
+    One job per worker at a time, so that a worker that dies (killed for memory, or crashed in an
+    image reader) is known to have been packing one of the files in flight: the pool then fails
+    with one sentence naming them, where ``multiprocessing.Pool`` would wait forever."""
     processes = min(num_processes, len(jobs))
     if processes <= 1:
         yield from map(pack_file_job, jobs)
         return
+    queued = iter(jobs)
     # spawn, as nnU-Net's preprocessing: the readers' thread pools do not survive a fork
-    with multiprocessing.get_context("spawn").Pool(processes, initializer=_ignore_interrupt) as pool:
-        yield from pool.imap_unordered(pack_file_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * processes))))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_interrupt) as pool:
+        in_flight = {pool.submit(pack_file_job, job): job[0] for job in _take(queued, processes)}
+        try:
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    del in_flight[future]
+                    yield result
+                    in_flight.update({pool.submit(pack_file_job, job): job[0] for job in _take(queued, 1)})
+        except BrokenProcessPool:  # from a result, or from submitting to the broken pool
+            raise PretrainUserError(_died_message(sorted(in_flight.values()))) from None
+
+
+def _take(jobs, n: int) -> list:
+    return [job for _, job in zip(range(n), jobs)]
+
+
+def _died_message(files: list[str]) -> str:
+    named = files[0] if len(files) == 1 else "one of " + ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+    return (
+        f"A packing worker died (killed for want of memory, or crashed in an image reader) while reading {named}; "
+        "the files packed so far are kept: rerun the same command, and if it dies again, remove that file from "
+        "the input."
+    )
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -214,7 +345,37 @@ def read_index(pack: str) -> dict:
         raise PretrainUserError(
             f"{path} is not a pack index of format version {PACK_VERSION}; pack the corpus again with this version."
         )
+    problem = index_problem(index)
+    if problem is not None:
+        raise PretrainUserError(
+            f"{path} is not a valid pack index ({problem}); run the nnUNetv2_vismae_pack command that made it "
+            "again, which rebuilds the index from the pack's shards."
+        )
     return index
+
+
+def index_problem(index: dict) -> str | None:
+    """What is wrong with a pack index of this version (see ``assemble_index``), or None."""
+    expected = {"version", "axis", "normalization", "num_items", "files", "skipped"}
+    if set(index) != expected:
+        return f"its entries are {shown(sorted(index))}, expected {sorted(expected)}"
+    if index["axis"] not in AXES:
+        return f"axis is {shown(index['axis'])}, expected one of {', '.join(AXES)}"
+    if not _is_normalization(index["normalization"]):
+        return f"normalization is {shown(index['normalization'])}, expected zscore, or ct with ct_clip [low, high]"
+    files, skipped = index["files"], index["skipped"]
+    if not isinstance(files, list) or not isinstance(skipped, list):
+        return "files and skipped are not lists"
+    for entry in files:
+        problem = entry_problem(entry)
+        if problem is not None:
+            return problem
+    for entry in skipped:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_reason(entry[1])):
+            return f"the skipped entry {shown(entry)} is not [path, reason, detail]"
+    if index["num_items"] != len(files) + len(skipped) or isinstance(index["num_items"], bool):
+        return f"num_items is {shown(index['num_items'])}, expected {len(files) + len(skipped)} (files and skipped)"
+    return None
 
 
 class PackSource:

@@ -8,16 +8,29 @@ where truncated pixel data, missing codecs, NaN/Inf and constant images show. Bo
 Readable variations are converted, not skipped: RGB(A) becomes grayscale (alpha dropped), 16-bit
 and float images are read as float32, 3D files (multi-frame DICOM, multi-page TIFF, volumes) are
 cut into 2D slices.
+
+A header is also weighed before any pixel is read: an image that would decode to more than
+``MAX_DECODED_BYTES``, or whose raw pixels the file cannot hold, is unusable (a 100-byte header
+cannot make the run allocate gigabytes), and a MetaImage or NRRD header may name only a data file
+beside it in the same folder (never ``/dev/zero``, a path elsewhere or ``../``).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import stat
 
 import numpy as np
 
-from nnunetv2_vismae.io.images import file_kind, read_header
+from nnunetv2_vismae.io.images import (
+    MAX_DECODED_BYTES,
+    decoded_bytes,
+    file_kind,
+    pixel_storage,
+    read_header,
+    stored_component_bytes,
+)
 
 REASONS = {
     "link": "symbolic link to nothing (dangling, or a loop)",
@@ -25,6 +38,8 @@ REASONS = {
     "permission": "no read permission",
     "header": "unreadable header (not an image of its type, or corrupt)",
     "truncated": "truncated (shorter than its header says)",
+    "size": f"declared larger than {MAX_DECODED_BYTES // 2**30} GiB decoded (the most an image may take in memory)",
+    "datafile": "header naming pixel data outside its folder (only a data file beside it is read)",
     "dimensions": "more than 3 dimensions (expected a 2D image or a 3D volume)",
     "components": "pixel components other than gray, RGB or RGBA",
     "pixels": "pixel data cannot be decoded (truncated, corrupt, or compressed with a codec that is not installed)",
@@ -61,7 +76,11 @@ def screen_header(path: str) -> tuple[tuple[int, int, int], int]:
     if not os.access(path, os.R_OK):
         raise Unusable("permission")
     try:
+        storage = pixel_storage(path)  # before any reader opens what the header names
+        _check_data_files(path, storage)
         shape, components = _raw_header(path)
+    except Unusable:
+        raise
     except PermissionError as e:
         raise Unusable("permission", first_line(e)) from None
     except Exception as e:  # every reader has its own exception types; all mean the same here
@@ -70,9 +89,40 @@ def screen_header(path: str) -> tuple[tuple[int, int, int], int]:
         raise Unusable("dimensions", f"shape {list(shape)}")
     if components not in (1, 3, 4):
         raise Unusable("components", f"{components} components per pixel")
+    if decoded_bytes(shape, components) > MAX_DECODED_BYTES:
+        raise Unusable("size", f"shape {list(shape)}, {components} components per pixel")
+    if storage is not None and storage.raw:
+        _check_raw_length(path, storage, shape, components)
     if path.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_length(path, size)
     return (1,) * (3 - len(shape)) + tuple(shape), components
+
+
+def _check_data_files(path: str, storage) -> None:
+    """The data files a MetaImage or NRRD header names must be regular files beside it."""
+    for name in storage.files if storage else []:
+        sibling = os.path.join(os.path.dirname(path), name)
+        if os.path.basename(name) != name or name in (".", "..") or not _is_regular_file(sibling):
+            raise Unusable("datafile", f"data file {name!r}")
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_raw_length(path: str, storage, shape, components: int) -> None:
+    """Uncompressed pixels must fit in the file(s) that hold them: ITK allocates the size the header
+    declares before it reads (and zero-fills what is missing)."""
+    if storage.files:
+        held = sum(os.path.getsize(os.path.join(os.path.dirname(path), name)) for name in storage.files)
+    else:
+        held = os.path.getsize(path) - storage.offset
+    needed = int(np.prod(shape)) * components * stored_component_bytes(path)
+    if held < needed:
+        raise Unusable("truncated", f"{max(held, 0)} bytes of pixel data, the header needs {needed}")
 
 
 def _raw_header(path: str) -> tuple[tuple[int, ...], int]:
