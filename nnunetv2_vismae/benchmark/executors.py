@@ -128,7 +128,8 @@ def parse_extra(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BenchmarkError(f"--slurm-extra takes KEY=VALUE items, got {item!r}.")
-        extra[key] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+        number = value.isascii() and value.isdigit()  # str.isdigit alone takes '²', which int() refuses
+        extra[key] = int(value) if number else {"true": True, "false": False}.get(value.lower(), value)
     return extra
 
 

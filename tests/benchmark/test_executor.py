@@ -316,3 +316,7 @@ def test_a_real_slurm_cluster_runs_the_array_and_reports_the_failed_run(
     assert (out / "results.csv").read_text().count("\nnnunet,100,") == 1
     (script,) = (out / "logs" / "submitit").glob("*_submission.sh")
     assert "#SBATCH --array=0-1%2" in script.read_text().splitlines()
+
+
+def test_slurm_extra_numbers_are_ascii_digits_only():
+    assert executors.parse_extra(["cpus_per_task=²", "nodes=2"]) == {"cpus_per_task": "²", "nodes": 2}
