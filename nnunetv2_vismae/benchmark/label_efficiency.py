@@ -154,9 +154,6 @@ def make_settings(
             raise BenchmarkError(f"{flag} must be at least 1, got {value}.")
     if any(seed < 0 for seed in subset_seeds):
         raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(subset_seeds)}.")
-    for fold in folds:
-        if fold != "all" and not (fold.isdigit()):
-            raise BenchmarkError(f"Fold {fold!r} is neither a non-negative integer nor 'all'.")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise BenchmarkError(f"Unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}.")
@@ -171,7 +168,7 @@ def make_settings(
         dataset=str(dataset),
         dataset_name=name,
         configuration=configuration,
-        folds=tuple(dict.fromkeys(str(f) for f in folds)),
+        folds=tuple(dict.fromkeys(fold_name(str(f)) for f in folds)),
         labels=tuple(sorted(set(labels))),
         arms=chosen,
         pretrained=Path(pretrained).resolve() if pretrained else None,
@@ -187,6 +184,15 @@ def make_settings(
     if test:
         check_test_set(settings)
     return replace(settings, out=Path(out) if out else settings.results_dir / "vismae_benchmark")
+
+
+def fold_name(fold: str) -> str:
+    """The fold as nnU-Net names its folder: ``00`` -> ``0`` (nnU-Net writes fold_0), ``all`` as it is."""
+    if fold == "all":
+        return fold
+    if not (fold.isascii() and fold.isdigit()):  # str.isdigit alone takes '²'
+        raise BenchmarkError(f"Fold {fold!r} is neither a non-negative integer nor 'all'.")
+    return str(int(fold))
 
 
 def check_checkpoints_given(settings: Settings) -> None:

@@ -213,3 +213,16 @@ def test_vanilla_nnunet_always_runs_at_100_percent_the_verdicts_reference(fake_n
     )
     trainers = [line.split(" -tr ")[1].split()[0] for line in capsys.readouterr().out.splitlines() if " -tr " in line]
     assert trainers == ["nnUNetTrainer_labels10", "nnUNetTrainer_labels100", "VisMAETrainerScratch_labels10"]
+
+
+def test_fold_00_is_fold_0_and_a_non_ascii_fold_is_one_sentence(fake_nnunet, recorder, capsys):
+    write_summary(fold_folder(fake_nnunet["dataset_results"], TRAINER, "nnUNetPlans", 0), 0.9, 0.8)
+    argv = ARGV[: ARGV.index("-f")] + ARGV[ARGV.index("--epochs") :]
+    assert cli.main(argv + ["-f", "00", "0"]) == 0
+    assert recorder == []  # nnU-Net's fold_0 is finished: nothing retrains it
+    assert "fold_00" not in (fake_nnunet["dataset_results"] / "vismae_benchmark" / "results.csv").read_text()
+    capsys.readouterr()
+    assert cli.main(argv + ["-f", "²"]) == 2
+    err = capsys.readouterr().err
+    assert "Fold '²' is neither a non-negative integer nor 'all'." in err and len(err.strip().splitlines()) == 1
+
