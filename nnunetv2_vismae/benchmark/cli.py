@@ -250,7 +250,7 @@ def collect(settings: le.Settings) -> list:
             "test" if settings.test else "validation",
         )
         for run in le.all_runs(settings)
-        if le.scored(settings, run).is_file()
+        if le.is_finished(settings, run)
     ]
 
 

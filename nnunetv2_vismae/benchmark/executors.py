@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import is_readable_summary
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.io.lock import flocked
 from nnunetv2_vismae.io.nnunet import command_environment, run_logged
@@ -72,8 +73,8 @@ def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:
     code = run_logged(job.cmd, env, log)
     if code != 0:
         raise StepFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
-    if job.produces is not None and not job.produces.is_file():
-        raise StepFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
+    if job.produces is not None and not is_readable_summary(job.produces):
+        raise StepFailed(f"Run {job.label} finished but wrote no readable {job.produces}; its output is in {log}")
     append_history(settings.out, job.text)
 
 
@@ -236,7 +237,7 @@ def outcome(settings: le.Settings, jobs: dict | None = None) -> Outcome:
     for run in le.all_runs(settings):
         failure = failure_file(settings, run)
         job = (jobs or {}).get(run)
-        if le.scored(settings, run).is_file():
+        if le.is_finished(settings, run):
             result.finished.append(run)
         elif failure.is_file():
             result.failed.append(failure.read_text().strip())

@@ -2,7 +2,7 @@
 
 One run is (arm, label fraction, fold): ``nnUNetv2_train ID CONFIG FOLD -p PLANS -tr TRAINER``.
 Its state comes from the files nnU-Net leaves in the fold folder, so an interrupted benchmark
-resumes where it stopped: ``validation/summary.json`` -> done; ``checkpoint_final.pth`` -> only
+resumes where it stopped: a readable ``validation/summary.json`` -> done; ``checkpoint_final.pth`` -> only
 ``--val``; ``checkpoint_latest.pth`` -> continue with ``--c``; nothing -> train.
 """
 
@@ -23,6 +23,7 @@ from nnunetv2_vismae.benchmark.arms import (
     trainer_name,
 )
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import is_readable_summary
 from nnunetv2_vismae.io.nnunet import dataset_name
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
@@ -231,7 +232,7 @@ def all_runs(settings: Settings) -> list[Run]:
 
 
 def run_state(folder: Path) -> str:
-    if (folder / "validation" / "summary.json").is_file():
+    if is_readable_summary(folder / "validation" / "summary.json"):
         return DONE
     if (folder / "checkpoint_final.pth").is_file():
         return VALIDATE
@@ -324,6 +325,10 @@ def scored(settings: Settings, run: Run) -> Path:
     return run.test_summary(settings.results_dir) if settings.test else run.summary(settings.results_dir)
 
 
+def is_finished(settings: Settings, run: Run) -> bool:
+    return is_readable_summary(scored(settings, run))
+
+
 def run_jobs(settings: Settings, run: Run) -> list[Job]:
     """The commands one run still needs, from the files its fold folder holds now: training (or its
     resumption), then with --test the prediction and scoring of the test set; none when it is finished."""
@@ -331,7 +336,7 @@ def run_jobs(settings: Settings, run: Run) -> list[Job]:
     state = run_state(run.folder(settings.results_dir))
     if state != DONE:
         jobs.append(Job(run.name, train_command(settings, run, state), run, run.summary(settings.results_dir)))
-    if settings.test and not run.test_summary(settings.results_dir).is_file():
+    if settings.test and not is_readable_summary(run.test_summary(settings.results_dir)):
         jobs += test_jobs(settings, run)
     return jobs
 

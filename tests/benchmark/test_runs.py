@@ -226,3 +226,13 @@ def test_fold_00_is_fold_0_and_a_non_ascii_fold_is_one_sentence(fake_nnunet, rec
     err = capsys.readouterr().err
     assert "Fold '²' is neither a non-negative integer nor 'all'." in err and len(err.strip().splitlines()) == 1
 
+
+def test_a_truncated_summary_is_validated_again_not_taken_as_finished(fake_nnunet, recorder):
+    folder = fold_folder(fake_nnunet["dataset_results"], TRAINER, "nnUNetPlans", 0)
+    summary = write_summary(folder, 0.9, 0.8)
+    summary.write_text(summary.read_text()[:40])  # the disk filled up while nnU-Net wrote it
+    (folder / "checkpoint_final.pth").write_bytes(b"")
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    assert cli.main(argv) == 0
+    assert [c["cmd"][-1] for c in recorder] == ["--val"]
+    assert (fake_nnunet["dataset_results"] / "vismae_benchmark" / "results.csv").read_text().count("\nnnunet,") == 1
