@@ -155,18 +155,22 @@ def slurm_parameters(options: Options, device: str) -> dict:
     return parameters
 
 
-def make_executor(settings: le.Settings, options: Options) -> submitit.Executor:
-    folder = logs_folder(settings) / "submitit"
-    if options.kind == LOCAL:
-        executor = submitit.LocalExecutor(folder)
-        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
-        return executor
+def check_slurm_commands() -> None:
     missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
     if missing:
         raise BenchmarkError(
             f"--executor slurm needs SLURM's {' and '.join(missing)} on PATH; run the benchmark on a node "
             "that submits jobs to the cluster."
         )
+
+
+def make_executor(settings: le.Settings, options: Options) -> submitit.Executor:
+    folder = logs_folder(settings) / "submitit"
+    if options.kind == LOCAL:
+        executor = submitit.LocalExecutor(folder)
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
+        return executor
+    check_slurm_commands()
     executor = submitit.SlurmExecutor(folder)
     try:
         executor.update_parameters(**slurm_parameters(options, settings.device))

@@ -8,6 +8,7 @@ resumes where it stopped: a readable ``validation/summary.json`` -> done; ``chec
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass, replace
@@ -262,14 +263,13 @@ def train_command(settings: Settings, run: Run, state: str) -> tuple[str, ...]:
 
 
 def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
-    """``nnUNetv2_vismae_plan`` for derived plans that pending runs need.
-
-    With a checkpoint of the plans' family the plans are (re)written from it; without one they are
-    written only when missing (scratch-only benchmarks)."""
+    """``nnUNetv2_vismae_plan`` for derived plans that pending runs need and that do not exist yet:
+    existing plans may be the user's own and are never overwritten (``check_planned_from`` makes sure
+    they were planned from the given checkpoint)."""
     jobs = []
     for plans, arm in {r.arm.plans: r.arm for r in pending if r.arm.derived_plans}.items():
         checkpoint = settings.checkpoint(arm)
-        if checkpoint is None and (settings.preprocessed_dir / f"{plans}.json").is_file():
+        if (settings.preprocessed_dir / f"{plans}.json").is_file():
             continue
         cmd = ["nnUNetv2_vismae_plan", "-d", settings.dataset, "-o", plans]
         if checkpoint is not None:
@@ -376,3 +376,47 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
                 f"{path} does not exist; run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
                 f"-c {settings.configuration} first."
             )
+
+
+def checkpoint_reference(plans_file: Path, configuration: str) -> dict:
+    """What plans record of the checkpoint they were planned from ({}: none); BenchmarkError when unreadable."""
+    from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY  # here: the package imports torch
+
+    try:
+        reference = json.loads(plans_file.read_text())["configurations"][configuration].get(PRETRAINED_KEY)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BenchmarkError(
+            f"{plans_file} is not readable plans with a {configuration} configuration ({type(e).__name__}: {e})."
+        ) from None
+    return reference if isinstance(reference, dict) else {}
+
+
+def check_planned_from(settings: Settings, content_hashes: dict[str, str]) -> None:
+    """The derived plans, and the runs already trained with them, must come from the checkpoints given now
+    (``content_hashes``: family -> content hash): otherwise planning would overwrite the user's plans, or
+    the report would name the given encoder for runs fine-tuned from another one."""
+    runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
+    for arm in {run.arm.plans: run.arm for run in runs}.values():
+        plans = settings.preprocessed_dir / f"{arm.plans}.json"
+        if plans.is_file() and not planned_from_given(settings, plans, arm, content_hashes):
+            raise BenchmarkError(
+                f"{plans} was planned from {recorded_path(settings, plans)}, not from "
+                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)}, and the benchmark does not overwrite "
+                f"plans; pass the checkpoint they were planned from, or move {plans.name} away to plan anew."
+            )
+    for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
+        copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
+        if copy.is_file() and not planned_from_given(settings, copy, arm, content_hashes):
+            raise BenchmarkError(
+                f"The runs in {folder} were trained from {recorded_path(settings, copy)}, not from "
+                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)}; pass that checkpoint, or move the "
+                "folder away to train them from the new one."
+            )
+
+
+def planned_from_given(settings: Settings, plans: Path, arm: Arm, content_hashes: dict[str, str]) -> bool:
+    return checkpoint_reference(plans, settings.configuration).get("content_hash") == content_hashes[arm.family]
+
+
+def recorded_path(settings: Settings, plans: Path) -> str:
+    return checkpoint_reference(plans, settings.configuration).get("path", "no checkpoint")

@@ -1,5 +1,6 @@
 """Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,66 @@ def test_a_truncated_summary_is_validated_again_not_taken_as_finished(fake_nnune
     assert cli.main(argv) == 0
     assert [c["cmd"][-1] for c in recorder] == ["--val"]
     assert (fake_nnunet["dataset_results"] / "vismae_benchmark" / "results.csv").read_text().count("\nnnunet,") == 1
+
+
+def planned_from(checkpoint: Path) -> dict:
+    """The 2d configuration of plans that nnUNetv2_vismae_plan planned from ``checkpoint``."""
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, checkpoint_reference
+
+    reference = checkpoint_reference(checkpoint, read_encoder_checkpoint(checkpoint))
+    return {"configurations": {"2d": {"decoder": "swin", PRETRAINED_KEY: reference}}}
+
+
+@pytest.fixture
+def encoder_b(fake_nnunet, tmp_path) -> Path:
+    """A second swin encoder, with other weights than fake_nnunet's (another content hash)."""
+    import torch
+
+    from nnunetv2_vismae.architectures import SwinEncoder
+    from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+    from tests.conftest import TINY_ENCODER
+
+    torch.manual_seed(1)
+    encoder = SwinEncoder(**TINY_ENCODER)
+    path = tmp_path / "encoder_b.safetensors"
+    metadata = {"family": "swin", "encoder_config": encoder.config.to_json(), "normalization": {"scheme": "zscore"}}
+    save_encoder_checkpoint(path, encoder.state_dict(), metadata)
+    return path
+
+
+VISMAE_ARGV = ["-d", "990", "--arms", "vismae", "--labels", "10", "-f", "0", "-device", "cpu"]
+
+
+def test_the_users_plans_of_another_encoder_are_never_overwritten(fake_nnunet, encoder_b, capsys):
+    plans = fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetVisMAEPlans.json"
+    plans.write_text(json.dumps(planned_from(fake_nnunet["pretrained"])))  # the user's, with --decoder swin
+    before = plans.read_bytes()
+    for extra in (["--dry-run"], []):
+        assert cli.main(VISMAE_ARGV + ["--pretrained", str(encoder_b), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{plans} was planned from {fake_nnunet['pretrained'].resolve()}" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert plans.read_bytes() == before
+    # planned from the given encoder: used as they are, not planned again
+    assert cli.main(VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans")
+
+
+def test_runs_trained_from_another_encoder_are_not_reported_as_this_ones(fake_nnunet, encoder_b, capsys):
+    folder = fold_folder(fake_nnunet["dataset_results"], "VisMAETrainer_labels10", "nnUNetVisMAEPlans", 0)
+    write_summary(folder, 0.9, 0.8)
+    (folder.parent / "plans.json").write_text(json.dumps(planned_from(fake_nnunet["pretrained"])))  # nnU-Net's copy
+    for extra in (["--collect"], []):
+        assert cli.main(VISMAE_ARGV + ["--pretrained", str(encoder_b), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"The runs in {folder.parent} were trained from {fake_nnunet['pretrained'].resolve()}" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (fake_nnunet["dataset_results"] / "vismae_benchmark" / "report.md").exists()
+
+
+def test_slurm_without_sbatch_is_refused_before_anything_is_planned(fake_nnunet, recorder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    argv = VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--executor", "slurm"]
+    assert cli.main(argv) == 2
+    assert recorder == []
