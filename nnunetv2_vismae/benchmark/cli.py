@@ -409,7 +409,8 @@ def report_outcome(settings: le.Settings, outcome: ex.Outcome, invocation: str, 
 @console_script(PROG, resumes=True)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    return benchmark(build_parser().parse_args(argv), argv)
+    with ex.sigterm_as_interrupt():
+        return benchmark(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

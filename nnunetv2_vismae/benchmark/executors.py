@@ -5,7 +5,8 @@ each, or on CPU an even share of the cores each), ``slurm`` as one job array.
 A job is one run: its training (or resumption) and, with --test, its prediction and scoring. The job
 works out what its run still needs when it starts, from the run's fold folder, so a rerun, a requeued
 job or a second job for the same run skips or resumes it exactly as the inline benchmark does, and it
-holds the run's lock while it works, so two jobs never train one run. What jobs leave behind is all a
+holds the run's lock while it works (as the inline benchmark does), so no two jobs or benchmarks train one
+run. What jobs leave behind is all a
 later ``--collect`` reads: the run's summary when it finished, ``logs/<run>.failed`` (the sentence
 saying why) when it failed; each command's output is in ``logs/<command>.log`` and submitit's own in
 ``logs/submitit/``.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +69,21 @@ def append_history(out: Path, line: str) -> None:
         handle.write(line + "\n")
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does, so that the benchmark stops the command it runs and
+    the jobs it waits for; Python's default would end this process at once and leave them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:
     """Run one command into ``logs/<name>.log`` and record it in commands.txt; StepFailed when it fails
     or does not write what it must."""
@@ -78,15 +96,40 @@ def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:
     append_history(settings.out, job.text)
 
 
+def run_lock(settings: le.Settings, run: le.Run) -> Path:
+    """The lock of one run, next to its fold folder: whatever benchmark or job trains the run holds it."""
+    return run.folder(settings.results_dir).parent / f".fold_{run.fold}.lock"
+
+
+@contextlib.contextmanager
+def holding_run(settings: le.Settings, run: le.Run):
+    """The run's lock, waiting (and saying so) while another benchmark or job holds it."""
+    path = run_lock(settings, run)
+    with flocked(path, wait=False, create=True) as held:
+        if held:
+            yield
+            return
+    tqdm.write(f"{run.short}: another benchmark is training it; waiting for it to end (lock {path}).", sys.stderr)
+    with flocked(path, create=True):
+        yield
+
+
 def run_inline(settings: le.Settings, jobs: list[le.Job]) -> None:
-    """Run the jobs in order in this process; raises StepFailed on the first failure."""
+    """Run the jobs in order in this process, each run's under its lock and worked out again once the lock is
+    held (another benchmark may have trained the run meanwhile); raises StepFailed on the first failure."""
     logs_folder(settings).mkdir(parents=True, exist_ok=True)
     env = command_environment()
     with tqdm(total=len(jobs), desc="benchmark", unit="command", dynamic_ncols=True) as bar:
-        for job in jobs:
+        for job in [job for job in jobs if job.run is None]:  # the planning, which every run needs
             bar.set_postfix_str(job.label)
             run_command(settings, job, env)
             bar.update()
+        for run in dict.fromkeys(job.run for job in jobs if job.run is not None):
+            with holding_run(settings, run):
+                for job in le.run_jobs(settings, run):
+                    bar.set_postfix_str(job.label)
+                    run_command(settings, job, env)
+                    bar.update()
 
 
 def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | None, gpu: str | None) -> str:
@@ -94,9 +137,10 @@ def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | N
     what the run still needs under the run's lock; StepFailed (also written to logs/<run>.failed) when a
     command fails."""
     os.environ.update(variables)  # nnU-Net's folders and settings as the benchmark saw them
+    logs_folder(settings).mkdir(parents=True, exist_ok=True)
     locks = logs_folder(settings) / "locks"
     slot_lock = flocked(locks / f"slot_{slot}.lock", create=True) if slot is not None else contextlib.nullcontext()
-    with slot_lock, flocked(locks / f"{run.name}.lock", wait=False, create=True) as held:
+    with slot_lock, flocked(run_lock(settings, run), wait=False, create=True) as held:
         if not held:
             return f"{run.short}: another job holds it, left to that job"
         env = dict(os.environ)

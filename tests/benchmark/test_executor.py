@@ -176,7 +176,7 @@ def test_a_job_gives_its_gpu_to_its_commands_and_resumes_its_run(fake_nnunet, tm
 def test_a_run_another_job_holds_is_left_to_it(fake_nnunet, tmp_path, fake_commands):
     settings = settings_for(tmp_path)
     (run,) = le.all_runs(settings)
-    lock = executors.logs_folder(settings) / "locks" / f"{run.name}.lock"
+    lock = executors.run_lock(settings, run)
     with flocked(lock, wait=False, create=True) as held:
         assert held
         assert executors.train_run(settings, run, {}, None, None).endswith("left to that job")

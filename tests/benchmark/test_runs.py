@@ -1,11 +1,16 @@
 """Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from nnunetv2_vismae.benchmark import cli, executors
+from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 
 from .conftest import fold_folder, write_summary
@@ -300,3 +305,58 @@ def test_slurm_without_sbatch_is_refused_before_anything_is_planned(fake_nnunet,
     argv = VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--executor", "slurm"]
     assert cli.main(argv) == 2
     assert recorder == []
+
+
+def test_the_inline_benchmark_trains_a_run_only_under_its_lock(fake_nnunet, recorder, monkeypatch):
+    from nnunetv2_vismae.io.lock import flocked
+
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    (run,) = le.all_runs(settings)
+    seen = []
+    recording = executors.run_logged
+
+    def training(cmd, env, log):  # a second benchmark cannot take the run while this one trains it
+        with flocked(executors.run_lock(settings, run), wait=False) as held:
+            seen.append(held)
+        return recording(cmd, env, log)
+
+    monkeypatch.setattr(executors, "run_logged", training)
+    assert cli.main(argv) == 0
+    assert seen == [False]
+
+
+def test_a_run_another_benchmark_trains_is_waited_for_not_trained_twice(fake_nnunet, recorder, capsys):
+    from nnunetv2_vismae.io.lock import flocked
+
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    (run,) = le.all_runs(settings)
+    held, done = threading.Event(), threading.Event()
+
+    def other_benchmark():
+        with flocked(executors.run_lock(settings, run), create=True):
+            held.set()
+            time.sleep(0.5)
+            write_summary(run.folder(settings.results_dir), 0.9, 0.8)  # it trained the run meanwhile
+        done.set()
+
+    threading.Thread(target=other_benchmark).start()
+    held.wait(5)
+    assert cli.main(argv) == 0
+    assert done.is_set() and recorder == []  # found finished once the other let go
+    assert "another benchmark is training it; waiting for it to end" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_benchmark_as_ctrl_c_does(fake_nnunet, monkeypatch, capsys):
+    def unexpected(signum, frame):
+        raise AssertionError("SIGTERM reached the default handling: the benchmark would die, its command run on")
+
+    previous = signal.signal(signal.SIGTERM, unexpected)
+    try:
+        monkeypatch.setattr(executors, "run_logged", lambda cmd, env, log: os.kill(os.getpid(), signal.SIGTERM))
+        assert cli.main(ARGV) == 130
+        assert signal.getsignal(signal.SIGTERM) is unexpected  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "interrupted; run the same command again to resume." in capsys.readouterr().err
