@@ -362,7 +362,7 @@ def run_as_jobs(settings: le.Settings, jobs: list[le.Job], options: ex.Options, 
             "that finished."
         )
         return 0
-    ex.wait(submitted, runs)
+    ex.wait(submitted, runs, stop_on_interrupt=options.kind == ex.LOCAL)  # SLURM jobs run on (README)
     return report_outcome(settings, ex.outcome(settings, dict(zip(runs, submitted))), invocation, margin)
 
 

@@ -255,18 +255,34 @@ def submit(settings: le.Settings, runs: list[le.Run], options: Options) -> list[
     )
 
 
-def wait(jobs: list[submitit.Job], runs: list[le.Run]) -> None:
-    """Until every job has ended, with a bar over the runs."""
+def wait(jobs: list[submitit.Job], runs: list[le.Run], stop_on_interrupt: bool = False) -> None:
+    """Until every job has ended, with a bar over the runs; interrupted (Ctrl-C, SIGTERM) with
+    ``stop_on_interrupt``, the jobs are stopped first."""
     pending = list(zip(jobs, runs))
-    with tqdm(total=len(pending), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
-        while pending:
-            ended = [(job, run) for job, run in pending if job.done()]
-            for job, run in ended:
-                pending.remove((job, run))
-                bar.set_postfix_str(run.short)
-                bar.update()
-            if pending:
-                time.sleep(POLL_S)
+    try:
+        with tqdm(total=len(pending), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
+            while pending:
+                ended = [(job, run) for job, run in pending if job.done()]
+                for job, run in ended:
+                    pending.remove((job, run))
+                    bar.set_postfix_str(run.short)
+                    bar.update()
+                if pending:
+                    time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        if stop_on_interrupt:
+            stop(jobs)
+        raise
+
+
+def stop(jobs: list[submitit.Job], limit_s: float = 30.0) -> None:
+    """Cancel local jobs and wait (up to ``limit_s``) until their processes have ended: each gets SIGINT, on
+    which ``run_logged`` stops its command and every process the command started."""
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + limit_s
+    while any(job.state == "RUNNING" for job in jobs) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @dataclass
