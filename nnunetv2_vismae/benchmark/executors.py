@@ -5,11 +5,10 @@ each, or on CPU an even share of the cores each), ``slurm`` as one job array.
 A job is one run: its training (or resumption) and, with --test, its prediction and scoring. The job
 works out what its run still needs when it starts, from the run's fold folder, so a rerun, a requeued
 job or a second job for the same run skips or resumes it exactly as the inline benchmark does, and it
-holds the run's lock while it works (as the inline benchmark does), so no two jobs or benchmarks train one
-run. What jobs leave behind is all a
-later ``--collect`` reads: the run's summary when it finished, ``logs/<run>.failed`` (the sentence
-saying why) when it failed; each command's output is in ``logs/<command>.log`` and submitit's own in
-``logs/submitit/``.
+holds the run's lock while it works (as the inline benchmark does), so no two jobs or benchmarks train
+one run. What jobs leave behind is all a later ``--collect`` reads: the run's summary when it finished,
+``logs/<run>.failed`` (the sentence saying why) when it failed; each command's output is in
+``logs/<command>.log`` and submitit's own in ``logs/submitit/``.
 """
 
 from __future__ import annotations
@@ -109,7 +108,7 @@ def holding_run(settings: le.Settings, run: le.Run):
         if held:
             yield
             return
-    tqdm.write(f"{run.short}: another benchmark is training it; waiting for it to end (lock {path}).", sys.stderr)
+    tqdm.write(f"{run.short}: another benchmark is training it; waiting for it to end (lock {path}).", file=sys.stderr)
     with flocked(path, create=True):
         yield
 

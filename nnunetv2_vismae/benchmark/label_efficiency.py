@@ -398,25 +398,26 @@ def check_planned_from(settings: Settings, content_hashes: dict[str, str]) -> No
     runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
     for arm in {run.arm.plans: run.arm for run in runs}.values():
         plans = settings.preprocessed_dir / f"{arm.plans}.json"
-        if plans.is_file() and not planned_from_given(settings, plans, arm, content_hashes):
+        recorded = checkpoint_reference(plans, settings.configuration) if plans.is_file() else None
+        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
             raise BenchmarkError(
-                f"{plans} was planned from {recorded_path(settings, plans)}, not from "
-                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)}, and the benchmark does not overwrite "
-                f"plans; pass the checkpoint they were planned from, or move {plans.name} away to plan anew."
+                f"{plans} was planned from {described(recorded)}, not from {PRETRAINED_FLAGS[arm.family]} "
+                f"{settings.checkpoint(arm)} (content hash {content_hashes[arm.family]}), and the benchmark does "
+                f"not overwrite plans; pass the checkpoint they were planned from, or move {plans.name} away."
             )
     for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
         copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
-        if copy.is_file() and not planned_from_given(settings, copy, arm, content_hashes):
+        recorded = checkpoint_reference(copy, settings.configuration) if copy.is_file() else None
+        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
             raise BenchmarkError(
-                f"The runs in {folder} were trained from {recorded_path(settings, copy)}, not from "
-                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)}; pass that checkpoint, or move the "
-                "folder away to train them from the new one."
+                f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "
+                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)} (content hash "
+                f"{content_hashes[arm.family]}); pass that checkpoint, or move the folder away to train them anew."
             )
 
 
-def planned_from_given(settings: Settings, plans: Path, arm: Arm, content_hashes: dict[str, str]) -> bool:
-    return checkpoint_reference(plans, settings.configuration).get("content_hash") == content_hashes[arm.family]
-
-
-def recorded_path(settings: Settings, plans: Path) -> str:
-    return checkpoint_reference(plans, settings.configuration).get("path", "no checkpoint")
+def described(reference: dict) -> str:
+    """A plans' checkpoint reference in words."""
+    if not reference:
+        return "no checkpoint"
+    return f"{reference.get('path')} (content hash {reference.get('content_hash')})"

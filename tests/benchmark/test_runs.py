@@ -295,7 +295,10 @@ def test_runs_trained_from_another_encoder_are_not_reported_as_this_ones(fake_nn
     for extra in (["--collect"], []):
         assert cli.main(VISMAE_ARGV + ["--pretrained", str(encoder_b), *extra]) == 2
         err = capsys.readouterr().err
-        assert f"The runs in {folder.parent} were trained from {fake_nnunet['pretrained'].resolve()}" in err
+        assert (
+            f"The runs in {folder.parent} were trained with plans planned from {fake_nnunet['pretrained'].resolve()}"
+            in err
+        )
         assert len(err.strip().splitlines()) == 1
     assert not (fake_nnunet["dataset_results"] / "vismae_benchmark" / "report.md").exists()
 
