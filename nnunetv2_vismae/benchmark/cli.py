@@ -177,7 +177,7 @@ def executor_options(args) -> ex.Options:
                 raise BenchmarkError(
                     f"{flag} needs --executor local or slurm; the inline benchmark runs one at a time."
                 )
-    return ex.Options(
+    options = ex.Options(
         kind=args.executor,
         max_parallel=args.max_parallel,
         wait=not args.no_wait,
@@ -186,6 +186,9 @@ def executor_options(args) -> ex.Options:
         slurm_time=args.slurm_time or ex.DEFAULT_SLURM_TIME,
         slurm_extra=ex.parse_extra(args.slurm_extra),
     )
+    if options.kind == ex.SLURM and not (args.collect or args.dry_run):
+        ex.check_slurm_commands()  # now, not after the planning that precedes submitting
+    return options
 
 
 def default_device() -> str:
@@ -250,7 +253,7 @@ def collect(settings: le.Settings) -> list:
             "test" if settings.test else "validation",
         )
         for run in le.all_runs(settings)
-        if le.scored(settings, run).is_file()
+        if le.is_finished(settings, run)
     ]
 
 
@@ -268,11 +271,12 @@ def check_configuration(settings: le.Settings) -> None:
         )
 
 
-def check_pretrained(settings: le.Settings) -> None:
+def check_pretrained(settings: le.Settings) -> dict[str, str]:
     """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
-    and check each is of the family its flag is for."""
+    and check each is of the family its flag is for; family -> content hash."""
     from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 
+    content_hashes = {}
     for flag, family, path in (
         ("--pretrained", "swin", settings.pretrained),
         ("--pretrained-cnn", "cnn", settings.pretrained_cnn),
@@ -282,6 +286,8 @@ def check_pretrained(settings: le.Settings) -> None:
         checkpoint = read_encoder_checkpoint(path)
         if checkpoint.family != family:
             raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
+        content_hashes[family] = checkpoint.content_hash
+    return content_hashes
 
 
 def check_writable(settings: le.Settings) -> None:
@@ -310,7 +316,7 @@ def benchmark(args, argv: list[str]) -> int:
         args.subset_seeds,
         args.test,
     )
-    check_pretrained(settings)  # a dry run refuses what the real run refuses
+    le.check_planned_from(settings, check_pretrained(settings))  # a dry run refuses what the real run refuses
     jobs, finished = le.pending_jobs(settings)
     total = len(finished) + sum(j.run is not None for j in jobs)
     if args.dry_run:
@@ -356,7 +362,7 @@ def run_as_jobs(settings: le.Settings, jobs: list[le.Job], options: ex.Options, 
             "that finished."
         )
         return 0
-    ex.wait(submitted, runs)
+    ex.wait(submitted, runs, stop_on_interrupt=options.kind == ex.LOCAL)  # SLURM jobs run on (README)
     return report_outcome(settings, ex.outcome(settings, dict(zip(runs, submitted))), invocation, margin)
 
 
@@ -403,7 +409,8 @@ def report_outcome(settings: le.Settings, outcome: ex.Outcome, invocation: str, 
 @console_script(PROG, resumes=True)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    return benchmark(build_parser().parse_args(argv), argv)
+    with ex.sigterm_as_interrupt():
+        return benchmark(build_parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

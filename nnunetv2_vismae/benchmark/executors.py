@@ -5,10 +5,10 @@ each, or on CPU an even share of the cores each), ``slurm`` as one job array.
 A job is one run: its training (or resumption) and, with --test, its prediction and scoring. The job
 works out what its run still needs when it starts, from the run's fold folder, so a rerun, a requeued
 job or a second job for the same run skips or resumes it exactly as the inline benchmark does, and it
-holds the run's lock while it works, so two jobs never train one run. What jobs leave behind is all a
-later ``--collect`` reads: the run's summary when it finished, ``logs/<run>.failed`` (the sentence
-saying why) when it failed; each command's output is in ``logs/<command>.log`` and submitit's own in
-``logs/submitit/``.
+holds the run's lock while it works (as the inline benchmark does), so no two jobs or benchmarks train
+one run. What jobs leave behind is all a later ``--collect`` reads: the run's summary when it finished,
+``logs/<run>.failed`` (the sentence saying why) when it failed; each command's output is in
+``logs/<command>.log`` and submitit's own in ``logs/submitit/``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import is_readable_summary
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.io.lock import flocked
 from nnunetv2_vismae.io.nnunet import command_environment, run_logged
@@ -65,6 +68,21 @@ def append_history(out: Path, line: str) -> None:
         handle.write(line + "\n")
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does, so that the benchmark stops the command it runs and
+    the jobs it waits for; Python's default would end this process at once and leave them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:
     """Run one command into ``logs/<name>.log`` and record it in commands.txt; StepFailed when it fails
     or does not write what it must."""
@@ -72,20 +90,45 @@ def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:
     code = run_logged(job.cmd, env, log)
     if code != 0:
         raise StepFailed(f"Run {job.label} failed (exit {code}): {job.text}; its output is in {log}")
-    if job.produces is not None and not job.produces.is_file():
-        raise StepFailed(f"Run {job.label} finished but wrote no {job.produces}; its output is in {log}")
+    if job.produces is not None and not is_readable_summary(job.produces):
+        raise StepFailed(f"Run {job.label} finished but wrote no readable {job.produces}; its output is in {log}")
     append_history(settings.out, job.text)
 
 
+def run_lock(settings: le.Settings, run: le.Run) -> Path:
+    """The lock of one run, next to its fold folder: whatever benchmark or job trains the run holds it."""
+    return run.folder(settings.results_dir).parent / f".fold_{run.fold}.lock"
+
+
+@contextlib.contextmanager
+def holding_run(settings: le.Settings, run: le.Run):
+    """The run's lock, waiting (and saying so) while another benchmark or job holds it."""
+    path = run_lock(settings, run)
+    with flocked(path, wait=False, create=True) as held:
+        if held:
+            yield
+            return
+    tqdm.write(f"{run.short}: another benchmark is training it; waiting for it to end (lock {path}).", file=sys.stderr)
+    with flocked(path, create=True):
+        yield
+
+
 def run_inline(settings: le.Settings, jobs: list[le.Job]) -> None:
-    """Run the jobs in order in this process; raises StepFailed on the first failure."""
+    """Run the jobs in order in this process, each run's under its lock and worked out again once the lock is
+    held (another benchmark may have trained the run meanwhile); raises StepFailed on the first failure."""
     logs_folder(settings).mkdir(parents=True, exist_ok=True)
     env = command_environment()
     with tqdm(total=len(jobs), desc="benchmark", unit="command", dynamic_ncols=True) as bar:
-        for job in jobs:
+        for job in [job for job in jobs if job.run is None]:  # the planning, which every run needs
             bar.set_postfix_str(job.label)
             run_command(settings, job, env)
             bar.update()
+        for run in dict.fromkeys(job.run for job in jobs if job.run is not None):
+            with holding_run(settings, run):
+                for job in le.run_jobs(settings, run):
+                    bar.set_postfix_str(job.label)
+                    run_command(settings, job, env)
+                    bar.update()
 
 
 def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | None, gpu: str | None) -> str:
@@ -93,9 +136,10 @@ def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | N
     what the run still needs under the run's lock; StepFailed (also written to logs/<run>.failed) when a
     command fails."""
     os.environ.update(variables)  # nnU-Net's folders and settings as the benchmark saw them
+    logs_folder(settings).mkdir(parents=True, exist_ok=True)
     locks = logs_folder(settings) / "locks"
     slot_lock = flocked(locks / f"slot_{slot}.lock", create=True) if slot is not None else contextlib.nullcontext()
-    with slot_lock, flocked(locks / f"{run.name}.lock", wait=False, create=True) as held:
+    with slot_lock, flocked(run_lock(settings, run), wait=False, create=True) as held:
         if not held:
             return f"{run.short}: another job holds it, left to that job"
         env = dict(os.environ)
@@ -128,7 +172,8 @@ def parse_extra(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BenchmarkError(f"--slurm-extra takes KEY=VALUE items, got {item!r}.")
-        extra[key] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+        number = value.isascii() and value.isdigit()  # str.isdigit alone takes '²', which int() refuses
+        extra[key] = int(value) if number else {"true": True, "false": False}.get(value.lower(), value)
     return extra
 
 
@@ -153,18 +198,22 @@ def slurm_parameters(options: Options, device: str) -> dict:
     return parameters
 
 
-def make_executor(settings: le.Settings, options: Options) -> submitit.Executor:
-    folder = logs_folder(settings) / "submitit"
-    if options.kind == LOCAL:
-        executor = submitit.LocalExecutor(folder)
-        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
-        return executor
+def check_slurm_commands() -> None:
     missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
     if missing:
         raise BenchmarkError(
             f"--executor slurm needs SLURM's {' and '.join(missing)} on PATH; run the benchmark on a node "
             "that submits jobs to the cluster."
         )
+
+
+def make_executor(settings: le.Settings, options: Options) -> submitit.Executor:
+    folder = logs_folder(settings) / "submitit"
+    if options.kind == LOCAL:
+        executor = submitit.LocalExecutor(folder)
+        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, stderr_to_stdout=True)
+        return executor
+    check_slurm_commands()
     executor = submitit.SlurmExecutor(folder)
     try:
         executor.update_parameters(**slurm_parameters(options, settings.device))
@@ -205,18 +254,34 @@ def submit(settings: le.Settings, runs: list[le.Run], options: Options) -> list[
     )
 
 
-def wait(jobs: list[submitit.Job], runs: list[le.Run]) -> None:
-    """Until every job has ended, with a bar over the runs."""
+def wait(jobs: list[submitit.Job], runs: list[le.Run], stop_on_interrupt: bool = False) -> None:
+    """Until every job has ended, with a bar over the runs; interrupted (Ctrl-C, SIGTERM) with
+    ``stop_on_interrupt``, the jobs are stopped first."""
     pending = list(zip(jobs, runs))
-    with tqdm(total=len(pending), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
-        while pending:
-            ended = [(job, run) for job, run in pending if job.done()]
-            for job, run in ended:
-                pending.remove((job, run))
-                bar.set_postfix_str(run.short)
-                bar.update()
-            if pending:
-                time.sleep(POLL_S)
+    try:
+        with tqdm(total=len(pending), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
+            while pending:
+                ended = [(job, run) for job, run in pending if job.done()]
+                for job, run in ended:
+                    pending.remove((job, run))
+                    bar.set_postfix_str(run.short)
+                    bar.update()
+                if pending:
+                    time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        if stop_on_interrupt:
+            stop(jobs)
+        raise
+
+
+def stop(jobs: list[submitit.Job], limit_s: float = 30.0) -> None:
+    """Cancel local jobs and wait (up to ``limit_s``) until their processes have ended: each gets SIGINT, on
+    which ``run_logged`` stops its command and every process the command started."""
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + limit_s
+    while any(job.state == "RUNNING" for job in jobs) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @dataclass
@@ -235,7 +300,7 @@ def outcome(settings: le.Settings, jobs: dict | None = None) -> Outcome:
     for run in le.all_runs(settings):
         failure = failure_file(settings, run)
         job = (jobs or {}).get(run)
-        if le.scored(settings, run).is_file():
+        if le.is_finished(settings, run):
             result.finished.append(run)
         elif failure.is_file():
             result.failed.append(failure.read_text().strip())

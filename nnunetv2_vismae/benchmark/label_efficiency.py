@@ -2,12 +2,13 @@
 
 One run is (arm, label fraction, fold): ``nnUNetv2_train ID CONFIG FOLD -p PLANS -tr TRAINER``.
 Its state comes from the files nnU-Net leaves in the fold folder, so an interrupted benchmark
-resumes where it stopped: ``validation/summary.json`` -> done; ``checkpoint_final.pth`` -> only
+resumes where it stopped: a readable ``validation/summary.json`` -> done; ``checkpoint_final.pth`` -> only
 ``--val``; ``checkpoint_latest.pth`` -> continue with ``--c``; nothing -> train.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from nnunetv2_vismae.benchmark.arms import (
     trainer_name,
 )
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
+from nnunetv2_vismae.benchmark.report import is_readable_summary
 from nnunetv2_vismae.io.nnunet import dataset_name
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
@@ -154,9 +156,6 @@ def make_settings(
             raise BenchmarkError(f"{flag} must be at least 1, got {value}.")
     if any(seed < 0 for seed in subset_seeds):
         raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(subset_seeds)}.")
-    for fold in folds:
-        if fold != "all" and not (fold.isdigit()):
-            raise BenchmarkError(f"Fold {fold!r} is neither a non-negative integer nor 'all'.")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise BenchmarkError(f"Unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}.")
@@ -171,7 +170,7 @@ def make_settings(
         dataset=str(dataset),
         dataset_name=name,
         configuration=configuration,
-        folds=tuple(dict.fromkeys(str(f) for f in folds)),
+        folds=tuple(dict.fromkeys(fold_name(str(f)) for f in folds)),
         labels=tuple(sorted(set(labels))),
         arms=chosen,
         pretrained=Path(pretrained).resolve() if pretrained else None,
@@ -187,6 +186,15 @@ def make_settings(
     if test:
         check_test_set(settings)
     return replace(settings, out=Path(out) if out else settings.results_dir / "vismae_benchmark")
+
+
+def fold_name(fold: str) -> str:
+    """The fold as nnU-Net names its folder: ``00`` -> ``0`` (nnU-Net writes fold_0), ``all`` as it is."""
+    if fold == "all":
+        return fold
+    if not (fold.isascii() and fold.isdigit()):  # str.isdigit alone takes '²'
+        raise BenchmarkError(f"Fold {fold!r} is neither a non-negative integer nor 'all'.")
+    return str(int(fold))
 
 
 def check_checkpoints_given(settings: Settings) -> None:
@@ -225,7 +233,7 @@ def all_runs(settings: Settings) -> list[Run]:
 
 
 def run_state(folder: Path) -> str:
-    if (folder / "validation" / "summary.json").is_file():
+    if is_readable_summary(folder / "validation" / "summary.json"):
         return DONE
     if (folder / "checkpoint_final.pth").is_file():
         return VALIDATE
@@ -255,14 +263,13 @@ def train_command(settings: Settings, run: Run, state: str) -> tuple[str, ...]:
 
 
 def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
-    """``nnUNetv2_vismae_plan`` for derived plans that pending runs need.
-
-    With a checkpoint of the plans' family the plans are (re)written from it; without one they are
-    written only when missing (scratch-only benchmarks)."""
+    """``nnUNetv2_vismae_plan`` for derived plans that pending runs need and that do not exist yet:
+    existing plans may be the user's own and are never overwritten (``check_planned_from`` makes sure
+    they were planned from the given checkpoint)."""
     jobs = []
     for plans, arm in {r.arm.plans: r.arm for r in pending if r.arm.derived_plans}.items():
         checkpoint = settings.checkpoint(arm)
-        if checkpoint is None and (settings.preprocessed_dir / f"{plans}.json").is_file():
+        if (settings.preprocessed_dir / f"{plans}.json").is_file():
             continue
         cmd = ["nnUNetv2_vismae_plan", "-d", settings.dataset, "-o", plans]
         if checkpoint is not None:
@@ -318,6 +325,10 @@ def scored(settings: Settings, run: Run) -> Path:
     return run.test_summary(settings.results_dir) if settings.test else run.summary(settings.results_dir)
 
 
+def is_finished(settings: Settings, run: Run) -> bool:
+    return is_readable_summary(scored(settings, run))
+
+
 def run_jobs(settings: Settings, run: Run) -> list[Job]:
     """The commands one run still needs, from the files its fold folder holds now: training (or its
     resumption), then with --test the prediction and scoring of the test set; none when it is finished."""
@@ -325,7 +336,7 @@ def run_jobs(settings: Settings, run: Run) -> list[Job]:
     state = run_state(run.folder(settings.results_dir))
     if state != DONE:
         jobs.append(Job(run.name, train_command(settings, run, state), run, run.summary(settings.results_dir)))
-    if settings.test and not run.test_summary(settings.results_dir).is_file():
+    if settings.test and not is_readable_summary(run.test_summary(settings.results_dir)):
         jobs += test_jobs(settings, run)
     return jobs
 
@@ -365,3 +376,48 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
                 f"{path} does not exist; run nnUNetv2_plan_and_preprocess -d {settings.dataset} "
                 f"-c {settings.configuration} first."
             )
+
+
+def checkpoint_reference(plans_file: Path, configuration: str) -> dict:
+    """What plans record of the checkpoint they were planned from ({}: none); BenchmarkError when unreadable."""
+    from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY  # here: the package imports torch
+
+    try:
+        reference = json.loads(plans_file.read_text())["configurations"][configuration].get(PRETRAINED_KEY)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BenchmarkError(
+            f"{plans_file} is not readable plans with a {configuration} configuration ({type(e).__name__}: {e})."
+        ) from None
+    return reference if isinstance(reference, dict) else {}
+
+
+def check_planned_from(settings: Settings, content_hashes: dict[str, str]) -> None:
+    """The derived plans, and the runs already trained with them, must come from the checkpoints given now
+    (``content_hashes``: family -> content hash): otherwise planning would overwrite the user's plans, or
+    the report would name the given encoder for runs fine-tuned from another one."""
+    runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
+    for arm in {run.arm.plans: run.arm for run in runs}.values():
+        plans = settings.preprocessed_dir / f"{arm.plans}.json"
+        recorded = checkpoint_reference(plans, settings.configuration) if plans.is_file() else None
+        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
+            raise BenchmarkError(
+                f"{plans} was planned from {described(recorded)}, not from {PRETRAINED_FLAGS[arm.family]} "
+                f"{settings.checkpoint(arm)} (content hash {content_hashes[arm.family]}), and the benchmark does "
+                f"not overwrite plans; pass the checkpoint they were planned from, or move {plans.name} away."
+            )
+    for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
+        copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
+        recorded = checkpoint_reference(copy, settings.configuration) if copy.is_file() else None
+        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
+            raise BenchmarkError(
+                f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "
+                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)} (content hash "
+                f"{content_hashes[arm.family]}); pass that checkpoint, or move the folder away to train them anew."
+            )
+
+
+def described(reference: dict) -> str:
+    """A plans' checkpoint reference in words."""
+    if not reference:
+        return "no checkpoint"
+    return f"{reference.get('path')} (content hash {reference.get('content_hash')})"

@@ -55,7 +55,9 @@ def read_cases(metric_per_case: list) -> dict:
     return cases
 
 
-def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, split: str = "validation") -> RunResult:
+def read_scores(path: Path) -> tuple[dict, float, dict]:
+    """(per-class mean Dice, foreground mean Dice, per-case Dice) of an nnU-Net summary.json;
+    BenchmarkError (one sentence naming the file) when it is missing, truncated or lacks them."""
     try:
         summary = json.loads(Path(path).read_text())
         per_class = {key: float(value["Dice"]) for key, value in summary["mean"].items()}
@@ -65,6 +67,20 @@ def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, sp
         raise BenchmarkError(
             f"{path} is not a readable nnU-Net validation summary ({type(e).__name__}: {e})."
         ) from None
+    return per_class, mean, cases
+
+
+def is_readable_summary(path: Path) -> bool:
+    """Whether ``path`` holds the scores the report reads (a summary cut short by a kill or a full disk does not)."""
+    try:
+        read_scores(path)
+    except BenchmarkError:
+        return False
+    return True
+
+
+def read_summary(path: Path, arm: str, labels: int, fold: str, seed: int = 0, split: str = "validation") -> RunResult:
+    per_class, mean, cases = read_scores(path)
     return RunResult(arm, labels, str(fold), per_class, mean, cases, seed, split, read_label_subset(path))
 
 
@@ -74,9 +90,12 @@ def read_label_subset(summary: Path) -> tuple[str, ...]:
     if not path.is_file():
         return ()
     try:
-        return tuple(sorted(json.loads(path.read_text())["train"]))
+        train = json.loads(path.read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchmarkError(f"{path} is not a readable label subset ({type(e).__name__}: {e}).") from None
+    if not isinstance(train, list) or not all(isinstance(case, str) for case in train):
+        raise BenchmarkError(f"{path} is not a readable label subset (its train is not a list of case names).")
+    return tuple(sorted(train))
 
 
 def class_names(dataset_json: Path | None) -> dict:

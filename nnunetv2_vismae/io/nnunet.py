@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -88,8 +89,38 @@ def console_script(name: str) -> str:
 
 def run_logged(cmd: Sequence[str], env: dict, log: Path, mode: str = "a") -> int:
     """Run one console script with its output written to ``log`` (``mode`` "a" appends, "w" starts
-    afresh) after a ``$ command`` line; returns its exit status."""
+    afresh) after a ``$ command`` line; returns its exit status. Interrupted (Ctrl-C, or a signal the
+    caller turns into an exception), it stops the command and every process the command started."""
     with open(log, mode) as handle:
         handle.write(f"$ {shlex.join(cmd)}\n")
         handle.flush()  # before the child writes into the same file
-        return subprocess.call([console_script(cmd[0]), *cmd[1:]], env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [console_script(cmd[0]), *cmd[1:]],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it reaches its workers too
+        )
+        try:
+            return process.wait()
+        except BaseException:
+            stop_process_group(process)
+            raise
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the group the process leads, SIGKILL if it has not ended after ``grace_s``."""
+    if not hasattr(os, "killpg"):  # Windows: no process groups
+        process.kill()
+        process.wait()
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.io.lock import flocked
 from tests.conftest import set_nnunet_folders
 
-from . import slurm_cluster
+from . import local_command, slurm_cluster
 from .conftest import fold_folder, write_summary
 
 TRAINER = "nnUNetTrainer_labels100_1epochs_1iters"
@@ -176,7 +178,7 @@ def test_a_job_gives_its_gpu_to_its_commands_and_resumes_its_run(fake_nnunet, tm
 def test_a_run_another_job_holds_is_left_to_it(fake_nnunet, tmp_path, fake_commands):
     settings = settings_for(tmp_path)
     (run,) = le.all_runs(settings)
-    lock = executors.logs_folder(settings) / "locks" / f"{run.name}.lock"
+    lock = executors.run_lock(settings, run)
     with flocked(lock, wait=False, create=True) as held:
         assert held
         assert executors.train_run(settings, run, {}, None, None).endswith("left to that job")
@@ -316,3 +318,42 @@ def test_a_real_slurm_cluster_runs_the_array_and_reports_the_failed_run(
     assert (out / "results.csv").read_text().count("\nnnunet,100,") == 1
     (script,) = (out / "logs" / "submitit").glob("*_submission.sh")
     assert "#SBATCH --array=0-1%2" in script.read_text().splitlines()
+
+
+def test_slurm_extra_numbers_are_ascii_digits_only():
+    assert executors.parse_extra(["cpus_per_task=²", "nodes=2"]) == {"cpus_per_task": "²", "nodes": 2}
+
+
+def process_runs(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_ctrl_c_while_waiting_stops_the_local_jobs_and_what_they_started(fake_nnunet, tmp_path, monkeypatch):
+    executor = executors.make_executor(settings_for(tmp_path), executors.Options(kind=executors.LOCAL))
+    pid_file = tmp_path / "command.pid"
+    job = executor.submit(local_command.start_a_command, str(pid_file), str(tmp_path / "command.log"))
+    try:
+
+        def ctrl_c_once_started():
+            while not (pid_file.is_file() and pid_file.read_text().strip()):
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the benchmark's terminal
+
+        monkeypatch.setattr(executors, "POLL_S", 0.05)
+        threading.Thread(target=ctrl_c_once_started, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            executors.wait([job], [None], stop_on_interrupt=True)
+        assert job.state != "RUNNING"
+        command = int(pid_file.read_text())
+        deadline = time.monotonic() + 10
+        while process_runs(command) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not process_runs(command), "the local job's command trains on after Ctrl-C"
+    finally:
+        job.cancel()
+        if pid_file.is_file() and pid_file.read_text().strip() and process_runs(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), 9)

@@ -189,3 +189,15 @@ def test_a_runs_label_subset_is_read_from_its_fold_folder(tmp_path):
     (folder / "label_subset.json").write_text('{"percent": 10')
     with pytest.raises(BenchmarkError, match=r"label_subset.json is not a readable label subset \(JSONDecodeError"):
         read_summary(summary, "nnunet", 10, "0")
+
+
+@pytest.mark.parametrize("train", ['"case_a"', "[1, 2]", "null"])
+def test_a_label_subset_that_is_no_list_of_case_names_is_one_sentence(tmp_path, train):
+    folder = fold_folder(tmp_path, "nnUNetTrainer_labels10", "nnUNetPlans", 0)
+    summary = write_summary(folder, 0.5, 0.5)
+    (folder / "label_subset.json").write_text(f'{{"percent": 10, "seed": 0, "train": {train}}}')
+    with pytest.raises(
+        BenchmarkError,
+        match=r"label_subset.json is not a readable label subset \(its train is not a list of case names",
+    ):
+        read_summary(summary, "nnunet", 10, "0")

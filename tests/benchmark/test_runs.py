@@ -1,10 +1,16 @@
 """Which commands the benchmark runs: finished runs skipped, interrupted ones resumed, planning first."""
 
+import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from nnunetv2_vismae.benchmark import cli, executors
+from nnunetv2_vismae.benchmark import label_efficiency as le
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 
 from .conftest import fold_folder, write_summary
@@ -213,3 +219,147 @@ def test_vanilla_nnunet_always_runs_at_100_percent_the_verdicts_reference(fake_n
     )
     trainers = [line.split(" -tr ")[1].split()[0] for line in capsys.readouterr().out.splitlines() if " -tr " in line]
     assert trainers == ["nnUNetTrainer_labels10", "nnUNetTrainer_labels100", "VisMAETrainerScratch_labels10"]
+
+
+def test_fold_00_is_fold_0_and_a_non_ascii_fold_is_one_sentence(fake_nnunet, recorder, capsys):
+    write_summary(fold_folder(fake_nnunet["dataset_results"], TRAINER, "nnUNetPlans", 0), 0.9, 0.8)
+    argv = ARGV[: ARGV.index("-f")] + ARGV[ARGV.index("--epochs") :]
+    assert cli.main(argv + ["-f", "00", "0"]) == 0
+    assert recorder == []  # nnU-Net's fold_0 is finished: nothing retrains it
+    assert "fold_00" not in (fake_nnunet["dataset_results"] / "vismae_benchmark" / "results.csv").read_text()
+    capsys.readouterr()
+    assert cli.main(argv + ["-f", "²"]) == 2
+    err = capsys.readouterr().err
+    assert "Fold '²' is neither a non-negative integer nor 'all'." in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_truncated_summary_is_validated_again_not_taken_as_finished(fake_nnunet, recorder):
+    folder = fold_folder(fake_nnunet["dataset_results"], TRAINER, "nnUNetPlans", 0)
+    summary = write_summary(folder, 0.9, 0.8)
+    summary.write_text(summary.read_text()[:40])  # the disk filled up while nnU-Net wrote it
+    (folder / "checkpoint_final.pth").write_bytes(b"")
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    assert cli.main(argv) == 0
+    assert [c["cmd"][-1] for c in recorder] == ["--val"]
+    assert (fake_nnunet["dataset_results"] / "vismae_benchmark" / "results.csv").read_text().count("\nnnunet,") == 1
+
+
+def planned_from(checkpoint: Path) -> dict:
+    """The 2d configuration of plans that nnUNetv2_vismae_plan planned from ``checkpoint``."""
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, checkpoint_reference
+
+    reference = checkpoint_reference(checkpoint, read_encoder_checkpoint(checkpoint))
+    return {"configurations": {"2d": {"decoder": "swin", PRETRAINED_KEY: reference}}}
+
+
+@pytest.fixture
+def encoder_b(fake_nnunet, tmp_path) -> Path:
+    """A second swin encoder, with other weights than fake_nnunet's (another content hash)."""
+    import torch
+
+    from nnunetv2_vismae.architectures import SwinEncoder
+    from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+    from tests.conftest import TINY_ENCODER
+
+    torch.manual_seed(1)
+    encoder = SwinEncoder(**TINY_ENCODER)
+    path = tmp_path / "encoder_b.safetensors"
+    metadata = {"family": "swin", "encoder_config": encoder.config.to_json(), "normalization": {"scheme": "zscore"}}
+    save_encoder_checkpoint(path, encoder.state_dict(), metadata)
+    return path
+
+
+VISMAE_ARGV = ["-d", "990", "--arms", "vismae", "--labels", "10", "-f", "0", "-device", "cpu"]
+
+
+def test_the_users_plans_of_another_encoder_are_never_overwritten(fake_nnunet, encoder_b, capsys):
+    plans = fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetVisMAEPlans.json"
+    plans.write_text(json.dumps(planned_from(fake_nnunet["pretrained"])))  # the user's, with --decoder swin
+    before = plans.read_bytes()
+    for extra in (["--dry-run"], []):
+        assert cli.main(VISMAE_ARGV + ["--pretrained", str(encoder_b), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{plans} was planned from {fake_nnunet['pretrained'].resolve()}" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert plans.read_bytes() == before
+    # planned from the given encoder: used as they are, not planned again
+    assert cli.main(VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans")
+
+
+def test_runs_trained_from_another_encoder_are_not_reported_as_this_ones(fake_nnunet, encoder_b, capsys):
+    folder = fold_folder(fake_nnunet["dataset_results"], "VisMAETrainer_labels10", "nnUNetVisMAEPlans", 0)
+    write_summary(folder, 0.9, 0.8)
+    (folder.parent / "plans.json").write_text(json.dumps(planned_from(fake_nnunet["pretrained"])))  # nnU-Net's copy
+    for extra in (["--collect"], []):
+        assert cli.main(VISMAE_ARGV + ["--pretrained", str(encoder_b), *extra]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"The runs in {folder.parent} were trained with plans planned from {fake_nnunet['pretrained'].resolve()}"
+            in err
+        )
+        assert len(err.strip().splitlines()) == 1
+    assert not (fake_nnunet["dataset_results"] / "vismae_benchmark" / "report.md").exists()
+
+
+def test_slurm_without_sbatch_is_refused_before_anything_is_planned(fake_nnunet, recorder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    argv = VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--executor", "slurm"]
+    assert cli.main(argv) == 2
+    assert recorder == []
+
+
+def test_the_inline_benchmark_trains_a_run_only_under_its_lock(fake_nnunet, recorder, monkeypatch):
+    from nnunetv2_vismae.io.lock import flocked
+
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    (run,) = le.all_runs(settings)
+    seen = []
+    recording = executors.run_logged
+
+    def training(cmd, env, log):  # a second benchmark cannot take the run while this one trains it
+        with flocked(executors.run_lock(settings, run), wait=False) as held:
+            seen.append(held)
+        return recording(cmd, env, log)
+
+    monkeypatch.setattr(executors, "run_logged", training)
+    assert cli.main(argv) == 0
+    assert seen == [False]
+
+
+def test_a_run_another_benchmark_trains_is_waited_for_not_trained_twice(fake_nnunet, recorder, capsys):
+    from nnunetv2_vismae.io.lock import flocked
+
+    argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
+    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    (run,) = le.all_runs(settings)
+    held, done = threading.Event(), threading.Event()
+
+    def other_benchmark():
+        with flocked(executors.run_lock(settings, run), create=True):
+            held.set()
+            time.sleep(0.5)
+            write_summary(run.folder(settings.results_dir), 0.9, 0.8)  # it trained the run meanwhile
+        done.set()
+
+    threading.Thread(target=other_benchmark).start()
+    held.wait(5)
+    assert cli.main(argv) == 0
+    assert done.is_set() and recorder == []  # found finished once the other let go
+    assert "another benchmark is training it; waiting for it to end" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_benchmark_as_ctrl_c_does(fake_nnunet, monkeypatch, capsys):
+    def unexpected(signum, frame):
+        raise AssertionError("SIGTERM reached the default handling: the benchmark would die, its command run on")
+
+    previous = signal.signal(signal.SIGTERM, unexpected)
+    try:
+        monkeypatch.setattr(executors, "run_logged", lambda cmd, env, log: os.kill(os.getpid(), signal.SIGTERM))
+        assert cli.main(ARGV) == 130
+        assert signal.getsignal(signal.SIGTERM) is unexpected  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "interrupted; run the same command again to resume." in capsys.readouterr().err

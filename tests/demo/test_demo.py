@@ -2,7 +2,6 @@
 
 import csv
 import os
-import subprocess
 import shlex
 from dataclasses import replace
 from pathlib import Path
@@ -146,8 +145,8 @@ def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, mo
     assert ran == []
 
     (tmp_path / "steps_done.txt").write_text("generate\npreprocess\n")
-    monkeypatch.undo()  # the real run_command now, on a child process that exits with 3
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: 3)
+    monkeypatch.undo()  # the real run_command now, on a command that exits with 3
+    monkeypatch.setattr(pipeline, "run_logged", lambda *a, **k: 3)
     with pytest.raises(StepFailed, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
         pipeline.run_demo(tmp_path, pipeline.QUICK)
     assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
