@@ -21,7 +21,7 @@ from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_ou
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.flags import OneSentenceParser, console_script, positive_int
-from nnunetv2_vismae.io.folders import unwritable_reason
+from nnunetv2_vismae.io.folders import make_output_folder
 from nnunetv2_vismae.io.nnunet import command_environment
 
 PROG = "nnUNetv2_vismae_benchmark"
@@ -291,9 +291,7 @@ def check_pretrained(settings: le.Settings) -> dict[str, str]:
 
 
 def check_writable(settings: le.Settings) -> None:
-    problem = unwritable_reason(settings.out)
-    if problem:
-        raise BenchmarkError(f"Output folder {settings.out} cannot be written: {problem}.")
+    make_output_folder(settings.out)  # before planning or training: one sentence where it cannot be
 
 
 def benchmark(args, argv: list[str]) -> int:

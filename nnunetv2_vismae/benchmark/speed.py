@@ -45,7 +45,7 @@ from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16, step_timing
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
-from nnunetv2_vismae.io.folders import check_output_folder
+from nnunetv2_vismae.io.folders import make_output_folder
 
 # VIS-MAE's recipe, and the pretraining command's defaults (no model flags)
 PRETRAIN_CONFIGS = {
@@ -262,8 +262,7 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("-device cuda was given but torch sees no CUDA device; use -device cpu.")
     out = Path(args.o)
-    check_output_folder(out)  # before minutes of measuring
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)  # before minutes of measuring
     with tempfile.TemporaryDirectory(prefix="vismae_speed_") as work:
         results = run_speed(torch.device(args.device), Path(work))
     write_json_atomic(out / "speed.json", results)

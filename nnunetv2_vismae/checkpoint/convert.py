@@ -116,13 +116,17 @@ def convert(
         raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + ['auto']}.")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise CheckpointError(f"Output {dst} is the input file; choose another output path.")
     from nnunetv2_vismae.io.folders import unwritable_reason
 
     problem = unwritable_reason(dst.parent)
+    try:
+        exists = dst.exists()
+    except OSError as e:  # a name longer than the file system allows
+        problem = (e.strerror or str(e)).lower()
     if problem:
         raise CheckpointError(f"Cannot write {dst}: {problem}.")
+    if exists and src.exists() and dst.resolve() == src.resolve():
+        raise CheckpointError(f"Output {dst} is the input file; choose another output path.")
     if dst.is_dir():
         raise CheckpointError(
             f"Output {dst} is a folder; give the checkpoint file to write, e.g. {dst / 'encoder.safetensors'}."
