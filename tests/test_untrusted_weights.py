@@ -6,6 +6,7 @@ The crafted file creates a marker file when unpickled; after each refusal the ma
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import set_nnunet_folders
-from tests.reliability import malicious_pickle, nnunet_tree
+from tests.reliability import SHELL_THROUGH_TORCH_NN, code_running_cnn_checkpoint, malicious_pickle, nnunet_tree
 
 COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file)
     "nnUNetv2_vismae_convert": ("nnunetv2_vismae.checkpoint.convert", "{evil} {tmp}/encoder.safetensors"),
@@ -106,3 +107,84 @@ def test_a_state_file_that_is_no_pickle_is_described_as_what_it_is(tmp_path, con
     assert message == (
         f"{path} is {kind}, not a training state written by torch.save; move it away to start a new run in this folder."
     )
+
+
+# ------------------------------------------- a cnn checkpoint whose architecture block runs a command
+CNN_COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted checkpoint)
+    "nnUNetv2_vismae_inspect": ("nnunetv2_vismae.checkpoint.cli", "{evil}"),
+    "nnUNetv2_vismae_plan": ("nnunetv2_vismae.planning.cli", "-d 1 --pretrained {evil}"),
+    "nnUNetv2_vismae_benchmark": (
+        "nnunetv2_vismae.benchmark.cli",
+        "-d 1 -f 0 --arms cnn-mae --pretrained-cnn {evil} -o {tmp}/bench",
+    ),
+    "nnUNetv2_vismae_benchmark --dry-run": (
+        "nnunetv2_vismae.benchmark.cli",
+        "-d 1 -f 0 --arms cnn-mae --pretrained-cnn {evil} -o {tmp}/bench --dry-run",
+    ),
+    "nnUNetv2_vismae_classify benchmark": (
+        "nnunetv2_vismae.classification.cli",
+        "benchmark -i {tmp} -o {tmp}/classify --pretrained {evil}",
+    ),
+}
+
+
+@pytest.fixture
+def evil_cnn(tmp_path):
+    marker = tmp_path / "code_ran"
+    yield code_running_cnn_checkpoint(tmp_path / "encoder.safetensors", marker)
+    assert not marker.exists(), "building the network ran the checkpoint's command"
+
+
+def test_the_crafted_cnn_checkpoint_is_live(tmp_path):
+    """nnU-Net's own network building runs the command: the tests below could fail."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from safetensors import safe_open
+
+    marker = tmp_path / "code_ran"
+    with safe_open(str(code_running_cnn_checkpoint(tmp_path / "encoder.safetensors", marker)), "pt") as f:
+        architecture = json.loads(f.metadata()["encoder_config"])["architecture"]
+    with pytest.raises(TypeError):  # os.system's exit status is no module; the command has run by then
+        get_network_from_plans(
+            architecture["network_class_name"], architecture["arch_kwargs"], architecture["_kw_requires_import"], 1, 2
+        )
+    assert marker.exists()
+
+
+REFUSED_DROPOUT = (
+    f'encoder_config.architecture.arch_kwargs.dropout_op is "{SHELL_THROUGH_TORCH_NN}", expected null or one of'
+)
+
+
+@pytest.mark.parametrize("command", list(CNN_COMMANDS))
+def test_commands_refuse_a_cnn_checkpoint_that_would_run_a_command(command, evil_cnn, tmp_path, monkeypatch, capsys):
+    set_nnunet_folders(monkeypatch, nnunet_tree(tmp_path / "nnunet"))
+    module, arguments = CNN_COMMANDS[command]
+    try:
+        code = importlib.import_module(module).main(arguments.format(evil=evil_cnn, tmp=tmp_path).split())
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert REFUSED_DROPOUT in err, err
+
+
+def test_trainer_refuses_a_cnn_checkpoint_that_would_run_a_command(evil_cnn, monkeypatch):
+    from tests.test_cli_errors import _trainer_stopping_at_initialize
+
+    reference = {"path": str(evil_cnn), "content_hash": "0" * 64, "metadata_hash": "0" * 64}
+    trainer = _trainer_stopping_at_initialize(reference, monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        trainer.initialize()
+    assert REFUSED_DROPOUT in str(stop.value.code) and "\n" not in str(stop.value.code)
+
+
+def test_plans_whose_architecture_would_run_a_command_build_nothing(evil_cnn):
+    """Pretraining and planning build nnU-Net's network from a dataset's plans file the same way."""
+    from safetensors import safe_open
+
+    from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network
+
+    with safe_open(str(evil_cnn), "pt") as f:
+        architecture = json.loads(f.metadata()["encoder_config"])["architecture"]
+    with pytest.raises(ValueError, match=f'^architecture.arch_kwargs.dropout_op is "{SHELL_THROUGH_TORCH_NN}"'):
+        build_stock_network(architecture, 1)

@@ -15,7 +15,8 @@ import copy
 import torch
 from torch import nn
 
-from .schema import Rule, entry_problems, integer, json_object, list_of, optional, shown, text
+from .network_classes import architecture_problems, cnn_network_classes, resolved_kwargs
+from .schema import Rule, entry_problems, integer, json_object, list_of, optional, text
 
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
 SIGNATURE_KEYS = (
@@ -54,13 +55,9 @@ CONFIG_RULES = {
     "convs_per_stage": list_of(integer(0, 1024), 1, 16),
 }
 # what the architecture block builds, bounded like the swin config: a crafted block must not make
-# dynamic-network-architectures build millions of modules, nor name a class outside it
-_NETWORK_PACKAGE = "dynamic_network_architectures.architectures."
+# dynamic-network-architectures build millions of modules, nor name a class outside network_classes
 _ARCHITECTURE_RULES = {
-    "network_class_name": Rule(
-        f"a class name starting with {_NETWORK_PACKAGE!r}",
-        lambda v: isinstance(v, str) and v.startswith(_NETWORK_PACKAGE),
-    ),
+    "network_class_name": text(),
     "arch_kwargs": json_object(),
     "_kw_requires_import": list_of(text(), 0, 16),
 }
@@ -79,10 +76,6 @@ _ARCH_KWARGS_RULES = {
     "n_blocks_per_stage": _per_stage(64),
     "n_conv_per_stage_decoder": _per_stage(64),
 }
-_IMPORTABLE = Rule(
-    "null or a name starting with 'torch.nn.'",
-    lambda v: v is None or (isinstance(v, str) and v.startswith("torch.nn.")),
-)
 
 
 def _dna_encoder_classes() -> tuple[type, ...]:
@@ -150,13 +143,17 @@ def encoder_and_stem_as_encoder(network: nn.Module):
 def build_stock_network(
     architecture: dict, in_channels: int, num_classes: int = 2, deep_supervision: bool = False, initialize: bool = True
 ) -> nn.Module:
-    """nnU-Net's network exactly as ``nnUNetTrainer.build_network_architecture`` builds it from plans."""
+    """nnU-Net's network exactly as ``nnUNetTrainer.build_network_architecture`` builds it from plans,
+    once the block names only listed classes (ValueError otherwise): nnU-Net imports nothing it names."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+    problems = architecture_problems(architecture, "architecture", cnn_network_classes())
+    if problems:
+        raise ValueError(" ".join(problems))
     return get_network_from_plans(
         architecture["network_class_name"],
-        architecture["arch_kwargs"],
-        architecture["_kw_requires_import"],
+        resolved_kwargs(architecture),
+        [],
         in_channels,
         num_classes,
         allow_init=initialize,
@@ -191,15 +188,7 @@ def config_problems(config: dict) -> list[str]:
     kwargs = architecture["arch_kwargs"]
     bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
     problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES)
-    for name in architecture["_kw_requires_import"]:
-        if name not in kwargs:
-            problems.append(f"{where}._kw_requires_import names {shown(name)}, expected an entry of arch_kwargs.")
-        elif not _IMPORTABLE.accepts(kwargs[name]):
-            problems.append(
-                f"{where}.arch_kwargs.{name} is {shown(kwargs[name])}, expected "
-                f"{_IMPORTABLE.expected} (nnU-Net imports it)."
-            )
-    return problems
+    return problems + architecture_problems(architecture, where, cnn_network_classes())
 
 
 def normalize_config(config: dict) -> dict:
