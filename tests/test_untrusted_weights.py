@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from tests.conftest import set_nnunet_folders
-from tests.reliability import SHELL_THROUGH_TORCH_NN, code_running_cnn_checkpoint, malicious_pickle, nnunet_tree
+from tests.reliability import (
+    SHELL_THROUGH_TORCH_NN,
+    TINY_SWIN,
+    code_running_cnn_checkpoint,
+    malicious_pickle,
+    nnunet_tree,
+)
 
 COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file)
     "nnUNetv2_vismae_convert": ("nnunetv2_vismae.checkpoint.convert", "{evil} {tmp}/encoder.safetensors"),
@@ -188,3 +194,53 @@ def test_plans_whose_architecture_would_run_a_command_build_nothing(evil_cnn):
         architecture = json.loads(f.metadata()["encoder_config"])["architecture"]
     with pytest.raises(ValueError, match=f'^architecture.arch_kwargs.dropout_op is "{SHELL_THROUGH_TORCH_NN}"'):
         build_stock_network(architecture, 1)
+
+
+def _plans_with(architecture: dict):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return PlansManager({"plans_name": "nnUNetMAEPlans", "configurations": {"2d": {"architecture": architecture}}})
+
+
+@pytest.mark.parametrize("trainer", ["VisMAETrainer", "nnUNetTrainerMAE"])
+def test_trainers_build_no_network_from_plans_that_would_run_a_command(trainer, evil_cnn):
+    """nnUNetv2_train and nnUNetv2_predict build the network the plans name through the trainer."""
+    from safetensors import safe_open
+
+    from nnunetv2_vismae import training
+    from nnunetv2_vismae.training import cnn_trainers
+
+    with safe_open(str(evil_cnn), "pt") as f:
+        plans = _plans_with(json.loads(f.metadata()["encoder_config"])["architecture"])
+    cls = getattr(training, trainer, None) or getattr(cnn_trainers, trainer)
+    with pytest.raises(SystemExit) as stop:
+        cls.build_network_architecture(plans, plans.get_configuration("2d"), 1, 2)
+    assert str(stop.value.code).startswith(
+        f'Plans nnUNetMAEPlans are refused: architecture.arch_kwargs.dropout_op is "{SHELL_THROUGH_TORCH_NN}"'
+    )
+
+
+def test_trainers_import_no_module_a_plans_network_name_gives(tmp_path, monkeypatch):
+    from nnunetv2_vismae.training.cnn_trainers import refuse_swin_plans
+
+    marker = tmp_path / "code_ran"
+    (tmp_path / "plans_payload.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plans = {"plans_name": "P", "configurations": {"2d": {"architecture": {"network_class_name": "plans_payload.Net"}}}}
+    refuse_swin_plans("nnUNetTrainerMAE", plans, "2d")
+    assert not marker.exists()
+
+
+def test_trainers_build_the_networks_our_plans_name():
+    from nnunetv2_vismae.architectures import SwinEncoderConfig
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
+    from nnunetv2_vismae.training import VisMAETrainer
+    from tests.pretrain.test_cnn_family import PLAIN, residual_architecture
+
+    source = {"configurations": {"2d": {"patch_size": [64, 64], "batch_size": 2}}}
+    swin = derive_vismae_plans(source, "P", SwinEncoderConfig(**TINY_SWIN), "conv")["configurations"]["2d"]
+    built = []
+    for architecture in (swin["architecture"], PLAIN, residual_architecture()):
+        plans = _plans_with(architecture)
+        built.append(type(VisMAETrainer.build_network_architecture(plans, plans.get_configuration("2d"), 1, 2)))
+    assert [cls.__name__ for cls in built] == ["SwinUNet", "PlainConvUNet", "ResidualEncoderUNet"]

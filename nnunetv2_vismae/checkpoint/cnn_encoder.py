@@ -54,15 +54,10 @@ CONFIG_RULES = {
     "strides": _SIZES,
     "convs_per_stage": list_of(integer(0, 1024), 1, 16),
 }
+
+
 # what the architecture block builds, bounded like the swin config: a crafted block must not make
-# dynamic-network-architectures build millions of modules, nor name a class outside network_classes
-_ARCHITECTURE_RULES = {
-    "network_class_name": text(),
-    "arch_kwargs": json_object(),
-    "_kw_requires_import": list_of(text(), 0, 16),
-}
-
-
+# dynamic-network-architectures build millions of modules (its classes: network_classes)
 def _per_stage(high: int) -> Rule:
     """One integer for every stage, or one per stage (dynamic-network-architectures takes both)."""
     one, per_stage = integer(1, high), list_of(integer(1, high), 1, 16)
@@ -181,14 +176,12 @@ def config_problems(config: dict) -> list[str]:
     its class, the bounded entries of its kwargs, and what nnU-Net would import for it."""
     where = "encoder_config.architecture"
     architecture = config["architecture"]
-    known = {k: v for k, v in architecture.items() if k in _ARCHITECTURE_RULES}
-    problems = entry_problems(known, where, _ARCHITECTURE_RULES, tuple(_ARCHITECTURE_RULES))
-    if problems:
-        return problems
-    kwargs = architecture["arch_kwargs"]
-    bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
-    problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES)
-    return problems + architecture_problems(architecture, where, cnn_network_classes())
+    problems = architecture_problems(architecture, where, cnn_network_classes())
+    kwargs = architecture.get("arch_kwargs")
+    if isinstance(kwargs, dict):
+        bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
+        problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES) + problems
+    return problems
 
 
 def normalize_config(config: dict) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .schema import shown
+from .schema import entry_problems, json_object, list_of, shown, text
 
 # the ops dynamic-network-architectures' U-Nets take as classes (what nnU-Net's planners write and
 # what the U-Nets build with), by argument, and the argument holding each op's kwargs
@@ -31,6 +31,11 @@ OP_CLASSES: dict[str, tuple[type, ...]] = {
     "nonlin": (nn.LeakyReLU, nn.ReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU),
 }
 OP_KWARGS = {"norm_op": "norm_op_kwargs", "dropout_op": "dropout_op_kwargs", "nonlin": "nonlin_kwargs"}
+ARCHITECTURE_RULES = {
+    "network_class_name": text(),
+    "arch_kwargs": json_object(),
+    "_kw_requires_import": list_of(text(), 0, 16),
+}
 
 
 def _names(cls: type, package: str) -> tuple[str, str]:
@@ -70,10 +75,13 @@ def _ops_kwargs_problem(kwargs: dict, argument: str, where: str) -> str | None:
 
 
 def architecture_problems(architecture: dict, where: str, classes: dict[str, type]) -> list[str]:
-    """Problems (one sentence each) of an architecture block whose entries have the right JSON types:
-    a network class not in ``classes``, an import of anything but a listed op, op kwargs that are
-    not scalars. An empty list means nnU-Net's ``get_network_from_plans`` imports only listed classes."""
-    problems = []
+    """Problems (one sentence each) of an architecture block (a JSON object shown as ``where``): an entry
+    of the wrong type, a network class not in ``classes``, an import of anything but a listed op, op
+    kwargs that are not scalars. None means nnU-Net's ``get_network_from_plans`` imports only listed classes."""
+    known = {k: v for k, v in architecture.items() if k in ARCHITECTURE_RULES}
+    problems = entry_problems(known, where, ARCHITECTURE_RULES, tuple(ARCHITECTURE_RULES))
+    if problems:
+        return problems
     name = architecture["network_class_name"]
     if name not in classes:
         problems.append(f"{where}.network_class_name is {shown(name)}, expected one of {', '.join(classes)}.")
