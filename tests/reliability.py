@@ -92,6 +92,14 @@ def code_running_cnn_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
+def plans_reference(path: Path) -> dict:
+    """The reference to checkpoint ``path`` that nnUNetv2_vismae_plan records in the plans."""
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
+
+    return checkpoint_reference(path, read_encoder_checkpoint(path))
+
+
 def three_d_checkpoint(path: Path) -> str:
     """A checkpoint whose stem is a 3D convolution (5D weight) under a 2D encoder config."""
     encoder = swin_encoder()

@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,8 @@ from tests.reliability import (
     code_running_cnn_checkpoint,
     malicious_pickle,
     nnunet_tree,
+    swin_encoder,
+    write_checkpoint,
 )
 
 COMMANDS = {  # command -> (main's module, arguments; {evil} is the crafted file)
@@ -67,7 +70,8 @@ def test_commands_refuse_a_malicious_pickle(command, evil, tmp_path, monkeypatch
 def test_trainer_refuses_a_malicious_pickle_named_in_the_plans(evil, monkeypatch):
     from tests.test_cli_errors import _trainer_stopping_at_initialize
 
-    trainer = _trainer_stopping_at_initialize({"path": str(evil), "content_hash": "0" * 64}, monkeypatch)
+    reference = {"path": str(evil), "content_hash": "0" * 64, "metadata_hash": "0" * 64}
+    trainer = _trainer_stopping_at_initialize(reference, monkeypatch)
     with pytest.raises(SystemExit, match="pickle .* refused because unpickling can run arbitrary code"):
         trainer.initialize()
 
@@ -244,3 +248,44 @@ def test_trainers_build_the_networks_our_plans_name():
         plans = _plans_with(architecture)
         built.append(type(VisMAETrainer.build_network_architecture(plans, plans.get_configuration("2d"), 1, 2)))
     assert [cls.__name__ for cls in built] == ["SwinUNet", "PlainConvUNet", "ResidualEncoderUNet"]
+
+
+# ------------------------------------------------------ metadata swapped after planning (the hash check)
+def _planned_swin_checkpoint(tmp_path) -> tuple[Path, dict]:
+    """A swin checkpoint; (its file, the reference nnUNetv2_vismae_plan records for it in the plans)."""
+    from nnunetv2_vismae.planning.cli import pretrained_encoder
+
+    path = tmp_path / "encoder.safetensors"
+    write_checkpoint(path, swin_encoder())
+    return path, pretrained_encoder(str(path))[1]
+
+
+def test_trainer_refuses_a_checkpoint_whose_metadata_changed_after_planning(tmp_path, monkeypatch):
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from tests.checkpoint.test_checkpoint_schema import crafted
+    from tests.test_cli_errors import _trainer_stopping_at_initialize
+
+    path, reference = _planned_swin_checkpoint(tmp_path)
+    content_hash = read_encoder_checkpoint(path).content_hash
+    crafted(path, path, normalization={"scheme": "ct", "ct_clip": [-100, 100]})  # tensors, content hash unchanged
+    assert read_encoder_checkpoint(path).content_hash == content_hash
+    trainer = _trainer_stopping_at_initialize(reference, monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        trainer.initialize()
+    message = str(stop.value.code)
+    assert message.startswith(f"VisMAETrainer: Encoder checkpoint {path} has metadata hash ") and "\n" not in message
+    assert message.endswith("was expected (its metadata changed since its hash was recorded).")
+
+
+def test_trainer_refuses_plans_that_record_no_metadata_hash(tmp_path, monkeypatch):
+    """Plans written before this check: one sentence that says what to do, not a silent load."""
+    from tests.test_cli_errors import _trainer_stopping_at_initialize
+
+    path, reference = _planned_swin_checkpoint(tmp_path)
+    del reference["metadata_hash"]
+    with pytest.raises(SystemExit) as stop:
+        _trainer_stopping_at_initialize(reference, monkeypatch).initialize()
+    assert str(stop.value.code) == (
+        f"VisMAETrainer: The plans record no metadata hash for encoder checkpoint {path.resolve()}, so a changed "
+        "architecture or normalization in it would go unnoticed; run nnUNetv2_vismae_plan again."
+    )

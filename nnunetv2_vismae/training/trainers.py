@@ -9,9 +9,9 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
-from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
+from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into
 from nnunetv2_vismae.checkpoint.network_classes import architecture_problems, network_classes
-from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, verify_reference
 from nnunetv2_vismae.device import bf16_autocast, configure_cuda_speed, fused_adamw, run_forward_in_bf16
 from nnunetv2_vismae.optim.parameter_groups import param_groups
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
@@ -94,8 +94,8 @@ class VisMAETrainer(nnUNetTrainer):
                 raise SystemExit(f"{type(self).__name__}: {e}") from None
 
     def load_pretrained_encoder(self, reference: dict):
-        """Verify the checkpoint against the hash in the plans and load it (a partial load is refused there)."""
-        checkpoint = verify_checkpoint(reference["path"], reference["content_hash"])
+        """Verify the checkpoint against the hashes in the plans and load it (a partial load is refused there)."""
+        checkpoint = verify_reference(reference)
         load_encoder_into(unwrap(self.network), checkpoint, log=self.print_to_log_file)
 
     def parameter_groups(self) -> list[dict]:
