@@ -194,9 +194,18 @@ def module_config(module: nn.Module) -> dict | None:
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # shapes only
-        network = build_stock_network(config["architecture"], config["in_channels"], initialize=False)
-    return {k: tuple(v.shape) for k, v in network.get_submodule(config["load_root"]).state_dict().items()}
+    """Tensor shapes of the encoder a checked config builds; ValueError (one sentence) when the network
+    builder refuses the config (its lists disagree, an op gets kwargs it has not, ...)."""
+    try:
+        with torch.device("meta"):  # shapes only
+            network = build_stock_network(config["architecture"], config["in_channels"], initialize=False)
+        encoder = network.get_submodule(config["load_root"])
+    except (AssertionError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(
+            f"encoder_config.architecture does not build the encoder ({type(e).__name__}: {reason})."
+        ) from None
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
 
 
 def signature_differences(checkpoint_config: dict, network_config: dict) -> list[str]:

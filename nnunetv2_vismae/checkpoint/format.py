@@ -358,7 +358,10 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
         raise CheckpointError(
             f"{where} is corrupted: its tensors hash to {actual}, but the file records {shown(recorded)}."
         )
-    order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+    try:
+        order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+    except ValueError as e:  # a config the schema passed but the family cannot build
+        raise CheckpointError(f"{where} has invalid metadata: {e}") from None
     tensors = {name: tensors[name] for name in order or sorted(tensors)}
     return EncoderCheckpoint(
         tensors=tensors, metadata=meta, family=family.name, encoder_config=config, content_hash=actual, path=str(path)

@@ -77,8 +77,12 @@ def _ops_kwargs_problem(kwargs: dict, argument: str, where: str) -> str | None:
 def architecture_problems(architecture: dict, where: str, classes: dict[str, type]) -> list[str]:
     """Problems (one sentence each) of an architecture block (a JSON object shown as ``where``): an entry
     of the wrong type, a network class not in ``classes``, an import of anything but a listed op, op
-    kwargs that are not scalars. None means nnU-Net's ``get_network_from_plans`` imports only listed classes."""
-    known = {k: v for k, v in architecture.items() if k in ARCHITECTURE_RULES}
+    kwargs that are not scalars. With none, nnU-Net's ``get_network_from_plans`` imports only listed classes."""
+    known = (
+        {k: v for k, v in architecture.items() if k in ARCHITECTURE_RULES}
+        if isinstance(architecture, dict)
+        else architecture
+    )
     problems = entry_problems(known, where, ARCHITECTURE_RULES, tuple(ARCHITECTURE_RULES))
     if problems:
         return problems

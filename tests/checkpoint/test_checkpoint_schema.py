@@ -361,3 +361,20 @@ def test_inspect_prints_deeply_nested_metadata(saved, tmp_path, capsys):
         deep = {"a": deep}
     assert main([str(crafted(path, tmp_path / "nested.safetensors", notes=deep))]) == 0
     assert '{"a": {"a": ' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (_architecture_with(kernel_sizes=[[3, 3]]), "(AssertionError: kernel_sizes must have as many entries"),
+        (_architecture_with(norm_op_kwargs={"bogus": 1}), "unexpected keyword argument 'bogus'"),
+        (_architecture_with(_kw_requires_import=["norm_op", "nonlin"]), "(TypeError: 'str' object is not callable)"),
+        (config_with(load_root="nowhere"), "(AttributeError: "),
+    ],
+    ids=["kernel sizes", "norm kwargs", "conv_op not imported", "load root"],
+)
+def test_cnn_architectures_that_build_no_encoder_are_refused_in_one_sentence(cnn_checkpoint, tmp_path, change, reason):
+    """What passes the schema but makes dynamic-network-architectures fail (issue 29)."""
+    bad = crafted(cnn_checkpoint, tmp_path / "bad.safetensors", encoder_config=change)
+    message = _refusal(bad)
+    assert message.startswith("encoder_config.architecture does not build the encoder (") and reason in message
