@@ -65,6 +65,41 @@ def write_checkpoint(path: Path, encoder, replace: dict | None = None, config: d
     return digest
 
 
+# what pydoc.locate reaches from a name that starts with torch.nn.: os.system, called by
+# dynamic-network-architectures as dropout_op(**dropout_op_kwargs)
+SHELL_THROUGH_TORCH_NN = "torch.nn.modules.module.torch.os.system"
+
+
+def code_running_cnn_checkpoint(path: Path, marker: Path) -> Path:
+    """A real cnn encoder checkpoint (valid content hash) whose architecture block makes nnU-Net's
+    network building run ``touch marker``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+    from tests.pretrain.test_cnn_family import PLAIN
+
+    config = cnn_encoder_config(PLAIN, 1)
+    metadata = {"family": "cnn", "encoder_config": config, "normalization": {"scheme": "zscore"}}
+    save_encoder_checkpoint(path, build_stock_network(PLAIN, 1).encoder.state_dict(), metadata)
+    with safe_open(str(path), "pt") as f:
+        header = {k: json.loads(v) for k, v in f.metadata().items()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    kwargs = header["encoder_config"]["architecture"]["arch_kwargs"]
+    kwargs["dropout_op"], kwargs["dropout_op_kwargs"] = SHELL_THROUGH_TORCH_NN, {"command": f"touch {marker}"}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in header.items()})
+    return path
+
+
+def plans_reference(path: Path) -> dict:
+    """The reference to checkpoint ``path`` that nnUNetv2_vismae_plan records in the plans."""
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
+
+    return checkpoint_reference(path, read_encoder_checkpoint(path))
+
+
 def three_d_checkpoint(path: Path) -> str:
     """A checkpoint whose stem is a 3D convolution (5D weight) under a 2D encoder config."""
     encoder = swin_encoder()

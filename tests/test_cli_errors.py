@@ -17,6 +17,7 @@ from tests.conftest import set_nnunet_folders
 from tests.reliability import (
     deny_write,
     nnunet_tree,
+    plans_reference,
     swin_encoder,
     three_channel_checkpoint,
     three_d_checkpoint,
@@ -313,16 +314,18 @@ def _trainer_stopping_at_initialize(reference: dict, monkeypatch):
 )
 def test_trainer_stops_nnunetv2_train_with_one_sentence(problem, expected, tmp_path, monkeypatch):
     path = tmp_path / "encoder.safetensors"
-    digest = write_checkpoint(path, swin_encoder())
+    write_checkpoint(path, swin_encoder())
+    reference = plans_reference(path)
     if problem == "replaced":
         write_checkpoint(path, swin_encoder(), {k: v + 1 for k, v in swin_encoder().state_dict().items()})
     elif problem == "truncated":
         path.write_bytes(path.read_bytes()[:-100])
     elif problem == "3D":
-        digest = three_d_checkpoint(path)
+        three_d_checkpoint(path)
     else:
-        digest = write_checkpoint(path, swin_encoder(embed_dim=24, num_heads=(1, 2, 2, 4)))
-    trainer = _trainer_stopping_at_initialize({"path": str(path), "content_hash": digest}, monkeypatch)
+        write_checkpoint(path, swin_encoder(embed_dim=24, num_heads=(1, 2, 2, 4)))
+        reference = plans_reference(path)
+    trainer = _trainer_stopping_at_initialize(reference, monkeypatch)
     with pytest.raises(SystemExit) as stop:
         trainer.initialize()
     message = str(stop.value.code)

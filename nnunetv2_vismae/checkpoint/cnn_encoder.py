@@ -15,7 +15,8 @@ import copy
 import torch
 from torch import nn
 
-from .schema import Rule, entry_problems, integer, json_object, list_of, optional, shown, text
+from .network_classes import architecture_problems, cnn_network_classes, resolved_kwargs
+from .schema import Rule, entry_problems, integer, json_object, list_of, optional, text
 
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
 SIGNATURE_KEYS = (
@@ -53,19 +54,10 @@ CONFIG_RULES = {
     "strides": _SIZES,
     "convs_per_stage": list_of(integer(0, 1024), 1, 16),
 }
+
+
 # what the architecture block builds, bounded like the swin config: a crafted block must not make
-# dynamic-network-architectures build millions of modules, nor name a class outside it
-_NETWORK_PACKAGE = "dynamic_network_architectures.architectures."
-_ARCHITECTURE_RULES = {
-    "network_class_name": Rule(
-        f"a class name starting with {_NETWORK_PACKAGE!r}",
-        lambda v: isinstance(v, str) and v.startswith(_NETWORK_PACKAGE),
-    ),
-    "arch_kwargs": json_object(),
-    "_kw_requires_import": list_of(text(), 0, 16),
-}
-
-
+# dynamic-network-architectures build millions of modules (its classes: network_classes)
 def _per_stage(high: int) -> Rule:
     """One integer for every stage, or one per stage (dynamic-network-architectures takes both)."""
     one, per_stage = integer(1, high), list_of(integer(1, high), 1, 16)
@@ -79,10 +71,6 @@ _ARCH_KWARGS_RULES = {
     "n_blocks_per_stage": _per_stage(64),
     "n_conv_per_stage_decoder": _per_stage(64),
 }
-_IMPORTABLE = Rule(
-    "null or a name starting with 'torch.nn.'",
-    lambda v: v is None or (isinstance(v, str) and v.startswith("torch.nn.")),
-)
 
 
 def _dna_encoder_classes() -> tuple[type, ...]:
@@ -150,13 +138,17 @@ def encoder_and_stem_as_encoder(network: nn.Module):
 def build_stock_network(
     architecture: dict, in_channels: int, num_classes: int = 2, deep_supervision: bool = False, initialize: bool = True
 ) -> nn.Module:
-    """nnU-Net's network exactly as ``nnUNetTrainer.build_network_architecture`` builds it from plans."""
+    """nnU-Net's network exactly as ``nnUNetTrainer.build_network_architecture`` builds it from plans,
+    once the block names only listed classes (ValueError otherwise): nnU-Net imports nothing it names."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+    problems = architecture_problems(architecture, "architecture", cnn_network_classes())
+    if problems:
+        raise ValueError(" ".join(problems))
     return get_network_from_plans(
         architecture["network_class_name"],
-        architecture["arch_kwargs"],
-        architecture["_kw_requires_import"],
+        resolved_kwargs(architecture),
+        [],
         in_channels,
         num_classes,
         allow_init=initialize,
@@ -184,21 +176,11 @@ def config_problems(config: dict) -> list[str]:
     its class, the bounded entries of its kwargs, and what nnU-Net would import for it."""
     where = "encoder_config.architecture"
     architecture = config["architecture"]
-    known = {k: v for k, v in architecture.items() if k in _ARCHITECTURE_RULES}
-    problems = entry_problems(known, where, _ARCHITECTURE_RULES, tuple(_ARCHITECTURE_RULES))
-    if problems:
-        return problems
-    kwargs = architecture["arch_kwargs"]
-    bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
-    problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES)
-    for name in architecture["_kw_requires_import"]:
-        if name not in kwargs:
-            problems.append(f"{where}._kw_requires_import names {shown(name)}, expected an entry of arch_kwargs.")
-        elif not _IMPORTABLE.accepts(kwargs[name]):
-            problems.append(
-                f"{where}.arch_kwargs.{name} is {shown(kwargs[name])}, expected "
-                f"{_IMPORTABLE.expected} (nnU-Net imports it)."
-            )
+    problems = architecture_problems(architecture, where, cnn_network_classes())
+    kwargs = architecture.get("arch_kwargs")
+    if isinstance(kwargs, dict):
+        bounded = {k: v for k, v in kwargs.items() if k in _ARCH_KWARGS_RULES}
+        problems = entry_problems(bounded, f"{where}.arch_kwargs", _ARCH_KWARGS_RULES) + problems
     return problems
 
 
@@ -212,9 +194,18 @@ def module_config(module: nn.Module) -> dict | None:
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):  # shapes only
-        network = build_stock_network(config["architecture"], config["in_channels"], initialize=False)
-    return {k: tuple(v.shape) for k, v in network.get_submodule(config["load_root"]).state_dict().items()}
+    """Tensor shapes of the encoder a checked config builds; ValueError (one sentence) when the network
+    builder refuses the config (its lists disagree, an op gets kwargs it has not, ...)."""
+    try:
+        with torch.device("meta"):  # shapes only
+            network = build_stock_network(config["architecture"], config["in_channels"], initialize=False)
+        encoder = network.get_submodule(config["load_root"])
+    except (AssertionError, AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(
+            f"encoder_config.architecture does not build the encoder ({type(e).__name__}: {reason})."
+        ) from None
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
 
 
 def signature_differences(checkpoint_config: dict, network_config: dict) -> list[str]:

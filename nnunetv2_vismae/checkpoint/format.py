@@ -12,6 +12,8 @@ One safetensors file with the encoder (and stem) tensors, named exactly as in th
     content_hash    sha256 of the tensors (``tensors_content_hash``)
     ...             optional: source_plans, spacing, data_sources, mask, steps, final_loss, ...
 
+The content hash covers the tensors only; ``metadata_hash`` (computed, not stored) covers every
+other entry, so plans that record both refuse a file whose tensors or metadata changed since.
 ``family``, ``encoder_config`` and ``normalization`` follow a schema (types and bounds of every
 entry, ``schema.py`` and the family's rules), checked on writing and reading before anything is
 built from them; the optional entries are free-form JSON. Reading never unpickles anything:
@@ -64,6 +66,10 @@ class EncoderCheckpoint:
     def normalization(self) -> dict:
         return self.metadata["normalization"]
 
+    @property
+    def metadata_hash(self) -> str:
+        return metadata_hash(self.metadata)
+
 
 # -------------------------------------------------------------------------------------- hashing
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -85,6 +91,14 @@ def tensors_content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
         if t.numel():
             digest.update(t.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def metadata_hash(metadata: Mapping) -> str:
+    """sha256 hex digest of the decoded metadata but ``content_hash``, as JSON with sorted keys and
+    no spaces: it changes with any entry (the architecture, the normalization, ...)."""
+    entries = {k: v for k, v in metadata.items() if k != "content_hash"}
+    text = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _normalize_hash(value) -> str:
@@ -344,16 +358,22 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
         raise CheckpointError(
             f"{where} is corrupted: its tensors hash to {actual}, but the file records {shown(recorded)}."
         )
-    order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+    try:
+        order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+    except ValueError as e:  # a config the schema passed but the family cannot build
+        raise CheckpointError(f"{where} has invalid metadata: {e}") from None
     tensors = {name: tensors[name] for name in order or sorted(tensors)}
     return EncoderCheckpoint(
         tensors=tensors, metadata=meta, family=family.name, encoder_config=config, content_hash=actual, path=str(path)
     )
 
 
-def verify_checkpoint(path: PathLike, expected_hash: str) -> EncoderCheckpoint:
-    """Read ``path`` and check that its content hash is ``expected_hash`` (as recorded in plans).
-    Returns the checkpoint so it need not be read twice; CheckpointError on mismatch."""
+def verify_checkpoint(
+    path: PathLike, expected_hash: str, expected_metadata_hash: str | None = None
+) -> EncoderCheckpoint:
+    """Read ``path`` and check that its content hash is ``expected_hash`` and, when given, its
+    metadata hash ``expected_metadata_hash`` (as recorded in plans). Returns the checkpoint so it need
+    not be read twice; CheckpointError on mismatch."""
     checkpoint = read_encoder_checkpoint(path)
     expected = _normalize_hash(expected_hash)
     if checkpoint.content_hash != expected:
@@ -361,5 +381,11 @@ def verify_checkpoint(path: PathLike, expected_hash: str) -> EncoderCheckpoint:
             f"Encoder checkpoint {path} has content hash "
             f"{checkpoint.content_hash}, but {expected} was expected (the file "
             "changed since its hash was recorded)."
+        )
+    expected = None if expected_metadata_hash is None else _normalize_hash(expected_metadata_hash)
+    if expected not in (None, checkpoint.metadata_hash):
+        raise CheckpointError(
+            f"Encoder checkpoint {path} has metadata hash {checkpoint.metadata_hash}, but {expected} was "
+            "expected (its metadata changed since its hash was recorded)."
         )
     return checkpoint

@@ -9,8 +9,9 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
-from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into, verify_checkpoint
-from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
+from nnunetv2_vismae.checkpoint import CheckpointError, load_encoder_into
+from nnunetv2_vismae.checkpoint.network_classes import architecture_problems, network_classes
+from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, verify_reference
 from nnunetv2_vismae.device import bf16_autocast, configure_cuda_speed, fused_adamw, run_forward_in_bf16
 from nnunetv2_vismae.optim.parameter_groups import param_groups
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler, WarmupPolyLRScheduler
@@ -62,6 +63,20 @@ class VisMAETrainer(nnUNetTrainer):
         self.weight_decay = 0.05
         self.betas = (0.9, 0.999)
 
+    @staticmethod
+    def build_network_architecture(
+        plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision=True
+    ) -> nn.Module:
+        """nnU-Net's (training and inference), once the plans' architecture block names only listed
+        classes: nnU-Net imports what a block names and calls it, so a crafted name runs code."""
+        architecture = configuration_manager.configuration.get("architecture")
+        problems = architecture_problems(architecture, "architecture", network_classes())
+        if problems:
+            raise SystemExit(f"Plans {plans_manager.plans_name} are refused: " + " ".join(problems))
+        return nnUNetTrainer.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+        )
+
     @property
     def pretrained_reference(self) -> dict | None:
         return self.configuration_manager.configuration.get(PRETRAINED_KEY)
@@ -79,8 +94,8 @@ class VisMAETrainer(nnUNetTrainer):
                 raise SystemExit(f"{type(self).__name__}: {e}") from None
 
     def load_pretrained_encoder(self, reference: dict):
-        """Verify the checkpoint against the hash in the plans and load it (a partial load is refused there)."""
-        checkpoint = verify_checkpoint(reference["path"], reference["content_hash"])
+        """Verify the checkpoint against the hashes in the plans and load it (a partial load is refused there)."""
+        checkpoint = verify_reference(reference)
         load_encoder_into(unwrap(self.network), checkpoint, log=self.print_to_log_file)
 
     def parameter_groups(self) -> list[dict]:

@@ -250,6 +250,31 @@ def test_verify_checkpoint(saved):
         verify_checkpoint(path, "0" * 64)
 
 
+def test_the_metadata_hash_covers_every_entry_but_the_content_hash(saved, tmp_path):
+    """Plans record it beside the content hash, which covers only the tensors (issue 29)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path, _, content_hash = saved
+    recorded = read_encoder_checkpoint(path).metadata_hash
+    with safe_open(str(path), "pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    def rewritten(**entries) -> str:
+        """The metadata hash of ``path`` written with its header's entries in reverse order and respaced."""
+        changed = {**{k: json.loads(v) for k, v in header.items()}, **entries}
+        save_file(
+            tensors, str(tmp_path / "x.safetensors"), {k: json.dumps(v, indent=1) for k, v in reversed(changed.items())}
+        )
+        return verify_checkpoint(tmp_path / "x.safetensors", content_hash).metadata_hash
+
+    assert rewritten() == recorded and rewritten(content_hash="SHA256:" + content_hash.upper()) == recorded
+    assert rewritten(steps=2) != recorded and rewritten(normalization={"scheme": "ct"}) != recorded
+    with pytest.raises(CheckpointError, match=r"metadata hash .* \(its metadata changed since"):
+        verify_checkpoint(path, content_hash, "0" * 64)
+    assert verify_checkpoint(path, content_hash, recorded).metadata_hash == recorded
+
+
 def test_reading_never_calls_torch_load(saved, monkeypatch):
     path, _, _ = saved
 

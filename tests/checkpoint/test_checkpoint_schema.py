@@ -310,12 +310,36 @@ def _architecture_with(**kwargs):
         (
             {"network_class_name": "os.system"},
             'encoder_config.architecture.network_class_name is "os.system", '
-            "expected a class name starting with 'dynamic_network_architectures.",
+            "expected one of dynamic_network_architectures.architectures.unet.PlainConvUNet, ",
         ),
         (
             {"nonlin": "builtins.exec"},
             'encoder_config.architecture.arch_kwargs.nonlin is "builtins.exec", expected '
-            "null or a name starting with 'torch.nn.' (nnU-Net imports it).",
+            "null or one of torch.nn.LeakyReLU, torch.nn.ReLU,",
+        ),
+        (  # pydoc.locate walks attributes: a torch.nn. prefix reaches os
+            {"conv_op": "torch.nn.modules.conv.torch.os.system"},
+            'encoder_config.architecture.arch_kwargs.conv_op is "torch.nn.modules.conv.torch.os.system", expected '
+            "null or one of torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d.",
+        ),
+        (
+            {"network_class_name": "dynamic_network_architectures.architectures.unet.torch.os.system"},
+            'encoder_config.architecture.network_class_name is "dynamic_network_architectures.architectures.unet.'
+            "torch.o..., expected one of dynamic_network_architectures.architectures.unet.PlainConvUNet, ",
+        ),
+        (
+            {"network_class_name": "nnunetv2_vismae.architectures.SwinUNet"},  # not a network of the cnn family
+            'encoder_config.architecture.network_class_name is "nnunetv2_vismae.architectures.SwinUNet", expected',
+        ),
+        (
+            {"_kw_requires_import": ["conv_op", "n_stages"]},
+            'encoder_config.architecture._kw_requires_import names "n_stages", expected only conv_op, norm_op, '
+            "dropout_op, nonlin.",
+        ),
+        (
+            {"nonlin_kwargs": {"inplace": {"nested": "object"}}},
+            'encoder_config.architecture.arch_kwargs.nonlin_kwargs is {"inplace": {"nested": "object"}}, expected '
+            "null or an object of numbers, strings, true/false or null.",
         ),
     ],
 )
@@ -352,3 +376,20 @@ def test_inspect_prints_deeply_nested_metadata(saved, tmp_path, capsys):
         deep = {"a": deep}
     assert main([str(crafted(path, tmp_path / "nested.safetensors", notes=deep))]) == 0
     assert '{"a": {"a": ' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (_architecture_with(kernel_sizes=[[3, 3]]), "(AssertionError: kernel_sizes must have as many entries"),
+        (_architecture_with(norm_op_kwargs={"bogus": 1}), "unexpected keyword argument 'bogus'"),
+        (_architecture_with(_kw_requires_import=["norm_op", "nonlin"]), "(TypeError: 'str' object is not callable)"),
+        (config_with(load_root="nowhere"), "(AttributeError: "),
+    ],
+    ids=["kernel sizes", "norm kwargs", "conv_op not imported", "load root"],
+)
+def test_cnn_architectures_that_build_no_encoder_are_refused_in_one_sentence(cnn_checkpoint, tmp_path, change, reason):
+    """What passes the schema but makes dynamic-network-architectures fail (issue 29)."""
+    bad = crafted(cnn_checkpoint, tmp_path / "bad.safetensors", encoder_config=change)
+    message = _refusal(bad)
+    assert message.startswith("encoder_config.architecture does not build the encoder (") and reason in message

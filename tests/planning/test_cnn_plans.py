@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+from nnunetv2_vismae.checkpoint import read_encoder_checkpoint, save_encoder_checkpoint
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from nnunetv2_vismae.planning import cli
 from nnunetv2_vismae.planning.vismae_plans import PRETRAINED_KEY
@@ -43,7 +43,13 @@ def test_cnn_checkpoint_gets_nnunets_own_architecture(dataset, tmp_path, capsys)
     config, source = derived["configurations"]["2d"], plans["configurations"]["2d"]
     assert derived["plans_name"] == "nnUNetMAEPlans" and list(derived["configurations"]) == ["2d"]
     assert config["architecture"] == source["architecture"] and config["data_identifier"] == source["data_identifier"]
-    assert config[PRETRAINED_KEY] == {"path": str(path.resolve()), "content_hash": digest, "family": "cnn"}
+    metadata_hash = read_encoder_checkpoint(path).metadata_hash
+    assert config[PRETRAINED_KEY] == {
+        "path": str(path.resolve()),
+        "content_hash": digest,
+        "metadata_hash": metadata_hash,
+        "family": "cnn",
+    }
 
 
 def test_checkpoint_from_other_plans_is_refused_with_one_sentence(dataset, tmp_path, capsys):

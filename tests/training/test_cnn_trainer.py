@@ -16,6 +16,8 @@ from nnunetv2_vismae.training.cnn_trainers import (
     nnUNetTrainerMAEScratchLowLR,
 )
 
+from tests.reliability import plans_reference
+
 from ..pretrain.test_cnn_family import residual_architecture
 
 
@@ -63,12 +65,12 @@ def saved_cnn_encoder(path, architecture) -> tuple[torch.nn.Module, dict]:
     """A seeded encoder of the architecture saved as a cnn checkpoint; (encoder, the plans' reference)."""
     torch.manual_seed(0)
     encoder = build_stock_network(architecture, 1).encoder
-    digest = save_encoder_checkpoint(
+    save_encoder_checkpoint(
         path,
         encoder.state_dict(),
         {"family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}},
     )
-    return encoder, {"path": str(path), "content_hash": digest, "family": "cnn"}
+    return encoder, plans_reference(path)
 
 
 def test_pretrained_encoder_and_stem_load_with_a_report(tmp_path):

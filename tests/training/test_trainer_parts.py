@@ -10,6 +10,8 @@ from nnunetv2_vismae.device import CPU_THREADS, cpu_bf16_enabled, run_forward_in
 from nnunetv2_vismae.io.nnunet import ext_trainer_folder
 from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
 
+from tests.reliability import plans_reference
+
 from .test_precision import CPU, built_trainer
 
 
@@ -125,7 +127,7 @@ def _tiny_checkpoint(tmp_path):
 def test_trainer_loads_the_plans_checkpoint_completely(tmp_path):
     path, digest, source, network = _tiny_checkpoint(tmp_path)
     stub = _TrainerStub(network)
-    VisMAETrainer.load_pretrained_encoder(stub, {"path": str(path), "content_hash": digest})
+    VisMAETrainer.load_pretrained_encoder(stub, plans_reference(path))
     for name, tensor in source.state_dict().items():
         assert torch.equal(network.encoder.state_dict()[name], tensor)
     assert any("(100.0%)" in line for line in stub.log)
@@ -135,6 +137,7 @@ def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
     from nnunetv2_vismae.checkpoint import CheckpointError, save_encoder_checkpoint
 
     path, digest, source, network = _tiny_checkpoint(tmp_path)
+    reference = plans_reference(path)
     state = {k: v + 1 for k, v in source.state_dict().items()}
     save_encoder_checkpoint(
         path,
@@ -143,7 +146,7 @@ def test_trainer_refuses_a_replaced_checkpoint(tmp_path):
     )
     before = {k: v.clone() for k, v in network.state_dict().items()}
     with pytest.raises(CheckpointError):
-        VisMAETrainer.load_pretrained_encoder(_TrainerStub(network), {"path": str(path), "content_hash": digest})
+        VisMAETrainer.load_pretrained_encoder(_TrainerStub(network), reference)
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
 
 
