@@ -22,7 +22,7 @@ from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.flags import OneSentenceParser, console_script, positive_int
 from nnunetv2_vismae.io.folders import make_output_folder
-from nnunetv2_vismae.io.nnunet import command_environment
+from nnunetv2_vismae.io.nnunet import command_environment, sigterm_as_interrupt
 
 PROG = "nnUNetv2_vismae_benchmark"
 
@@ -407,7 +407,7 @@ def report_outcome(settings: le.Settings, outcome: ex.Outcome, invocation: str, 
 @console_script(PROG, resumes=True)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    with ex.sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         return benchmark(build_parser().parse_args(argv), argv)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -66,21 +65,6 @@ def append_history(out: Path, line: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / HISTORY, "a") as handle:
         handle.write(line + "\n")
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does, so that the benchmark stops the command it runs and
-    the jobs it waits for; Python's default would end this process at once and leave them running."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_command(settings: le.Settings, job: le.Job, env: dict) -> None:

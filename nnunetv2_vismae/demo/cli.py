@@ -9,6 +9,7 @@ from pathlib import Path
 from nnunetv2_vismae.demo.pipeline import DEFAULT, QUICK, SHIFT, STUDY, default_folder, run_demo, steps
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.folders import make_output_folder
+from nnunetv2_vismae.io.nnunet import sigterm_as_interrupt
 
 PROG = "nnUNetv2_vismae_demo"
 
@@ -68,7 +69,8 @@ def main(argv=None):
             "organs, so its report draws no verdict.",
             flush=True,
         )
-    report_dir = run_demo(Path(out), args.size, args.device)
+    with sigterm_as_interrupt():  # stops the step it runs, as Ctrl-C does
+        report_dir = run_demo(Path(out), args.size, args.device)
     report, styles = report_dir / "report.md", report_dir / "styles.md"
     for text in (report, styles):
         print(text.read_text() if text.exists() else "")

@@ -4,6 +4,7 @@ script run with its output in a log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -85,6 +86,22 @@ def console_script(name: str) -> str:
     """The console script of this Python environment when it is there, else whatever PATH finds."""
     local = Path(sys.executable).parent / name
     return str(local) if local.is_file() else name
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does, so that a command stops the command it runs
+    (``run_logged``) and the jobs it waits for; Python's default would end this process at once and leave
+    them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_logged(cmd: Sequence[str], env: dict, log: Path, mode: str = "a") -> int:

@@ -3,6 +3,7 @@
 import csv
 import os
 import shlex
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,6 +151,21 @@ def test_rerun_skips_finished_steps_and_a_failed_step_names_its_log(tmp_path, mo
     with pytest.raises(StepFailed, match=r"step 'pretrain' failed \(exit 3\); see .*pretrain.log"):
         pipeline.run_demo(tmp_path, pipeline.QUICK)
     assert (tmp_path / "steps_done.txt").read_text().split() == ["generate", "preprocess"]
+
+
+def test_sigterm_stops_the_demo_and_its_step_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM becomes KeyboardInterrupt while the steps run, so run_logged stops the step's process group
+    instead of the demo dying and leaving its benchmark and trainings running."""
+
+    def terminated_while_running(out, size, device):
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), "SIGTERM would end the demo at once and orphan the step it runs"
+        handler(signal.SIGTERM, None)
+
+    monkeypatch.setattr("nnunetv2_vismae.demo.cli.run_demo", terminated_while_running)
+    assert main(["-o", str(tmp_path / "demo")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_planning_runs_without_the_users_in_process_switch(tmp_path, monkeypatch):
