@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -115,10 +116,20 @@ def run_inline(settings: le.Settings, jobs: list[le.Job]) -> None:
                     bar.update()
 
 
+def accept_stop() -> None:
+    """Let ``stop`` interrupt this local job's process, which then stops its command (``run_logged``):
+    submitit's cancel() is a SIGINT, which a benchmark started in the background (nohup, &) hands its jobs
+    ignored, so ``stop`` follows it with a SIGTERM, which submitit's local controller forwards here."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def train_run(settings: le.Settings, run: le.Run, variables: dict, slot: int | None, gpu: str | None) -> str:
     """One job, in the job's own process: wait for its slot of --max-parallel (local executor), then do
     what the run still needs under the run's lock; StepFailed (also written to logs/<run>.failed) when a
     command fails."""
+    if slot is not None:  # a local job (SLURM jobs keep submitit's own signal handling)
+        accept_stop()
     os.environ.update(variables)  # nnU-Net's folders and settings as the benchmark saw them
     logs_folder(settings).mkdir(parents=True, exist_ok=True)
     locks = logs_folder(settings) / "locks"
@@ -258,13 +269,21 @@ def wait(jobs: list[submitit.Job], runs: list[le.Run], stop_on_interrupt: bool =
         raise
 
 
-def stop(jobs: list[submitit.Job], limit_s: float = 30.0) -> None:
-    """Cancel local jobs and wait (up to ``limit_s``) until their processes have ended: each gets SIGINT, on
-    which ``run_logged`` stops its command and every process the command started."""
+def stop(jobs: list[submitit.Job], limit_s: float = 30.0, sigint_s: float = 2.0) -> None:
+    """Stop local jobs and wait (up to ``limit_s``) until their processes have ended: each gets SIGINT
+    (submitit's cancel), then SIGTERM where that did not end it within ``sigint_s`` (a benchmark started
+    in the background passed SIGINT on ignored), on which ``run_logged`` stops its command and every
+    process the command started."""
     for job in jobs:
         job.cancel()
     deadline = time.monotonic() + limit_s
+    terminated = False
     while any(job.state == "RUNNING" for job in jobs) and time.monotonic() < deadline:
+        if not terminated and time.monotonic() > deadline - limit_s + sigint_s:
+            for job in jobs:  # submitit's local controller forwards SIGTERM to the job's process
+                with contextlib.suppress(AttributeError, OSError):
+                    job._process.send_signal(signal.SIGTERM)
+            terminated = True
         time.sleep(0.1)
 
 

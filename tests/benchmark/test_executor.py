@@ -175,6 +175,21 @@ def test_a_job_gives_its_gpu_to_its_commands_and_resumes_its_run(fake_nnunet, tm
     assert "wrote no" in executors.failure_file(settings, run).read_text()
 
 
+def test_a_local_job_accepts_stop_though_started_with_ctrl_c_ignored(fake_nnunet, tmp_path, fake_commands):
+    """submitit's cancel() is SIGINT, which a job of a benchmark started in the background inherits ignored;
+    stop() follows it with SIGTERM: both interrupt a local job."""
+    settings = settings_for(tmp_path)
+    (run,) = le.all_runs(settings)
+    before = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        with pytest.raises(StepFailed):
+            executors.train_run(settings, run, {}, 0, None)
+        assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+    finally:
+        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), before):
+            signal.signal(sig, handler)
+
+
 def test_a_run_another_job_holds_is_left_to_it(fake_nnunet, tmp_path, fake_commands):
     settings = settings_for(tmp_path)
     (run,) = le.all_runs(settings)
@@ -335,7 +350,10 @@ def process_runs(pid: int) -> bool:
 def test_ctrl_c_while_waiting_stops_the_local_jobs_and_what_they_started(fake_nnunet, tmp_path, monkeypatch):
     executor = executors.make_executor(settings_for(tmp_path), executors.Options(kind=executors.LOCAL))
     pid_file = tmp_path / "command.pid"
+    # as from a benchmark started in the background (nohup, &): the job inherits Ctrl-C ignored
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     job = executor.submit(local_command.start_a_command, str(pid_file), str(tmp_path / "command.log"))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # this process: as the benchmark's own
     try:
 
         def ctrl_c_once_started():
@@ -354,6 +372,7 @@ def test_ctrl_c_while_waiting_stops_the_local_jobs_and_what_they_started(fake_nn
             time.sleep(0.1)
         assert not process_runs(command), "the local job's command trains on after Ctrl-C"
     finally:
+        signal.signal(signal.SIGINT, before)
         job.cancel()
         if pid_file.is_file() and pid_file.read_text().strip() and process_runs(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = """
-import os, sys
+import os, signal, sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits Ctrl-C ignored
 from nnunetv2_vismae.io.nnunet import run_logged
 run_logged(["sh", "-c", "sleep 60 & echo $! > " + sys.argv[1] + "; wait"], dict(os.environ), Path(sys.argv[2]))
 """
