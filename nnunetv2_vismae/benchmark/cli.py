@@ -273,10 +273,12 @@ def check_configuration(settings: le.Settings) -> None:
 
 def check_pretrained(settings: le.Settings) -> dict[str, str]:
     """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
-    and check each is of the family its flag is for; family -> content hash."""
+    and check each is of the family its flag is for; family -> what plans record of it (path and hashes)."""
     from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 
-    content_hashes = {}
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
+
+    references = {}
     for flag, family, path in (
         ("--pretrained", "swin", settings.pretrained),
         ("--pretrained-cnn", "cnn", settings.pretrained_cnn),
@@ -286,8 +288,8 @@ def check_pretrained(settings: le.Settings) -> dict[str, str]:
         checkpoint = read_encoder_checkpoint(path)
         if checkpoint.family != family:
             raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
-        content_hashes[family] = checkpoint.content_hash
-    return content_hashes
+        references[family] = checkpoint_reference(path, checkpoint)
+    return references
 
 
 def check_writable(settings: le.Settings) -> None:

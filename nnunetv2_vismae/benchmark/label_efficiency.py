@@ -391,33 +391,43 @@ def checkpoint_reference(plans_file: Path, configuration: str) -> dict:
     return reference if isinstance(reference, dict) else {}
 
 
-def check_planned_from(settings: Settings, content_hashes: dict[str, str]) -> None:
+def check_planned_from(settings: Settings, references: dict[str, dict]) -> None:
     """The derived plans, and the runs already trained with them, must come from the checkpoints given now
-    (``content_hashes``: family -> content hash): otherwise planning would overwrite the user's plans, or
-    the report would name the given encoder for runs fine-tuned from another one."""
+    (``references``: family -> what plans record of it): otherwise planning would overwrite the user's plans,
+    or the report would name the given encoder for runs fine-tuned from another one. A checkpoint is the
+    same when its tensors and its metadata hash as recorded."""
     runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
     for arm in {run.arm.plans: run.arm for run in runs}.values():
         plans = settings.preprocessed_dir / f"{arm.plans}.json"
         recorded = checkpoint_reference(plans, settings.configuration) if plans.is_file() else None
-        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
+        if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
                 f"{plans} was planned from {described(recorded)}, not from {PRETRAINED_FLAGS[arm.family]} "
-                f"{settings.checkpoint(arm)} (content hash {content_hashes[arm.family]}), and the benchmark does "
-                f"not overwrite plans; pass the checkpoint they were planned from, or move {plans.name} away."
+                f"{described(references[arm.family])}, and the benchmark does not overwrite plans; pass the "
+                f"checkpoint they were planned from, or move {plans.name} away."
             )
     for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
         copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
         recorded = checkpoint_reference(copy, settings.configuration) if copy.is_file() else None
-        if recorded is not None and recorded.get("content_hash") != content_hashes[arm.family]:
+        if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
                 f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "
-                f"{PRETRAINED_FLAGS[arm.family]} {settings.checkpoint(arm)} (content hash "
-                f"{content_hashes[arm.family]}); pass that checkpoint, or move the folder away to train them anew."
+                f"{PRETRAINED_FLAGS[arm.family]} {described(references[arm.family])}; pass that checkpoint, or "
+                "move the folder away to train them anew."
             )
+
+
+def same_checkpoint(recorded: dict, given: dict) -> bool:
+    """Whether plans' checkpoint reference names the given checkpoint's tensors and metadata (plans written
+    before the metadata was hashed record none, and are not taken for any checkpoint's)."""
+    return all(recorded.get(key) == given[key] for key in ("content_hash", "metadata_hash"))
 
 
 def described(reference: dict) -> str:
     """A plans' checkpoint reference in words."""
     if not reference:
         return "no checkpoint"
-    return f"{reference.get('path')} (content hash {reference.get('content_hash')})"
+    return (
+        f"{reference.get('path')} (content hash {reference.get('content_hash')}, "
+        f"metadata hash {reference.get('metadata_hash', 'not recorded')})"
+    )

@@ -288,6 +288,25 @@ def test_the_users_plans_of_another_encoder_are_never_overwritten(fake_nnunet, e
     assert capsys.readouterr().out.startswith("nnUNetv2_train 990 2d 0 -p nnUNetVisMAEPlans")
 
 
+def test_plans_of_the_same_tensors_with_other_metadata_are_another_checkpoints(fake_nnunet, tmp_path, capsys):
+    """The tensors alone do not make the checkpoint: the trainer checks the metadata hash too, so the
+    benchmark must not take plans of a re-described checkpoint for the given one's."""
+    from safetensors.torch import load_file
+
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint, save_encoder_checkpoint
+
+    original = read_encoder_checkpoint(fake_nnunet["pretrained"])
+    redescribed = tmp_path / "same_tensors.safetensors"
+    metadata = {**original.metadata, "normalization": {"scheme": "ct", "ct_clip": [-100, 100]}}
+    save_encoder_checkpoint(redescribed, load_file(fake_nnunet["pretrained"]), metadata)
+    assert read_encoder_checkpoint(redescribed).content_hash == original.content_hash
+    plans = fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetVisMAEPlans.json"
+    plans.write_text(json.dumps(planned_from(redescribed)))
+    assert cli.main(VISMAE_ARGV + ["--pretrained", str(fake_nnunet["pretrained"]), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{plans} was planned from {redescribed.resolve()}" in err and "metadata hash" in err
+
+
 def test_runs_trained_from_another_encoder_are_not_reported_as_this_ones(fake_nnunet, encoder_b, capsys):
     folder = fold_folder(fake_nnunet["dataset_results"], "VisMAETrainer_labels10", "nnUNetVisMAEPlans", 0)
     write_summary(folder, 0.9, 0.8)
