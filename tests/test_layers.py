@@ -1,4 +1,4 @@
-"""README's folder table says which folder may import which; every import in the code (parsed with
+"""docs/architecture.md's folder table says which folder may import which; every import in the code (parsed with
 ``ast``, never run, lazy imports inside functions included) keeps to it, so dependencies point one way."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ TABLE_HEADER = "| folder | what lives there | imports of ours |"
 
 def folder_table() -> dict[str, list[str]]:
     """Folder ('io', 'device', 'pretrain', ...) -> the folders it may import, in the table's order."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    lines = (ROOT / "docs" / "architecture.md").read_text().splitlines()
     start = lines.index(TABLE_HEADER) + 2
     table = {}
     for line in lines[start:]:
@@ -91,7 +91,7 @@ def test_every_import_keeps_to_the_table():
                 other = folder_of(module)
                 if other not in (None, folder, *allowed):
                     wrong.append(f"{file.relative_to(ROOT)}:{line} imports {module} ({folder} -> {other})")
-    assert not wrong, "imports against README's folder table:\n" + "\n".join(wrong)
+    assert not wrong, "imports against the folder table of docs/architecture.md:\n" + "\n".join(wrong)
 
 
 def test_no_module_of_the_package_imports_itself_through_others():

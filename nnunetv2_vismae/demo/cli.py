@@ -37,7 +37,7 @@ def main(argv=None):
         action="store_const",
         dest="size",
         const=STUDY,
-        help="the README's study: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
+        help="the study of docs/results/study.md: every arm with its twin at 5, 10 and 25%% labels, scored on 200 "
         "held-out phantoms (about 2.7 h on a 2-core CPU); in a default demo's folder it reuses "
         "that demo's runs",
     )

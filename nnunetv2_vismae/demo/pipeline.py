@@ -86,7 +86,7 @@ QUICK = DemoSize(
     preset="quick",
 )
 # 800 iterations: vanilla nnU-Net at 100% labels learns every organ on fold 0's validation cases, though not yet
-# the spleen on the study's 200 test cases (README).
+# the spleen on the study's 200 test cases (docs/results/study-800.md).
 DEFAULT = DemoSize(
     "benchmark",
     num_train=60,
@@ -103,9 +103,9 @@ DEFAULT = DemoSize(
     iters=50,
 )
 # The study: every arm and twin at three fractions, scored on the test set, at 2,400 iterations, where vanilla
-# nnU-Net has learned every organ of the test set and 25% of the labels is clearly short of 100% (README). Two
-# trainings side by side on one thread each do 1.1x (two nnU-Net runs) to 1.4x (nnU-Net beside a Swin run) the
-# work of one on two threads (2-core AMD EPYC).
+# nnU-Net has learned every organ of the test set and 25% of the labels is clearly short of 100%
+# (docs/results/budget.md). Two trainings side by side on one thread each do 1.1x (two nnU-Net runs) to 1.4x
+# (nnU-Net beside a Swin run) the work of one on two threads (2-core AMD EPYC).
 STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS, epochs=48, parallel=2, preset="study")
 # Appearance shift, where the literature expects pretraining to pay most: labels only in CT and MR T1, unlabeled
 # pool and test set in all four styles; every arm at 10% and nnU-Net at 100%, at the study's budget.

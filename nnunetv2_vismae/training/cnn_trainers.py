@@ -34,7 +34,7 @@ class nnUNetTrainerMAE(VisMAETrainer):
     """
 
     # nnU-Net's from-scratch 1e-2: at short budgets 1e-3 (nnU-Net's choice for pretrained CNNs over
-    # 1000 epochs) cost 9 Dice points with or without the weights (README, "What makes pretraining pay")
+    # 1000 epochs) cost 9 Dice points with or without the weights (docs/results/ablation-1-first-round.md)
     peak_lr = 1e-2
     stage_fraction = 0.05  # of all epochs, for each of the two warm-up stages
 

@@ -45,7 +45,8 @@ def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_c
 
 def test_the_study_shares_the_default_demos_data_and_encoders_at_the_converged_budget():
     """So that ``--study`` in a default demo's folder reuses its phantoms and pretraining, and both score the
-    same test cases; the study trains 2,400 iterations, where vanilla nnU-Net has learned the test set (README)."""
+    same test cases; the study trains 2,400 iterations, where vanilla nnU-Net has learned the test set
+    (docs/results/budget.md)."""
     default, study = pipeline.DEFAULT, pipeline.STUDY
     trainings = {"name", "test", "labels", "arms", "epochs", "parallel", "preset"}
     assert replace(study, **{k: getattr(default, k) for k in trainings}) == default

@@ -1,4 +1,4 @@
-"""README's multi-node pretraining recipe (sbatch + srun torchrun, rendezvous from SLURM's environment),
+"""The multi-node pretraining recipe of docs/scale.md (sbatch + srun torchrun, rendezvous from SLURM's environment),
 submitted as written to a real single-node SLURM cluster, scaled down to one node, two CPU ranks and a tiny
 encoder; skipped where SLURM is not installed."""
 
@@ -24,13 +24,13 @@ NO_SLURM = slurm_cluster.missing_reason()
 
 
 def readme_recipe() -> str:
-    """The ```bash block of README's "Pretraining on many nodes (SLURM)"."""
-    section = ROOT.joinpath("README.md").read_text().split("### Pretraining on many nodes (SLURM)", 1)[1]
+    """The ```bash block of docs/scale.md's "Pretraining on many nodes (SLURM)"."""
+    section = ROOT.joinpath("docs", "scale.md").read_text().split("## Pretraining on many nodes (SLURM)", 1)[1]
     return section.split("```bash\n", 1)[1].split("```", 1)[0]
 
 
 def scaled_down(script: str, pngs: Path, out: Path, logs: Path) -> str:
-    """The recipe on one node with two CPU ranks: every change is one the README's numbers invite."""
+    """The recipe on one node with two CPU ranks: every change is one the recipe's numbers invite."""
     tiny = " ".join([*TINY[: TINY.index("-device")], "--precision", "fp32", "--steps", "2"])
     changes = [
         ("#SBATCH --nodes=4", "#SBATCH --nodes=1"),
@@ -42,7 +42,7 @@ def scaled_down(script: str, pngs: Path, out: Path, logs: Path) -> str:
         ("-i /shared/corpus -o /shared/mae -device cuda", f"-i {pngs} -o {out} -device cpu {tiny}"),
     ]
     for old, new in changes:
-        assert old in script, f"README's recipe no longer has {old!r}"
+        assert old in script, f"the recipe of docs/scale.md no longer has {old!r}"
         script = script.replace(old, new)
     return re.sub(r"^#SBATCH --gpus-per-node=.*\n", "", script, flags=re.M)
 

@@ -107,7 +107,8 @@ def test_the_scratch_twin_never_loads_the_checkpoint_its_plans_name(tmp_path, mo
 
 
 def test_the_cnn_recipe_peaks_at_nnunets_learning_rate_and_its_ablation_at_a_tenth():
-    # measured: 1e-3 cost 9 (pretrained) and 12 (scratch) Dice points at 800 iterations (README)
+    # measured: 1e-3 cost 9 (pretrained) and 12 (scratch) Dice points at 800 iterations
+    # (docs/results/ablation-1-first-round.md)
     assert nnUNetTrainerMAE.peak_lr == nnUNetTrainerMAEScratch.peak_lr == 1e-2
     assert nnUNetTrainerMAELowLR.peak_lr == nnUNetTrainerMAEScratchLowLR.peak_lr == 1e-3
     assert nnUNetTrainerMAEScratchLowLR.load_pretrained is False and nnUNetTrainerMAELowLR.load_pretrained
