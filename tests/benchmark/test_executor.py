@@ -32,6 +32,15 @@ ARGV = ["-d", "990", "--arms", "nnunet", "--labels", "100", "--epochs", "1", "--
 REPORTS = ("results.csv", "cases.csv", "report.md")
 
 
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """train_run, called here in the test's process, makes SIGINT and SIGTERM interrupt it, as a local job."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture
 def tiny_dataset(preprocessed_dataset, tmp_path, monkeypatch) -> Path:
     """The preprocessed dataset 990 with results of this test's own, set in this process's environment
@@ -180,14 +189,11 @@ def test_a_local_job_accepts_stop_though_started_with_ctrl_c_ignored(fake_nnunet
     stop() follows it with SIGTERM: both interrupt a local job."""
     settings = settings_for(tmp_path)
     (run,) = le.all_runs(settings)
-    before = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
-    try:
-        with pytest.raises(StepFailed):
-            executors.train_run(settings, run, {}, 0, None)
-        assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.default_int_handler
-    finally:
-        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), before):
-            signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # restored by signal_handlers_restored
+    with pytest.raises(StepFailed):
+        executors.train_run(settings, run, {}, 0, None)
+    assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.default_int_handler
 
 
 def test_a_run_another_job_holds_is_left_to_it(fake_nnunet, tmp_path, fake_commands):

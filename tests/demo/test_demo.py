@@ -164,9 +164,10 @@ def test_sigterm_stops_the_demo_and_its_step_as_ctrl_c_does(tmp_path, monkeypatc
         handler(signal.SIGTERM, None)
 
     monkeypatch.setattr("nnunetv2_vismae.demo.cli.run_demo", terminated_while_running)
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["-o", str(tmp_path / "demo")]) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_planning_runs_without_the_users_in_process_switch(tmp_path, monkeypatch):
