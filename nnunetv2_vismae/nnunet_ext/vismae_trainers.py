@@ -7,12 +7,15 @@ The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants s
 from nnunetv2_vismae.training.trainers import (  # noqa: F401
     VisMAETrainer,
     VisMAETrainerFrozen,
+    VisMAETrainerFrozenScratch,
     VisMAETrainerLLRD,
     VisMAETrainerSawtooth,
     VisMAETrainerScratch,
 )
 from nnunetv2_vismae.training.cnn_trainers import (  # noqa: F401
     nnUNetTrainerMAE,
+    nnUNetTrainerMAEFrozen,
+    nnUNetTrainerMAEFrozenScratch,
     nnUNetTrainerMAELowLR,
     nnUNetTrainerMAEScratch,
     nnUNetTrainerMAEScratchLowLR,

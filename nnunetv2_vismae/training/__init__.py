@@ -3,9 +3,17 @@
 from nnunetv2_vismae.training.trainers import (
     VisMAETrainer,
     VisMAETrainerFrozen,
+    VisMAETrainerFrozenScratch,
     VisMAETrainerLLRD,
     VisMAETrainerSawtooth,
     VisMAETrainerScratch,
 )
 
-__all__ = ["VisMAETrainer", "VisMAETrainerFrozen", "VisMAETrainerLLRD", "VisMAETrainerSawtooth", "VisMAETrainerScratch"]
+__all__ = [
+    "VisMAETrainer",
+    "VisMAETrainerFrozen",
+    "VisMAETrainerFrozenScratch",
+    "VisMAETrainerLLRD",
+    "VisMAETrainerSawtooth",
+    "VisMAETrainerScratch",
+]

@@ -6,7 +6,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_vismae.architectures import SwinUNet
-from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
+from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder, load_root
 from nnunetv2_vismae.checkpoint.network_classes import network_classes
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler
 from nnunetv2_vismae.training.trainers import VisMAETrainer, unwrap
@@ -54,7 +54,15 @@ class nnUNetTrainerMAE(VisMAETrainer):
         with encoder_and_stem_as_encoder(unwrap(self.network)):
             super().load_pretrained_encoder(reference)
 
+    def frozen_part(self):
+        """With ``frozen_encoder``: what ``load_pretrained_encoder`` loads, the encoder and its stem."""
+        if not self.frozen_encoder:
+            return None
+        network = unwrap(self.network)
+        return network.get_submodule(load_root(network))
+
     def configure_optimizers(self):
+        self.stop_gradients_of_frozen_part()
         optimizer = torch.optim.SGD(
             self.parameter_groups(), self.initial_lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True
         )
@@ -65,6 +73,19 @@ class nnUNetTrainerMAE(VisMAETrainer):
 class nnUNetTrainerMAEScratch(nnUNetTrainerMAE):
     """nnUNetTrainerMAE's network, optimizer, schedule, warm-up and precision, always from random
     weights: the twin that tells what the cnn checkpoint adds from what its recipe does."""
+
+    load_pretrained = False
+
+
+class nnUNetTrainerMAEFrozen(nnUNetTrainerMAE):
+    """The loaded encoder and stem stay fixed (no gradients, eval mode); the decoder trains with the
+    recipe's schedule: the probe of what cnn pretraining learned."""
+
+    frozen_encoder = True
+
+
+class nnUNetTrainerMAEFrozenScratch(nnUNetTrainerMAEFrozen):
+    """nnUNetTrainerMAEFrozen's network and recipe with a random encoder and stem, fixed the same way."""
 
     load_pretrained = False
 

@@ -104,9 +104,25 @@ class VisMAETrainer(nnUNetTrainer):
         groups = param_groups(unwrap(self.network), self.weight_decay, self.layer_decay)
         return sorted(groups, key=lambda group: group["encoder"])
 
+    def frozen_part(self) -> nn.Module | None:
+        """What stays fixed with ``frozen_encoder``: the module the checkpoint is loaded into."""
+        return unwrap(self.network).encoder if self.frozen_encoder else None
+
+    def on_train_epoch_start(self):
+        """nnU-Net puts the whole network in train mode; a frozen part stays in eval mode, so it computes
+        in training what it computes at inference (no drop path, no dropout, norms as at inference)."""
+        super().on_train_epoch_start()
+        frozen = self.frozen_part()
+        if frozen is not None:
+            frozen.eval()
+
+    def stop_gradients_of_frozen_part(self) -> None:
+        frozen = self.frozen_part()
+        if frozen is not None:
+            frozen.requires_grad_(False)
+
     def configure_optimizers(self):
-        if self.frozen_encoder:
-            unwrap(self.network).encoder.requires_grad_(False)
+        self.stop_gradients_of_frozen_part()
         optimizer = torch.optim.AdamW(
             self.parameter_groups(),
             lr=self.initial_lr,
@@ -132,9 +148,16 @@ class VisMAETrainerLLRD(VisMAETrainer):
 
 
 class VisMAETrainerFrozen(VisMAETrainer):
-    """The pretrained encoder stays fixed; only the decoder trains."""
+    """The pretrained encoder stays fixed (no gradients, eval mode); the decoder and its stem train:
+    the probe of what pretraining learned."""
 
     frozen_encoder = True
+
+
+class VisMAETrainerFrozenScratch(VisMAETrainerFrozen):
+    """VisMAETrainerFrozen's network and recipe with a random encoder, fixed the same way: the probe's twin."""
+
+    load_pretrained = False
 
 
 class VisMAETrainerSawtooth(VisMAETrainer):

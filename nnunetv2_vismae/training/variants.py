@@ -24,6 +24,8 @@ from nnunetv2_vismae.device import DeviceError, apply_cpu_threads
 from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE, label_subset
 from nnunetv2_vismae.training.cnn_trainers import (
     nnUNetTrainerMAE,
+    nnUNetTrainerMAEFrozen,
+    nnUNetTrainerMAEFrozenScratch,
     nnUNetTrainerMAELowLR,
     nnUNetTrainerMAEScratch,
     nnUNetTrainerMAEScratchLowLR,
@@ -31,6 +33,7 @@ from nnunetv2_vismae.training.cnn_trainers import (
 from nnunetv2_vismae.training.trainers import (
     VisMAETrainer,
     VisMAETrainerFrozen,
+    VisMAETrainerFrozenScratch,
     VisMAETrainerLLRD,
     VisMAETrainerSawtooth,
     VisMAETrainerScratch,
@@ -43,11 +46,14 @@ BASES = {
         VisMAETrainerScratch,
         VisMAETrainerLLRD,
         VisMAETrainerFrozen,
+        VisMAETrainerFrozenScratch,
         VisMAETrainerSawtooth,
         nnUNetTrainerMAE,
         nnUNetTrainerMAEScratch,
         nnUNetTrainerMAELowLR,
         nnUNetTrainerMAEScratchLowLR,
+        nnUNetTrainerMAEFrozen,
+        nnUNetTrainerMAEFrozenScratch,
         nnUNetTrainer,
     )
 }

@@ -162,6 +162,12 @@ class _GroupsStub:
     def parameter_groups(self):
         return self.cls.parameter_groups(self)
 
+    def frozen_part(self):
+        return self.cls.frozen_part(self)
+
+    def stop_gradients_of_frozen_part(self):
+        return self.cls.stop_gradients_of_frozen_part(self)
+
 
 def _tiny_swinunet():
     from nnunetv2_vismae.architectures import SwinUNet
