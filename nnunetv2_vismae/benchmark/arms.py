@@ -20,6 +20,7 @@ class Arm:
     family: str | None = None  # encoder family of the checkpoint its derived plans are planned from
     twin: str | None = None  # the same network and recipe from random weights (pretrained arms only)
     ablation: bool = False  # a recipe variant, run only when --arms names it
+    probe: bool = False  # a frozen-encoder probe arm (--probe or --arms), reported apart from the verdict
 
 
 REFERENCE_ARM = "nnunet"  # vanilla nnU-Net; its 100% run is what the other arms must match
@@ -100,6 +101,49 @@ ARMS: dict[str, Arm] = {
             family="cnn",
             ablation=True,
         ),
+        # the frozen-encoder probe: what pretraining learned, the encoder fixed and only the decoder trained
+        Arm(
+            "vismae-frozen",
+            "VisMAE, frozen encoder",
+            "VisMAETrainerFrozen",
+            "nnUNetVisMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="swin",
+            twin="vismae-frozen-random",
+            probe=True,
+        ),
+        Arm(
+            "vismae-frozen-random",
+            "VisMAE, frozen random encoder",
+            "VisMAETrainerFrozenScratch",
+            "nnUNetVisMAEPlans",
+            needs_pretrained=False,
+            derived_plans=True,
+            family="swin",
+            probe=True,
+        ),
+        Arm(
+            "cnn-mae-frozen",
+            "nnU-Net + CNN MAE, frozen encoder",
+            "nnUNetTrainerMAEFrozen",
+            "nnUNetMAEPlans",
+            needs_pretrained=True,
+            derived_plans=True,
+            family="cnn",
+            twin="cnn-frozen-random",
+            probe=True,
+        ),
+        Arm(
+            "cnn-frozen-random",
+            "CNN MAE recipe, frozen random encoder",
+            "nnUNetTrainerMAEFrozenScratch",
+            "nnUNetMAEPlans",
+            needs_pretrained=False,
+            derived_plans=True,
+            family="cnn",
+            probe=True,
+        ),
     )
 }
 PRETRAINED_FLAGS = {"swin": "--pretrained", "cnn": "--pretrained-cnn"}
@@ -112,13 +156,18 @@ def default_arms(given_families: set[str]) -> list[str]:
     return [
         name
         for name, arm in ARMS.items()
-        if not arm.ablation
+        if not (arm.ablation or arm.probe)
         and (arm.family in given_families or not (arm.needs_pretrained or arm.family in PLANNED_FROM_CHECKPOINT_ONLY))
     ]
 
 
-def pretrained_arms(arms) -> list[Arm]:
-    return [arm for arm in arms if arm.twin is not None]
+def probe_arms(given_families: set[str]) -> list[str]:
+    """The frozen-encoder probe arms (pretrained and random twin) of every family whose checkpoint is given."""
+    return [name for name, arm in ARMS.items() if arm.probe and arm.family in given_families]
+
+
+def is_probe(arm: str) -> bool:
+    return arm in ARMS and ARMS[arm].probe
 
 
 def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None, seed: int = 0) -> str:

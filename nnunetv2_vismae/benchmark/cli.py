@@ -15,7 +15,7 @@ import sys
 
 from nnunetv2_vismae.benchmark import executors as ex
 from nnunetv2_vismae.benchmark import label_efficiency as le
-from nnunetv2_vismae.benchmark.arms import ARMS, default_arms
+from nnunetv2_vismae.benchmark.arms import ARMS, default_arms, probe_arms
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
         "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "
         "with --pretrained-cnn)",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="also run the frozen-encoder probe of every family whose checkpoint is given: the pretrained "
+        "encoder frozen (vismae-frozen, cnn-mae-frozen) against the same network with a random frozen encoder "
+        "(vismae-frozen-random, cnn-frozen-random), reported in report.md and probe.png apart from the verdict",
     )
     parser.add_argument(
         "--pretrained",
@@ -296,6 +303,17 @@ def check_writable(settings: le.Settings) -> None:
     make_output_folder(settings.out)  # before planning or training: one sentence where it cannot be
 
 
+def chosen_arms(named: list[str] | None, probe: bool, given: set[str]) -> list[str]:
+    """--arms (default: every arm whose inputs are given), and with --probe the probe arms of the given families."""
+    if probe and not given:
+        raise BenchmarkError(
+            "--probe compares a pretrained frozen encoder with a random one and needs its checkpoint: "
+            "pass --pretrained FILE and/or --pretrained-cnn FILE."
+        )
+    arms = named or default_arms(given)
+    return list(dict.fromkeys(arms + probe_arms(given))) if probe else arms
+
+
 def benchmark(args, argv: list[str]) -> int:
     options = executor_options(args)
     given = {family for family, path in (("swin", args.pretrained), ("cnn", args.pretrained_cnn)) if path}
@@ -306,7 +324,7 @@ def benchmark(args, argv: list[str]) -> int:
         args.c,
         args.f,
         args.labels,
-        args.arms or default_arms(given),
+        chosen_arms(args.arms, args.probe, given),
         args.pretrained,
         args.epochs,
         args.iters,

@@ -1,4 +1,5 @@
-"""Read nnU-Net's validation summaries and write results.csv, cases.csv, report.md and label_efficiency.png.
+"""Read nnU-Net's validation summaries and write results.csv, cases.csv, report.md and label_efficiency.png
+(and probe.png when the frozen-encoder probe ran).
 
 The numbers are nnU-Net's own: ``validation/summary.json`` of each run, its per-case Dice
 (``metric_per_case``) and its fold means. A case's mean Dice is the mean of its classes' Dice.
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_vismae.benchmark import verdict as v
-from nnunetv2_vismae.benchmark.arms import REFERENCE_LABELS
+from nnunetv2_vismae.benchmark.arms import ARMS, REFERENCE_LABELS, is_probe
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.statistics import CONFIDENCE, DEFAULT_MARGIN
 from nnunetv2_vismae.io.figures import new_figure, png_bytes
@@ -208,6 +209,52 @@ def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) ->
     )
 
 
+PROBE_SECTION = "## What pretraining learned (frozen-encoder probe)"
+
+
+def probe_section(analysis: v.Analysis) -> list[str]:
+    """Per family and fraction: the pretrained frozen encoder against the random one, paired, and what it says."""
+    probed = [arm for arm in dict.fromkeys(a for a, _ in analysis.groups) if is_probe(arm)]
+    if not probed:
+        return []
+    lines = [
+        PROBE_SECTION,
+        "",
+        "The encoder is frozen (no gradients, inference mode) and only the rest of the network trains (the "
+        "decoder; in the Swin network also its full-resolution conv stem), once on the pretrained encoder and "
+        "once on a random one of the same network and recipe: the paired "
+        "difference says whether the pretrained features help this decoder more than random features. "
+        "These arms are not part of the verdict.",
+        "",
+    ]
+    rows = []
+    for c in analysis.probes:
+        gain, twin = c.overall, c.against
+        p = "–" if gain.p_value is None else f"{gain.p_value:.3g}"
+        rows.append(
+            [
+                ARMS[c.arm].family,
+                f"{c.labels}%",
+                gain.n,
+                analysis.groups[(c.arm, c.labels)].estimate().text(),
+                analysis.groups[twin].estimate().text(),
+                gain.difference.text(signed=True),
+                p,
+                f"{gain.improved}/{gain.n}",
+                v.probe_reading(gain),
+            ]
+        )
+    header = ["family", "labels", "cases", "pretrained frozen", "random frozen", "Δ mean Dice [95% CI]"]
+    lines += markdown_table([*header, "Wilcoxon p", "improved", "reading"], rows) if rows else []
+    compared = {(c.arm, c.labels) for c in analysis.probes}
+    for arm, labels in analysis.groups:
+        if is_probe(arm) and ARMS[arm].twin and (arm, labels) not in compared:
+            lines.append(
+                f"- {v.arm_title(arm)} at {labels}%: its twin {v.arm_title(ARMS[arm].twin)} did not run there."
+            )
+    return lines + [""]
+
+
 def headline(groups: dict, found: list[v.Comparison], keys: list[str], names: dict, margin: float) -> list[str]:
     """The verdict, or the reason there is none, before anything else."""
     reason = v.untrained_reason(groups, keys, names)
@@ -259,6 +306,7 @@ def report_markdown(
         "",
         *comparison_table(found, keys, names),
     ]
+    lines += probe_section(analysis)
     lines += ["## Commands", "", "This report was produced by:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
 
@@ -272,8 +320,8 @@ def _errorbar(ax, x: float, estimate, **style) -> None:
 
 def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -> bytes:
     """Left: mean Dice with its CI per arm and fraction. Right: the paired difference to vanilla
-    nnU-Net at 100% with its CI and the non-inferiority band."""
-    groups = analysis.groups
+    nnU-Net at 100% with its CI and the non-inferiority band. The probe arms have their own figure."""
+    groups = {(arm, labels): g for (arm, labels), g in analysis.groups.items() if not is_probe(arm)}
     found = {(c.arm, c.labels): c for c in analysis.found if c.kind == v.REFERENCE}
     figure = new_figure((11.0, 4.4))
     dice_ax, delta_ax = figure.subplots(1, 2)
@@ -305,6 +353,27 @@ def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -
     return png_bytes(figure)
 
 
+def probe_png(analysis: v.Analysis, title: str) -> bytes:
+    """The probe's paired difference (pretrained − random frozen encoder) with its CI per family and fraction."""
+    figure = new_figure((6.0, 4.4))
+    ax = figure.subplots()
+    families = list(dict.fromkeys(ARMS[c.arm].family for c in analysis.probes))
+    for i, family in enumerate(families):
+        offset = (i - (len(families) - 1) / 2) * 1.2
+        points = sorted((c.labels, c.overall.difference) for c in analysis.probes if ARMS[c.arm].family == family)
+        ax.plot([p + offset for p, _ in points], [d.mean for _, d in points], color=f"C{i}", alpha=0.5)
+        for j, (p, difference) in enumerate(points):
+            _errorbar(ax, p + offset, difference, color=f"C{i}", label=family if j == 0 else None)
+    ax.axhline(0, color="gray", linewidth=1)
+    ax.set_xticks(sorted({c.labels for c in analysis.probes}))
+    ax.set_xlabel("Labelled training cases (% of each fold's training set)")
+    ax.set_ylabel(f"Δ mean Dice, pretrained − random, {round(CONFIDENCE * 100)}% CI")
+    ax.set_title(f"Frozen-encoder probe: {title}", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", title="family")
+    return png_bytes(figure)
+
+
 def write_outputs(
     out: Path,
     results: list[RunResult],
@@ -314,7 +383,8 @@ def write_outputs(
     settings_lines: list[str],
     margin: float = DEFAULT_MARGIN,
 ) -> list[Path]:
-    """results.csv, cases.csv, report.md and label_efficiency.png in ``out``, each written atomically."""
+    """results.csv, cases.csv, report.md and label_efficiency.png (and probe.png when the probe ran) in ``out``,
+    each written atomically."""
     out, analysis = Path(out), v.Analysis.of(results, class_keys(results))
     files = {
         out / "results.csv": results_csv(results, names).encode(),
@@ -322,4 +392,6 @@ def write_outputs(
         out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
         out / "label_efficiency.png": plot_png(analysis, title, margin),
     }
+    if analysis.probes:
+        files[out / "probe.png"] = probe_png(analysis, title)
     return write_files(files)

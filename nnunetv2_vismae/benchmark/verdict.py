@@ -2,10 +2,11 @@
 and the verdict by non-inferiority.
 
 (a) arm@P against vanilla nnU-Net@100%, (b) a pretrained arm@P against its scratch twin@P,
-(c) arm@P against vanilla nnU-Net@P. "Non-inferior" means the lower bound of the 95% CI of (a)
-lies above -margin; "beats its twin" means the CI of (b) lies above 0. No verdict is drawn when
-nnU-Net@100% has not learned the task: a class below ``LEARNED_DICE``, or no better than nnU-Net
-at the smallest fraction run.
+(c) arm@P against vanilla nnU-Net@P; apart from these, (d) the frozen-encoder probe: a pretrained
+frozen encoder@P against the same network with a random frozen encoder@P. "Non-inferior" means the
+lower bound of the 95% CI of (a) lies above -margin; "beats its twin" means the CI of (b) lies
+above 0. No verdict is drawn when nnU-Net@100% has not learned the task: a class below
+``LEARNED_DICE``, or no better than nnU-Net at the smallest fraction run.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnunetv2_vismae.benchmark.arms import ARMS, REFERENCE_ARM, REFERENCE_LABELS
+from nnunetv2_vismae.benchmark.arms import ARMS, REFERENCE_ARM, REFERENCE_LABELS, is_probe
 from nnunetv2_vismae.benchmark.statistics import Estimate, Paired, better, mean_ci, non_inferior, paired, worse
 
 MEAN = "mean"  # the per-case mean Dice over classes, stored beside the class keys
 LEARNED_DICE = 0.5  # a class nnU-Net@100% scores below this is not learned yet
 REFERENCE, TWIN, SAME_FRACTION = "vs nnU-Net@100%", "vs scratch twin", "vs nnU-Net, same labels"
+PROBE = "pretrained − random frozen encoder"
 
 
 def arm_title(arm: str) -> str:
@@ -89,9 +91,11 @@ def compare(groups: dict, kind: str, arm: str, labels: int, against: tuple[str, 
 
 
 def comparisons(groups: dict, keys) -> list[Comparison]:
-    """(a), (b) and (c) for every arm and fraction that ran, (c) only below 100%."""
+    """(a), (b) and (c) for every arm and fraction that ran, (c) only below 100%; not for the probe arms."""
     found = []
     for arm, labels in groups:
+        if is_probe(arm):
+            continue
         if arm != REFERENCE_ARM:
             twin = ARMS[arm].twin if arm in ARMS else None
             found.append(compare(groups, REFERENCE, arm, labels, (REFERENCE_ARM, REFERENCE_LABELS), keys))
@@ -104,18 +108,38 @@ def comparisons(groups: dict, keys) -> list[Comparison]:
     return sorted((c for c in found if c), key=lambda c: kinds.index(c.kind))  # stable: arms keep their order
 
 
+def probe_comparisons(groups: dict, keys) -> list[Comparison]:
+    """(d) for every pretrained probe arm and fraction whose random twin ran at the same fraction."""
+    found = (
+        compare(groups, PROBE, arm, labels, (ARMS[arm].twin, labels), keys)
+        for arm, labels in groups
+        if is_probe(arm) and ARMS[arm].twin
+    )
+    return [c for c in found if c]
+
+
+def probe_reading(gain: Paired) -> str:
+    """What a probe's paired difference says about the pretrained features."""
+    if better(gain):
+        return "the pretrained features are better than random ones for this decoder"
+    if worse(gain):
+        return "the pretrained features are worse than random ones for this decoder"
+    return "no measurable difference between pretrained and random features (the CI includes 0)"
+
+
 @dataclass(frozen=True)
 class Analysis:
     """Everything the report and the plot show, computed once (the bootstraps take a moment)."""
 
     groups: dict  # (arm, labels) -> Group
     keys: list  # class keys
-    found: list  # Comparison
+    found: list  # Comparison, (a) to (c)
+    probes: list  # Comparison, (d)
 
     @classmethod
     def of(cls, results, keys) -> "Analysis":
         groups = pool(results)
-        return cls(groups, list(keys), comparisons(groups, keys))
+        return cls(groups, list(keys), comparisons(groups, keys), probe_comparisons(groups, keys))
 
 
 def untrained_reason(groups: dict, keys, names: dict) -> str | None:
@@ -151,7 +175,7 @@ def verdict_lines(groups: dict, found: list[Comparison], margin: float) -> list[
     """One line per pretrained arm: its smallest non-inferior fraction and its gain over its twin."""
     lines = []
     for arm in dict.fromkeys(a for a, _ in groups):
-        if arm in ARMS and ARMS[arm].twin:
+        if arm in ARMS and ARMS[arm].twin and not ARMS[arm].probe:
             lines += [non_inferiority_line(groups, found, arm, margin), twin_line(groups, found, arm)]
     return lines
 
