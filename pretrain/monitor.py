@@ -11,24 +11,27 @@ import torch
 from tqdm import tqdm
 
 from nnunetv2_vismae.io.atomic import atomic_path, writing
+from pretrain.collapse import rank_columns, rank_line
 
 LOG_FIELDS = ("step", "loss", "lr", "img_per_s", "elapsed_s")
 
 
 class CsvLog:
-    """Appends one row per optimizer step; on resume, drops rows after the resumed step."""
+    """Appends one row per optimizer step; on resume, drops rows after the resumed step. Columns after
+    ``LOG_FIELDS`` (``extra``) may be empty in a row."""
 
-    def __init__(self, path: str, resume_step: int):
+    def __init__(self, path: str, resume_step: int, extra: tuple[str, ...] = ()):
         self.path = path
         rows = self.read(path) if os.path.isfile(path) else []
         complete = [r for r in rows if all(r.get(k) for k in LOG_FIELDS)]  # a kill -9 can cut the last line
         rows = [r for r in complete if r["step"].isdigit() and int(r["step"]) <= resume_step]
+        fields = (*LOG_FIELDS, *extra)
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # a kill here keeps the old log
-            writer = csv.DictWriter(f, LOG_FIELDS)
+            writer = csv.DictWriter(f, fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         self._file = open(path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, LOG_FIELDS)
+        self._writer = csv.DictWriter(self._file, fields)
 
     @staticmethod
     def read(path: str) -> list[dict]:
@@ -47,11 +50,21 @@ class CsvLog:
 
 class Progress:
     """The report of each optimizer step: a ``log.csv`` row and the progress bar (loss, lr, images/s
-    smoothed), on rank 0 only."""
+    smoothed), on rank 0 only; with the effective feature rank of each of the encoder's stages
+    (``stage_channels``) in columns rank_s1... and a line, at the steps it is measured."""
 
-    def __init__(self, out: str, step: int, total_steps: int, effective_batch: int, is_main: bool):
-        self.effective_batch = effective_batch
-        self.log = CsvLog(os.path.join(out, "log.csv"), step) if is_main else None
+    def __init__(
+        self,
+        out: str,
+        step: int,
+        total_steps: int,
+        effective_batch: int,
+        is_main: bool,
+        stage_channels: list[int] = (),
+    ):
+        self.effective_batch, self.stage_channels = effective_batch, list(stage_channels)
+        self.rank_columns = rank_columns(len(self.stage_channels))
+        self.log = CsvLog(os.path.join(out, "log.csv"), step, tuple(self.rank_columns)) if is_main else None
         self.bar = tqdm(
             total=total_steps,
             initial=step,
@@ -66,18 +79,23 @@ class Progress:
         """Count ``elapsed_s`` from now."""
         self.start_time = time.time()
 
-    def update(self, step: int, loss: float, lr: float, seconds: float) -> None:
+    def update(self, step: int, loss: float, lr: float, seconds: float, ranks: list[float] | None = None) -> None:
+        """Log the step; ``ranks``: the stages' effective feature ranks, where they were measured."""
         if self.log is None:
             return
         rate = self.effective_batch / seconds
         self.img_rate = rate if self.img_rate is None else 0.9 * self.img_rate + 0.1 * rate
+        measured = dict(zip(self.rank_columns, (f"{r:.3f}" for r in ranks))) if ranks is not None else {}
         self.log.write(
             step=step,
             loss=f"{loss:.6f}",
             lr=f"{lr:.3e}",
             img_per_s=f"{rate:.2f}",
             elapsed_s=f"{time.time() - self.start_time:.1f}",
+            **measured,
         )
+        if ranks is not None:
+            tqdm.write(rank_line(step, ranks, self.stage_channels))
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{self.img_rate:.1f}")
         self.bar.update(1)
 

@@ -32,6 +32,7 @@ from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
 from pretrain.cli import PROG
+from pretrain.collapse import RANK_IMAGES, stage_ranks
 from pretrain.config import PretrainConfig
 from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
@@ -191,6 +192,7 @@ class Pretrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps)
         )
+        self.rank_images: torch.Tensor | None = None  # the collapse diagnostic's fixed batch, drawn when first used
         self.step, self.data_position, self.last_loss = 0, 0, None
         self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
         state = self._agreed_state(os.path.join(self.out, STATE_FILE))
@@ -489,7 +491,8 @@ class Pretrainer:
         return 128 + self.stop_signal if self.stop_signal is not None else 0
 
     def _train(self, stop_after: int | None) -> None:
-        progress = Progress(self.out, self.step, self.total_steps, self.effective_batch, self.runtime.is_main)
+        channels = self.family.stage_channels(self.model)
+        progress = Progress(self.out, self.step, self.total_steps, self.effective_batch, self.runtime.is_main, channels)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         (self.ddp or self.model).train()
         batches = iter(self.loader)
@@ -511,11 +514,29 @@ class Pretrainer:
         whether to stop: a signal on any rank, or ``stop_after`` steps done."""
         stopping = outcome.stop_requested or (stop_after is not None and self.step >= stop_after)
         if outcome.stepped:
-            progress.update(self.step, self.last_loss, self.optimizer.param_groups[0]["lr"], outcome.seconds)
+            ranks = self.feature_ranks() if self._save_due() else None
+            progress.update(self.step, self.last_loss, self.optimizer.param_groups[0]["lr"], outcome.seconds, ranks)
             self._preview(outcome)
         if stopping or (outcome.stepped and self._save_due()):
             self.save()
         return stopping
+
+    def feature_ranks(self) -> list[float] | None:
+        """Rank 0: the effective rank of each encoder stage's features on the fixed batch (``pretrain.collapse``);
+        None on the other ranks."""
+        if not self.runtime.is_main:
+            return None
+        if self.rank_images is None:
+            self.rank_images = self.fixed_images()
+        return stage_ranks(self.model.encoder, self.rank_images, self.runtime.autocast(self.precision))
+
+    def fixed_images(self) -> torch.Tensor:
+        """The first ``RANK_IMAGES`` unmasked patches of rank 0's stream, drawn by index from a dataset of
+        their own: the loader's position, its dataset's memory of bad files and every random stream stay
+        untouched."""
+        c = self.config
+        dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed)
+        return torch.stack([dataset[k] for k in range(RANK_IMAGES)]).to(self.runtime.device)
 
     def _save_due(self) -> bool:
         return self.step % self.config.save_every == 0 or self.step == self.total_steps

@@ -20,7 +20,8 @@ from torch import nn
 
 
 class MAEModel(nn.Module, ABC):
-    """Contract of a family's masked autoencoder as the training loop uses it."""
+    """Contract of a family's masked autoencoder as the training loop uses it. Its ``encoder`` is the
+    shared encoder: ``encoder(imgs)`` returns each stage's output (B x C x ...), as fine-tuning runs it."""
 
     @abstractmethod
     def forward(self, imgs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +67,10 @@ class EncoderFamily(ABC):
     @abstractmethod
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The mask for a batch, made on the batch's device."""
+
+    @abstractmethod
+    def stage_channels(self, model: MAEModel) -> list[int]:
+        """The channels of each stage output of ``model.encoder``."""
 
     @abstractmethod
     def encoder_tensors(self, model: MAEModel) -> dict[str, torch.Tensor]:

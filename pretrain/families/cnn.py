@@ -287,6 +287,9 @@ class CnnFamily(EncoderFamily):
             generator,
         )
 
+    def stage_channels(self, model: CnnMAE) -> list[int]:
+        return list(model.encoder.output_channels)
+
     def encoder_tensors(self, model: CnnMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
 

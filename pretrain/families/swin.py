@@ -281,6 +281,9 @@ class SwinFamily(EncoderFamily):
             generator,
         )
 
+    def stage_channels(self, model: SwinMAE) -> list[int]:
+        return list(model.encoder.stage_dims)
+
     def encoder_tensors(self, model: SwinMAE) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
 

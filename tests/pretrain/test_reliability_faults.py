@@ -172,8 +172,9 @@ def _encoder_of_state(out) -> str:
 
 
 def _one_line(stderr: str) -> str:
-    """The error sentence: the one line of stderr besides tqdm's progress bar."""
-    lines = [line for line in stderr.strip().splitlines() if not line.startswith("MAE pretraining")]
+    """The error sentence: the one line of stderr besides tqdm's progress bar (and the blanks with which
+    tqdm clears it for a line such as the feature ranks')."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip() and not line.startswith("MAE pretraining")]
     assert len(lines) == 1 and lines[0].startswith("nnUNetv2_vismae_pretrain: error: "), stderr
     return lines[0]
 
