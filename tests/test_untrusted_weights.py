@@ -53,15 +53,20 @@ def test_the_crafted_file_is_live(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_commands_refuse_a_malicious_pickle(command, evil, tmp_path, monkeypatch, capsys):
+def run_refused(command: tuple[str, str], evil, tmp_path, monkeypatch, capsys) -> tuple[object, str]:
+    """Run a command's main (module, arguments with {evil} and {tmp}) on a dataset tree; its exit code and stderr."""
     set_nnunet_folders(monkeypatch, nnunet_tree(tmp_path / "nnunet"))
-    module, arguments = COMMANDS[command]
+    module, arguments = command
     try:
         code = importlib.import_module(module).main(arguments.format(evil=evil, tmp=tmp_path).split())
     except SystemExit as e:
         code = e.code
-    err = capsys.readouterr().err.strip()
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_commands_refuse_a_malicious_pickle(command, evil, tmp_path, monkeypatch, capsys):
+    code, err = run_refused(COMMANDS[command], evil, tmp_path, monkeypatch, capsys)
     assert code not in (0, None) and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "pickl" in err and "refused" in err, err  # pickle, unpickling
     assert not (tmp_path / "encoder.safetensors").exists()
@@ -167,13 +172,7 @@ REFUSED_DROPOUT = (
 
 @pytest.mark.parametrize("command", list(CNN_COMMANDS))
 def test_commands_refuse_a_cnn_checkpoint_that_would_run_a_command(command, evil_cnn, tmp_path, monkeypatch, capsys):
-    set_nnunet_folders(monkeypatch, nnunet_tree(tmp_path / "nnunet"))
-    module, arguments = CNN_COMMANDS[command]
-    try:
-        code = importlib.import_module(module).main(arguments.format(evil=evil_cnn, tmp=tmp_path).split())
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err.strip()
+    code, err = run_refused(CNN_COMMANDS[command], evil_cnn, tmp_path, monkeypatch, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert REFUSED_DROPOUT in err, err
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nnunetv2_vismae.io.atomic import remove_leftovers, write_json_atomic
-from nnunetv2_vismae.io.folders import OutputFolderError, check_output_folder
+from nnunetv2_vismae.io.folders import OutputFolderError, make_output_folder
 
 LOCK_FILE = ".nnunetv2_vismae.lock"
 
@@ -174,12 +174,7 @@ def claim_output_folder(folder: str | os.PathLike, command: str, subfolders: tup
     """Check that ``folder`` can be written, create it, lock it for ``command`` and remove what killed
     writers left in it and in ``subfolders`` (glob patterns relative to ``folder``: those ``command``
     writes); the held lock. OutputFolderError (one sentence) if it cannot be used."""
-    check_output_folder(folder)
-    created = not os.path.isdir(folder)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise OutputFolderError(f"Cannot create the output folder {folder}: {e.strerror or e}.") from None
+    created = make_output_folder(folder)
     lock = FolderLock(folder, command, remove_if_empty=created).acquire()
     written = [os.path.join(folder, sub) for pattern in subfolders for sub in glob.glob(pattern, root_dir=folder)]
     remove_leftovers([folder, *written])
