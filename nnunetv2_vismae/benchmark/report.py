@@ -383,15 +383,16 @@ def write_outputs(
     settings_lines: list[str],
     margin: float = DEFAULT_MARGIN,
 ) -> list[Path]:
-    """results.csv, cases.csv, report.md and label_efficiency.png (and probe.png when the probe ran) in ``out``,
-    each written atomically."""
+    """results.csv, cases.csv, report.md, label_efficiency.png (when an arm other than the probe's ran) and
+    probe.png (when the probe ran) in ``out``, each written atomically."""
     out, analysis = Path(out), v.Analysis.of(results, class_keys(results))
     files = {
         out / "results.csv": results_csv(results, names).encode(),
         out / "cases.csv": cases_csv(results, names).encode(),
         out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
-        out / "label_efficiency.png": plot_png(analysis, title, margin),
     }
+    if not all(is_probe(arm) for arm, _ in analysis.groups):
+        files[out / "label_efficiency.png"] = plot_png(analysis, title, margin)
     if analysis.probes:
         files[out / "probe.png"] = probe_png(analysis, title)
     return write_files(files)

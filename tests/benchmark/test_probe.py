@@ -98,3 +98,11 @@ def test_a_probe_without_difference_reads_so_and_without_the_probe_there_is_no_s
     assert "no measurable difference between pretrained and random features (the CI includes 0)" in report
     plain = benchmark(fake_nnunet, [100], arms=("nnunet",))
     assert PROBE_SECTION not in plain and "No pretrained arm ran" in plain
+
+
+def test_a_probe_alone_draws_only_its_own_figure(fake_nnunet, no_runs):  # noqa: F811
+    """label_efficiency.png would be an empty plot (the probe arms have their own figure)."""
+    benchmark(fake_nnunet, [10], arms=("vismae-frozen", "vismae-frozen-random"))
+    out = fake_nnunet["results"] / "bench"
+    assert (out / "probe.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "label_efficiency.png").exists()
