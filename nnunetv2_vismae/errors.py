@@ -5,6 +5,18 @@ Each package's own error (``CheckpointError``, ``PlanningError``, ``WriteError``
 exit status. Any other exception is a bug and keeps its traceback.
 """
 
+import json
+
+_SHOWN_CHARS = 60
+
+
+def shown(value) -> str:
+    """A value read from a file, for a user error's sentence: ASCII JSON (control and non-ASCII
+    characters escaped), at most 60 characters, so a crafted file can put neither escape sequences nor
+    megabytes on a terminal."""
+    text = json.dumps(value, ensure_ascii=True, default=repr)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
 
 class UserError(Exception):
     """Input the user can fix (a flag, file, folder, environment variable or the data): ``str()``

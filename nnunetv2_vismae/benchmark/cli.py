@@ -282,7 +282,6 @@ def check_pretrained(settings: le.Settings) -> dict[str, str]:
     """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
     and check each is of the family its flag is for; family -> what plans record of it (path and hashes)."""
     from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
-
     from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
 
     references = {}

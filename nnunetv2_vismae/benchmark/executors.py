@@ -276,10 +276,10 @@ def stop(jobs: list[submitit.Job], limit_s: float = 30.0, sigint_s: float = 2.0)
     process the command started."""
     for job in jobs:
         job.cancel()
-    deadline = time.monotonic() + limit_s
+    start = time.monotonic()
     terminated = False
-    while any(job.state == "RUNNING" for job in jobs) and time.monotonic() < deadline:
-        if not terminated and time.monotonic() > deadline - limit_s + sigint_s:
+    while any(job.state == "RUNNING" for job in jobs) and time.monotonic() < start + limit_s:
+        if not terminated and time.monotonic() > start + sigint_s:
             for job in jobs:  # submitit's local controller forwards SIGTERM to the job's process
                 with contextlib.suppress(AttributeError, OSError):
                     job._process.send_signal(signal.SIGTERM)

@@ -378,7 +378,7 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
             )
 
 
-def checkpoint_reference(plans_file: Path, configuration: str) -> dict:
+def recorded_reference(plans_file: Path, configuration: str) -> dict:
     """What plans record of the checkpoint they were planned from ({}: none); BenchmarkError when unreadable."""
     from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY  # here: the package imports torch
 
@@ -399,7 +399,7 @@ def check_planned_from(settings: Settings, references: dict[str, dict]) -> None:
     runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
     for arm in {run.arm.plans: run.arm for run in runs}.values():
         plans = settings.preprocessed_dir / f"{arm.plans}.json"
-        recorded = checkpoint_reference(plans, settings.configuration) if plans.is_file() else None
+        recorded = recorded_reference(plans, settings.configuration) if plans.is_file() else None
         if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
                 f"{plans} was planned from {described(recorded)}, not from {PRETRAINED_FLAGS[arm.family]} "
@@ -408,7 +408,7 @@ def check_planned_from(settings: Settings, references: dict[str, dict]) -> None:
             )
     for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
         copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
-        recorded = checkpoint_reference(copy, settings.configuration) if copy.is_file() else None
+        recorded = recorded_reference(copy, settings.configuration) if copy.is_file() else None
         if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
                 f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "

@@ -15,18 +15,11 @@ that code reads. Further entries (steps, data sources, ...) are free-form JSON t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-_SHOWN_CHARS = 60
-
-
-def shown(value) -> str:
-    """``value`` as ASCII JSON (control and non-ASCII characters escaped), at most 60 characters."""
-    text = json.dumps(value, ensure_ascii=True, default=repr)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+from nnunetv2_vismae.errors import shown
 
 
 # ------------------------------------------------------------------------------------ rules

@@ -93,11 +93,7 @@ def sigterm_as_interrupt():
     """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does, so that a command stops the command it runs
     (``run_logged``) and the jobs it waits for; Python's default would end this process at once and leave
     them running."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield
     finally:

@@ -41,6 +41,7 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
+from nnunetv2_vismae.errors import shown
 from nnunetv2_vismae.io.atomic import WriteError, atomic_path, write_json_atomic
 from nnunetv2_vismae.io.images import MAX_DECODED_BYTES, decoded_bytes
 from nnunetv2_vismae.io.lock import claim_output_folder
@@ -206,12 +207,6 @@ def _is_normalization(n) -> bool:
 def _is_number(value) -> bool:
     """A JSON number (an infinite CT window end included; NaN compares with nothing)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def shown(value) -> str:
-    """A value of a JSON file as ASCII JSON, shortened (a crafted file cannot fill the terminal)."""
-    text = json.dumps(value, ensure_ascii=True, default=repr)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_count(value) -> bool:
