@@ -252,11 +252,12 @@ def test_trainers_build_the_networks_our_plans_name():
 # ------------------------------------------------------ metadata swapped after planning (the hash check)
 def _planned_swin_checkpoint(tmp_path) -> tuple[Path, dict]:
     """A swin checkpoint; (its file, the reference nnUNetv2_vismae_plan records for it in the plans)."""
-    from nnunetv2_vismae.planning.cli import pretrained_encoder
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
 
     path = tmp_path / "encoder.safetensors"
     write_checkpoint(path, swin_encoder())
-    return path, pretrained_encoder(str(path))[1]
+    return path, checkpoint_reference(path, read_encoder_checkpoint(path))
 
 
 def test_trainer_refuses_a_checkpoint_whose_metadata_changed_after_planning(tmp_path, monkeypatch):

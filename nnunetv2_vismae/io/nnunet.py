@@ -1,6 +1,6 @@
-"""nnU-Net's folders and commands as every stage meets them: a dataset's folder found the way
-nnU-Net's own commands find it, the environment in which they find our trainers, and one console
-script run with its output in a log."""
+"""nnU-Net's folders, configurations and commands as every stage meets them: a dataset's folder found
+the way nnU-Net's own commands find it, a configuration's name and spatial dimensions, the environment in
+which nnU-Net's commands find our trainers, and one console script run with its output in a log."""
 
 from __future__ import annotations
 
@@ -16,6 +16,29 @@ from pathlib import Path
 import nnunetv2_vismae
 
 FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# nnU-Net's configuration of 2D slices; its 3D ones are 3d_fullres, 3d_lowres and 3d_cascade_fullres
+CONFIGURATION_2D = "2d"
+
+
+def configuration_dims(plans: dict, name: str, error: type[Exception] = ValueError) -> int:
+    """The spatial dimensions of configuration ``name`` of nnU-Net plans: the length of its patch size,
+    looked up along ``inherits_from`` as nnU-Net's PlansManager does; ``error`` with one sentence when the
+    plans have no such configuration or it has no patch size."""
+    configurations = plans.get("configurations") if isinstance(plans, dict) else None
+    seen = []
+    while isinstance(configurations, dict) and isinstance(name, str) and name not in seen:
+        seen.append(name)
+        configuration = configurations.get(name)
+        if not isinstance(configuration, dict):
+            break
+        patch_size = configuration.get("patch_size")
+        if isinstance(patch_size, list) and patch_size:
+            return len(patch_size)
+        name = configuration.get("inherits_from")
+    raise error(
+        f"The plans have no configuration {seen[0] if seen else name!r} with a patch size "
+        f"(they have {sorted(configurations) if isinstance(configurations, dict) else 'none'})."
+    )
 
 
 def _not_found(dataset, where: str) -> str:

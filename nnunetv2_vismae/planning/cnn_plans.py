@@ -1,22 +1,26 @@
-"""Plans for fine-tuning a pretrained ``cnn`` encoder: nnU-Net's own 2d network, unchanged, plus the
+"""Plans for fine-tuning a pretrained cnn-family encoder: nnU-Net's own 2d network, unchanged, plus the
 checkpoint reference (``nnUNetMAEPlans``, trained by ``nnUNetTrainerMAE``)."""
 
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
-from nnunetv2_vismae.planning.vismae_plans import PlanningError
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D
+from nnunetv2_vismae.planning.errors import PlanningError
 
-MAE_PLANS = "nnUNetMAEPlans"
-MAE_TRAINER = "nnUNetTrainerMAE"
+
+def num_input_channels(folder: Path) -> int:
+    dataset = json.loads((folder / "dataset.json").read_text())
+    return len(dataset.get("channel_names") or dataset.get("modality") or {"0": ""})
 
 
 def _network_config(plans: dict, in_channels: int) -> dict:
     from nnunetv2_vismae.checkpoint.cnn_encoder import cnn_encoder_config
 
-    return cnn_encoder_config(plans["configurations"]["2d"]["architecture"], in_channels)
+    return cnn_encoder_config(plans["configurations"][CONFIGURATION_2D]["architecture"], in_channels)
 
 
 def check_checkpoint_fits(plans: dict, plans_name: str, in_channels: int, checkpoint) -> None:
@@ -43,12 +47,12 @@ def check_checkpoint_fits(plans: dict, plans_name: str, in_channels: int, checkp
 
 
 def derive_mae_plans(plans: dict, plans_name: str, reference: dict) -> dict:
-    """A copy of ``plans`` with only its ``2d`` configuration, architecture untouched, and the
+    """A copy of ``plans`` with only its 2d configuration, architecture untouched, and the
     checkpoint reference under the key the VisMAE trainers read."""
-    config = copy.deepcopy(plans["configurations"]["2d"])
+    config = copy.deepcopy(plans["configurations"][CONFIGURATION_2D])
     config.pop("inherits_from", None)
     config[PRETRAINED_KEY] = reference
     derived = copy.deepcopy(plans)
     derived["plans_name"] = plans_name
-    derived["configurations"] = {"2d": config}
+    derived["configurations"] = {CONFIGURATION_2D: config}
     return derived

@@ -10,13 +10,10 @@ from nnunetv2_vismae.architectures import SwinEncoderConfig, SwinUNet
 from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS
 from nnunetv2_vismae.architectures.swin_unet import DECODERS
 from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
-from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D
+from nnunetv2_vismae.planning.errors import PlanningError
 
 NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
-
-
-class PlanningError(UserError):
-    """A user error while planning; the message is one sentence for the command line."""
 
 
 def load_plans(folder: Path, plans_name: str) -> dict:
@@ -27,9 +24,9 @@ def load_plans(folder: Path, plans_name: str) -> dict:
             f"(with -pl for other planners) to create plans {plans_name!r}."
         )
     plans = json.loads(path.read_text())
-    if "2d" not in plans.get("configurations", {}):
+    if CONFIGURATION_2D not in plans.get("configurations", {}):
         raise PlanningError(
-            f"{path} has no '2d' configuration (it has "
+            f"{path} has no '{CONFIGURATION_2D}' configuration (it has "
             f"{sorted(plans.get('configurations', {}))}); VisMAE fine-tunes in 2D."
         )
     return plans
@@ -49,10 +46,10 @@ def scaled_batch_size(batch_size: int, old_patch, new_patch) -> int:
 def derive_vismae_plans(
     plans: dict, plans_name: str, encoder: SwinEncoderConfig, decoder: str, pretrained: dict | None = None
 ) -> dict:
-    """A copy of ``plans`` with one ``2d`` configuration that trains SwinUNet on the same data."""
+    """A copy of ``plans`` with one 2d configuration that trains SwinUNet on the same data."""
     if decoder not in DECODERS:
         raise PlanningError(f"--decoder must be one of {DECODERS}, got {decoder!r}.")
-    source = plans["configurations"]["2d"]
+    source = plans["configurations"][CONFIGURATION_2D]
     config = copy.deepcopy(source)
     config.pop("inherits_from", None)
     config["patch_size"] = compatible_patch_size(source["patch_size"], encoder.total_stride)
@@ -72,5 +69,5 @@ def derive_vismae_plans(
         config[PRETRAINED_KEY] = pretrained
     derived = copy.deepcopy(plans)
     derived["plans_name"] = plans_name
-    derived["configurations"] = {"2d": config}
+    derived["configurations"] = {CONFIGURATION_2D: config}
     return derived

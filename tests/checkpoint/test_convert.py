@@ -285,8 +285,6 @@ def test_vismae_file_maps_every_tensor_where_the_layout_says(tmp_path, timm_mode
 
 
 def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, timm_model, image):
-    from nnunetv2_vismae.planning.cli import pretrained_encoder
-
     path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
     model = _vismae_file(path, timm_model.state_dict(), with_norm=True)
     assert main([str(path), str(out)]) == 0
@@ -301,7 +299,7 @@ def test_vismae_default_folds_rgb_and_loads_fully_via_the_plan_logic(tmp_path, t
     norm = checkpoint.normalization
     assert norm["scheme"] == "imagenet_rgb_folded" and norm["in_channels"] == 1
 
-    config, reference = pretrained_encoder(str(out))
+    config = SwinEncoderConfig.from_json(checkpoint.encoder_config)  # as planning reads it
     network = SwinUNet(1, 3, encoder=config.to_json(), decoder="swin")
     report = load_encoder_into(network, out, log=lambda s: None)
     assert report.fraction_loaded == 1.0 and not report.adapted and not report.unexpected
@@ -472,21 +470,22 @@ def test_vismae_weights_compute_the_original_function_at_224(tmp_path, two_block
 
 
 def test_the_shift_rule_and_final_norm_travel_from_the_checkpoint_through_the_plans(tmp_path, two_block_last_stage):
-    from nnunetv2_vismae.planning.cli import pretrained_encoder
-    from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
+    from nnunetv2_vismae.planning.families import PlanRequest, planning_of
 
     path, out = tmp_path / "vismae.pth", tmp_path / "encoder.safetensors"
     _vismae_file(path, two_block_last_stage.state_dict())
     assert main([str(path), str(out)]) == 0
-    config, reference = pretrained_encoder(str(out))
-    assert config.shift_single_window_stages is True
+    checkpoint = read_encoder_checkpoint(out)
+    assert SwinEncoderConfig.from_json(checkpoint.encoder_config).shift_single_window_stages is True
     plans = {
         "plans_name": "nnUNetPlans",
         "configurations": {"2d": {"patch_size": [224, 224], "batch_size": 2, "architecture": {}}},
     }
-    arch = derive_vismae_plans(plans, "nnUNetVisMAEPlans", config, "swin", reference)["configurations"]["2d"][
-        "architecture"
-    ]
+    request = PlanRequest(
+        plans, "nnUNetPlans", "nnUNetVisMAEPlans", tmp_path, "swin", checkpoint, checkpoint_reference(out, checkpoint)
+    )
+    arch = planning_of(checkpoint.family).derive(request)["configurations"]["2d"]["architecture"]
     assert arch["arch_kwargs"]["encoder"]["shift_single_window_stages"] is True
     assert arch["arch_kwargs"]["encoder"]["final_norm"] is False  # the VIS-MAE encoder's deepest stage is raw
     network = SwinUNet(1, 2, **arch["arch_kwargs"])  # as get_network_from_plans builds it

@@ -1,10 +1,18 @@
-"""A dataset id or name -> its folder, by nnU-Net's own lookup; the environment of nnU-Net's commands."""
+"""A dataset id or name -> its folder, by nnU-Net's own lookup; a configuration's dimensions; the environment of
+nnU-Net's commands."""
 
 import os
 
 import pytest
 
-from nnunetv2_vismae.io.nnunet import command_environment, ext_trainer_folder, make_folders, preprocessed_folder
+from nnunetv2_vismae.io.nnunet import (
+    CONFIGURATION_2D,
+    command_environment,
+    configuration_dims,
+    ext_trainer_folder,
+    make_folders,
+    preprocessed_folder,
+)
 from tests.conftest import set_nnunet_folders
 
 
@@ -54,3 +62,26 @@ def test_commands_find_our_trainers_next_to_the_users(monkeypatch):
     env = command_environment(nnUNet_compile="f")
     assert env["nnUNet_extTrainer"] == os.pathsep.join(["/mine", ext_trainer_folder()])
     assert env["nnUNet_compile"] == "f" and env["PATH"] == os.environ["PATH"]
+
+
+def test_a_configurations_dimensions_follow_inherits_from_as_nnunet_does():
+    plans = {
+        "configurations": {
+            "2d": {"patch_size": [64, 64]},
+            "3d_fullres": {"patch_size": [32, 48, 48]},
+            "3d_cascade_fullres": {"inherits_from": "3d_fullres"},
+        }
+    }
+    assert configuration_dims(plans, CONFIGURATION_2D) == 2
+    assert configuration_dims(plans, "3d_fullres") == 3
+    assert configuration_dims(plans, "3d_cascade_fullres") == 3
+
+
+@pytest.mark.parametrize(
+    "configurations",
+    [{}, {"2d": {}}, {"2d": {"inherits_from": "2d"}}, {"2d": {"patch_size": []}}, {"2d": "text"}],
+    ids=["missing", "no-patch-size", "inherits-itself", "empty-patch", "not-a-dict"],
+)
+def test_a_configuration_without_a_patch_size_is_one_sentence(configurations):
+    with pytest.raises(UserError, match=r"^The plans have no configuration '2d' with a patch size"):
+        configuration_dims({"configurations": configurations}, CONFIGURATION_2D, UserError)

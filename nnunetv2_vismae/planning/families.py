@@ -1,0 +1,67 @@
+"""The planning stage's family registry: for a checkpoint of each encoder family, which plans
+``nnUNetv2_vismae_plan`` derives from a dataset's nnU-Net plans, under which name, and which trainer
+fine-tunes with them. Keyed by the family names of the checkpoint format; torch-free, so that the
+benchmark can read it without loading torch (the derivations import what they need when called).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from nnunetv2_vismae.planning.errors import PlanningError
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What one ``nnUNetv2_vismae_plan`` call derives from."""
+
+    plans: dict  # the source nnU-Net plans
+    source_plans: str  # their identifier (-p)
+    target_plans: str  # the identifier of the plans to write
+    folder: Path  # the dataset's preprocessed folder, where they are written
+    decoder: str  # --decoder
+    checkpoint: Optional[object] = None  # the EncoderCheckpoint read from --pretrained
+    reference: Optional[dict] = None  # what the plans record of it (checkpoint.reference)
+
+
+@dataclass(frozen=True)
+class FamilyPlanning:
+    plans: str  # the identifier written by default
+    trainer: str  # the trainer that fine-tunes with these plans (nnUNetv2_train -tr)
+    needs_checkpoint: bool  # the network is the one a checkpoint was pretrained for: no plans without one
+    derive: Callable[[PlanRequest], dict]  # the plans to write
+
+
+def _derive_swin(request: PlanRequest) -> dict:
+    """VisMAE plans: SwinUNet with the checkpoint's encoder, or the default encoder without one."""
+    from nnunetv2_vismae.architectures import SwinEncoderConfig
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans
+
+    config = request.checkpoint.encoder_config if request.checkpoint else {}
+    encoder = SwinEncoderConfig.from_json(config) if config else SwinEncoderConfig()
+    return derive_vismae_plans(request.plans, request.target_plans, encoder, request.decoder, request.reference)
+
+
+def _derive_cnn(request: PlanRequest) -> dict:
+    """MAE plans, once the checkpoint is the encoder of the source plans' network."""
+    from nnunetv2_vismae.planning.cnn_plans import check_checkpoint_fits, derive_mae_plans, num_input_channels
+
+    in_channels = num_input_channels(request.folder)
+    check_checkpoint_fits(request.plans, request.source_plans, in_channels, request.checkpoint)
+    return derive_mae_plans(request.plans, request.target_plans, request.reference)
+
+
+PLANNING: dict[str, FamilyPlanning] = {
+    "swin": FamilyPlanning("nnUNetVisMAEPlans", "VisMAETrainer", needs_checkpoint=False, derive=_derive_swin),
+    "cnn": FamilyPlanning("nnUNetMAEPlans", "nnUNetTrainerMAE", needs_checkpoint=True, derive=_derive_cnn),
+}
+FAMILY_WITHOUT_CHECKPOINT = "swin"  # what nnUNetv2_vismae_plan plans without --pretrained: VisMAE from scratch
+
+
+def planning_of(family) -> FamilyPlanning:
+    """The family's planning; PlanningError (one sentence) for a family planning does not know."""
+    if not (isinstance(family, str) and family in PLANNING):
+        raise PlanningError(f"Encoder family {family!r} has no fine-tuning plans; planned are {sorted(PLANNING)}.")
+    return PLANNING[family]
