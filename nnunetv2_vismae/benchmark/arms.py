@@ -1,6 +1,7 @@
 """The arms of the label-efficiency benchmark, in one table.
 
-An arm is a trainer base and the plans it trains with. Trainer names follow the variants in
+An arm is a trainer base and the plans it trains with: nnU-Net's, or those ``nnUNetv2_vismae_plan`` derives
+for its encoder family. Trainer names follow the variants in
 ``nnunetv2_vismae.training.variants``: ``{trainer}_labels{P}[_{E}epochs][_{M}iters]``.
 """
 
@@ -8,75 +9,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunetv2_vismae.planning.families import PLANNING
+
 
 @dataclass(frozen=True)
 class Arm:
     name: str  # the --arms value and the ``arm`` column of results.csv
     title: str  # how report.md and the plot call it
     trainer: str  # trainer base, before the variant suffixes
-    plans: str  # plans identifier passed to nnUNetv2_train -p
-    needs_pretrained: bool  # the arm fine-tunes the checkpoint of its family (--pretrained / --pretrained-cnn)
-    derived_plans: bool  # the plans are written by nnUNetv2_vismae_plan (not by nnU-Net)
-    family: str | None = None  # encoder family of the checkpoint its derived plans are planned from
+    family: str | None = None  # encoder family whose derived plans it trains (planning/families.py); None: nnU-Net's
+    needs_pretrained: bool = False  # the arm fine-tunes a checkpoint of its family (--pretrained)
     twin: str | None = None  # the same network and recipe from random weights (pretrained arms only)
     ablation: bool = False  # a recipe variant, run only when --arms names it
     probe: bool = False  # a frozen-encoder probe arm (--probe or --arms), reported apart from the verdict
 
+    @property
+    def derived_plans(self) -> bool:
+        """The plans are written by nnUNetv2_vismae_plan (not by nnU-Net)."""
+        return self.family is not None
 
+    @property
+    def plans(self) -> str:
+        """The plans identifier passed to nnUNetv2_train -p."""
+        return PLANNING[self.family].plans if self.derived_plans else NNUNET_PLANS
+
+    @property
+    def planned_from_checkpoint_only(self) -> bool:
+        """Its plans copy the network a checkpoint was pretrained for: none can be planned without one."""
+        return self.derived_plans and PLANNING[self.family].needs_checkpoint
+
+
+NNUNET_PLANS = "nnUNetPlans"
 REFERENCE_ARM = "nnunet"  # vanilla nnU-Net; its 100% run is what the other arms must match
 REFERENCE_LABELS = 100
 
+# the benchmark's family registry: each family's arms (planning/families.py names their plans)
 ARMS: dict[str, Arm] = {
     arm.name: arm
     for arm in (
-        Arm("nnunet", "nnU-Net", "nnUNetTrainer", "nnUNetPlans", needs_pretrained=False, derived_plans=False),
-        Arm(
-            "vismae",
-            "VisMAE",
-            "VisMAETrainer",
-            "nnUNetVisMAEPlans",
-            needs_pretrained=True,
-            derived_plans=True,
-            family="swin",
-            twin="scratch",
-        ),
-        Arm(
-            "scratch",
-            "VisMAE from scratch",
-            "VisMAETrainerScratch",
-            "nnUNetVisMAEPlans",
-            needs_pretrained=False,
-            derived_plans=True,
-            family="swin",
-        ),
-        Arm(
-            "cnn-mae",
-            "nnU-Net + CNN MAE",
-            "nnUNetTrainerMAE",
-            "nnUNetMAEPlans",
-            needs_pretrained=True,
-            derived_plans=True,
-            family="cnn",
-            twin="cnn-scratch",
-        ),
-        Arm(
-            "cnn-scratch",
-            "CNN MAE recipe from scratch",
-            "nnUNetTrainerMAEScratch",
-            "nnUNetMAEPlans",
-            needs_pretrained=False,
-            derived_plans=True,
-            family="cnn",
-        ),
+        Arm("nnunet", "nnU-Net", "nnUNetTrainer"),
+        Arm("vismae", "VisMAE", "VisMAETrainer", "swin", needs_pretrained=True, twin="scratch"),
+        Arm("scratch", "VisMAE from scratch", "VisMAETrainerScratch", "swin"),
+        Arm("cnn-mae", "nnU-Net + CNN MAE", "nnUNetTrainerMAE", "cnn", needs_pretrained=True, twin="cnn-scratch"),
+        Arm("cnn-scratch", "CNN MAE recipe from scratch", "nnUNetTrainerMAEScratch", "cnn"),
         # ablations of the recipes, each with its twin
         Arm(
             "vismae-llrd",
             "VisMAE, layer-wise lr decay",
             "VisMAETrainerLLRD",
-            "nnUNetVisMAEPlans",
+            "swin",
             needs_pretrained=True,
-            derived_plans=True,
-            family="swin",
             twin="scratch",
             ablation=True,
         ),
@@ -84,10 +66,8 @@ ARMS: dict[str, Arm] = {
             "cnn-mae-lowlr",
             "nnU-Net + CNN MAE, peak lr 1e-3",
             "nnUNetTrainerMAELowLR",
-            "nnUNetMAEPlans",
+            "cnn",
             needs_pretrained=True,
-            derived_plans=True,
-            family="cnn",
             twin="cnn-scratch-lowlr",
             ablation=True,
         ),
@@ -95,10 +75,7 @@ ARMS: dict[str, Arm] = {
             "cnn-scratch-lowlr",
             "CNN MAE recipe from scratch, peak lr 1e-3",
             "nnUNetTrainerMAEScratchLowLR",
-            "nnUNetMAEPlans",
-            needs_pretrained=False,
-            derived_plans=True,
-            family="cnn",
+            "cnn",
             ablation=True,
         ),
         # the frozen-encoder probe: what pretraining learned, the encoder fixed and only the decoder trained
@@ -106,31 +83,18 @@ ARMS: dict[str, Arm] = {
             "vismae-frozen",
             "VisMAE, frozen encoder",
             "VisMAETrainerFrozen",
-            "nnUNetVisMAEPlans",
+            "swin",
             needs_pretrained=True,
-            derived_plans=True,
-            family="swin",
             twin="vismae-frozen-random",
             probe=True,
         ),
-        Arm(
-            "vismae-frozen-random",
-            "VisMAE, frozen random encoder",
-            "VisMAETrainerFrozenScratch",
-            "nnUNetVisMAEPlans",
-            needs_pretrained=False,
-            derived_plans=True,
-            family="swin",
-            probe=True,
-        ),
+        Arm("vismae-frozen-random", "VisMAE, frozen random encoder", "VisMAETrainerFrozenScratch", "swin", probe=True),
         Arm(
             "cnn-mae-frozen",
             "nnU-Net + CNN MAE, frozen encoder",
             "nnUNetTrainerMAEFrozen",
-            "nnUNetMAEPlans",
+            "cnn",
             needs_pretrained=True,
-            derived_plans=True,
-            family="cnn",
             twin="cnn-frozen-random",
             probe=True,
         ),
@@ -138,17 +102,11 @@ ARMS: dict[str, Arm] = {
             "cnn-frozen-random",
             "CNN MAE recipe, frozen random encoder",
             "nnUNetTrainerMAEFrozenScratch",
-            "nnUNetMAEPlans",
-            needs_pretrained=False,
-            derived_plans=True,
-            family="cnn",
+            "cnn",
             probe=True,
         ),
     )
 }
-PRETRAINED_FLAGS = {"swin": "--pretrained", "cnn": "--pretrained-cnn"}
-# Plans of these families can only be derived from a checkpoint (nnUNetMAEPlans copy the network it fits).
-PLANNED_FROM_CHECKPOINT_ONLY = {"cnn"}
 
 
 def default_arms(given_families: set[str]) -> list[str]:
@@ -157,7 +115,7 @@ def default_arms(given_families: set[str]) -> list[str]:
         name
         for name, arm in ARMS.items()
         if not (arm.ablation or arm.probe)
-        and (arm.family in given_families or not (arm.needs_pretrained or arm.family in PLANNED_FROM_CHECKPOINT_ONLY))
+        and (arm.family in given_families or not (arm.needs_pretrained or arm.planned_from_checkpoint_only))
     ]
 
 

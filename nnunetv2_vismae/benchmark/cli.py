@@ -15,14 +15,14 @@ import sys
 
 from nnunetv2_vismae.benchmark import executors as ex
 from nnunetv2_vismae.benchmark import label_efficiency as le
-from nnunetv2_vismae.benchmark.arms import ARMS, default_arms, probe_arms
+from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import class_names, read_summary, write_outputs
 from nnunetv2_vismae.benchmark.statistics import DEFAULT_MARGIN
 from nnunetv2_vismae.errors import StepFailed
 from nnunetv2_vismae.flags import OneSentenceParser, console_script, positive_int
 from nnunetv2_vismae.io.folders import make_output_folder
-from nnunetv2_vismae.io.nnunet import command_environment, sigterm_as_interrupt
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, command_environment, sigterm_as_interrupt
 
 PROG = "nnUNetv2_vismae_benchmark"
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then write results.csv, report.md and label_efficiency.png. Arms: " + arms + ".",
     )
     parser.add_argument("-d", required=True, help="dataset id or DatasetXXX_Name")
-    parser.add_argument("-c", default="2d", help="configuration (default: 2d)")
+    parser.add_argument("-c", default=CONFIGURATION_2D, help=f"configuration (default: {CONFIGURATION_2D})")
     parser.add_argument(
         "-f", nargs="+", default=["0", "1", "2", "3", "4"], metavar="FOLD", help="folds (default: 0 1 2 3 4)"
     )
@@ -54,9 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--arms",
         nargs="+",
         metavar="ARM",
-        help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: "
-        "nnunet and scratch always, vismae with --pretrained, cnn-mae and its twin cnn-scratch "
-        "with --pretrained-cnn)",
+        help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: nnunet and scratch "
+        "always, vismae with a swin checkpoint, cnn-mae and its twin cnn-scratch with a cnn checkpoint)",
     )
     parser.add_argument(
         "--probe",
@@ -67,15 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pretrained",
+        nargs="+",
+        action="extend",
+        default=[],
         metavar="FILE",
-        help="swin encoder checkpoint the vismae arm fine-tunes (required with that arm); "
-        "nnUNetv2_vismae_plan --pretrained FILE is run first",
+        help="encoder checkpoints to fine-tune, at most one per encoder family (the family is read from the file: "
+        "swin for the vismae arm, cnn, from nnUNetv2_vismae_pretrain --encoder cnn, for cnn-mae); each is planned "
+        "first with nnUNetv2_vismae_plan --pretrained FILE",
     )
     parser.add_argument(
-        "--pretrained-cnn",
-        metavar="FILE",
-        help="cnn encoder checkpoint (nnUNetv2_vismae_pretrain --encoder cnn) the cnn-mae arm "
-        "fine-tunes (required with that arm); planned into nnUNetMAEPlans from nnUNetPlans",
+        "--pretrained-cnn", dest="pretrained", action="extend", nargs=1, metavar="FILE", help="the same as --pretrained"
     )
     parser.add_argument(
         "--subset-seeds",
@@ -235,6 +235,7 @@ def settings_lines(settings: le.Settings) -> list[str]:
         else "each fold's validation cases"
     )
     validation = "" if settings.test else "validation cases are the whole fold's; "
+    pretrained = [f"- Pretrained {family} encoder: {path}" for family, path in settings.pretrained.items()]
     return [
         f"- Dataset: {settings.dataset_name}, configuration {settings.configuration}, "
         f"folds {', '.join(settings.folds)}",
@@ -244,8 +245,7 @@ def settings_lines(settings: le.Settings) -> list[str]:
         f"- Arms: {arms}",
         f"- Schedule: {', '.join(schedule) or default}; device {settings.device}",
         f"- Scored on: {scored_on}",
-        f"- Pretrained encoder: {settings.pretrained if settings.pretrained else 'none'}",
-    ] + ([f"- Pretrained cnn encoder: {settings.pretrained_cnn}"] if settings.pretrained_cnn else [])
+    ] + (pretrained or ["- Pretrained encoder: none"])
 
 
 def collect(settings: le.Settings) -> list:
@@ -278,62 +278,31 @@ def check_configuration(settings: le.Settings) -> None:
         )
 
 
-def check_pretrained(settings: le.Settings) -> dict[str, str]:
-    """Read and verify the checkpoints now (never unpickling them), not only when the planning step runs,
-    and check each is of the family its flag is for; family -> what plans record of it (path and hashes)."""
-    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
-    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
-
-    references = {}
-    for flag, family, path in (
-        ("--pretrained", "swin", settings.pretrained),
-        ("--pretrained-cnn", "cnn", settings.pretrained_cnn),
-    ):
-        if path is None:
-            continue
-        checkpoint = read_encoder_checkpoint(path)
-        if checkpoint.family != family:
-            raise BenchmarkError(f"{flag} {path} holds a {checkpoint.family} encoder, expected a {family} one.")
-        references[family] = checkpoint_reference(path, checkpoint)
-    return references
-
-
 def check_writable(settings: le.Settings) -> None:
     make_output_folder(settings.out)  # before planning or training: one sentence where it cannot be
 
 
-def chosen_arms(named: list[str] | None, probe: bool, given: set[str]) -> list[str]:
-    """--arms (default: every arm whose inputs are given), and with --probe the probe arms of the given families."""
-    if probe and not given:
-        raise BenchmarkError(
-            "--probe compares a pretrained frozen encoder with a random one and needs its checkpoint: "
-            "pass --pretrained FILE and/or --pretrained-cnn FILE."
-        )
-    arms = named or default_arms(given)
-    return list(dict.fromkeys(arms + probe_arms(given))) if probe else arms
-
-
 def benchmark(args, argv: list[str]) -> int:
     options = executor_options(args)
-    given = {family for family, path in (("swin", args.pretrained), ("cnn", args.pretrained_cnn)) if path}
     if not 0 <= args.margin < 1:
         raise BenchmarkError(f"--margin must be a Dice difference between 0 and 1, got {args.margin}.")
-    settings = le.make_settings(
-        args.d,
-        args.c,
-        args.f,
-        args.labels,
-        chosen_arms(args.arms, args.probe, given),
-        args.pretrained,
-        args.epochs,
-        args.iters,
-        args.device or default_device(),
-        args.o,
-        args.pretrained_cnn,
-        args.subset_seeds,
-        args.test,
+    request = le.Request(
+        dataset=args.d,
+        configuration=args.c,
+        folds=tuple(args.f),
+        labels=tuple(args.labels),
+        device=args.device or default_device(),
+        arms=tuple(args.arms) if args.arms else None,
+        probe=args.probe,
+        pretrained=tuple(args.pretrained),
+        epochs=args.epochs,
+        iters=args.iters,
+        out=args.o,
+        subset_seeds=tuple(args.subset_seeds),
+        test=args.test,
     )
-    le.check_planned_from(settings, check_pretrained(settings))  # a dry run refuses what the real run refuses
+    settings = le.make_settings(request)
+    le.check_planned_from(settings)  # a dry run refuses what the real run refuses
     jobs, finished = le.pending_jobs(settings)
     total = len(finished) + sum(j.run is not None for j in jobs)
     if args.dry_run:

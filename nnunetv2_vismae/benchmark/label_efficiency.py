@@ -11,25 +11,44 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nnunetv2_vismae.benchmark.arms import (
     ARMS,
-    PLANNED_FROM_CHECKPOINT_ONLY,
-    PRETRAINED_FLAGS,
     REFERENCE_ARM,
     REFERENCE_LABELS,
     Arm,
+    default_arms,
+    probe_arms,
     trainer_name,
 )
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import is_readable_summary
-from nnunetv2_vismae.io.nnunet import dataset_name
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, dataset_name
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
 DONE, VALIDATE, CONTINUE, TRAIN = "done", "validate", "continue", "train"
 TEST_IMAGES, TEST_LABELS = "imagesTs", "labelsTs"  # nnU-Net's raw test folders, scored with --test
+
+
+@dataclass(frozen=True)
+class Request:
+    """A benchmark as the command line asks for it, unchecked."""
+
+    dataset: str
+    configuration: str
+    folds: tuple[str, ...]
+    labels: tuple[int, ...]
+    device: str
+    arms: tuple[str, ...] | None = None  # None: every arm whose inputs are given
+    probe: bool = False  # add the frozen-encoder probe arms of the given checkpoints' families
+    pretrained: tuple[str, ...] = ()  # encoder checkpoints, at most one per family
+    epochs: int | None = None
+    iters: int | None = None
+    out: str | None = None
+    subset_seeds: tuple[int, ...] = (0,)
+    test: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,18 +61,18 @@ class Settings:
     folds: tuple[str, ...]
     labels: tuple[int, ...]
     arms: tuple[Arm, ...]
-    pretrained: Path | None
     epochs: int | None
     iters: int | None
     device: str
     out: Path
-    pretrained_cnn: Path | None = None
+    pretrained: dict[str, Path] = field(default_factory=dict)  # family -> its checkpoint (absolute)
+    references: dict[str, dict] = field(default_factory=dict)  # family -> what plans record of its checkpoint
     subset_seeds: tuple[int, ...] = (0,)  # label subsets drawn with each seed (0: the trainers' default draw)
     test: bool = False  # every run also predicts and scores the raw dataset's imagesTs / labelsTs
 
     def checkpoint(self, arm: Arm) -> Path | None:
         """The checkpoint the arm's derived plans are planned from (None: none given or needed)."""
-        return {"swin": self.pretrained, "cnn": self.pretrained_cnn}.get(arm.family)
+        return self.pretrained.get(arm.family)
 
     @property
     def results_dir(self) -> Path:
@@ -130,62 +149,84 @@ def check_environment() -> None:
         raise BenchmarkError(f"nnUNet_preprocessed={root} is not a folder.")
 
 
-def make_settings(
-    dataset: str,
-    configuration: str,
-    folds,
-    labels,
-    arms,
-    pretrained: str | None,
-    epochs: int | None,
-    iters: int | None,
-    device: str,
-    out: str | None,
-    pretrained_cnn: str | None = None,
-    subset_seeds=(0,),
-    test: bool = False,
-) -> Settings:
-    """Check everything a user can get wrong before anything runs (raises BenchmarkError)."""
+def make_settings(request: Request) -> Settings:
+    """Check everything a user can get wrong before anything runs (raises BenchmarkError); reads (never
+    unpickles) and verifies the checkpoints."""
     check_environment()
-    name = dataset_name(dataset, BenchmarkError)
-    bad = [p for p in labels if not 1 <= p <= 100]
+    name = dataset_name(request.dataset, BenchmarkError)
+    bad = [p for p in request.labels if not 1 <= p <= 100]
     if bad:
         raise BenchmarkError(f"--labels must be percentages between 1 and 100, got {bad[0]}.")
-    for flag, value in (("--epochs", epochs), ("--iters", iters)):
+    for flag, value in (("--epochs", request.epochs), ("--iters", request.iters)):
         if value is not None and value < 1:
             raise BenchmarkError(f"{flag} must be at least 1, got {value}.")
-    if any(seed < 0 for seed in subset_seeds):
-        raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(subset_seeds)}.")
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise BenchmarkError(f"Unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}.")
-    chosen = tuple(ARMS[a] for a in dict.fromkeys(arms))
+    if any(seed < 0 for seed in request.subset_seeds):
+        raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(request.subset_seeds)}.")
+    pretrained, references = read_checkpoints(request.pretrained)
+    chosen = tuple(ARMS[a] for a in chosen_arms(request.arms, request.probe, set(pretrained)))
     derived = [a.name for a in chosen if a.derived_plans]
-    if derived and configuration != "2d":
-        raise BenchmarkError(f"The {derived[0]} arm trains the 2d configuration only, got -c {configuration}.")
-    for path in (pretrained, pretrained_cnn):
-        if path is not None and not Path(path).is_file():
-            raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
+    if derived and request.configuration != CONFIGURATION_2D:
+        raise BenchmarkError(
+            f"The {derived[0]} arm trains the {CONFIGURATION_2D} configuration only, got -c {request.configuration}."
+        )
     settings = Settings(
-        dataset=str(dataset),
+        dataset=str(request.dataset),
         dataset_name=name,
-        configuration=configuration,
-        folds=tuple(dict.fromkeys(fold_name(str(f)) for f in folds)),
-        labels=tuple(sorted(set(labels))),
+        configuration=request.configuration,
+        folds=tuple(dict.fromkeys(fold_name(str(f)) for f in request.folds)),
+        labels=tuple(sorted(set(request.labels))),
         arms=chosen,
-        pretrained=Path(pretrained).resolve() if pretrained else None,
-        epochs=epochs,
-        iters=iters,
-        device=device,
+        epochs=request.epochs,
+        iters=request.iters,
+        device=request.device,
         out=Path("."),
-        pretrained_cnn=Path(pretrained_cnn).resolve() if pretrained_cnn else None,
-        subset_seeds=tuple(dict.fromkeys(int(s) for s in subset_seeds)),
-        test=test,
+        pretrained=pretrained,
+        references=references,
+        subset_seeds=tuple(dict.fromkeys(int(s) for s in request.subset_seeds)),
+        test=request.test,
     )
     check_checkpoints_given(settings)
-    if test:
+    if request.test:
         check_test_set(settings)
-    return replace(settings, out=Path(out) if out else settings.results_dir / "vismae_benchmark")
+    return replace(settings, out=Path(request.out) if request.out else settings.results_dir / "vismae_benchmark")
+
+
+def read_checkpoints(paths) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Each checkpoint read and verified (never unpickled), its family read from it: (family -> absolute path,
+    family -> what plans record of it); one checkpoint per family."""
+    if not paths:
+        return {}, {}
+    from nnunetv2_vismae.checkpoint import read_encoder_checkpoint  # here: the package imports torch
+    from nnunetv2_vismae.checkpoint.reference import checkpoint_reference
+
+    pretrained, references = {}, {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
+        checkpoint = read_encoder_checkpoint(path)
+        family = checkpoint.family
+        if family in pretrained:
+            raise BenchmarkError(
+                f"--pretrained {pretrained[family]} and {Path(path).resolve()} both hold a {family} encoder; "
+                "give one checkpoint per encoder family."
+            )
+        pretrained[family] = Path(path).resolve()
+        references[family] = checkpoint_reference(path, checkpoint)
+    return pretrained, references
+
+
+def chosen_arms(named, probe: bool, given: set[str]) -> list[str]:
+    """--arms (default: every arm whose inputs are given), and with --probe the probe arms of the given families."""
+    if probe and not given:
+        raise BenchmarkError(
+            "--probe compares a pretrained frozen encoder with a random one and needs its checkpoint: "
+            "pass --pretrained FILE (one per encoder family)."
+        )
+    unknown = [a for a in named or () if a not in ARMS]
+    if unknown:
+        raise BenchmarkError(f"Unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}.")
+    arms = list(dict.fromkeys(named or default_arms(given)))
+    return list(dict.fromkeys(arms + probe_arms(given))) if probe else arms
 
 
 def fold_name(fold: str) -> str:
@@ -198,21 +239,29 @@ def fold_name(fold: str) -> str:
 
 
 def check_checkpoints_given(settings: Settings) -> None:
-    """Arms that load weights need their checkpoint; cnn plans can only be planned from one (or exist)."""
+    """Arms that load weights need their family's checkpoint; plans that copy a checkpoint's network can
+    only be planned from one (or exist)."""
     for arm in settings.arms:
         if settings.checkpoint(arm) is not None:
             continue
         if arm.needs_pretrained:
             raise BenchmarkError(
-                f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass "
-                f"{PRETRAINED_FLAGS[arm.family]} FILE (or leave the arm out with --arms)."
+                f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass --pretrained FILE with "
+                f"a {arm.family} checkpoint{given_families(settings)} (or leave the arm out with --arms)."
             )
         planned = (settings.preprocessed_dir / f"{arm.plans}.json").is_file()
-        if arm.family in PLANNED_FROM_CHECKPOINT_ONLY and not planned:
+        if arm.planned_from_checkpoint_only and not planned:
             raise BenchmarkError(
                 f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
-                f"{arm.family} checkpoint; pass {PRETRAINED_FLAGS[arm.family]} FILE once."
+                f"{arm.family} checkpoint; pass --pretrained FILE with one once{given_families(settings)}."
             )
+
+
+def given_families(settings: Settings) -> str:
+    """`` (given: FILE, a swin encoder)``: what the checkpoints passed hold, for the sentences above."""
+    if not settings.pretrained:
+        return ""
+    return " (given: " + "; ".join(f"{path}, a {family} encoder" for family, path in settings.pretrained.items()) + ")"
 
 
 def run_labels(settings: Settings, arm: Arm) -> tuple[int, ...]:
@@ -391,18 +440,18 @@ def recorded_reference(plans_file: Path, configuration: str) -> dict:
     return reference if isinstance(reference, dict) else {}
 
 
-def check_planned_from(settings: Settings, references: dict[str, dict]) -> None:
-    """The derived plans, and the runs already trained with them, must come from the checkpoints given now
-    (``references``: family -> what plans record of it): otherwise planning would overwrite the user's plans,
-    or the report would name the given encoder for runs fine-tuned from another one. A checkpoint is the
-    same when its tensors and its metadata hash as recorded."""
+def check_planned_from(settings: Settings) -> None:
+    """The derived plans, and the runs already trained with them, must come from the checkpoints given now:
+    otherwise planning would overwrite the user's plans, or the report would name the given encoder for runs
+    fine-tuned from another one. A checkpoint is the same when its tensors and its metadata hash as recorded."""
+    references = settings.references
     runs = [run for run in all_runs(settings) if run.arm.derived_plans and settings.checkpoint(run.arm) is not None]
     for arm in {run.arm.plans: run.arm for run in runs}.values():
         plans = settings.preprocessed_dir / f"{arm.plans}.json"
         recorded = recorded_reference(plans, settings.configuration) if plans.is_file() else None
         if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
-                f"{plans} was planned from {described(recorded)}, not from {PRETRAINED_FLAGS[arm.family]} "
+                f"{plans} was planned from {described(recorded)}, not from --pretrained "
                 f"{described(references[arm.family])}, and the benchmark does not overwrite plans; pass the "
                 f"checkpoint they were planned from, or move {plans.name} away."
             )
@@ -412,7 +461,7 @@ def check_planned_from(settings: Settings, references: dict[str, dict]) -> None:
         if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
             raise BenchmarkError(
                 f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "
-                f"{PRETRAINED_FLAGS[arm.family]} {described(references[arm.family])}; pass that checkpoint, or "
+                f"--pretrained {described(references[arm.family])}; pass that checkpoint, or "
                 "move the folder away to train them anew."
             )
 

@@ -48,11 +48,17 @@ class SwinClassifier(nn.Module):
         return self.head(self.forward_features(x))
 
 
+# classification's family registry: the classifier built around an encoder of each family
+CLASSIFIERS: dict[str, type[nn.Module]] = {"swin": SwinClassifier}
+
+
 def read_pretrained(path: str):
-    """(checkpoint, encoder config, input normalization) of a swin encoder checkpoint."""
+    """(checkpoint, encoder config, input normalization) of an encoder checkpoint of a family in CLASSIFIERS."""
     checkpoint = read_encoder_checkpoint(path)
-    if checkpoint.family != "swin":
-        raise ClassificationError(f"{path} holds a {checkpoint.family} encoder; classification uses the swin family.")
+    if checkpoint.family not in CLASSIFIERS:
+        raise ClassificationError(
+            f"{path} holds a {checkpoint.family} encoder; classification builds on {', '.join(CLASSIFIERS)} encoders."
+        )
     config = SwinEncoderConfig.from_json(checkpoint.encoder_config)
     return checkpoint, config, normalization_from_checkpoint(checkpoint.normalization)
 

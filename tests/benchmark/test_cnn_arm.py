@@ -77,7 +77,7 @@ def test_the_cnn_twin_needs_the_checkpoint_its_plans_are_planned_from(fake_nnune
     assert cli.main(["-d", "990", "--arms", "cnn-scratch", "-device", "cpu", "--dry-run"]) == 2
     assert (
         "The cnn-scratch arm trains the network of nnUNetMAEPlans, which is planned from a cnn checkpoint; "
-        "pass --pretrained-cnn FILE once."
+        "pass --pretrained FILE with one once."
     ) in capsys.readouterr().err
     (fake_nnunet["preprocessed"] / "Dataset990_Synthetic" / "nnUNetMAEPlans.json").write_text("{}")
     assert (
@@ -93,7 +93,7 @@ def test_cnn_mae_needs_its_checkpoint_and_is_left_out_by_default_without_it(fake
     assert "cnn-mae" not in default_arms(set()) and {"cnn-mae", "cnn-scratch"} <= set(default_arms({"cnn"}))
     assert cli.main(["-d", "990", "--arms", "cnn-mae", "-device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "The cnn-mae arm fine-tunes a pretrained cnn encoder; pass --pretrained-cnn FILE" in err
+    assert "The cnn-mae arm fine-tunes a pretrained cnn encoder; pass --pretrained FILE with a cnn checkpoint" in err
 
 
 def test_a_swin_checkpoint_given_as_the_cnn_one_is_refused(fake_nnunet, tmp_path, capsys):
@@ -118,4 +118,34 @@ def test_a_swin_checkpoint_given_as_the_cnn_one_is_refused(fake_nnunet, tmp_path
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err.endswith(f"--pretrained-cnn {swin.resolve()} holds a swin encoder, expected a cnn one.")
+    assert err.endswith(
+        "The cnn-mae arm fine-tunes a pretrained cnn encoder; pass --pretrained FILE with a cnn checkpoint "
+        f"(given: {swin.resolve()}, a swin encoder) (or leave the arm out with --arms)."
+    )
+
+
+def test_one_pretrained_flag_takes_the_checkpoints_of_every_family_reading_each_ones_family(
+    fake_nnunet, tmp_path, capsys
+):
+    swin, cnn = swin_checkpoint(tmp_path / "swin.safetensors"), cnn_checkpoint(tmp_path / "cnn.safetensors")
+    argv = ["-d", "990", "--labels", "10", "-f", "0", "-device", "cpu", "--dry-run"]
+    assert cli.main(argv + ["--pretrained", str(cnn), str(swin)]) == 0
+    plans = [line for line in capsys.readouterr().out.splitlines() if line.startswith("nnUNetv2_vismae_plan")]
+    assert sorted(plans) == [
+        f"nnUNetv2_vismae_plan -d 990 -o nnUNetMAEPlans --pretrained {cnn.resolve()}",
+        f"nnUNetv2_vismae_plan -d 990 -o nnUNetVisMAEPlans --pretrained {swin.resolve()}",
+    ]
+
+
+def test_two_checkpoints_of_one_family_are_one_sentence(fake_nnunet, tmp_path, capsys):
+    first, second = cnn_checkpoint(tmp_path / "a.safetensors"), cnn_checkpoint(tmp_path / "b.safetensors")
+    argv = ["-d", "990", "-device", "cpu", "--dry-run", "--pretrained", str(first), "--pretrained-cnn", str(second)]
+    assert cli.main(argv) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"--pretrained {first.resolve()} and {second.resolve()} both hold a cnn encoder; "
+            "give one checkpoint per encoder family."
+        )
+    )

@@ -117,7 +117,10 @@ def test_local_jobs_run_the_sequential_commands_collect_their_report_and_name_th
 
 def settings_for(tmp_path, folds=("0",), device="cpu") -> le.Settings:
     """Settings of the nnunet arm at 100% (needs the fake_nnunet fixture's environment)."""
-    return le.make_settings("990", "2d", folds, [100], ["nnunet"], None, 1, 1, device, str(tmp_path / "bench"))
+    request = le.Request(
+        "990", "2d", folds, (100,), device, ("nnunet",), epochs=1, iters=1, out=str(tmp_path / "bench")
+    )
+    return le.make_settings(request)
 
 
 class RecordingExecutor:

@@ -333,7 +333,7 @@ def test_the_inline_benchmark_trains_a_run_only_under_its_lock(fake_nnunet, reco
     from nnunetv2_vismae.io.lock import flocked
 
     argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
-    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    settings = le.make_settings(le.Request("990", "2d", ("0",), (100,), "cpu", ("nnunet",), epochs=1, iters=5))
     (run,) = le.all_runs(settings)
     seen = []
     recording = executors.run_logged
@@ -352,7 +352,7 @@ def test_a_run_another_benchmark_trains_is_waited_for_not_trained_twice(fake_nnu
     from nnunetv2_vismae.io.lock import flocked
 
     argv = ARGV[: ARGV.index("-f") + 1] + ["0"] + ARGV[ARGV.index("--epochs") :]
-    settings = le.make_settings("990", "2d", ["0"], [100], ["nnunet"], None, 1, 5, "cpu", None)
+    settings = le.make_settings(le.Request("990", "2d", ("0",), (100,), "cpu", ("nnunet",), epochs=1, iters=5))
     (run,) = le.all_runs(settings)
     held, done = threading.Event(), threading.Event()
 

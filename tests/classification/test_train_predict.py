@@ -126,3 +126,12 @@ def test_a_size_the_encoder_cannot_take_is_refused(tmp_path):
     task = write_style_task(tmp_path / "task", num_train=8, num_test=0, size=32)
     with pytest.raises(ClassificationError, match="--size 40 is not a multiple of the encoder's total stride 32"):
         train(TrainSettings(train=str(task["train"]), out=str(tmp_path / "o"), size=40, encoder=dict(TINY_ENCODER)))
+
+
+def test_an_encoder_of_a_family_classification_does_not_build_on_is_one_sentence(tmp_path):
+    from nnunetv2_vismae.classification.model import read_pretrained
+    from tests.benchmark.test_cnn_arm import cnn_checkpoint
+
+    path = cnn_checkpoint(tmp_path / "cnn.safetensors")
+    with pytest.raises(ClassificationError, match=r"holds a cnn encoder; classification builds on swin encoders\.$"):
+        read_pretrained(str(path))
