@@ -22,41 +22,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_vismae.device import DeviceError, apply_cpu_threads
 from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE, is_label_percentage, label_subset
 from nnunetv2_vismae.trainer_names import parse_trainer_name
-from nnunetv2_vismae.training.cnn_trainers import (
-    nnUNetTrainerMAE,
-    nnUNetTrainerMAEFrozen,
-    nnUNetTrainerMAEFrozenScratch,
-    nnUNetTrainerMAELowLR,
-    nnUNetTrainerMAEScratch,
-    nnUNetTrainerMAEScratchLowLR,
-)
-from nnunetv2_vismae.training.trainers import (
-    VisMAETrainer,
-    VisMAETrainerFrozen,
-    VisMAETrainerFrozenScratch,
-    VisMAETrainerLLRD,
-    VisMAETrainerSawtooth,
-    VisMAETrainerScratch,
-)
+from nnunetv2_vismae.training import TRAINERS
 
-BASES = {
-    cls.__name__: cls
-    for cls in (
-        VisMAETrainer,
-        VisMAETrainerScratch,
-        VisMAETrainerLLRD,
-        VisMAETrainerFrozen,
-        VisMAETrainerFrozenScratch,
-        VisMAETrainerSawtooth,
-        nnUNetTrainerMAE,
-        nnUNetTrainerMAEScratch,
-        nnUNetTrainerMAELowLR,
-        nnUNetTrainerMAEScratchLowLR,
-        nnUNetTrainerMAEFrozen,
-        nnUNetTrainerMAEFrozenScratch,
-        nnUNetTrainer,
-    )
-}
+OURS = {cls.__name__: cls for cls in TRAINERS}
+BASES = {**OURS, nnUNetTrainer.__name__: nnUNetTrainer}
 PROGRESS_PLOT_INTERVAL_S = 60.0
 
 
@@ -128,5 +97,10 @@ def throttle_progress_plot(trainer, interval_s: float = PROGRESS_PLOT_INTERVAL_S
     trainer.logger.plot_progress_png = plot_progress_png
 
 
+def trainer_class(name: str) -> type:
+    """One of our trainers or a variant, by name, as nnU-Net's lookup asks for it (AttributeError for others)."""
+    return OURS[name] if name in OURS else make_variant(name)
+
+
 def __getattr__(name: str) -> type:
-    return make_variant(name)
+    return trainer_class(name)
