@@ -1,8 +1,8 @@
 """The arms of the label-efficiency benchmark, in one table.
 
 An arm is a trainer base and the plans it trains with: nnU-Net's, or those ``nnUNetv2_vismae_plan`` derives
-for its encoder family. Trainer names follow the variants in
-``nnunetv2_vismae.training.variants``: ``{trainer}_labels{P}[_{E}epochs][_{M}iters]``.
+for its encoder family. Trainer names follow the grammar of ``nnunetv2_vismae.trainer_names``:
+``{trainer}_labels{P}[_seed{S}][_{E}epochs][_{M}iters]``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnunetv2_vismae.planning.families import PLANNING
+from nnunetv2_vismae.trainer_names import TrainerName
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,4 @@ def is_probe(arm: str) -> bool:
 
 def trainer_name(arm: Arm, labels: int, epochs: int | None = None, iters: int | None = None, seed: int = 0) -> str:
     """``VisMAETrainer`` at 25%, subset seed 1, 5 epochs -> ``VisMAETrainer_labels25_seed1_5epochs``."""
-    name = f"{arm.trainer}_labels{labels}"
-    if seed:
-        name += f"_seed{seed}"
-    if epochs is not None:
-        name += f"_{epochs}epochs"
-    if iters is not None:
-        name += f"_{iters}iters"
-    return name
+    return str(TrainerName(arm.trainer, labels, seed, epochs, iters))

@@ -26,6 +26,7 @@ from nnunetv2_vismae.benchmark.arms import (
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import is_readable_summary
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, dataset_name
+from nnunetv2_vismae.label_subsets import is_label_percentage
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
 DONE, VALIDATE, CONTINUE, TRAIN = "done", "validate", "continue", "train"
@@ -154,7 +155,7 @@ def make_settings(request: Request) -> Settings:
     unpickles) and verifies the checkpoints."""
     check_environment()
     name = dataset_name(request.dataset, BenchmarkError)
-    bad = [p for p in request.labels if not 1 <= p <= 100]
+    bad = [p for p in request.labels if not is_label_percentage(p)]
     if bad:
         raise BenchmarkError(f"--labels must be percentages between 1 and 100, got {bad[0]}.")
     for flag, value in (("--epochs", request.epochs), ("--iters", request.iters)):

@@ -127,7 +127,7 @@ def predictor_for(cls, plans: str, device: torch.device):
     predictor compiles it only where nnUNet_compile says so."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunetv2_vismae.training.trainers import unwrap
+    from nnunetv2_vismae.training.base import unwrap
 
     trainer = load_trainer(cls, plans, device)
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets the mirroring axes

@@ -1,27 +1,12 @@
-"""Re-exports for nnU-Net's ``nnUNet_extTrainer`` lookup (this folder is imported as top-level modules).
+"""Our trainers for nnU-Net's ``nnUNet_extTrainer`` lookup (this folder is imported as top-level modules).
 
-The classes live in ``nnunetv2_vismae.training`` so that they pickle; variants such as
-``VisMAETrainer_5epochs`` are resolved by name on demand.
+nnU-Net asks ``hasattr(module, name)``: every trainer of ``nnunetv2_vismae.training.TRAINERS`` and every
+variant such as ``VisMAETrainer_5epochs`` is resolved by name on demand, and lives in
+``nnunetv2_vismae.training`` so that it pickles.
 """
 
-from nnunetv2_vismae.training.trainers import (  # noqa: F401
-    VisMAETrainer,
-    VisMAETrainerFrozen,
-    VisMAETrainerFrozenScratch,
-    VisMAETrainerLLRD,
-    VisMAETrainerSawtooth,
-    VisMAETrainerScratch,
-)
-from nnunetv2_vismae.training.cnn_trainers import (  # noqa: F401
-    nnUNetTrainerMAE,
-    nnUNetTrainerMAEFrozen,
-    nnUNetTrainerMAEFrozenScratch,
-    nnUNetTrainerMAELowLR,
-    nnUNetTrainerMAEScratch,
-    nnUNetTrainerMAEScratchLowLR,
-)
-from nnunetv2_vismae.training.variants import make_variant
+from nnunetv2_vismae.training.variants import trainer_class
 
 
-def __getattr__(name: str):
-    return make_variant(name)
+def __getattr__(name: str) -> type:
+    return trainer_class(name)

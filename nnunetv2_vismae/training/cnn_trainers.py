@@ -9,7 +9,7 @@ from nnunetv2_vismae.architectures import SwinUNet
 from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder, load_root
 from nnunetv2_vismae.checkpoint.network_classes import network_classes
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler
-from nnunetv2_vismae.training.trainers import VisMAETrainer, unwrap
+from nnunetv2_vismae.training.base import PretrainedEncoderTrainer, unwrap
 
 
 def refuse_swin_plans(trainer: str, plans: dict, configuration: str) -> None:
@@ -25,10 +25,10 @@ def refuse_swin_plans(trainer: str, plans: dict, configuration: str) -> None:
         )
 
 
-class nnUNetTrainerMAE(VisMAETrainer):
+class nnUNetTrainerMAE(PretrainedEncoderTrainer):
     """nnU-Net's recipe (network from the plans, augmentation, loss, SGD with Nesterov momentum 0.99,
     poly decay) with the encoder and stem loaded in ``initialize()`` from the checkpoint the plans
-    name (hash verified, load report logged; inherited from VisMAETrainer), and the warm-up nnU-Net's
+    name (hash verified, load report logged; PretrainedEncoderTrainer's), and the warm-up nnU-Net's
     MAE study found best for pretrained CNNs: the decoder alone first, then the whole network warms
     up linearly, then the usual poly schedule, at nnU-Net's peak learning rate.
     """

@@ -1,4 +1,4 @@
-"""Trainer variants by name, in nnU-Net's style: ``{Base}[_labels{P}[_seed{S}]][_{N}epochs][_{M}iters]``.
+"""Trainer variants by name, in nnU-Net's style (the grammar of ``nnunetv2_vismae.trainer_names``).
 
 ``_labels25`` trains on a deterministic, nested 25% subset of the fold's training cases (written
 to ``label_subset.json`` in the output folder; validation cases untouched), ``_labels25_seed1`` on
@@ -13,7 +13,6 @@ processes all resolve the same class through this module's ``__getattr__``.
 from __future__ import annotations
 
 import math
-import re
 import time
 
 import torch
@@ -21,62 +20,25 @@ from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_vismae.device import DeviceError, apply_cpu_threads
-from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE, label_subset
-from nnunetv2_vismae.training.cnn_trainers import (
-    nnUNetTrainerMAE,
-    nnUNetTrainerMAEFrozen,
-    nnUNetTrainerMAEFrozenScratch,
-    nnUNetTrainerMAELowLR,
-    nnUNetTrainerMAEScratch,
-    nnUNetTrainerMAEScratchLowLR,
-)
-from nnunetv2_vismae.training.trainers import (
-    VisMAETrainer,
-    VisMAETrainerFrozen,
-    VisMAETrainerFrozenScratch,
-    VisMAETrainerLLRD,
-    VisMAETrainerSawtooth,
-    VisMAETrainerScratch,
-)
+from nnunetv2_vismae.label_subsets import LABEL_SUBSET_FILE, is_label_percentage, label_subset
+from nnunetv2_vismae.trainer_names import parse_trainer_name
+from nnunetv2_vismae.training import TRAINERS
 
-BASES = {
-    cls.__name__: cls
-    for cls in (
-        VisMAETrainer,
-        VisMAETrainerScratch,
-        VisMAETrainerLLRD,
-        VisMAETrainerFrozen,
-        VisMAETrainerFrozenScratch,
-        VisMAETrainerSawtooth,
-        nnUNetTrainerMAE,
-        nnUNetTrainerMAEScratch,
-        nnUNetTrainerMAELowLR,
-        nnUNetTrainerMAEScratchLowLR,
-        nnUNetTrainerMAEFrozen,
-        nnUNetTrainerMAEFrozenScratch,
-        nnUNetTrainer,
-    )
-}
+OURS = {cls.__name__: cls for cls in TRAINERS}
+BASES = {**OURS, nnUNetTrainer.__name__: nnUNetTrainer}
 PROGRESS_PLOT_INTERVAL_S = 60.0
-_SUFFIXES = re.compile(
-    r"^(?P<base>[A-Za-z]+?)(?:_labels(?P<labels>\d+)(?:_seed(?P<seed>\d+))?)?"
-    r"(?:_(?P<epochs>\d+)epochs)?(?:_(?P<iters>\d+)iters)?$"
-)
 
 
 def parse_variant(name: str) -> tuple[type, dict] | None:
     """``"VisMAETrainer_5epochs_20iters"`` -> (VisMAETrainer, {"epochs": 5, "iters": 20}); else None."""
-    match = _SUFFIXES.match(name)
-    if match is None or match["base"] not in BASES or name in BASES:
+    parsed = parse_trainer_name(name)
+    if parsed is None or parsed.base not in BASES or not parsed.suffixes():
         return None
-    settings = {k: int(v) for k, v in match.groupdict().items() if k != "base" and v is not None}
-    if not settings or any(v < 1 for k, v in settings.items() if k in ("epochs", "iters")):
-        return None
-    if not 1 <= settings.get("labels", 1) <= 100:
+    if parsed.labels is not None and not is_label_percentage(parsed.labels):
         # An unmistakable user error inside nnUNetv2_train's trainer lookup, which would otherwise
         # only say the trainer was not found: stop with one sentence (exit code 1, no traceback).
-        raise SystemExit(f"Trainer {name}: the label percentage must be between 1 and 100, got {settings['labels']}.")
-    return BASES[match["base"]], settings
+        raise SystemExit(f"Trainer {name}: the label percentage must be between 1 and 100, got {parsed.labels}.")
+    return BASES[parsed.base], parsed.suffixes()
 
 
 def make_variant(name: str) -> type:
@@ -135,5 +97,10 @@ def throttle_progress_plot(trainer, interval_s: float = PROGRESS_PLOT_INTERVAL_S
     trainer.logger.plot_progress_png = plot_progress_png
 
 
+def trainer_class(name: str) -> type:
+    """One of our trainers or a variant, by name, as nnU-Net's lookup asks for it (AttributeError for others)."""
+    return OURS[name] if name in OURS else make_variant(name)
+
+
 def __getattr__(name: str) -> type:
-    return make_variant(name)
+    return trainer_class(name)

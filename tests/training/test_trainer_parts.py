@@ -42,6 +42,27 @@ def test_ext_folder_exposes_trainers_like_nnunet_looks_them_up():
     )
 
 
+def test_ext_folder_serves_every_trainer_of_the_one_list_and_its_variants():
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from nnunetv2_vismae.training import TRAINERS
+
+    folder = ext_trainer_folder()
+
+    def lookup(name):
+        return recursive_find_python_class(
+            folder, name, None, base_folder=folder, cleanup_imports_from_base_folder=True
+        )
+
+    for cls in TRAINERS:
+        assert lookup(cls.__name__) is cls and variants.BASES[cls.__name__] is cls
+        assert lookup(f"{cls.__name__}_labels10_seed1_2epochs_5iters") is getattr(
+            variants, f"{cls.__name__}_labels10_seed1_2epochs_5iters"
+        )
+    assert issubclass(lookup("nnUNetTrainer_labels25"), nnUNetTrainer)
+    assert lookup("nnUNetTrainer") is None and lookup("NotATrainer_5epochs") is None  # nnU-Net's own, and no trainer
+
+
 class _PlotCounter:
     def __init__(self):
         self.plotted = 0
