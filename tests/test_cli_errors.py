@@ -263,7 +263,7 @@ BAD_FLAGS = {
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Usable inputs for both commands: a folder of PNGs and the phantom classification task's CSV."""
-    from nnunetv2_vismae.demo.classification_task import write_style_task
+    from nnunetv2_vismae.phantoms.classification_task import write_style_task
 
     root = tmp_path_factory.mktemp("bad_flags")
     (root / "images").mkdir()

@@ -40,7 +40,7 @@ from nnunetv2_vismae.benchmark.speed_timing import (
     matmul_flops,
     warm_up,
 )
-from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
+from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
 from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16, step_timing
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.flags import OneSentenceParser, console_script

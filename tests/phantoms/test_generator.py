@@ -1,4 +1,4 @@
-"""Tests of the embedded phantom dataset (nnunetv2_vismae.demo.phantoms)."""
+"""Tests of the embedded phantom dataset (nnunetv2_vismae.phantoms.generator)."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_vismae.demo.phantoms import LABELS, STYLES, generate_dataset, make_case
+from nnunetv2_vismae.phantoms.generator import LABELS, STYLES, generate_dataset, make_case
 
 SMALL = dict(num_train=8, num_test=4, num_unlabeled=8, size=64)
 
