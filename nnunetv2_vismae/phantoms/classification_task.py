@@ -20,8 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from nnunetv2_vismae.phantoms.generator import STYLES, make_case
 from nnunetv2_vismae.io.atomic import atomic_path, write_bytes_atomic
+from nnunetv2_vismae.phantoms.generator import STYLES, make_case
 
 SPLITS = {"train": 0, "test": 1}
 TASK_STREAM = 7  # keeps these cases apart from the segmentation dataset's for the same seed

@@ -12,8 +12,8 @@ import pytest
 from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
-from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
 from nnunetv2_vismae.errors import StepFailed, UserError
+from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
 from tests.conftest import run
 
 
