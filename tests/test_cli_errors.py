@@ -34,7 +34,7 @@ MAINS = {
     "nnUNetv2_vismae_convert": "nnunetv2_vismae.checkpoint.convert",
     "nnUNetv2_vismae_demo": "nnunetv2_vismae.demo.cli",
     "nnUNetv2_vismae_classify": "nnunetv2_vismae.classification.cli",
-    "nnUNetv2_vismae_speed": "nnunetv2_vismae.benchmark.speed",
+    "nnUNetv2_vismae_speed": "nnunetv2_vismae.speed.cli",
 }
 # (command, arguments, environment without nnU-Net's variables?, expected part of the sentence)
 CASES = {
