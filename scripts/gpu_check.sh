@@ -76,7 +76,7 @@ eval "$(nnUNetv2_vismae_env)"
 U=$W/raw/Dataset802_VisMAEPhantoms/imagesUnlabeled
 
 echo "== 0 data: 24 labelled phantoms planned and preprocessed by nnU-Net, 600 unlabeled"
-"$PY" -c "from nnunetv2_vismae.demo.phantoms import generate_dataset as g; \
+"$PY" -c "from nnunetv2_vismae.phantoms.generator import generate_dataset as g; \
 g('$W/raw', 802, num_train=24, num_test=0, num_unlabeled=600, size=128)" >"$W/data.log" 2>&1 || fail data $?
 timeout "$(cap 90)" nnUNetv2_plan_and_preprocess -d 802 -c 2d -np 8 >"$W/prep.log" 2>&1 || fail prep $?
 

@@ -34,7 +34,7 @@ MAINS = {
     "nnUNetv2_vismae_convert": "nnunetv2_vismae.checkpoint.convert",
     "nnUNetv2_vismae_demo": "nnunetv2_vismae.demo.cli",
     "nnUNetv2_vismae_classify": "nnunetv2_vismae.classification.cli",
-    "nnUNetv2_vismae_speed": "nnunetv2_vismae.benchmark.speed",
+    "nnUNetv2_vismae_speed": "nnunetv2_vismae.speed.cli",
 }
 # (command, arguments, environment without nnU-Net's variables?, expected part of the sentence)
 CASES = {
@@ -263,7 +263,7 @@ BAD_FLAGS = {
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Usable inputs for both commands: a folder of PNGs and the phantom classification task's CSV."""
-    from nnunetv2_vismae.demo.classification_task import write_style_task
+    from nnunetv2_vismae.phantoms.classification_task import write_style_task
 
     root = tmp_path_factory.mktemp("bad_flags")
     (root / "images").mkdir()

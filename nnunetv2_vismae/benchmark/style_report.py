@@ -1,6 +1,7 @@
 """Dice by appearance style: a benchmark's test-set scores (its report folder's cases.csv) split by the style
 each phantom was rendered in (phantoms.json), the styles labeled cases were drawn in apart from the others.
-The demo runs it as a step: ``python -m nnunetv2_vismae.benchmark.style_report REPORT_DIR PHANTOMS_JSON``.
+The demo calls it as a step (in the demo's process); on its own: ``python -m nnunetv2_vismae.benchmark.style_report
+REPORT_DIR PHANTOMS_JSON``.
 
 Under an appearance shift (``--shift``: labels only in some styles) this is where pretraining on an unlabeled
 pool of every style should show: on the styles no labeled case has.

@@ -66,58 +66,30 @@ def verify_loads_completely(checkpoint, log: Callable[[str], object] = print):
     return report
 
 
-def refuse_unfit_shapes(tensors: dict, config: dict, where: str) -> None:
-    """CheckpointError unless ``tensors`` have exactly the names and shapes of the Swin encoder of
-    ``config``; reads shapes only, so it runs before any value is copied."""
+@dataclass
+class ForeignEncoder:
+    """A foreign file's Swin encoder: its tensors under our encoder's names (nothing copied yet) and the
+    config they imply."""
+
+    foreign: object  # ForeignFile, as read
+    layout: str  # the one converted from
+    detected: str  # the one the key names show
+    mapped: object  # MappedWeights
+    config: dict
+
+
+def check_request(src: Path, dst: Path, source: str, in_channels) -> None:
+    """CheckpointError for a layout or channel count we do not convert, and for an output that cannot be
+    written, is the input, or is a folder."""
+    from nnunetv2_vismae.io.folders import unwritable_reason
+
     from .errors import CheckpointError
-    from .families import get_family
+    from .foreign_layouts import LAYOUTS
 
-    expected = get_family("swin").expected_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    if missing or extra or wrong:
-        example = (
-            f"{missing[0]!r} is missing"
-            if missing
-            else f"{extra[0]!r} has no place in the encoder"
-            if extra
-            else f"{wrong[0]!r} is {list(tensors[wrong[0]].shape)}, expected {list(expected[wrong[0]])}"
-        )
-        raise CheckpointError(
-            f"{where} does not map onto a Swin encoder of the config its tensors imply: {len(missing)} "
-            f"missing, {len(extra)} extra, {len(wrong)} of wrong shape (e.g. {example})."
-        )
-
-
-def convert(
-    source_path, output_path, source: str = "auto", in_channels: int = 1, log: Callable[[str], object] = print
-) -> ConversionResult:
-    """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
-    Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
-    from .errors import CheckpointError
-    from .foreign_files import read_foreign_file
-    from .foreign_layouts import (
-        LAYOUTS,
-        SHIFTS_SINGLE_WINDOW_STAGES,
-        derive_swin_config,
-        detect_layout,
-        float32_copies,
-        fold_input_channels,
-        imagenet_normalization,
-        map_to_encoder_names,
-        strip_module_prefix,
-    )
-    from .format import read_encoder_checkpoint, save_encoder_checkpoint
-    from nnunetv2_vismae.io.atomic import atomic_path
-
-    src, dst = Path(source_path), Path(output_path)
     if source not in LAYOUTS + ("auto",):
         raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + ['auto']}.")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
-    from nnunetv2_vismae.io.folders import unwritable_reason
-
     problem = unwritable_reason(dst.parent)
     try:
         exists = dst.exists()
@@ -132,32 +104,64 @@ def convert(
             f"Output {dst} is a folder; give the checkpoint file to write, e.g. {dst / 'encoder.safetensors'}."
         )
 
+
+def read_foreign_encoder(src: Path, source: str, where: str) -> ForeignEncoder:
+    """Read ``src`` without running pickled code, detect its layout (``source`` "auto") and map its tensors
+    to our encoder's names; the config is read from the tensors."""
+    from .foreign_files import read_foreign_file
+    from .foreign_layouts import (
+        SHIFTS_SINGLE_WINDOW_STAGES,
+        derive_swin_config,
+        detect_layout,
+        map_to_encoder_names,
+        strip_module_prefix,
+    )
+
     foreign = read_foreign_file(src)
-    where = f"Input weights {src}"
     state = strip_module_prefix(foreign.state_dict)
     detected = detect_layout(state, where)
     layout = detected if source == "auto" else source
     mapped = map_to_encoder_names(state, layout, where)
     config = derive_swin_config(mapped.tensors, where)
     config["shift_single_window_stages"] = SHIFTS_SINGLE_WINDOW_STAGES[layout]
-    refuse_unfit_shapes(mapped.tensors, config, f"{where} ({layout} layout)")
-    tensors = float32_copies(mapped)  # the first copy of any value, now that every shape is the encoder's
-    source_channels = config["in_channels"]
-    if in_channels != source_channels:
-        tensors["patch_embed.proj.weight"] = fold_input_channels(tensors["patch_embed.proj.weight"], in_channels)
-        stem = f"{source_channels} -> {in_channels} input channels (summed over the source channels" + (
-            ")" if in_channels == 1 else f", then repeated and divided by {in_channels})"
-        )
-    else:
-        stem = f"{source_channels} input channels, unchanged"
-    config["in_channels"] = in_channels
+    return ForeignEncoder(foreign, layout, detected, mapped, config)
 
+
+def check_shapes(encoder: ForeignEncoder, where: str) -> None:
+    """The format's check that the tensors are exactly the encoder's names and shapes; it reads shapes
+    only, so it runs before any value is copied."""
+    from .families import get_family
+    from .format import check_tensor_set
+
+    check_tensor_set(get_family("swin"), encoder.config, encoder.mapped.tensors, where)
+
+
+def fold_stem(tensors: dict, config: dict, in_channels: int) -> str:
+    """Fold the stem in ``tensors`` to ``in_channels`` and set them in ``config``; returns what was done."""
+    from .foreign_layouts import fold_input_channels
+
+    source_channels = config["in_channels"]
+    config["in_channels"] = in_channels
+    if in_channels == source_channels:
+        return f"{source_channels} input channels, unchanged"
+    tensors["patch_embed.proj.weight"] = fold_input_channels(tensors["patch_embed.proj.weight"], in_channels)
+    return f"{source_channels} -> {in_channels} input channels (summed over the source channels" + (
+        ")" if in_channels == 1 else f", then repeated and divided by {in_channels})"
+    )
+
+
+def conversion_metadata(src: Path, encoder: ForeignEncoder, source_channels: int, stem: str) -> dict:
+    """The checkpoint's metadata: the converted config, the input the weights expect, and a
+    ``converted_from`` record of the source file and of what the conversion did."""
+    from .foreign_layouts import imagenet_normalization
+
+    mapped = encoder.mapped
     record = {
-        "layout": layout,
-        "detected_layout": detected,
+        "layout": encoder.layout,
+        "detected_layout": encoder.detected,
         "file": src.name,
         "sha256": file_sha256(src),
-        "container": foreign.container,
+        "container": encoder.foreign.container,
         "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "converter": CONVERTER,
         "patch_merging": (
@@ -168,30 +172,41 @@ def convert(
         "merge_order_permuted": mapped.merge_permuted,
         "stem": stem,
         "dropped": mapped.dropped,
-        **foreign.extras,
+        **encoder.foreign.extras,
     }
-    metadata = {
+    return {
         "family": "swin",
-        "encoder_config": config,
-        "normalization": imagenet_normalization(layout, source_channels, in_channels),
+        "encoder_config": encoder.config,
+        "normalization": imagenet_normalization(encoder.layout, source_channels, encoder.config["in_channels"]),
         "converted_from": record,
     }
 
+
+def log_conversion(src: Path, encoder: ForeignEncoder, metadata: dict, auto: bool, log: Callable) -> None:
+    record, config = metadata["converted_from"], encoder.config
     log(
-        f"Read {src} ({foreign.container}, {len(foreign.state_dict)} tensors): {layout} layout"
-        + (" (detected)" if source == "auto" else "")
-        + f", patch merging {record['patch_merging']}."
+        f"Read {src} ({encoder.foreign.container}, {len(encoder.foreign.state_dict)} tensors): {encoder.layout} "
+        "layout" + (" (detected)" if auto else "") + f", patch merging {record['patch_merging']}."
     )
-    if mapped.dropped:
-        total = sum(mapped.dropped.values())
-        groups = ", ".join(f"{k} {n}" for k, n in mapped.dropped.items())
-        log(f"Dropped {total} tensors that are not part of the encoder: {groups}.")
+    dropped = encoder.mapped.dropped
+    if dropped:
+        groups = ", ".join(f"{k} {n}" for k, n in dropped.items())
+        log(f"Dropped {sum(dropped.values())} tensors that are not part of the encoder: {groups}.")
     if not config["final_norm"]:
         log("No final encoder norm in the source (as in the original VIS-MAE encoder): the last stage stays unnormed.")
-    log(f"Stem: {stem}; normalization {metadata['normalization']['scheme']}.")
+    log(f"Stem: {record['stem']}; normalization {metadata['normalization']['scheme']}.")
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 
-    with atomic_path(dst) as tmp:  # verified before it replaces dst
+
+def write_verified(dst: Path, tensors: dict, metadata: dict, log: Callable) -> ConversionResult:
+    """Write the checkpoint beside ``dst``, read it back and load it into a SwinUNet; only then does it
+    replace ``dst``."""
+    from nnunetv2_vismae.io.atomic import atomic_path
+
+    from .errors import CheckpointError
+    from .format import read_encoder_checkpoint, save_encoder_checkpoint
+
+    with atomic_path(dst) as tmp:
         try:
             content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
         except CheckpointError as e:  # name the file the user asked for, not the temporary beside it
@@ -200,7 +215,27 @@ def convert(
         checkpoint.path = str(dst)
         report = verify_loads_completely(checkpoint, log)
     log(f"Wrote {dst} (content hash {content_hash}).")
-    return ConversionResult(str(dst), content_hash, config, checkpoint.metadata, report)
+    return ConversionResult(str(dst), content_hash, metadata["encoder_config"], checkpoint.metadata, report)
+
+
+def convert(
+    source_path, output_path, source: str = "auto", in_channels: int = 1, log: Callable[[str], object] = print
+) -> ConversionResult:
+    """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
+    Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
+    from .foreign_layouts import float32_copies
+
+    src, dst = Path(source_path), Path(output_path)
+    check_request(src, dst, source, in_channels)
+    where = f"Input weights {src}"
+    encoder = read_foreign_encoder(src, source, where)
+    check_shapes(encoder, f"{where} ({encoder.layout} layout)")
+    tensors = float32_copies(encoder.mapped)  # the first copy of any value, now that every shape is the encoder's
+    source_channels = encoder.config["in_channels"]
+    stem = fold_stem(tensors, encoder.config, in_channels)
+    metadata = conversion_metadata(src, encoder, source_channels, stem)
+    log_conversion(src, encoder, metadata, source == "auto", log)
+    return write_verified(dst, tensors, metadata, log)
 
 
 def build_parser() -> argparse.ArgumentParser:

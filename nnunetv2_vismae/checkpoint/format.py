@@ -136,7 +136,7 @@ def _encoded_header(header: Mapping) -> dict[str, str]:
     return encoded
 
 
-def _check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor], where: str) -> Optional[list[str]]:
+def check_tensor_set(family, config: dict, tensors: Mapping[str, torch.Tensor], where: str) -> Optional[list[str]]:
     """The encoder's state_dict names in its own order, once the tensors match them in names and
     shapes (CheckpointError otherwise); None when the family does not know its tensor set."""
     if family.expected_shapes is None:
@@ -191,7 +191,7 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
     family, config = _validated_metadata({k: json.loads(encoded[k]) for k in REQUIRED_KEYS}, f"Checkpoint {path}")
     # private CPU copies: safetensors refuses tensors sharing storage and needs contiguous data
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    _check_tensor_set(family, config, cpu, f"The tensors given for checkpoint {path}")
+    check_tensor_set(family, config, cpu, f"The tensors given for checkpoint {path}")
 
     content_hash = tensors_content_hash(cpu)
     encoded.update(
@@ -359,7 +359,7 @@ def read_encoder_checkpoint(path: PathLike) -> EncoderCheckpoint:
             f"{where} is corrupted: its tensors hash to {actual}, but the file records {shown(recorded)}."
         )
     try:
-        order = _check_tensor_set(family, config, tensors, f"The tensors of {where}")
+        order = check_tensor_set(family, config, tensors, f"The tensors of {where}")
     except ValueError as e:  # a config the schema passed but the family cannot build
         raise CheckpointError(f"{where} has invalid metadata: {e}") from None
     tensors = {name: tensors[name] for name in order or sorted(tensors)}

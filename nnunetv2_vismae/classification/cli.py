@@ -122,7 +122,7 @@ def run_predict(args):
 
 
 def run_example(args):
-    from nnunetv2_vismae.demo.classification_task import write_style_task
+    from nnunetv2_vismae.phantoms.classification_task import write_style_task
 
     try:
         written = write_style_task(

@@ -2,13 +2,15 @@
 
 generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (unlabeled pool)
 -> nnUNetv2_vismae_benchmark (vanilla nnU-Net, and each pretrained arm with its scratch twin, at
-several label fractions) -> report.md and label_efficiency.png. Every step is a console command run in a child
-process with its log in the output folder; rerunning resumes (finished steps are skipped).
+several label fractions) -> report.md and label_efficiency.png (-> styles.md, Dice by appearance style). The
+phantoms and styles.md are made in this process, every other step by a console command in a child process; the
+steps' logs are in the output folder, and rerunning resumes (finished steps are skipped).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -17,10 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunetv2_vismae.demo.phantoms import STYLES, UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.benchmark import style_report
 from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
+from nnunetv2_vismae.phantoms.generator import STYLES, UNLABELED_FOLDER, generate_dataset
 
 DATASET_ID = 800
 DATASET = f"Dataset{DATASET_ID}_VisMAEPhantoms"
@@ -148,6 +151,17 @@ def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
         raise StepFailed(f"step '{name}' failed (exit {code}); see {log}")
 
 
+def report_styles(report_dir: Path, phantoms_json: Path, log: Path) -> None:
+    """The styles step in this process: ``report_dir/styles.md``, and its log as the equivalent command writes it
+    (that command first, for a user to rerun it, then the path of the report)."""
+    # this interpreter: an environment without a venv may have no "python" beside it or on PATH
+    command = [sys.executable, "-m", style_report.__name__, str(report_dir), str(phantoms_json)]
+    log.write_text(f"$ {shlex.join(command)}\n")
+    written = style_report.write_style_report(report_dir, phantoms_json)
+    with open(log, "a") as handle:
+        handle.write(f"{written}\n")
+
+
 def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
     """(name, action) pairs; an action is a command list or an in-process call (a partial), skipped when done."""
     raw = out / "nnUNet_raw" / DATASET
@@ -231,9 +245,8 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
     plan.append((size.name, benchmark))
     if size.test:
-        # this interpreter: an environment without a venv may have no "python" beside it or on PATH
-        report = [sys.executable, "-m", "nnunetv2_vismae.benchmark.style_report", str(out / size.name)]
-        plan.append(("styles", report + [str(raw / "phantoms.json")]))
+        styles = partial(report_styles, out / size.name, raw / "phantoms.json", out / "logs" / "styles.log")
+        plan.append(("styles", styles))
     return plan
 
 

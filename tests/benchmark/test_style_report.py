@@ -1,10 +1,13 @@
 """The demo's Dice by appearance style: test cases grouped by the style phantoms.json gives them."""
 
 import json
+import shlex
+import sys
 
 import pytest
 
 from nnunetv2_vismae.benchmark.style_report import main, write_style_report
+from nnunetv2_vismae.demo.pipeline import report_styles
 
 STYLE_OF = {"phantom_ts_000": "ct", "phantom_ts_001": "ct", "phantom_ts_002": "us", "phantom_ts_003": "us"}
 DICE = {  # (arm, labels) -> Dice of the four cases
@@ -75,3 +78,14 @@ def test_the_demos_step_writes_it_and_a_missing_file_is_one_sentence(report_dir,
     assert main([str(report_dir), str(report_dir / "phantoms.json")]) == 0
     assert (report_dir / "styles.md").is_file()
     assert main([str(report_dir), str(report_dir / "missing.json")]) != 0
+
+
+def test_the_demo_runs_it_in_its_process_with_the_log_its_command_wrote(report_dir, tmp_path_factory, capsys):
+    phantoms = report_dir / "phantoms.json"
+    assert main([str(report_dir), str(phantoms)]) == 0
+    printed, by_command = capsys.readouterr().out, (report_dir / "styles.md").read_bytes()
+    log = tmp_path_factory.mktemp("logs") / "styles.log"
+    report_styles(report_dir, phantoms, log)
+    command = [sys.executable, "-m", "nnunetv2_vismae.benchmark.style_report", str(report_dir), str(phantoms)]
+    assert log.read_text() == f"$ {shlex.join(command)}\n{printed}"
+    assert (report_dir / "styles.md").read_bytes() == by_command

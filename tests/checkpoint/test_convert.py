@@ -507,3 +507,46 @@ def test_foreign_weights_are_held_to_the_checkpoint_bounds_before_anything_is_bu
         r"integer from 1 to 64; SwinEncoder cannot hold these weights\.$",
     ):
         foreign_layouts.derive_swin_config(tensors, "Input weights x")
+
+
+# ------------------------------------------------------------------------------ golden outputs
+# (layout, --in-channels) -> (content hash of the tensors, metadata hash but the conversion's time and the source
+# file's sha256, which torch.save's version decides); the inputs hold small integers, exact on every CPU
+GOLDEN_CONVERSIONS = {
+    ("timm", 1): (
+        "61b7d928f311a2f6a117c54ff3619ccf0a8152470f1fe35409c3ae971f404d84",
+        "4349aef408fb49dc45cf928601811b9f4ead9d25d0f896228305e793a9cee292",
+    ),
+    ("vismae", 2): (
+        "a43950a3497a973665473e9ddaad53c7cae1da93162ed0bf2b9e4006b401382c",
+        "e08e1c23afe3384cb82da262c583d3f305e65fefb386071b8f97754868fc4a63",
+    ),
+}
+
+
+def _integer_valued(state: dict) -> dict:
+    """The same names and shapes, each tensor a different run of small integers."""
+    return {
+        name: ((torch.arange(v.numel()) + i) % 11 - 5).to(v.dtype).reshape(v.shape)
+        for i, (name, v) in enumerate(sorted(state.items()))
+    }
+
+
+def _hashes_of_the_conversion(path) -> tuple[str, str]:
+    from nnunetv2_vismae.checkpoint.format import metadata_hash
+
+    checkpoint = read_encoder_checkpoint(path)
+    record = {k: v for k, v in checkpoint.metadata["converted_from"].items() if k not in ("converted_at", "sha256")}
+    return checkpoint.content_hash, metadata_hash({**checkpoint.metadata, "converted_from": record})
+
+
+@pytest.mark.parametrize("layout, in_channels", list(GOLDEN_CONVERSIONS))
+def test_conversions_are_the_golden_ones(tmp_path, timm_model, layout, in_channels):
+    source, out = tmp_path / "swin.pth", tmp_path / "encoder.safetensors"
+    state = _integer_valued(timm_model.state_dict())
+    if layout == "vismae":
+        _vismae_file(source, state)
+    else:
+        torch.save(state, source)
+    assert main(["--from", layout, str(source), str(out), "--in-channels", str(in_channels)]) == 0
+    assert _hashes_of_the_conversion(out) == GOLDEN_CONVERSIONS[layout, in_channels]

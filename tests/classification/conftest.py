@@ -38,7 +38,7 @@ def single_thread():  # module scope: in place before the module-scoped training
 @pytest.fixture(scope="session")
 def style_task(tmp_path_factory) -> dict:
     """128 training and 32 validation phantoms (32 px NIfTI), as ``example`` writes them."""
-    from nnunetv2_vismae.demo.classification_task import write_style_task
+    from nnunetv2_vismae.phantoms.classification_task import write_style_task
 
     return write_style_task(tmp_path_factory.mktemp("style_task"), num_train=128, num_test=32, size=32, seed=0)
 

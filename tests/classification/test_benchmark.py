@@ -6,7 +6,7 @@ import csv
 import json
 
 from nnunetv2_vismae.classification.cli import main
-from nnunetv2_vismae.demo.classification_task import write_style_task
+from nnunetv2_vismae.phantoms.classification_task import write_style_task
 
 
 def test_benchmark_runs_both_arms_and_reports(tiny_checkpoint, tmp_path, capsys):

@@ -16,7 +16,7 @@ from nnunetv2_vismae.classification.cli import main
 from nnunetv2_vismae.classification.errors import ClassificationError
 from nnunetv2_vismae.classification.model import SwinClassifier
 from nnunetv2_vismae.classification.train import Run, TrainSettings, train
-from nnunetv2_vismae.demo.classification_task import write_style_task
+from nnunetv2_vismae.phantoms.classification_task import write_style_task
 from tests.classification.conftest import TINY_FLAGS
 from tests.conftest import TINY_ENCODER
 

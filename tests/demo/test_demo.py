@@ -12,8 +12,8 @@ import pytest
 from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
-from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
 from nnunetv2_vismae.errors import StepFailed, UserError
+from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
 from tests.conftest import run
 
 
@@ -64,7 +64,7 @@ def test_the_shift_preset_labels_two_styles_and_scores_every_arm_on_all_four(tmp
     assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == list(pipeline.ARMS)
     assert "--test" in bench and shift.epochs * shift.iters == 2400 and shift.num_test == 200
     raw = tmp_path / "nnUNet_raw" / pipeline.DATASET
-    assert plan["styles"][-2:] == [str(tmp_path / "shift"), str(raw / "phantoms.json")]
+    assert plan["styles"].args[:2] == (tmp_path / "shift", raw / "phantoms.json")
 
 
 def test_a_folder_of_other_phantoms_is_refused_before_any_step(tmp_path, monkeypatch):
@@ -95,6 +95,7 @@ def steps_run(monkeypatch) -> list:
     ran = []
     monkeypatch.setattr(pipeline, "generate_dataset", lambda *a, **k: ran.append("generate"))
     monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: ran.append(name))
+    monkeypatch.setattr(pipeline, "report_styles", lambda *a: ran.append("styles"))
     return ran
 
 

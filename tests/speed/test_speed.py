@@ -12,9 +12,11 @@ from PIL import Image
 from torch._dynamo import OptimizedModule
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
-from nnunetv2_vismae.benchmark import speed, speed_fixtures, speed_timing
-from nnunetv2_vismae.benchmark.speed_report import markdown_report
 from nnunetv2_vismae.device import StepTiming
+from nnunetv2_vismae.speed import cli as speed
+from nnunetv2_vismae.speed import fixtures as speed_fixtures
+from nnunetv2_vismae.speed import timing as speed_timing
+from nnunetv2_vismae.speed.report import markdown_report
 
 CPU = torch.device("cpu")
 # a 2-stage Swin at 32 px and one step: the pretraining child runs in seconds

@@ -1,7 +1,7 @@
 """The embedded classification task: which appearance style (CT, MR T1, MR T2, ultrasound) a
 phantom slice is rendered in.
 
-The phantoms (``phantoms.make_case``) always contain a liver lesion, so "lesion present" is not a
+The phantoms (``generator.make_case``) always contain a liver lesion, so "lesion present" is not a
 task they can pose; the style is, and it is hard in the right way for a pretrained encoder: after
 per-image z-score normalization the styles differ in texture, contrast layout, noise and field of
 view rather than in intensity range. Written as a CSV of ``image,label`` rows with the images in
@@ -20,8 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from nnunetv2_vismae.demo.phantoms import STYLES, make_case
 from nnunetv2_vismae.io.atomic import atomic_path, write_bytes_atomic
+from nnunetv2_vismae.phantoms.generator import STYLES, make_case
 
 SPLITS = {"train": 0, "test": 1}
 TASK_STREAM = 7  # keeps these cases apart from the segmentation dataset's for the same seed

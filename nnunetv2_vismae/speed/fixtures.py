@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
-from nnunetv2_vismae.demo.phantoms import PIXEL_SPACING_MM, generate_dataset, make_case
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.nnunet import ext_trainer_value
+from nnunetv2_vismae.phantoms.generator import PIXEL_SPACING_MM, generate_dataset, make_case
 
 DATASET_ID = 801
 PLANS, VISMAE_PLANS = "nnUNetPlans", "nnUNetVisMAEPlans"

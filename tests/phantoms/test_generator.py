@@ -1,4 +1,4 @@
-"""Tests of the embedded phantom dataset (nnunetv2_vismae.demo.phantoms)."""
+"""Tests of the embedded phantom dataset (nnunetv2_vismae.phantoms.generator)."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_vismae.demo.phantoms import LABELS, STYLES, generate_dataset, make_case
+from nnunetv2_vismae.phantoms.generator import LABELS, STYLES, generate_dataset, make_case
 
 SMALL = dict(num_train=8, num_test=4, num_unlabeled=8, size=64)
 
@@ -173,3 +173,54 @@ def test_labeled_styles_shift_only_the_labeled_cases(dataset, tmp_path):
 def test_generate_dataset_rejects_bad_counts(tmp_path):
     with pytest.raises(ValueError, match="num_train"):
         generate_dataset(tmp_path, num_train=0)
+
+
+GOLDEN = dict(dataset_id=802, name="Golden", seed=5, num_train=4, num_test=1, num_unlabeled=1, size=32)
+# per image: sum, sum of squares, sum weighted by a 0..1 ramp over the pixels; images are float, and numpy's
+# vectorised exp/log differ in the last bits between CPUs (AVX-512 here, AVX2 on CI), so they are pinned loosely
+GOLDEN_IMAGES = {
+    "imagesTr/phantom_tr_000_0000.nii.gz": (324734.48866057396, 282114140.4778682, 165853.4515146566),
+    "imagesTr/phantom_tr_001_0000.nii.gz": (-464402.9477233887, 427881806.78850836, -219849.65077081666),
+    "imagesTr/phantom_tr_002_0000.nii.gz": (75807.65394043922, 12608795.296606917, 39420.61435907724),
+    "imagesTr/phantom_tr_003_0000.nii.gz": (424058.4850373268, 333977897.4048364, 211739.22308143077),
+    "imagesTs/phantom_ts_000_0000.nii.gz": (388421.4070148468, 295802247.2644104, 196069.49850052566),
+    "imagesUnlabeled/phantom_un_0000_0000.nii.gz": (424265.72582274675, 459961430.9577137, 213534.0096428775),
+}
+GOLDEN_EXACT = "674bf65626b848d6d45cf04fee38803708321269e8957952f329c58c2e90e271"
+
+
+def _header(image: sitk.Image) -> str:
+    return repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), image.GetPixelIDValue()))
+
+
+def _exact_digest(folder: Path) -> str:
+    """Every file's name, the headers of the images, the labels' pixels and the two JSON files, except the
+    fields that name the generator's module."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.name.endswith(".nii.gz"):
+            image = sitk.ReadImage(str(path))
+            digest.update(_header(image).encode())
+            if "labels" in path.parent.name:
+                digest.update(sitk.GetArrayFromImage(image).tobytes())
+        else:
+            description = json.loads(path.read_text())
+            description.pop("converted_by" if path.name == "dataset.json" else "generator")
+            digest.update(json.dumps(description, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _image_fingerprint(path: Path) -> tuple:
+    pixels = _read(path).astype(np.float64).ravel()
+    return pixels.sum(), (pixels * pixels).sum(), (pixels * np.linspace(0, 1, pixels.size)).sum()
+
+
+def test_a_small_dataset_is_the_golden_one(tmp_path):
+    """Pins what generate_dataset writes (moving the generator must not change a pixel)."""
+    folder = generate_dataset(tmp_path, **GOLDEN)
+    assert _exact_digest(folder) == GOLDEN_EXACT
+    images = sorted(str(p.relative_to(folder)) for p in folder.glob("images*/*.nii.gz"))
+    assert images == sorted(GOLDEN_IMAGES)
+    for name, fingerprint in GOLDEN_IMAGES.items():
+        np.testing.assert_allclose(_image_fingerprint(folder / name), fingerprint, rtol=1e-5, err_msg=name)

@@ -5,7 +5,7 @@ by ``python -m pretrain.speed`` in a child process per configuration (it builds 
 and loader exactly as ``nnUNetv2_vismae_pretrain`` does; one process each, so peak memory is one
 configuration's). Fine-tuning and inference use nnU-Net's real trainers (``nnUNetTrainer`` against
 ``VisMAETrainer``) and predictor on plans that nnU-Net's own planner makes for a small phantom
-dataset (``speed_fixtures``), so both networks see the same patch and batch size; ``speed_timing``
+dataset (``fixtures``), so both networks see the same patch and batch size; ``timing``
 times them. Nothing is downloaded.
 """
 
@@ -24,7 +24,13 @@ from unittest import mock
 import torch
 from torch._dynamo import OptimizedModule
 
-from nnunetv2_vismae.benchmark.speed_fixtures import (
+from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16, step_timing
+from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.flags import OneSentenceParser, console_script
+from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
+from nnunetv2_vismae.io.folders import make_output_folder
+from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
+from nnunetv2_vismae.speed.fixtures import (
     load_trainer,
     nnunet_folders,
     phantom_case,
@@ -33,19 +39,13 @@ from nnunetv2_vismae.benchmark.speed_fixtures import (
     synthetic_batch,
     trainer_classes,
 )
-from nnunetv2_vismae.benchmark.speed_timing import (
+from nnunetv2_vismae.speed.timing import (
     cpu_seconds,
     datasheet_bf16_flops,
     interleaved_seconds,
     matmul_flops,
     warm_up,
 )
-from nnunetv2_vismae.demo.phantoms import UNLABELED_FOLDER
-from nnunetv2_vismae.device import native_bf16, run_forward_in_bf16, step_timing
-from nnunetv2_vismae.errors import UserError
-from nnunetv2_vismae.flags import OneSentenceParser, console_script
-from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
-from nnunetv2_vismae.io.folders import make_output_folder
 
 # VIS-MAE's recipe, and the pretraining command's defaults (no model flags)
 PRETRAIN_CONFIGS = {
@@ -247,7 +247,7 @@ def run_speed(device: torch.device, work: Path) -> dict:
 
 @console_script("nnUNetv2_vismae_speed")
 def main(argv=None):
-    from nnunetv2_vismae.benchmark.speed_report import markdown_report
+    from nnunetv2_vismae.speed.report import markdown_report
 
     parser = OneSentenceParser(
         prog="nnUNetv2_vismae_speed",

@@ -583,7 +583,7 @@ def generate_dataset(
         description="Synthetic 2D abdominal phantoms in CT, MR T1, MR T2 and ultrasound styles "
         "(nnunetv2_vismae demo dataset).",
         license="CC0",
-        converted_by="nnunetv2_vismae.demo.phantoms",
+        converted_by="nnunetv2_vismae.phantoms.generator",
         overwrite_image_reader_writer="SimpleITKIO",
         numTest=num_test,
         numUnlabeled=num_unlabeled,
@@ -591,7 +591,7 @@ def generate_dataset(
         styles=list(STYLES),
     )
     meta = {
-        "generator": "nnunetv2_vismae.demo.phantoms",
+        "generator": "nnunetv2_vismae.phantoms.generator",
         "version": GENERATOR_VERSION,
         "seed": int(seed),
         "size": int(size),
