@@ -21,11 +21,10 @@ from nnunetv2_vismae.flags import (  # noqa: E402
     positive_float,
     positive_int,
 )
+from pretrain.config import PROG  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import FAMILIES  # noqa: E402
 from pretrain.image_flags import add_image_file_arguments, validate_image_file_arguments  # noqa: E402
-
-PROG = "nnUNetv2_vismae_pretrain"
 
 
 def build_parser() -> argparse.ArgumentParser:

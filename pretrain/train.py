@@ -31,9 +31,8 @@ from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
-from pretrain.cli import PROG
 from pretrain.collapse import RANK_IMAGES, stage_ranks
-from pretrain.config import PretrainConfig
+from pretrain.config import PROG, PretrainConfig
 from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
