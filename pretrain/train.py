@@ -30,6 +30,7 @@ from tqdm import tqdm
 from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
+from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE
 from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
 from pretrain.collapse import RANK_IMAGES, stage_ranks
 from pretrain.config import PROG, PretrainConfig
@@ -44,9 +45,8 @@ from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import Progress, plot_loss, save_preview
 from pretrain.runtime import Runtime, setup_runtime
-from pretrain.state import STATE_FILE, load_state, save_state
+from pretrain.state import load_state, save_state
 
-ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
 PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
 PREVIEWS = "previews"  # the one subfolder of -o a run writes
