@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,7 +30,8 @@ from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
 from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE
-from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
+from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY, weight_decay_groups
+from nnunetv2_vismae.optim.schedules import warmup_cosine_schedule
 from pretrain.collapse import RANK_IMAGES, stage_ranks
 from pretrain.config import PROG, PretrainConfig
 from pretrain.data.files import FileSource
@@ -50,19 +50,12 @@ from pretrain.state import load_state, save_state
 UNUSABLE_FILE = "unusable_files.json"
 PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
 PREVIEWS = "previews"  # the one subfolder of -o a run writes
+MASK_TOKENS = ("mask_token", "*mask_tokens.*")  # learned fillers of the holes, not weights to shrink
 
 
 def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
     """``--lr`` if given, else ``--blr * effective_batch / 256`` (MAE's linear scaling rule)."""
     return config.lr if config.lr is not None else config.blr * effective_batch / 256
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over ``warmup`` steps, then half-cosine to zero at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
@@ -184,13 +177,9 @@ class Pretrainer:
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(
-            self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY)
-        )
+        groups = weight_decay_groups(self.model, c.weight_decay, (*MASK_TOKENS, *NO_WEIGHT_DECAY))
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps)
-        )
+        self.scheduler = warmup_cosine_schedule(self.optimizer, self.warmup, self.total_steps)
         self.rank_images: torch.Tensor | None = None  # the collapse diagnostic's fixed batch, drawn when first used
         self.step, self.data_position, self.last_loss = 0, 0, None
         self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
