@@ -24,7 +24,7 @@ from nnunetv2_vismae.flags import (  # noqa: E402
 from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE  # noqa: E402
 from pretrain.config import PROG  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
-from pretrain.families import FAMILIES  # noqa: E402
+from pretrain.families import DEFAULT_FAMILY, FAMILIES  # noqa: E402
 from pretrain.image_flags import add_image_file_arguments, validate_image_file_arguments  # noqa: E402
 
 
@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--family",
         dest="family",
         choices=sorted(FAMILIES),
-        default="swin",
+        default=DEFAULT_FAMILY,
         help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
-        "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).",
+        f"2D network, built from the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
     )
     for family in FAMILIES.values():
         family.options_type.add_arguments(p)
