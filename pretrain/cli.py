@@ -21,11 +21,11 @@ from nnunetv2_vismae.flags import (  # noqa: E402
     positive_float,
     positive_int,
 )
+from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE  # noqa: E402
+from pretrain.config import PROG  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
-from pretrain.families import FAMILIES  # noqa: E402
+from pretrain.families import DEFAULT_FAMILY, FAMILIES  # noqa: E402
 from pretrain.image_flags import add_image_file_arguments, validate_image_file_arguments  # noqa: E402
-
-PROG = "nnUNetv2_vismae_pretrain"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
-            "Writes -o/encoder.safetensors (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
-            "trainers load), state.pt (resumable: rerun the same command to continue), log.csv, loss.png\n"
+            f"Writes -o/{ENCODER_FILE} (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
+            f"trainers load), {STATE_FILE} (resumable: rerun the same command to continue), log.csv, loss.png\n"
             "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
             "-o must then be on a file system all nodes share."
         ),
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--accept-changed-data",
         action="store_true",
-        help="resume although the data changed since state.pt was saved (files added or removed, a pack "
+        help=f"resume although the data changed since {STATE_FILE} was saved (files added or removed, a pack "
         "packed again): the run goes on over the data of now; without it such a resume stops.",
     )
     data.add_argument(
@@ -91,16 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p.add_argument(
-        "-o", required=True, metavar="DIR", help="output folder (created; resumed from if it holds state.pt)."
+        "-o", required=True, metavar="DIR", help=f"output folder (created; resumed from if it holds {STATE_FILE})."
     )
     p.add_argument(
         "--encoder",
         "--family",
         dest="family",
         choices=sorted(FAMILIES),
-        default="swin",
+        default=DEFAULT_FAMILY,
         help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
-        "2D network, built from the plans of the first -d dataset, -p/-c) (default swin).",
+        f"2D network, built from the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
     )
     for family in FAMILIES.values():
         family.options_type.add_arguments(p)
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-every",
         type=positive_int,
         default=500,
-        help="write state.pt and encoder.safetensors every N steps "
+        help=f"write {STATE_FILE} and {ENCODER_FILE} every N steps "
         "(default 500; also at the end and on SIGTERM/SIGINT).",
     )
     t.add_argument(

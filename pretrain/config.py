@@ -15,6 +15,8 @@ from pretrain.families import FAMILIES
 from pretrain.families.base import FamilyOptions
 from pretrain.image_flags import normalization_from_args
 
+PROG = "nnUNetv2_vismae_pretrain"  # the command that makes a config; also the owner named in the output folder's lock
+
 
 @dataclass(frozen=True)
 class PretrainConfig:

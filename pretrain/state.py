@@ -11,9 +11,7 @@ from nnunetv2_vismae.checkpoint import CheckpointError, state
 from nnunetv2_vismae.checkpoint.state import save_state
 from pretrain.errors import PretrainUserError
 
-STATE_FILE = "state.pt"
-
-__all__ = ["STATE_FILE", "load_state", "save_state"]
+__all__ = ["load_state", "save_state"]
 
 
 def load_state(path: str) -> dict:

@@ -6,7 +6,8 @@
 after-step hooks (log and progress bar, previews, saving) until ``--steps`` optimizer steps, a
 signal (SIGTERM/SIGINT: save, then stop) or, for tests, ``stop_after`` steps; then it checks that
 ``encoder.safetensors`` holds the encoder of the saved state and releases the folder. Only rank 0
-writes files. ``pretrain.speed`` times the same ``train_step``.
+writes files; what the files are and how a resume is checked lives in ``pretrain.checkpointing``.
+``pretrain.speed`` times the same ``train_step``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -30,40 +30,32 @@ from tqdm import tqdm
 from nnunetv2_vismae.device import fused_adamw, native_bf16
 from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.io.lock import claim_output_folder
-from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY
-from pretrain.cli import PROG
+from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY, weight_decay_groups
+from nnunetv2_vismae.optim.schedules import warmup_cosine_schedule
+from pretrain.checkpointing import RunCheckpoints, check_resumable, stop_unless_finite
 from pretrain.collapse import RANK_IMAGES, stage_ranks
-from pretrain.config import PretrainConfig
+from pretrain.config import PROG, PretrainConfig
 from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
-from pretrain.data.fingerprint import corpus_change, corpus_fingerprint
+from pretrain.data.fingerprint import corpus_fingerprint
 from pretrain.data.pack import PackSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
 from pretrain.monitor import Progress, plot_loss, save_preview
 from pretrain.runtime import Runtime, setup_runtime
-from pretrain.state import STATE_FILE, load_state, save_state
 
-ENCODER_FILE = "encoder.safetensors"
 UNUSABLE_FILE = "unusable_files.json"
 PREVIEW_SAMPLES = 4  # reconstructed for a preview, not the whole batch: the other ranks wait meanwhile
 PREVIEWS = "previews"  # the one subfolder of -o a run writes
+MASK_TOKENS = ("mask_token", "*mask_tokens.*")  # learned fillers of the holes, not weights to shrink
 
 
 def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
     """``--lr`` if given, else ``--blr * effective_batch / 256`` (MAE's linear scaling rule)."""
     return config.lr if config.lr is not None else config.blr * effective_batch / 256
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over ``warmup`` steps, then half-cosine to zero at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
@@ -109,20 +101,6 @@ class StepOutcome:
     pred: torch.Tensor
 
 
-def _with_canonical_encoder_config(settings: dict) -> dict:
-    """Settings with their encoder config in today's canonical form, so that a state saved before an
-    entry was added to the config (the shift rule, the final norm) compares by the entry's default,
-    which means what that run computed. A config its family refuses stays as it is."""
-    from nnunetv2_vismae.checkpoint import CheckpointError
-    from nnunetv2_vismae.checkpoint.families import ConfigProblems, get_family
-
-    try:
-        config = get_family(settings.get("family")).validated_config(settings["encoder_config"])
-    except (CheckpointError, ConfigProblems, KeyError):
-        return settings
-    return {**settings, "encoder_config": config}
-
-
 class Pretrainer:
     def __init__(self, config: PretrainConfig | argparse.Namespace, runtime: Runtime | None = None):
         """From ``config``, or from the parsed flags of ``nnUNetv2_vismae_pretrain`` made into one."""
@@ -155,13 +133,30 @@ class Pretrainer:
             self.lock.release()
 
     def _build(self) -> "Pretrainer":
-        c, rt = self.config, self.runtime
-        self.precision = rt.resolve_precision(c.precision)
+        """Data, schedule, model and optimizer, the saved state if any, then what the steps run."""
+        rt = self.runtime
+        self.precision = rt.resolve_precision(self.config.precision)
         if rt.is_main and self.precision == "bf16" and not native_bf16(rt.device):
             print(
                 "Note: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 autocast is emulated and much slower "
                 "here than --precision fp32."
             )
+        self._build_data()
+        self._build_schedule()
+        self._build_model()
+        self.rank_images: torch.Tensor | None = None  # the collapse diagnostic's fixed batch, drawn when first used
+        self.step, self.data_position, self.last_loss = 0, 0, None
+        self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
+        self.checkpoints = RunCheckpoints(self.out, rt)
+        state = self.checkpoints.agreed_state()
+        if state is not None:
+            self._resume(state)
+        self._build_steps()
+        return self
+
+    def _build_data(self) -> None:
+        """The sources (their unusable files checked), the corpus' fingerprint, the patch stream, the family."""
+        c, rt = self.config, self.runtime
         self.sources = build_sources(c, rt)
         self.unusable = UnusableFiles.from_sources(
             self.sources, c.max_unusable, announce=tqdm.write if rt.is_main else lambda _: None
@@ -175,29 +170,31 @@ class Pretrainer:
         self.family = FAMILIES[c.family](c.family_options, in_channels)
         self.family.validate(c.patch_size)
 
-        self.effective_batch = c.batch_size * c.accum * rt.world_size
+    def _build_schedule(self) -> None:
+        """Effective batch, total and warmup steps, and the learning rate."""
+        c = self.config
+        self.effective_batch = c.batch_size * c.accum * self.runtime.world_size
         corpus = sum(len(s) for s in self.sources)
         self.total_steps = c.steps if c.epochs is None else max(1, math.ceil(c.epochs * corpus / self.effective_batch))
         self.warmup = c.warmup_steps if c.warmup_steps is not None else max(1, self.total_steps // 80)
         self.lr = scaled_lr(c, self.effective_batch)
 
+    def _build_model(self) -> None:
+        """The family's MAE (the same initial weights on every rank), checked to be fine-tunable, its
+        optimizer and schedule."""
+        c, rt = self.config, self.runtime
         torch.manual_seed(c.seed)  # identical initial weights on every rank
         self.model = self.family.build_model().to(rt.device)
         with tempfile.TemporaryDirectory() as tmp:  # before the first step: the encoder must be usable
             self.family.check_fine_tunable(self.model, tmp, self.checkpoint_metadata(0, None))
-        groups = param_groups_weight_decay(
-            self.model, c.weight_decay, ("mask_token", "*mask_tokens.*", *NO_WEIGHT_DECAY)
-        )
+        groups = weight_decay_groups(self.model, c.weight_decay, (*MASK_TOKENS, *NO_WEIGHT_DECAY))
         self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95), fused=fused_adamw(rt.device))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.warmup, self.total_steps)
-        )
-        self.rank_images: torch.Tensor | None = None  # the collapse diagnostic's fixed batch, drawn when first used
-        self.step, self.data_position, self.last_loss = 0, 0, None
-        self.bad_steps, self.skipped_steps = 0, 0  # non-finite losses: in a row, in total
-        state = self._agreed_state(os.path.join(self.out, STATE_FILE))
-        if state is not None:
-            self._resume(state, os.path.join(self.out, STATE_FILE))
+        self.scheduler = warmup_cosine_schedule(self.optimizer, self.warmup, self.total_steps)
+
+    def _build_steps(self) -> None:
+        """What the steps run: the model, wrapped in DDP and compiled as asked, and the data loader from the
+        run's data position."""
+        c, rt = self.config, self.runtime
         self.ddp = (
             DistributedDataParallel(
                 self.model,
@@ -221,45 +218,12 @@ class Pretrainer:
             drop_last=True,
             worker_init_fn=_ignore_stop_signals,
         )
-        return self
 
-    def _agreed_state(self, path: str) -> dict | None:
-        """The state in ``path`` (None: a new run) once every rank has read the same one; otherwise every
-        rank stops with one sentence (an -o that is not one shared folder), none continues alone."""
-        state, error = None, None
-        if os.path.isfile(path):
-            try:
-                state = load_state(path)
-            except PretrainUserError as e:
-                error = e
-        self.runtime.stop_together(error)
-        seen = None if state is None else [state["step"], state["data_position"], state.get("last_loss")]
-        views = self.runtime.gather(seen)
-        if any(v != views[0] for v in views):
-            described = ", ".join(
-                f"rank {r}: " + ("none" if v is None else f"step {v[0]}") for r, v in enumerate(views)
-            )
-            raise PretrainUserError(
-                f"The ranks see different {STATE_FILE} files in {self.out} ({described}); -o must be one "
-                "folder that every rank (every node) shares."
-            )
-        return state
-
-    def _resume(self, state: dict, path: str) -> None:
-        settings = _with_canonical_encoder_config(self.family.settings())
-        saved = _with_canonical_encoder_config(state.get("settings") or {})
-        if saved != settings:
-            changed = {k: saved.get(k) for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)}
-            raise PretrainUserError(
-                f"{path} was written with different model settings ({changed}); "
-                "rerun with the original flags or use a new output folder."
-            )
-        self._check_corpus(state, path)
-        if state["world_batch"] != self._world_batch():
-            print(
-                f"Note: batch size/accumulation/world size changed since {path}; the data stream continues "
-                "from its position but is not the one of the original run."
-            )
+    def _resume(self, state: dict) -> None:
+        """Continue from ``state``, which this run may resume (``check_resumable``); rank 0 makes the encoder
+        checkpoint that of the state's step."""
+        path = self.checkpoints.state_path
+        check_resumable(state, path, self._identity(), self.config.accept_changed_data, self.runtime.is_main)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -270,24 +234,13 @@ class Pretrainer:
             print(f"Resuming from {path} at step {self.step}.")
             if self.ensure_encoder():  # a run stopped between writing the state and the encoder
                 print(
-                    f"Wrote {os.path.join(self.out, ENCODER_FILE)} again from {path}: it did not hold "
+                    f"Wrote {self.checkpoints.encoder_path} again from {path}: it did not hold "
                     f"the encoder of step {self.step}."
                 )
 
-    def _check_corpus(self, state: dict, path: str) -> None:
-        """Stop a resume over other data than the state's (one sentence) unless --accept-changed-data.
-        A state of a version that did not record its data is not checked."""
-        change = corpus_change(state["corpus"], self.corpus) if "corpus" in state else None
-        if change is None:
-            return
-        what = f"data changed since {path} was saved ({change})"
-        if not self.config.accept_changed_data:
-            raise PretrainUserError(
-                f"The {what}; rerun with the data of then, use a new -o, or add --accept-changed-data to go on "
-                "with the data of now."
-            )
-        if self.runtime.is_main:
-            print(f"Note: the {what}; going on with the data of now (--accept-changed-data).")
+    def _identity(self) -> dict:
+        """What a saved state must share with the run that resumes it (``check_resumable``)."""
+        return {"settings": self.family.settings(), "corpus": self.corpus, "world_batch": self._world_batch()}
 
     def _world_batch(self) -> list[int]:
         """What the data stream of a run depends on: batch size, accumulation, world size."""
@@ -325,74 +278,42 @@ class Pretrainer:
             meta["spacing"] = nnunet[0]["spacing"]
         return meta
 
-    def export_encoder(self) -> None:
-        """Write ``encoder.safetensors`` (atomically) from the model as it is."""
-        from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
-
-        # a full disk is a CheckpointError, which the command reports as one sentence
-        save_encoder_checkpoint(
-            os.path.join(self.out, ENCODER_FILE),
-            self.family.encoder_tensors(self.model),
-            self.checkpoint_metadata(self.step, self.last_loss),
-        )
-
-    def encoder_is_current(self) -> bool:
-        """Whether ``encoder.safetensors`` exists and holds this model's encoder at this step."""
-        from nnunetv2_vismae.checkpoint import CheckpointError, read_encoder_checkpoint, tensors_content_hash
-
-        try:
-            checkpoint = read_encoder_checkpoint(os.path.join(self.out, ENCODER_FILE))
-        except CheckpointError:
-            return False
-        return checkpoint.metadata.get("steps") == self.step and checkpoint.content_hash == tensors_content_hash(
-            self.family.encoder_tensors(self.model)
-        )
-
     def ensure_encoder(self) -> bool:
-        """Make ``encoder.safetensors`` the encoder of this step, verified by reading it back;
-        whether it had to be written."""
-        if self.encoder_is_current():
-            return False
-        self.export_encoder()
-        if not self.encoder_is_current():
-            raise PretrainUserError(
-                f"{os.path.join(self.out, ENCODER_FILE)} does not read back as the encoder of "
-                f"step {self.step} after writing it; check the file system of {self.out}."
-            )
-        return True
+        """Make the encoder checkpoint the encoder of this step, verified by reading it back; whether it had
+        to be written."""
+        return self.checkpoints.ensure_encoder(*self._encoder_checkpoint())
+
+    def _encoder_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The tensors and metadata of the encoder checkpoint of this step."""
+        return self.family.encoder_tensors(self.model), self.checkpoint_metadata(self.step, self.last_loss)
 
     def save(self) -> None:
         """Every rank: stop if the weights of any rank are not finite; rank 0: ``state.pt`` (atomic),
         ``encoder.safetensors``, ``loss.png``. The other ranks go on to the next step meanwhile."""
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-        (non_finite_ranks,) = self.runtime.all_reduce_sum((~finite).double().reshape(1))
-        if non_finite_ranks:
-            raise PretrainUserError(
-                f"The weights are no longer finite at step {self.step}; nothing was written, "
-                "the last saved state is intact; lower the learning rate or use --precision fp32."
-            )
+        stop_unless_finite(self.model, self.runtime, self.step)
         if not self.runtime.is_main:
             return
-        save_state(
-            os.path.join(self.out, STATE_FILE),
-            {
-                "settings": self.family.settings(),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "step": self.step,
-                "data_position": self.data_position,
-                "last_loss": self.last_loss,
-                "skipped_steps": self.skipped_steps,
-                "seed": self.config.seed,
-                "world_batch": self._world_batch(),
-                "corpus": self.corpus,
-            },
-        )
-        self.export_encoder()
+        self.checkpoints.write_state(self._state())
+        self.checkpoints.write_encoder(*self._encoder_checkpoint())
         plot_loss(os.path.join(self.out, "log.csv"), os.path.join(self.out, "loss.png"))
         if self.unusable.entries:
             self.unusable.write(os.path.join(self.out, UNUSABLE_FILE))
+
+    def _state(self) -> dict:
+        """The full training state that ``state.pt`` keeps."""
+        return {
+            "settings": self.family.settings(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "data_position": self.data_position,
+            "last_loss": self.last_loss,
+            "skipped_steps": self.skipped_steps,
+            "seed": self.config.seed,
+            "world_batch": self._world_batch(),
+            "corpus": self.corpus,
+        }
 
     def _check_unusable_files(self, other_rank_stops: bool = False) -> None:
         """Stop the run (PretrainUserError) when too many files are unusable, after listing them
@@ -563,7 +484,7 @@ class Pretrainer:
             tqdm.write(f"Received signal {signum}: saving the state after this step, then stopping.")
 
     def _report(self) -> None:
-        where = os.path.join(self.out, ENCODER_FILE)
+        where = self.checkpoints.encoder_path
         if self.unusable.entries:
             print(f"{self.unusable.describe()}; skipped (listed in {os.path.join(self.out, UNUSABLE_FILE)}).")
         if self.stop_signal is not None:

@@ -49,11 +49,11 @@ from nnunetv2_vismae.classification.model import (
 from nnunetv2_vismae.device import resolve_device
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.lock import claim_output_folder
+from nnunetv2_vismae.io.run_files import STATE_FILE
 from nnunetv2_vismae.optim.parameter_groups import param_groups
 from nnunetv2_vismae.optim.schedules import WarmupPolyLRScheduler
 
 COMMAND = "nnUNetv2_vismae_classify train"
-STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 MODES = ("finetune", "linear")
 DEFAULT_LR = {"finetune": 5e-4, "linear": 5e-3}

@@ -23,6 +23,7 @@ from nnunetv2_vismae.benchmark import style_report
 from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
 from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
+from nnunetv2_vismae.io.run_files import ENCODER_FILE
 from nnunetv2_vismae.phantoms.generator import STYLES, UNLABELED_FOLDER, generate_dataset
 
 DATASET_ID = 800
@@ -193,7 +194,7 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         "--arms",
         *size.arms,
         "--pretrained",
-        str(pretrain_dir / "encoder.safetensors"),
+        str(pretrain_dir / ENCODER_FILE),
         "--epochs",
         str(size.epochs),
         "--iters",

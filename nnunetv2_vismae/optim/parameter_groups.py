@@ -1,8 +1,8 @@
 """Optimizer parameter groups: which tensors decay, and layer-wise lr decay over a Swin encoder.
 
-Weight decay follows timm's rule (``timm.optim.param_groups_weight_decay``, which pretraining
-calls with ``NO_WEIGHT_DECAY``): none for 1-D tensors (norms, biases), ``*.bias`` and the names
-``NO_WEIGHT_DECAY`` matches. Layer-wise decay follows BEiT as timm's ``param_groups_layer_decay``
+Weight decay follows timm's rule (``timm.optim.param_groups_weight_decay``, whose two groups
+pretraining takes from ``weight_decay_groups``): none for 1-D tensors (norms, biases), ``*.bias`` and
+the names ``NO_WEIGHT_DECAY`` matches. Layer-wise decay follows BEiT as timm's ``param_groups_layer_decay``
 does, with the layers of timm's Swin ``group_matcher``; timm's function itself does not fit, as it
 needs the matcher on the whole network and cannot mark the encoder's groups, which the sawtooth
 schedule holds at lr 0.
@@ -20,9 +20,23 @@ from torch import nn
 NO_WEIGHT_DECAY = ("*relative_position_bias_table",)
 
 
-def decays(name: str, param: torch.Tensor) -> bool:
-    """Whether weight decay applies to ``param``, by timm's rule with ``NO_WEIGHT_DECAY``."""
-    return not (param.ndim <= 1 or name.endswith(".bias") or any(fnmatch(name, p) for p in NO_WEIGHT_DECAY))
+def decays(name: str, param: torch.Tensor, no_weight_decay: tuple[str, ...] = NO_WEIGHT_DECAY) -> bool:
+    """Whether weight decay applies to ``param``, by timm's rule with the name patterns ``no_weight_decay``."""
+    return not (param.ndim <= 1 or name.endswith(".bias") or any(fnmatch(name, p) for p in no_weight_decay))
+
+
+def weight_decay_groups(
+    network: nn.Module, weight_decay: float, no_weight_decay: tuple[str, ...] = NO_WEIGHT_DECAY
+) -> list[dict]:
+    """Two groups as timm's ``param_groups_weight_decay`` makes them: the tensors without weight decay, then
+    those with, each in the network's order; tensors that do not train, and an empty group, are left out."""
+    groups = {False: [], True: []}
+    for name, param in network.named_parameters():
+        if param.requires_grad:
+            groups[decays(name, param, no_weight_decay)].append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0} for decay, params in groups.items() if params
+    ]
 
 
 def encoder_layer_ids(network: nn.Module) -> dict[str, int]:

@@ -1,8 +1,26 @@
-"""Learning-rate schedules stepped per epoch, with nnU-Net's ``step(current_epoch)`` interface."""
+"""Learning-rate schedules: fine-tuning's, stepped per epoch with nnU-Net's ``step(current_epoch)``
+interface, and pretraining's warmup and cosine, stepped per optimizer step."""
 
 from __future__ import annotations
 
-from torch.optim.lr_scheduler import _LRScheduler
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, _LRScheduler
+
+
+def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, then half-cosine to zero at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def warmup_cosine_schedule(optimizer: Optimizer, warmup: int, total: int) -> LambdaLR:
+    """Pretraining's schedule of the base lr (``warmup_cosine_factor``). A plain function as the lambda keeps
+    the scheduler's state dict as states saved before hold it."""
+    return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup, total))
 
 
 class WarmupPolyLRScheduler(_LRScheduler):

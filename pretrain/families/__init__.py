@@ -1,9 +1,10 @@
 """Encoder families of the pretraining stage, by ``--encoder`` (alias ``--family``) name."""
 
-from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
+from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
 from pretrain.families.cnn import CnnFamily
 from pretrain.families.swin import SwinFamily
 
-FAMILIES: dict[str, type[EncoderFamily]] = {SwinFamily.name: SwinFamily, CnnFamily.name: CnnFamily}
+FAMILIES: dict[str, type[PretrainingFamily]] = {SwinFamily.name: SwinFamily, CnnFamily.name: CnnFamily}
+DEFAULT_FAMILY = SwinFamily.name  # VIS-MAE's
 
-__all__ = ["FAMILIES", "CnnFamily", "EncoderFamily", "FamilyOptions", "MAEModel", "SwinFamily"]
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "CnnFamily", "FamilyOptions", "MAEModel", "PretrainingFamily", "SwinFamily"]

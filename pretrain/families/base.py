@@ -25,7 +25,7 @@ class MAEModel(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, imgs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """imgs B x C x H x W, mask from ``EncoderFamily.make_mask`` -> (scalar loss, prediction)."""
+        """imgs B x C x H x W, mask from ``PretrainingFamily.make_mask`` -> (scalar loss, prediction)."""
 
     @abstractmethod
     def reconstruct(
@@ -48,7 +48,7 @@ class FamilyOptions(ABC):
         return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
 
 
-class EncoderFamily(ABC):
+class PretrainingFamily(ABC):
     """One encoder family of the pretraining stage, built from its options."""
 
     name: ClassVar[str] = ""

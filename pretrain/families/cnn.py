@@ -23,7 +23,7 @@ from torch import nn
 
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from pretrain.errors import PretrainUserError
-from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
+from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
 from pretrain.masking import window_mask
 
 
@@ -219,7 +219,7 @@ def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
     return architecture, plans_file
 
 
-class CnnFamily(EncoderFamily):
+class CnnFamily(PretrainingFamily):
     name = "cnn"
     options_type = CnnOptions
     options: CnnOptions

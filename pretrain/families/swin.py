@@ -20,7 +20,7 @@ from nnunetv2_vismae.architectures.swin_block import decoder_stage
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 from nnunetv2_vismae.flags import positive_int
 from pretrain.errors import PretrainUserError
-from pretrain.families.base import EncoderFamily, FamilyOptions, MAEModel
+from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
 from pretrain.masking import window_mask
 
 DECODERS = ("swin", "light")
@@ -219,7 +219,7 @@ class SwinOptions(FamilyOptions):
 
 
 # ------------------------------------------------------------------------------------ family
-class SwinFamily(EncoderFamily):
+class SwinFamily(PretrainingFamily):
     name = "swin"
     options_type = SwinOptions
     options: SwinOptions

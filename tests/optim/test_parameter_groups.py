@@ -5,7 +5,13 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 from nnunetv2_vismae.architectures import SwinUNet
-from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY, decays, encoder_layer_ids, param_groups
+from nnunetv2_vismae.optim.parameter_groups import (
+    NO_WEIGHT_DECAY,
+    decays,
+    encoder_layer_ids,
+    param_groups,
+    weight_decay_groups,
+)
 
 DEPTHS = (1, 2, 1, 1)
 
@@ -35,7 +41,7 @@ def test_norms_biases_and_position_tables_skip_weight_decay():
 
 
 def test_weight_decay_is_timms_rule(network):
-    """Pretraining calls timm's param_groups_weight_decay with NO_WEIGHT_DECAY: the same tensors decay."""
+    """``decays`` is the rule of timm's param_groups_weight_decay with NO_WEIGHT_DECAY: the same tensors decay."""
     timm_decayed = {
         id(p)
         for g in param_groups_weight_decay(network, 0.05, NO_WEIGHT_DECAY)
@@ -43,6 +49,20 @@ def test_weight_decay_is_timms_rule(network):
         for p in g["params"]
     }
     assert timm_decayed == {id(p) for n, p in network.named_parameters() if decays(n, p)}
+
+
+def test_pretrainings_weight_decay_groups_are_timms(network):
+    """The same groups, tensors and order as timm's param_groups_weight_decay, which pretraining called before."""
+    network.encoder.patch_embed.requires_grad_(False)
+    try:
+        ours, timms = (
+            f(network, 0.05, ("*norm*", *NO_WEIGHT_DECAY)) for f in (weight_decay_groups, param_groups_weight_decay)
+        )
+        assert [(g["weight_decay"], [id(p) for p in g["params"]]) for g in ours] == [
+            (g["weight_decay"], [id(p) for p in g["params"]]) for g in timms
+        ]
+    finally:
+        network.encoder.patch_embed.requires_grad_(True)
 
 
 def test_groups_without_layer_decay_split_encoder_and_decay_only(network):

@@ -220,7 +220,8 @@ def test_a_finished_run_verifies_its_encoder_before_it_reports_success(png_folde
     trainer = Pretrainer(
         parse([*FAST, "-i", png_folder, "-o", str(tmp_path / "run"), "--steps", "1"]), setup_runtime("cpu")
     ).setup()
-    monkeypatch.setattr(trainer, "export_encoder", lambda: None)  # a write that 'succeeds' and leaves nothing
+    # a write that 'succeeds' and leaves nothing
+    monkeypatch.setattr(trainer.checkpoints, "write_encoder", lambda *args: None)
     with pytest.raises(PretrainUserError, match=r"encoder.safetensors does not read back as the encoder of step 1"):
         trainer.train()
 
