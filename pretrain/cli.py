@@ -21,6 +21,7 @@ from nnunetv2_vismae.flags import (  # noqa: E402
     positive_float,
     positive_int,
 )
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D  # noqa: E402
 from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE  # noqa: E402
 from pretrain.config import PROG  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="nnU-Net preprocessed dataset ids or names (needs nnUNet_preprocessed); random 2D "
         "patches of the preprocessed, already normalized data, as fine-tuning sees them.",
     )
-    data.add_argument("-c", default="2d", help="nnU-Net configuration of -d (default 2d).")
+    data.add_argument("-c", default=CONFIGURATION_2D, help=f"nnU-Net configuration of -d (default {CONFIGURATION_2D}).")
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
     add_image_file_arguments(data)
     data.add_argument(

@@ -1,5 +1,8 @@
 """Every stage that depends on the encoder family looks it up in its own registry, keyed by the same
-family names (docs/architecture.md): the registries must agree."""
+family names (docs/architecture.md): the registries must agree, and nothing else names a family."""
+
+import ast
+from pathlib import Path
 
 from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.checkpoint.families import FAMILIES as CHECKPOINT_FAMILIES
@@ -28,3 +31,42 @@ def test_each_family_has_a_pretrained_arm_with_the_planned_trainer_and_a_twin_of
 
 def test_plans_without_a_checkpoint_are_those_of_a_family_that_needs_none():
     assert not PLANNING[FAMILY_WITHOUT_CHECKPOINT].needs_checkpoint
+
+
+REGISTRIES = {  # the files that may name a family (relative to the repository)
+    "nnunetv2_vismae/checkpoint/families.py",
+    "nnunetv2_vismae/planning/families.py",
+    "nnunetv2_vismae/benchmark/arms.py",
+    "nnunetv2_vismae/classification/model.py",
+    "pretrain/families/swin.py",
+    "pretrain/families/cnn.py",
+}
+
+
+def family_names_outside_the_registries(root: Path) -> list[str]:
+    """``file:line`` of every string constant that is a family name, outside the registries; a constant
+    assigned to a ``*_DECODER`` name is a decoder's name, which happens to be a family's too."""
+    found = []
+    for path in sorted([*root.glob("nnunetv2_vismae/**/*.py"), *root.glob("pretrain/**/*.py")]):
+        if path.relative_to(root).as_posix() in REGISTRIES:
+            continue
+        tree = ast.parse(path.read_text())
+        decoders = {
+            id(node)
+            for statement in ast.walk(tree)
+            if isinstance(statement, ast.Assign)
+            and all(
+                name.id.endswith("_DECODER") for name in ast.walk(statement.targets[0]) if isinstance(name, ast.Name)
+            )
+            for node in ast.walk(statement.value)
+        }
+        found += [
+            f"{path.relative_to(root)}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in CHECKPOINT_FAMILIES and id(node) not in decoders
+        ]
+    return found
+
+
+def test_no_code_outside_the_registries_names_a_family():
+    assert family_names_outside_the_registries(Path(__file__).resolve().parents[1]) == []

@@ -8,7 +8,8 @@ from dynamic_network_architectures.architectures.abstract_arch import AbstractDy
 from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS, ConvDecoder, SwinDecoder
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 
-DECODERS = ("conv", "swin")
+CONV_DECODER, SWIN_DECODER = "conv", "swin"  # the decoders plans may name (not encoder families)
+DECODERS = (CONV_DECODER, SWIN_DECODER)
 
 
 class SwinUNet(AbstractDynamicNetworkArchitectures):
@@ -40,7 +41,7 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
         config = SwinEncoderConfig.from_json({**(encoder or {}), "in_channels": input_channels})
         self.encoder = SwinEncoder.from_config(config)
         self.decoder_name = decoder
-        if decoder == "swin":
+        if decoder == SWIN_DECODER:
             self.decoder = SwinDecoder(
                 config.stage_dims,
                 config.depths,
@@ -67,11 +68,11 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
     @staticmethod
     def output_strides(config: SwinEncoderConfig, decoder: str) -> list[list[int]]:
         """Per-stage strides in nnU-Net's ``strides`` convention (first is [1, 1])."""
-        decoder_class = SwinDecoder if decoder == "swin" else ConvDecoder
+        decoder_class = SwinDecoder if decoder == SWIN_DECODER else ConvDecoder
         return decoder_class.output_strides(config.patch_size, len(config.depths))
 
     def forward(self, x: torch.Tensor):
         features = self.encoder(x)
-        if self.decoder_name == "swin":
+        if self.decoder_name == SWIN_DECODER:
             return self.decoder(features)
         return self.decoder(x, features)

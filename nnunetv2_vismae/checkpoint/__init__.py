@@ -2,9 +2,10 @@
 
 from nnunetv2_vismae.checkpoint import (CheckpointError, save_encoder_checkpoint,
     read_encoder_checkpoint, checkpoint_content_hash, verify_checkpoint, load_encoder_into)
+from nnunetv2_vismae.checkpoint.families import SWIN
 
 h = save_encoder_checkpoint("enc.safetensors", encoder.state_dict(),
-                            {"family": "swin", "encoder_config": encoder.config.to_json(),
+                            {"family": SWIN.name, "encoder_config": encoder.config.to_json(),
                              "normalization": {"scheme": "zscore"}, "steps": 1000})
 ckpt = verify_checkpoint("enc.safetensors", h)      # or read_encoder_checkpoint(path)
 report = load_encoder_into(network, ckpt)          # network.key_to_encoder == "encoder"

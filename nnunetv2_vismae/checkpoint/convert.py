@@ -130,10 +130,10 @@ def read_foreign_encoder(src: Path, source: str, where: str) -> ForeignEncoder:
 def check_shapes(encoder: ForeignEncoder, where: str) -> None:
     """The format's check that the tensors are exactly the encoder's names and shapes; it reads shapes
     only, so it runs before any value is copied."""
-    from .families import get_family
+    from .families import SWIN
     from .format import check_tensor_set
 
-    check_tensor_set(get_family("swin"), encoder.config, encoder.mapped.tensors, where)
+    check_tensor_set(SWIN, encoder.config, encoder.mapped.tensors, where)
 
 
 def fold_stem(tensors: dict, config: dict, in_channels: int) -> str:
@@ -174,8 +174,10 @@ def conversion_metadata(src: Path, encoder: ForeignEncoder, source_channels: int
         "dropped": mapped.dropped,
         **encoder.foreign.extras,
     }
+    from .families import SWIN  # every foreign layout holds a Swin encoder
+
     return {
-        "family": "swin",
+        "family": SWIN.name,
         "encoder_config": encoder.config,
         "normalization": imagenet_normalization(encoder.layout, source_channels, encoder.config["in_channels"]),
         "converted_from": record,

@@ -286,7 +286,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         fail(f"its blocks use different mlp ratios {sorted(ratios)}")
     from nnunetv2_vismae.architectures.swin_encoder import SwinEncoderConfig
 
-    from .families import ConfigProblems, get_family
+    from .families import SWIN, ConfigProblems
 
     config = SwinEncoderConfig(
         in_channels=int(in_chans),
@@ -299,7 +299,7 @@ def derive_swin_config(tensors: Mapping[str, torch.Tensor], where: str = "The in
         final_norm="norm.weight" in tensors or "norm.bias" in tensors,
     ).to_json()
     try:  # the bounds every checkpoint is held to, before a model is built from it
-        return get_family("swin").validated_config(config)
+        return SWIN.validated_config(config)
     except ConfigProblems as e:
         fail(f"its tensors imply an encoder config outside the checkpoint schema: {str(e).rstrip('.')}")
 

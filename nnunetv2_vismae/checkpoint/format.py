@@ -5,7 +5,7 @@ One safetensors file with the encoder (and stem) tensors, named exactly as in th
 
     format          "nnunetv2_vismae.encoder"
     format_version  1
-    family          "swin" (see ``families.py``)
+    family          the name of a family registered in ``families.py``
     encoder_config  the family's config (swin: ``SwinEncoderConfig.to_json()``)
     normalization   {"scheme": "zscore"}, {"scheme": "ct", "ct_clip": [lo, hi], "ct_stats": [mean, std]},
                     ... (``schema.NORMALIZATION_SCHEMES``), optionally with "per_source": [one per source]

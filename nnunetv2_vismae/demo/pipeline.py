@@ -19,10 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nnunetv2_vismae.benchmark import arms as benchmark_arms
 from nnunetv2_vismae.benchmark import style_report
 from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
-from nnunetv2_vismae.io.nnunet import command_environment, make_folders, run_logged
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, command_environment, make_folders, run_logged
 from nnunetv2_vismae.io.run_files import ENCODER_FILE
 from nnunetv2_vismae.phantoms.generator import STYLES, UNLABELED_FOLDER, generate_dataset
 
@@ -222,17 +223,21 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         ),
         # one process each for nnU-Net's fingerprint and preprocessing: its default of 8 spawned fingerprint
         # workers took 51 s instead of 29 s on a 2-core CPU for 8 small images (their imports, not the work)
-        ("preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"]),
+        (
+            "preprocess",
+            ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", CONFIGURATION_2D, "-np", "1", "-npfp", "1"],
+        ),
         ("pretrain", ["nnUNetv2_vismae_pretrain", "-o", str(pretrain_dir), *size.encoder, *pretraining]),
     ]
-    if "cnn-mae" in size.arms:
+    cnn = benchmark_arms.ARMS["cnn-mae"]  # pretrained from the cnn family's own checkpoint
+    if cnn.name in size.arms:
         plan.append(
             (
                 "pretrain_cnn",
                 [
                     "nnUNetv2_vismae_pretrain",
                     "--encoder",
-                    "cnn",
+                    cnn.family,
                     "--plans-of",
                     str(DATASET_ID),
                     "-o",
@@ -243,7 +248,7 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
                 ],
             )
         )
-        benchmark += ["--pretrained-cnn", str(pretrain_cnn_dir / "encoder.safetensors")]
+        benchmark.insert(benchmark.index("--pretrained") + 2, str(pretrain_cnn_dir / ENCODER_FILE))
     plan.append((size.name, benchmark))
     if size.test:
         styles = partial(report_styles, out / size.name, raw / "phantoms.json", out / "logs" / "styles.log")

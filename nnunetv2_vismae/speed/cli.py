@@ -47,14 +47,14 @@ from nnunetv2_vismae.speed.timing import (
     warm_up,
 )
 
-# VIS-MAE's recipe, and the pretraining command's defaults (no model flags)
+# VIS-MAE's recipe (with the command's default decoder, VIS-MAE's), and the pretraining command's defaults
 PRETRAIN_CONFIGS = {
-    "vismae_224_b8": ["--patch-size", "224", "--batch-size", "8", "--mask-ratio", "0.75", "--decoder", "swin"],
+    "vismae_224_b8": ["--patch-size", "224", "--batch-size", "8", "--mask-ratio", "0.75"],
     "default": [],
 }
 # on CUDA also a batch that keeps a large GPU busy (batch 8 or 32 leaves an H200 mostly idle)
 GPU_PRETRAIN_CONFIGS = {
-    "gpu_224_b256": ["--patch-size", "224", "--batch-size", "256", "--mask-ratio", "0.75", "--decoder", "swin"],
+    "gpu_224_b256": ["--patch-size", "224", "--batch-size", "256", "--mask-ratio", "0.75"],
 }
 # on a CPU two timed steps of the defaults' batch 32 instead of three keep the whole run within minutes
 CPU_PRETRAIN_TIMING = {"default": ["--repeats", "2"]}

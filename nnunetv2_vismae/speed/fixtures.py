@@ -16,7 +16,7 @@ import torch
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.io.nnunet import ext_trainer_value
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, ext_trainer_value
 from nnunetv2_vismae.phantoms.generator import PIXEL_SPACING_MM, generate_dataset, make_case
 
 DATASET_ID = 801
@@ -67,7 +67,7 @@ def preprocess_training_cases(raw: Path, folder: Path) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = PlansManager(str(folder / f"{PLANS}.json"))
-    configuration = plans.get_configuration("2d")
+    configuration = plans.get_configuration(CONFIGURATION_2D)
     dataset_json = json.loads((raw / "dataset.json").read_text())
     out = folder / configuration.data_identifier
     out.mkdir(exist_ok=True)
@@ -88,7 +88,7 @@ def load_trainer(trainer_class, plans_name: str, device: torch.device):
     plans = json.loads((folder / f"{plans_name}.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans["continue_training"] = False  # what nnUNetv2_train adds before building a trainer
-    trainer = trainer_class(plans, "2d", 0, dataset_json, device)
+    trainer = trainer_class(plans, CONFIGURATION_2D, 0, dataset_json, device)
     trainer.initialize()
     return trainer
 

@@ -12,14 +12,14 @@ import os
 
 import numpy as np
 
-from nnunetv2_vismae.io.nnunet import preprocessed_folder
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, preprocessed_folder
 from pretrain.errors import PretrainUserError
 
 
 class NnUNetSource:
     """Slices of one nnU-Net preprocessed dataset; ``load_slice(i)`` -> C x Y x X float32."""
 
-    def __init__(self, dataset: str, configuration: str = "2d", plans_identifier: str = "nnUNetPlans"):
+    def __init__(self, dataset: str, configuration: str = CONFIGURATION_2D, plans_identifier: str = "nnUNetPlans"):
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 

@@ -18,12 +18,14 @@ from torch import nn
 from nnunetv2_vismae.architectures.decoders import PatchExpand
 from nnunetv2_vismae.architectures.swin_block import decoder_stage
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
+from nnunetv2_vismae.architectures.swin_unet import SWIN_DECODER
 from nnunetv2_vismae.flags import positive_int
 from pretrain.errors import PretrainUserError
 from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
 from pretrain.masking import window_mask
 
-DECODERS = ("swin", "light")
+SWIN_MAE_DECODER, LIGHT_DECODER = "swin", "light"  # reconstruction decoders (not encoder families)
+DECODERS = (SWIN_MAE_DECODER, LIGHT_DECODER)
 
 
 # ------------------------------------------------------------------------------------- model
@@ -80,7 +82,11 @@ class SwinMAE(MAEModel):
     """
 
     def __init__(
-        self, config: SwinEncoderConfig, decoder: str = "swin", decoder_depth: int = 1, norm_pix_loss: bool = False
+        self,
+        config: SwinEncoderConfig,
+        decoder: str = SWIN_MAE_DECODER,
+        decoder_depth: int = 1,
+        norm_pix_loss: bool = False,
     ):
         super().__init__()
         self.config, self.norm_pix_loss = config, norm_pix_loss
@@ -89,7 +95,7 @@ class SwinMAE(MAEModel):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, config.embed_dim))
         trunc_normal_(self.mask_token, std=0.02)
         c = config.in_channels
-        if decoder == "swin":
+        if decoder == SWIN_MAE_DECODER:
             self.decoder = SwinMAEDecoder(
                 config.stage_dims, config.num_heads, config.window_size, decoder_depth, config.patch_size, c
             )
@@ -199,7 +205,7 @@ class SwinOptions(FamilyOptions):
         g.add_argument(
             "--decoder",
             choices=DECODERS,
-            default="swin",
+            default=SWIN_MAE_DECODER,
             help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
             "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).",
         )
@@ -315,7 +321,7 @@ class SwinFamily(PretrainingFamily):
 
         encoder_kwargs = {k: v for k, v in self.encoder_config.to_json().items() if k != "in_channels"}
         try:
-            network = SwinUNet(self.in_channels, 2, False, encoder=encoder_kwargs, decoder="swin")
+            network = SwinUNet(self.in_channels, 2, False, encoder=encoder_kwargs, decoder=SWIN_DECODER)
         except ValueError as e:
             raise PretrainUserError(f"This encoder configuration cannot be fine-tuned by SwinUNet: {e}") from None
         path = os.path.join(workdir, "fine_tune_check.safetensors")

@@ -40,7 +40,9 @@ def test_the_study_runs_every_arm_with_its_twin_at_three_fractions_on_held_out_c
     arms = study[study.index("--arms") + 1 : study.index("--pretrained")]
     assert {a.twin for a in map(ARMS.get, arms) if a.twin} <= set(arms) and {"cnn-mae", "vismae"} <= set(arms)
     assert len([p for p in study[study.index("--labels") + 1 : study.index("--arms")] if int(p) < 100]) >= 3
-    assert "--test" in study and "--pretrained-cnn" in study and pipeline.STUDY.num_test >= 200
+    pretrained = study[study.index("--pretrained") + 1 : study.index("--pretrained") + 3]
+    assert [Path(p).parent.name for p in pretrained] == ["pretrain", "pretrain_cnn"]
+    assert "--test" in study and pipeline.STUDY.num_test >= 200
 
 
 def test_the_study_shares_the_default_demos_data_and_encoders_at_the_converged_budget():
