@@ -72,7 +72,7 @@ def main(argv=None):
         action="store_true",
         help="on phantom volumes with nnU-Net's 3d_fullres and the arms nnunet, cnn-mae, cnn-scratch: alone (or "
         "with --quick) a smoke test of minutes on a CPU that draws no verdict, with --study a study sized for one "
-        "GPU (about an hour)",
+        "GPU (not timed yet)",
     )
     parser.add_argument(
         "-o",

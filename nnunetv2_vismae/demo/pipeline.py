@@ -136,7 +136,7 @@ STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS,
 SHIFT = replace(STUDY, name="shift", labels=(10,), labeled_styles=("ct", "mr_t1"), preset="shift")
 PRESETS = {size.preset: size for size in (QUICK, DEFAULT, STUDY, SHIFT)}
 
-# --3d: a smoke test of the 3D pipeline on a CPU (nnU-Net's 3D step takes about 1 s at 16x32x32 voxels on 2 cores,
+# --3d: a smoke test of the 3D pipeline on a CPU (nnU-Net's 3D step takes 1 to 2 s at 16x32x32 voxels on 2 cores,
 # so no preset that learns the organs fits a CPU), and a study sized for one GPU
 QUICK_3D = DemoSize(
     "benchmark",
