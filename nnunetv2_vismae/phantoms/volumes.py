@@ -322,7 +322,7 @@ def make_volume(
         raise ValueError(f"unknown volume style {style!r}; expected one of {', '.join(VOLUME_STYLES)}")
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or any(n < m for n, m in zip(shape, MIN_SHAPE)):
-        raise ValueError(f"volume shape {shape} is too small; expected (z, y, x) of at least {MIN_SHAPE} voxels")
+        raise ValueError(f"volume shape {shape} must be (z, y, x) of at least {MIN_SHAPE} voxels")
     tissue, label, lesion = _anatomy(rng, shape)
     image = _render_ct(rng, tissue, lesion) if style == "ct" else _render_mr(rng, tissue, lesion, style[3:])
     return image.astype(np.float32), label
