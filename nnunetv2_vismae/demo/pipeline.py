@@ -3,6 +3,9 @@
 generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (unlabeled pool)
 -> nnUNetv2_vismae_benchmark (vanilla nnU-Net, and each pretrained arm with its scratch twin, at
 several label fractions) -> report.md and label_efficiency.png (-> styles.md, Dice by appearance style). The
+``--3d`` presets run the same steps on phantom volumes with nnU-Net's 3d_fullres configuration and the arms that
+plan it (nnU-Net's own network, pretrained and from scratch); their encoder pretrains on the training cases'
+images as nnU-Net preprocessed them. The
 phantoms and styles.md are made in this process, every other step by a console command in a child process; the
 steps' logs are in the output folder, and rerunning resumes (finished steps are skipped).
 """
@@ -23,16 +26,26 @@ from nnunetv2_vismae.benchmark import arms as benchmark_arms
 from nnunetv2_vismae.benchmark import style_report
 from nnunetv2_vismae.errors import StepFailed, UserError
 from nnunetv2_vismae.io.atomic import write_bytes_atomic
-from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, command_environment, make_folders, run_logged
+from nnunetv2_vismae.io.nnunet import (
+    CONFIGURATION_2D,
+    CONFIGURATION_3D,
+    command_environment,
+    make_folders,
+    run_logged,
+)
 from nnunetv2_vismae.io.run_files import ENCODER_FILE
 from nnunetv2_vismae.phantoms.generator import STYLES, UNLABELED_FOLDER, generate_dataset
+from nnunetv2_vismae.phantoms.volumes import VOLUME_STYLES, generate_volumes
 
 DATASET_ID = 800
 DATASET = f"Dataset{DATASET_ID}_VisMAEPhantoms"
+VOLUMES_ID = 810  # the --3d presets' dataset: its own id, so that nnU-Net's folders never mix the two
+VOLUMES_DATASET = f"Dataset{VOLUMES_ID}_VisMAEPhantoms3D"
 
 
 ARMS = ("nnunet", "cnn-mae", "cnn-scratch", "vismae", "scratch")
 SWIN_ARMS = ("nnunet", "vismae", "scratch")  # the best pretrained arm and its twin; the CNN's pretraining adds time
+VOLUME_ARMS = ("nnunet", "cnn-mae", "cnn-scratch")  # the arms that plan 3d_fullres: nnU-Net's own network
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,11 @@ class DemoSize:
     parallel: int = 1  # trainings at once (benchmark --executor local --max-parallel), each on its share of the cores
     labeled_styles: tuple[str, ...] = STYLES  # styles of the labeled cases; test set and pool have all of them
     preset: str = "default"  # the command line's name for it
+    slices: int = 0  # 0: 2D phantoms; else volumes of slices x image_size x image_size voxels, nnU-Net's 3d_fullres
+    # a GPU consumes 3D batches faster than one process augments them: the GPU study leaves nnU-Net its augmentation
+    # workers and the pretraining its loader workers
+    augment_in_process: bool = True
+    pretrain_workers: int = 1
 
 
 # what the steps before the benchmark (phantoms, preprocessing, encoders) are made from: presets that agree on these
@@ -68,6 +86,7 @@ SHARED_SETTINGS = (
     "pretrain_steps",
     "pretrain_batch",
     "labeled_styles",
+    "slices",
 )
 PRESET_FILE = "preset.txt"  # in the output folder: the preset whose phantoms and encoders it holds
 
@@ -117,6 +136,59 @@ STUDY = replace(DEFAULT, name="study", test=True, labels=(5, 10, 25), arms=ARMS,
 SHIFT = replace(STUDY, name="shift", labels=(10,), labeled_styles=("ct", "mr_t1"), preset="shift")
 PRESETS = {size.preset: size for size in (QUICK, DEFAULT, STUDY, SHIFT)}
 
+# --3d: a smoke test of the 3D pipeline on a CPU (nnU-Net's 3D step takes 1 to 2 s at 16x32x32 voxels on 2 cores,
+# so no preset that learns the organs fits a CPU), and a study sized for one GPU
+QUICK_3D = DemoSize(
+    "benchmark",
+    num_train=10,
+    num_unlabeled=0,  # the encoder pretrains on the training cases' preprocessed images
+    num_test=0,
+    test=False,
+    image_size=32,
+    slices=16,
+    encoder=(),
+    pretrain_steps=20,
+    pretrain_batch=2,
+    labels=(50,),  # every arm at 50% of fold 0's 8 training cases, nnU-Net also at 100%: four runs
+    arms=VOLUME_ARMS,
+    epochs=1,
+    iters=5,
+    parallel=2,
+    labeled_styles=VOLUME_STYLES,
+    preset="3d",
+)
+# The 3D study on one GPU, one training at a time: every arm and twin at three fractions of 48 training cases,
+# scored on 60 held-out volumes; 40x96x96 voxels of 3x1x1 mm
+STUDY_3D = replace(
+    QUICK_3D,
+    name="study",
+    num_train=60,
+    num_test=60,
+    test=True,
+    image_size=96,
+    slices=40,
+    pretrain_steps=2000,
+    pretrain_batch=4,
+    labels=(5, 10, 25),
+    epochs=48,
+    iters=50,
+    parallel=1,
+    augment_in_process=False,
+    pretrain_workers=4,
+    preset="3d_study",
+)
+VOLUME_PRESETS = {size.preset: size for size in (QUICK_3D, STUDY_3D)}
+
+
+def in_volumes(size: DemoSize) -> DemoSize:
+    """The ``--3d`` preset of a 2D preset: the smoke test for the default and ``--quick``, the GPU study for
+    ``--study``; ``--shift`` has none (the volumes are labeled in every style)."""
+    if size is SHIFT:
+        raise UserError(
+            "--shift has no 3D preset (the phantom volumes are labeled in every style); run --3d or --3d --study."
+        )
+    return STUDY_3D if size is STUDY else QUICK_3D
+
 
 def shares_data(a: DemoSize, b: DemoSize) -> bool:
     return all(getattr(a, key) == getattr(b, key) for key in SHARED_SETTINGS)
@@ -136,13 +208,13 @@ def nnunet_environment(out: Path) -> dict:
     )
 
 
-def step_environment(name: str, env: dict) -> dict:
+def step_environment(name: str, env: dict, in_process: bool = True) -> dict:
     """Training steps augment in-process (nnUNet_n_proc_DA=0: worker processes only compete for a
-    CPU's few cores); planning runs without the variable, a user's own included, because nnU-Net's
-    planner takes it as its torch thread count and fails at 0."""
+    CPU's few cores) unless not ``in_process``; planning runs without the variable, a user's own included,
+    because nnU-Net's planner takes it as its torch thread count and fails at 0."""
     if name == "preprocess":
         return {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-    return dict(env, nnUNet_n_proc_DA="0")
+    return dict(env, nnUNet_n_proc_DA="0") if in_process else env
 
 
 def run_command(name: str, cmd: list[str], env: dict, logs: Path) -> None:
@@ -164,15 +236,9 @@ def report_styles(report_dir: Path, phantoms_json: Path, log: Path) -> None:
         handle.write(f"{written}\n")
 
 
-def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
-    """(name, action) pairs; an action is a command list or an in-process call (a partial), skipped when done."""
-    raw = out / "nnUNet_raw" / DATASET
-    pretrain_dir, pretrain_cnn_dir = out / "pretrain", out / "pretrain_cnn"
-    pretraining = [
-        "-i",
-        str(raw / UNLABELED_FOLDER),
-        "--patch-size",
-        str(size.image_size),
+def training_flags(size: DemoSize, device: str) -> list[str]:
+    """The flags every pretraining step of the demo shares: its length, batch, learning rate, loader, device."""
+    return [
         "--steps",
         str(size.pretrain_steps),
         "--batch-size",
@@ -180,14 +246,17 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         "--lr",
         "1e-3",
         "--workers",
-        "1",
+        str(size.pretrain_workers),
         "-device",
         device,
-    ]  # only the unlabeled pool: never a case that is scored
-    benchmark = [
+    ]
+
+
+def benchmark_command(size: DemoSize, out: Path, device: str, dataset: list[str], pretrained: list[Path]) -> list[str]:
+    """``nnUNetv2_vismae_benchmark`` on ``dataset`` (its -d and, in 3D, -c flags) with the pretrained encoders."""
+    command = [
         "nnUNetv2_vismae_benchmark",
-        "-d",
-        str(DATASET_ID),
+        *dataset,
         "-f",
         "0",
         "--labels",
@@ -195,7 +264,7 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         "--arms",
         *size.arms,
         "--pretrained",
-        str(pretrain_dir / ENCODER_FILE),
+        *map(str, pretrained),
         "--epochs",
         str(size.epochs),
         "--iters",
@@ -206,7 +275,28 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
         str(out / size.name),
     ] + (["--test"] if size.test else [])
     if size.parallel > 1:
-        benchmark += ["--executor", "local", "--max-parallel", str(size.parallel)]
+        command += ["--executor", "local", "--max-parallel", str(size.parallel)]
+    return command
+
+
+def styles_step(size: DemoSize, out: Path, raw: Path) -> tuple[str, object]:
+    return "styles", partial(report_styles, out / size.name, raw / "phantoms.json", out / "logs" / "styles.log")
+
+
+def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
+    """(name, action) pairs; an action is a command list or an in-process call (a partial), skipped when done."""
+    if size.slices:
+        return volume_steps(size, out, device)
+    raw = out / "nnUNet_raw" / DATASET
+    pretrain_dir, pretrain_cnn_dir = out / "pretrain", out / "pretrain_cnn"
+    pretraining = [
+        "-i",
+        str(raw / UNLABELED_FOLDER),
+        "--patch-size",
+        str(size.image_size),
+        *training_flags(size, device),
+    ]  # only the unlabeled pool: never a case that is scored
+    pretrained = [pretrain_dir / ENCODER_FILE]
     plan = [
         (
             "generate",
@@ -248,12 +338,37 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
                 ],
             )
         )
-        benchmark.insert(benchmark.index("--pretrained") + 2, str(pretrain_cnn_dir / ENCODER_FILE))
-    plan.append((size.name, benchmark))
+        pretrained.append(pretrain_cnn_dir / ENCODER_FILE)
+    plan.append((size.name, benchmark_command(size, out, device, ["-d", str(DATASET_ID)], pretrained)))
     if size.test:
-        styles = partial(report_styles, out / size.name, raw / "phantoms.json", out / "logs" / "styles.log")
-        plan.append(("styles", styles))
+        plan.append(styles_step(size, out, raw))
     return plan
+
+
+def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
+    """The ``--3d`` presets' steps: volumes, nnU-Net's 3d_fullres, nnU-Net's own encoder pretrained on the
+    training cases' preprocessed images (never on the held-out test cases, which the study scores on)."""
+    raw = out / "nnUNet_raw" / VOLUMES_DATASET
+    dataset = ["-d", str(VOLUMES_ID), "-c", CONFIGURATION_3D]
+    pretrain_dir = out / "pretrain_cnn"
+    cnn = benchmark_arms.ARMS["cnn-mae"]
+    generate = partial(
+        generate_volumes,
+        out / "nnUNet_raw",
+        VOLUMES_ID,
+        num_train=size.num_train,
+        num_test=size.num_test,
+        num_unlabeled=size.num_unlabeled,
+        shape=(size.slices, size.image_size, size.image_size),
+    )
+    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family, *dataset, "-o", str(pretrain_dir)]
+    plan = [
+        ("generate", generate),
+        ("preprocess", ["nnUNetv2_plan_and_preprocess", *dataset, "-np", "1", "-npfp", "1"]),
+        ("pretrain_cnn", [*pretrain, "--mask-ratio", "0.6", *training_flags(size, device)]),
+        (size.name, benchmark_command(size, out, device, dataset, [pretrain_dir / ENCODER_FILE])),
+    ]
+    return plan + ([styles_step(size, out, raw)] if size.test else [])
 
 
 def check_same_phantoms(out: Path, size: DemoSize) -> None:
@@ -282,9 +397,13 @@ def claim_for_preset(out: Path, size: DemoSize) -> None:
         write_bytes_atomic(record, f"{size.preset}\n".encode())
         return
     found = record.read_text(errors="replace").strip()
-    if found not in PRESETS:
-        raise UserError(f"{record} names no demo preset ({', '.join(PRESETS)}); run the demo in another folder (-o).")
-    if not shares_data(PRESETS[found], size):
+    known = {**PRESETS, **VOLUME_PRESETS}
+    if found not in known:
+        raise UserError(
+            f"{record} names no demo preset ({', '.join(PRESETS)}); nor a --3d one ({', '.join(VOLUME_PRESETS)}); "
+            "run the demo in another folder (-o)."
+        )
+    if not shares_data(known[found], size):
         raise UserError(
             f"Folder {out} holds the {found} demo, whose phantoms or encoder differ from the {size.preset} demo's; "
             "run it in another folder (-o)."
@@ -309,7 +428,7 @@ def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
             if callable(action):
                 action()
             else:
-                run_command(name, action, step_environment(name, env), logs)
+                run_command(name, action, step_environment(name, env, size.augment_in_process), logs)
             with open(done, "a") as handle:
                 handle.write(name + "\n")
     print(f"Demo finished in {(time.time() - start) / 60:.1f} min.")
