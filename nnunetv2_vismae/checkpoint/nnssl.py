@@ -52,7 +52,7 @@ def _op(cls: type) -> str:
 
 def read_nnssl_file(path: Path) -> NnsslFile:
     """The weights and adaptation plan of an nnssl checkpoint, read without running pickled code."""
-    from .foreign_files import refuse_repeated_values, torch_load_safely
+    from .foreign_files import torch_load_safely
 
     if not path.is_file():
         raise CheckpointError(f"Input weights {path} do not exist or are not a file.")
@@ -70,7 +70,6 @@ def read_nnssl_file(path: Path) -> NnsslFile:
             f"{path}: its {NNSSL_PLAN_KEY!r} is {type(plan).__name__}, expected the dict nnssl's "
             "AdaptationPlan.serialize() writes."
         )
-    refuse_repeated_values(state, path)
     return NnsslFile(
         dict(state), dict(plan), loaded.get("citations"), loaded.get("trainer_name"), loaded.get("current_epoch")
     )
@@ -186,6 +185,16 @@ def encoder_tensors(state: Mapping, plan_keys: tuple[str, str], config: dict) ->
     return tensors, dict(sorted(dropped.items()))
 
 
+def distinct_views(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One name per distinct view of the stored values: nnssl's networks reach a tensor under several
+    names (a conv is also ``all_modules.0``, SparK holds the U-Net twice), which copy the same bytes."""
+    first = {}
+    for name, t in tensors.items():
+        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        first.setdefault(view, name)
+    return {name: tensors[name] for name in first.values()}
+
+
 def float32_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies, floating point ones as float32; only for tensors whose shapes were checked."""
     out = {}
@@ -298,6 +307,7 @@ def convert_nnssl(src: Path, dst: Path, log: Callable[[str], object] = print, li
     from .citations import add_attribution
     from .conversion import write_verified
     from .families import CNN
+    from .foreign_files import refuse_repeated_values
     from .format import check_tensor_set
 
     where = f"nnssl checkpoint {src}"
@@ -306,6 +316,7 @@ def convert_nnssl(src: Path, dst: Path, log: Callable[[str], object] = print, li
     config = encoder_config_of(architecture, file.plan, where)
     tensors, dropped = encoder_tensors(file.state_dict, encoder_keys(file.plan, where), config)
     check_tensor_set(CNN, config, tensors, f"The stem and encoder tensors of {where}")
+    refuse_repeated_values(distinct_views(tensors), src)  # before any value is copied
     metadata = add_attribution(nnssl_metadata(src, file, config, dropped, where), license_text, cite, src.name)
     groups = ", ".join(f"{k} {n}" for k, n in dropped.items()) or "nothing"
     log(

@@ -277,6 +277,19 @@ def test_tensors_not_matching_the_plan_are_refused(tmp_path, capsys):
     assert "do not match" in err and "wrong shape" in err and not out.exists()
 
 
+def test_an_encoder_of_repeated_views_is_refused_before_its_values_are_copied(tmp_path, capsys):
+    """torch.save stores an expanded view's one value: the values it claims must not be copied."""
+    source, out = tmp_path / "crafted.pth", tmp_path / "encoder.safetensors"
+    plan = serialized_plan()
+    plan["architecture_plans"]["arch_kwargs"]["features_per_stage"] = [32, 64, 128]
+    with torch.device("meta"):
+        shapes = ResidualEncoderUNet(input_channels=1, num_classes=1, **{**KWARGS, "features_per_stage": [32, 64, 128]})
+    state = {k: torch.zeros(1, dtype=v.dtype).expand(v.shape) for k, v in shapes.state_dict().items()}
+    torch.save({"network_weights": state, "nnssl_adaptation_plan": plan}, source)
+    err = refused(main(["--from", "nnssl", str(source), str(out)]), capsys.readouterr())
+    assert "claim" in err and "bytes" in err and not out.exists()
+
+
 def test_a_swin_layout_on_an_nnssl_file_points_to_from_nnssl(tmp_path, capsys):
     source, out = tmp_path / "checkpoint_final.pth", tmp_path / "encoder.safetensors"
     save_like_nnssl(source, nnssl_network(), serialized_plan())
