@@ -42,17 +42,19 @@ def add_attribution(metadata: dict, license_text: str | None, cite, source_name:
 
 
 def citation_notice(metadata: dict) -> str | None:
-    """The papers to cite for a checkpoint's weights, framed as nnU-Net master frames them; None without any."""
+    """The papers to cite for a checkpoint's weights (framed as nnU-Net master frames them) and their licence;
+    None without either."""
     from .cli import printable  # a crafted file must not drive the terminal
 
     entries = usable_citations(metadata.get(CITATIONS))
-    if not entries:
+    license_text = metadata.get(LICENSE)
+    if not entries and not isinstance(license_text, str):
         return None
-    lines = [_RULE, "Please cite the associated papers when using pre-trained weights:"]
+    lines = [_RULE] + (["Please cite the associated papers when using pre-trained weights:"] if entries else [])
     for entry in entries:
         lines.append(f"{entry.get('type', '?')} used '{entry.get('name', '?')}'. Associated paper(s):")
         lines += next(entry[k] for k in _PAPER_KEYS if entry.get(k))
-    if isinstance(metadata.get(LICENSE), str):
-        lines.append(f"The weights are licensed under {metadata[LICENSE]}.")
+    if isinstance(license_text, str):
+        lines.append(f"The weights are licensed under {license_text}.")
     lines.append(_RULE)
     return "\n".join(printable(line) for line in lines)

@@ -302,3 +302,17 @@ def test_in_channels_is_refused_for_nnssl(tmp_path, capsys):
         main(["--from", "nnssl", "x.pth", str(tmp_path / "o.safetensors"), "--in-channels", "2"]), capsys.readouterr()
     )
     assert "--in-channels" in err
+
+
+def test_the_citation_notice_prints_only_text_and_escapes_it():
+    from nnunetv2_vismae.checkpoint.citations import citation_notice
+
+    crafted = [
+        {"type": "Pre-training", "name": "x", "apa_citations": ["Paper \x1b[2J (2024)."]},
+        {"type": "t", "apa_citations": "not a list"},
+        "not an entry",
+    ]
+    notice = citation_notice({"citations": crafted})
+    assert "Paper \\x1b[2J (2024)." in notice and "\x1b" not in notice and "not a list" not in notice
+    assert citation_notice({"license": "CC-BY-4.0"}).count("CC-BY-4.0") == 1
+    assert citation_notice({"citations": crafted[1:]}) is None
