@@ -63,7 +63,11 @@ def read_nnssl_file(path: Path) -> NnsslFile:
             f"{NNSSL_PLAN_KEY!r} (what nnssl's save_checkpoint writes)."
         )
     state, plan = loaded[WEIGHTS_KEY], loaded[NNSSL_PLAN_KEY]
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not (
+        isinstance(state, Mapping)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise CheckpointError(f"{path}: its {WEIGHTS_KEY!r} is not a state dict of tensors.")
     if not isinstance(plan, Mapping):
         raise CheckpointError(
