@@ -1,4 +1,5 @@
-"""``nnUNetv2_vismae_convert``: foreign Swin weights (VIS-MAE / Swin-MAE, timm) -> encoder checkpoint.
+"""``nnUNetv2_vismae_convert``: foreign Swin weights (VIS-MAE / Swin-MAE, timm) -> encoder checkpoint;
+nnssl checkpoints (``--from nnssl``) are ``nnssl.py``'s.
 
     nnUNetv2_vismae_convert --from auto vismae_pretrain.pth encoder.safetensors
     nnUNetv2_vismae_convert --from timm swin_tiny.safetensors encoder.safetensors --in-channels 3
@@ -14,7 +15,6 @@ of a complete, unadapted load fails the command and writes nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import warnings
@@ -25,45 +25,19 @@ from typing import Callable
 
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 
-CONVERTER = "nnUNetv2_vismae_convert"
-
-
-@dataclass
-class ConversionResult:
-    path: str
-    content_hash: str
-    encoder_config: dict
-    metadata: dict
-    report: object  # LoadReport of the built-in verification
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from .conversion import CONVERTER, ConversionResult, file_sha256, require_complete_load, write_verified
 
 
 def verify_loads_completely(checkpoint, log: Callable[[str], object] = print):
     """Build a SwinUNet from the checkpoint's config, load it with ``load_encoder_into`` and
-    require every encoder tensor to be loaded as is (no adaptation, nothing missing or extra)."""
+    require every encoder tensor to be loaded as is."""
     from nnunetv2_vismae.architectures.swin_unet import SwinUNet
 
-    from .errors import CheckpointError
     from .loader import load_encoder_into
 
     config = checkpoint.encoder_config
     network = SwinUNet(config["in_channels"], 2, encoder=config, decoder="conv")
-    report = load_encoder_into(network, checkpoint, log=log)
-    if report.fraction_loaded != 1.0 or report.adapted or report.missing or report.unexpected:
-        raise CheckpointError(
-            f"Verification failed: the converted weights loaded {report.num_loaded}/"
-            f"{report.num_network_tensors} encoder tensors of a SwinUNet built from their config "
-            f"({report.num_adapted} adapted, {report.num_missing} missing, "
-            f"{report.num_unexpected} unexpected), expected all of them as is; nothing was written."
-        )
-    return report
+    return require_complete_load(load_encoder_into(network, checkpoint, log=log), "SwinUNet")
 
 
 @dataclass
@@ -85,9 +59,10 @@ def check_request(src: Path, dst: Path, source: str, in_channels) -> None:
 
     from .errors import CheckpointError
     from .foreign_layouts import LAYOUTS
+    from .nnssl import NNSSL
 
-    if source not in LAYOUTS + ("auto",):
-        raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + ['auto']}.")
+    if source not in LAYOUTS + (NNSSL, "auto"):
+        raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + [NNSSL, 'auto']}.")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
     problem = unwritable_reason(dst.parent)
@@ -200,64 +175,57 @@ def log_conversion(src: Path, encoder: ForeignEncoder, metadata: dict, auto: boo
     log(f"Encoder config (from the tensors): {json.dumps(config)}")
 
 
-def write_verified(dst: Path, tensors: dict, metadata: dict, log: Callable) -> ConversionResult:
-    """Write the checkpoint beside ``dst``, read it back and load it into a SwinUNet; only then does it
-    replace ``dst``."""
-    from nnunetv2_vismae.io.atomic import atomic_path
-
-    from .errors import CheckpointError
-    from .format import read_encoder_checkpoint, save_encoder_checkpoint
-
-    with atomic_path(dst) as tmp:
-        try:
-            content_hash = save_encoder_checkpoint(tmp, tensors, metadata)
-        except CheckpointError as e:  # name the file the user asked for, not the temporary beside it
-            raise CheckpointError(str(e).replace(tmp, str(dst))) from None
-        checkpoint = read_encoder_checkpoint(tmp)
-        checkpoint.path = str(dst)
-        report = verify_loads_completely(checkpoint, log)
-    log(f"Wrote {dst} (content hash {content_hash}).")
-    return ConversionResult(str(dst), content_hash, metadata["encoder_config"], checkpoint.metadata, report)
-
-
 def convert(
-    source_path, output_path, source: str = "auto", in_channels: int = 1, log: Callable[[str], object] = print
+    source_path,
+    output_path,
+    source: str = "auto",
+    in_channels: int = 1,
+    log: Callable[[str], object] = print,
+    license_text: str | None = None,
+    cite=(),
 ) -> ConversionResult:
-    """Convert foreign Swin weights to an encoder checkpoint at ``output_path`` (see module doc).
+    """Convert foreign Swin weights, or an nnssl checkpoint (``nnssl.convert_nnssl``), to an encoder
+    checkpoint at ``output_path`` (see module doc), recording the licence and citations given.
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
+    from .citations import add_attribution
     from .foreign_layouts import float32_copies
+    from .nnssl import NNSSL, convert_nnssl
 
     src, dst = Path(source_path), Path(output_path)
     check_request(src, dst, source, in_channels)
+    if source == NNSSL:
+        return convert_nnssl(src, dst, log, license_text, cite)
     where = f"Input weights {src}"
     encoder = read_foreign_encoder(src, source, where)
     check_shapes(encoder, f"{where} ({encoder.layout} layout)")
     tensors = float32_copies(encoder.mapped)  # the first copy of any value, now that every shape is the encoder's
     source_channels = encoder.config["in_channels"]
     stem = fold_stem(tensors, encoder.config, in_channels)
-    metadata = conversion_metadata(src, encoder, source_channels, stem)
+    metadata = add_attribution(conversion_metadata(src, encoder, source_channels, stem), license_text, cite, src.name)
     log_conversion(src, encoder, metadata, source == "auto", log)
-    return write_verified(dst, tensors, metadata, log)
+    return write_verified(dst, tensors, metadata, log, verify_loads_completely)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneSentenceParser(
         prog=CONVERTER,
-        description="Convert foreign Swin Transformer weights into an nnunetv2_vismae encoder "
-        "checkpoint (.safetensors): the original VIS-MAE / Swin-MAE pretraining "
-        "files (torch.save with a 'model' state dict) or timm Swin state dicts "
-        "(.safetensors or .pth). The encoder config is read from the tensors; the "
-        "result is verified by loading it into a SwinUNet before it is written.",
+        description="Convert foreign weights into an nnunetv2_vismae encoder checkpoint (.safetensors): "
+        "the original VIS-MAE / Swin-MAE pretraining files (torch.save with a 'model' state dict) or "
+        "timm Swin state dicts (.safetensors or .pth), read into the swin family, and nnssl "
+        "checkpoints (the public OpenMind weights), read into the cnn family. The encoder config is "
+        "read from the tensors (Swin) or the nnssl adaptation plan; the result is verified by loading "
+        "it into the network it names before it is written.",
     )
     parser.add_argument(
         "--from",
         dest="source",
-        choices=["vismae", "timm", "auto"],
+        choices=["vismae", "timm", "nnssl", "auto"],
         default="auto",
         help="layout of IN: vismae (VIS-MAE/Swin-MAE pretraining file: decoder, "
         "mask token and position embedding are dropped), timm (timm Swin, "
-        "current or older layout: head dropped), or auto (detect from the "
-        "key names; default)",
+        "current or older layout: head dropped), nnssl (a checkpoint nnssl's save_checkpoint "
+        "wrote: the stem and encoder of its adaptation plan's network are kept), or auto "
+        "(a Swin layout detected from the key names; default)",
     )
     parser.add_argument(
         "input",
@@ -268,21 +236,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--in-channels",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="input channels of the converted stem (default 1): the RGB stem is "
+        help="Swin layouts: input channels of the converted stem (default 1): the RGB stem is "
         "summed over its channels, and for N > 1 repeated and divided by N; "
-        "N equal to the source's channels keeps the stem unchanged",
+        "N equal to the source's channels keeps the stem unchanged (nnssl: the plan's channels "
+        "are kept, and fine-tuning adapts them)",
+    )
+    parser.add_argument(
+        "--license", dest="license_text", metavar="TEXT", help="licence of the weights, recorded (e.g. CC-BY-4.0)"
+    )
+    parser.add_argument(
+        "--cite",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a paper to cite for the weights, recorded and printed when fine-tuning loads them (repeatable)",
     )
     return parser
 
 
 @console_script(CONVERTER)
 def main(argv=None) -> int:
+    from .errors import CheckpointError
+    from .nnssl import NNSSL
+
     args = build_parser().parse_args(argv)
+    if args.source == NNSSL and args.in_channels is not None:
+        raise CheckpointError(
+            "--in-channels applies to Swin layouts; an nnssl checkpoint keeps its plan's input channels, "
+            "and fine-tuning adapts its stem to the dataset's."
+        )
     # timm's import-time deprecation noise must not bury the one-line error of a bad file
     warnings.filterwarnings("ignore", category=FutureWarning)
-    convert(args.input, args.output, args.source, args.in_channels)
+    in_channels = 1 if args.in_channels is None else args.in_channels
+    convert(args.input, args.output, args.source, in_channels, license_text=args.license_text, cite=args.cite)
     return 0
 
 

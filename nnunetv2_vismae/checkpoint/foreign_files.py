@@ -16,6 +16,8 @@ import torch
 
 from .errors import CheckpointError
 
+NNSSL_PLAN_KEY = "nnssl_adaptation_plan"  # what tells an nnssl checkpoint (MIC-DKFZ/nnssl's save_checkpoint)
+
 
 @dataclass
 class ForeignFile:
@@ -39,7 +41,7 @@ def _unsupported_global(message: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def _torch_load_safely(path: Path):
+def torch_load_safely(path: Path):
     """``torch.load(weights_only=True)`` allowing only ``argparse.Namespace`` beside tensors and
     plain containers (what VIS-MAE's pretraining files hold in their ``args`` entry)."""
     try:
@@ -97,12 +99,12 @@ def read_foreign_file(path) -> ForeignFile:
             )
         return ForeignFile(tensors, "safetensors")
 
-    foreign = _state_dict_in(_torch_load_safely(path), path)
-    _refuse_repeated_values(foreign.state_dict, path)
+    foreign = _state_dict_in(torch_load_safely(path), path)
+    refuse_repeated_values(foreign.state_dict, path)
     return foreign
 
 
-def _refuse_repeated_values(state: Mapping[str, torch.Tensor], path: Path) -> None:
+def refuse_repeated_values(state: Mapping[str, torch.Tensor], path: Path) -> None:
     """CheckpointError when the tensors claim more values than the file has bytes: torch.save stores
     a view's storage once, so an expanded view (``torch.ones(1).expand(3_000_000_000)``) makes a
     small file claim gigabytes, which converting would copy. Read from the shapes alone."""
@@ -129,9 +131,10 @@ def _state_dict_in(loaded, path: Path) -> ForeignFile:
                     extras["args"] = {k: v for k, v in vars(args).items() if _json_scalar(v)}
                 return ForeignFile(dict(loaded[key]), f"torch.save ['{key}']", extras)
         keys = ", ".join(repr(k) for k in list(loaded)[:8])
+        hint = "; it is an nnssl checkpoint, convert it with --from nnssl" if NNSSL_PLAN_KEY in loaded else ""
         raise CheckpointError(
             f"{path} holds a dict without a state dict of tensors at its top "
-            f"level or under 'model' / 'state_dict' (its keys: {keys})."
+            f"level or under 'model' / 'state_dict' (its keys: {keys}){hint}."
         )
     raise CheckpointError(
         f"{path} holds a {type(loaded).__name__}, expected a state dict "

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .adapt import in_channels_adapter
+from .citations import citation_notice
 from .errors import CheckpointError
 from .families import family_of_module, get_family
 from .format import EncoderCheckpoint, PathLike, read_encoder_checkpoint
@@ -193,4 +194,7 @@ def load_encoder_into(
         for name, value in new_state.items():
             current[name].copy_(value)  # state_dict tensors share storage with the module
     log(report.summary())
+    notice = citation_notice(checkpoint.metadata)  # as nnU-Net master prints an nnssl checkpoint's papers
+    if notice:
+        log(notice)
     return report

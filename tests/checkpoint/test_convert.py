@@ -388,7 +388,7 @@ def test_help_names_the_layouts_and_in_channels(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "nnUNetv2_vismae_convert" in text and "{vismae,timm,auto}" in text
+    assert "nnUNetv2_vismae_convert" in text and "{vismae,timm,nnssl,auto}" in text
     assert "--in-channels N" in text
 
 
