@@ -25,6 +25,7 @@ from pretrain.runtime import setup_runtime
 from pretrain.train import Pretrainer
 from tests.pretrain.helpers import PLAIN_3D, VOLUME_CHUNKS, parse, write_volume_dataset
 from tests.pretrain.test_golden import digest
+from tests.pretrain.test_reliability_faults import _poison_losses
 
 RUN = [
     "--encoder",
@@ -244,3 +245,33 @@ def test_a_2d_network_on_volumes_data_stops_with_one_sentence(volumes, tmp_path,
     assert "has a 2D network but the patch size [16, 32, 32]; the plans disagree with themselves." in (
         capsys.readouterr().err
     )
+
+
+def test_a_nan_loss_in_3d_is_skipped_without_touching_weights(volumes, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--steps", "2", "--save-every", "100", "--precision", "fp32", "--patch-size", "8", "16", "16"]
+    trainer = Pretrainer(parse([*RUN, *extra, "-o", str(out)]), setup_runtime("cpu")).setup()
+    _poison_losses(trainer, {2})
+    assert trainer.train() == 0
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["skipped_steps"] == 1 and state["data_position"] == 3 * 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.slow  # two new Python processes
+def test_two_process_ddp_on_volumes_keeps_ranks_identical(volumes, tmp_path):
+    from tests.pretrain.test_pretrain_ddp import _free_port, _worker, run_ranks
+
+    out = str(tmp_path / "run")
+    argv = [*RUN, "-o", out, "--steps", "2", "--save-every", "100", "--precision", "fp32"]
+    argv += ["--patch-size", "8", "16", "16", "--lr", "1e-3"]
+    result = str(tmp_path / "rank{rank}.pt")
+    run_ranks(_worker, (2, _free_port(), argv, result))
+    r0, r1 = (torch.load(result.format(rank=r), weights_only=True) for r in (0, 1))
+    assert r0["wrapped"] and r1["wrapped"]
+    assert r0["first_sample"].shape == (1, 8, 16, 16)
+    assert not torch.equal(r0["first_sample"], r1["first_sample"])  # ranks read different volumes
+    for name, p0 in r0["final"].items():
+        assert torch.equal(p0, r1["final"][name]), name  # gradients were averaged
+    assert any(not torch.equal(p, r0["initial"][n]) for n, p in r0["final"].items() if n.startswith("encoder."))
+    assert read_encoder_checkpoint(os.path.join(out, "encoder.safetensors")).metadata["spatial_dims"] == 3
