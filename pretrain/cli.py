@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
     add_image_file_arguments(data)
     data.add_argument(
+        "--preprocess-like",
+        metavar="DATASET",
+        help="preprocess each -i / --file-list image (one channel) exactly as nnU-Net preprocessed this dataset's "
+        "cases (its plans -p, configuration -c and intensity properties), once, into -o/preprocessed_like/, and "
+        "read them as its preprocessed cases (--axis and --norm then do not apply); needed for volumes with a 3D "
+        "encoder.",
+    )
+    data.add_argument(
         "--pack",
         nargs="+",
         metavar="PACK",

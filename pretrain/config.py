@@ -31,6 +31,7 @@ class PretrainConfig:
     folders: tuple[str, ...]  # -i
     file_list: str | None
     packs: tuple[str, ...]  # --pack: folders written by nnUNetv2_vismae_pack, after the file sources
+    preprocess_like: str | None  # --preprocess-like: -i / --file-list preprocessed as this dataset's cases
     axis: str
     normalization: Normalization  # of -i / --file-list images
     source_weights: tuple[float, ...] | None
@@ -68,6 +69,7 @@ class PretrainConfig:
             folders=tuple(args.i or ()),
             file_list=args.file_list,
             packs=tuple(args.pack or ()),
+            preprocess_like=args.preprocess_like,
             axis=args.axis,
             normalization=normalization_from_args(args),
             source_weights=None if args.source_weights is None else tuple(args.source_weights),

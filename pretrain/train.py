@@ -41,6 +41,7 @@ from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
 from pretrain.data.fingerprint import corpus_fingerprint
 from pretrain.data.pack import PackSource
+from pretrain.data.preprocess_like import CACHE, PreprocessedLikeSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
@@ -60,18 +61,24 @@ def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
 
 def build_sources(config: PretrainConfig, runtime: Runtime, spatial_dims: int = 2) -> list:
     """The sources of the run; of volumes where the encoder takes volumes (``spatial_dims`` 3)."""
-    if spatial_dims == 3 and (config.folders or config.file_list or config.packs):
-        raise PretrainUserError(
-            "A 3D encoder pretrains on nnU-Net's preprocessed volumes (-d); -i, --file-list and --pack "
-            "give 2D slices and are not read as volumes yet."
-        )
     volumes = spatial_dims == 3
+    if volumes and config.packs:
+        raise PretrainUserError("--pack gives 2D slices; a 3D encoder pretrains on volumes (-d, -i, --file-list).")
+    if volumes and (config.folders or config.file_list) and not config.preprocess_like:
+        raise PretrainUserError(
+            "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's cases; "
+            "add --preprocess-like DATASET (the dataset whose plans -p and configuration -c to follow)."
+        )
     sources = [NnUNetSource(d, config.configuration, config.plans, volumes) for d in config.datasets]
     file_inputs = [(f, discover_files([f])) for f in config.folders]
     if config.file_list:
         file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
-        sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
+        if config.preprocess_like:
+            like = (config.preprocess_like, config.configuration, config.plans, config.output, runtime, volumes)
+            sources.append(PreprocessedLikeSource(name, files, *like))
+        else:
+            sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
     sources.extend(PackSource(pack) for pack in config.packs)
     if not sources:
         raise PretrainUserError(
@@ -142,7 +149,7 @@ class Pretrainer:
         error = None
         if self.runtime.is_main:
             try:
-                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS,))
+                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS, f"{CACHE}/*"))
             except UserError as e:
                 error = e
         self.runtime.stop_together(error)  # also: no rank touches -o before rank 0 holds it

@@ -28,7 +28,10 @@ class NnUNetSource:
         configuration: str = CONFIGURATION_2D,
         plans_identifier: str = "nnUNetPlans",
         volumes: bool = False,
+        cases: tuple[str, list[str]] | None = None,
     ):
+        """``cases``: (folder, identifiers) of cases preprocessed with these plans elsewhere (default: the
+        dataset's own preprocessed folder, every case in it)."""
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -52,7 +55,7 @@ class NnUNetSource:
             )
         self.configuration_name, self.plans_identifier, self.volumes = configuration, plans_identifier, volumes
         self.configuration = plans_manager.get_configuration(configuration)
-        self.folder = os.path.join(dataset_folder, self.configuration.data_identifier)
+        self.folder, identifiers = cases or (os.path.join(dataset_folder, self.configuration.data_identifier), None)
         if not os.path.isdir(self.folder) or not os.listdir(self.folder):
             raise PretrainUserError(
                 f"Preprocessed data folder {self.folder} is missing or empty; run "
@@ -62,7 +65,7 @@ class NnUNetSource:
             dataset_class = infer_dataset_class(self.folder)
         except AssertionError:
             raise PretrainUserError(f"Could not tell nnU-Net's dataset format in {self.folder}.") from None
-        self.dataset = dataset_class(self.folder)
+        self.dataset = dataset_class(self.folder, identifiers)
         self.identifiers = list(self.dataset.identifiers)
         if not self.identifiers:
             raise PretrainUserError(f"Preprocessed data folder {self.folder} contains no cases.")

@@ -222,7 +222,7 @@ def test_a_3d_run_defaults_to_the_plans_patch_and_previews_middle_slices(volumes
         ),
         (["--cnn-mask-block", "2", "4"], "--cnn-mask-block takes one side or one per axis Z Y X for this 3D network"),
         (["--cnn-mask-block", "2", "2", "4"], "--cnn-mask-block 2x2x4 must be a positive multiple of the encoder's"),
-        (["-i", "{folder}"], "A 3D encoder pretrains on nnU-Net's preprocessed volumes (-d); -i, --file-list and"),
+        (["-i", "{folder}"], "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's"),
     ],
 )
 def test_bad_3d_settings_stop_with_one_sentence(extra, expected, volumes, tmp_path, capsys):
