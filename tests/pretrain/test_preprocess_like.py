@@ -83,3 +83,25 @@ def test_preprocess_like_equals_nnunets_preprocessing_and_pretrains_a_3d_encoder
     modified = {p: p.stat().st_mtime_ns for p in ours}
     assert main([*argv, "--steps", "2"]) == 0  # resumed: nothing preprocessed again
     assert {p: p.stat().st_mtime_ns for p in ours} == modified
+
+
+@pytest.mark.parametrize(
+    ("dataset_json", "expected"),
+    [
+        (None, "has no dataset.json; run nnUNetv2_plan_and_preprocess -d 3 first."),
+        ({"channel_names": {"0": "T1", "1": "T2"}}, "--preprocess-like takes datasets with one input channel;"),
+    ],
+)
+def test_preprocess_like_refuses_what_it_cannot_follow(dataset_json, expected, tmp_path, monkeypatch, capsys):
+    from tests.pretrain.helpers import write_volume_dataset
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    folder, _ = write_volume_dataset(str(tmp_path / "preprocessed"))
+    if dataset_json is not None:
+        Path(folder, "dataset.json").write_text(json.dumps({**dataset_json, "file_ending": ".nii.gz"}))
+    (tmp_path / "unlabeled").mkdir()
+    (tmp_path / "unlabeled" / "a.nii.gz").write_bytes(b"")
+    argv = ["--encoder", "cnn", "-c", "3d_fullres", "--plans-of", "3", "-i", str(tmp_path / "unlabeled")]
+    assert main([*argv, "--preprocess-like", "3", "-o", str(tmp_path / "run"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1, err
