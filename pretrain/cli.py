@@ -23,7 +23,7 @@ from nnunetv2_vismae.flags import (  # noqa: E402
 )
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D  # noqa: E402
 from nnunetv2_vismae.io.run_files import ENCODER_FILE, STATE_FILE  # noqa: E402
-from pretrain.config import PROG  # noqa: E402
+from pretrain.config import DEFAULT_PATCH_SIZE, PROG  # noqa: E402
 from pretrain.errors import PretrainUserError  # noqa: E402
 from pretrain.families import DEFAULT_FAMILY, FAMILIES  # noqa: E402
 from pretrain.image_flags import add_image_file_arguments, validate_image_file_arguments  # noqa: E402
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices).\n"
+            "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices), or\n"
+            "with --encoder cnn on a 3D configuration (-c 3d_fullres) from nnU-Net's preprocessed volumes.\n"
             f"Writes -o/{ENCODER_FILE} (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
             f"trainers load), {STATE_FILE} (resumable: rerun the same command to continue), log.csv, loss.png\n"
             "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
@@ -49,11 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="DATASET",
         help="nnU-Net preprocessed dataset ids or names (needs nnUNet_preprocessed); random 2D "
-        "patches of the preprocessed, already normalized data, as fine-tuning sees them.",
+        "patches (3D crops for a 3D encoder) of the preprocessed, already normalized data, as fine-tuning sees them.",
     )
     data.add_argument("-c", default=CONFIGURATION_2D, help=f"nnU-Net configuration of -d (default {CONFIGURATION_2D}).")
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
     add_image_file_arguments(data)
+    data.add_argument(
+        "--preprocess-like",
+        metavar="DATASET",
+        help="preprocess each -i / --file-list image (one channel) exactly as nnU-Net preprocessed this dataset's "
+        "cases (its plans -p, configuration -c and intensity properties), once, into -o/preprocessed_like/, and "
+        "read them as its preprocessed cases (--axis and --norm then do not apply); needed for volumes with a 3D "
+        "encoder.",
+    )
     data.add_argument(
         "--pack",
         nargs="+",
@@ -87,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--patch-size",
         type=positive_int,
-        default=224,
-        help="square training patch in pixels; smaller images are zero-padded (default 224).",
+        nargs="+",
+        help="training patch: one side of a square in pixels, or for a 3D encoder one side of a cube or one per "
+        "axis Z Y X in voxels; smaller images are zero-padded (default "
+        f"{DEFAULT_PATCH_SIZE} in 2D, the patch size of -c in the plans in 3D).",
     )
 
     p.add_argument(
@@ -101,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(FAMILIES),
         default=DEFAULT_FAMILY,
         help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
-        f"2D network, built from the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
+        f"2D or 3D network, built from the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
     )
     for family in FAMILIES.values():
         family.options_type.add_arguments(p)

@@ -16,6 +16,7 @@ from pretrain.families.base import FamilyOptions
 from pretrain.image_flags import normalization_from_args
 
 PROG = "nnUNetv2_vismae_pretrain"  # the command that makes a config; also the owner named in the output folder's lock
+DEFAULT_PATCH_SIZE = 224  # of 2D patches, VIS-MAE's input; volumes default to their plans' patch size
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,13 @@ class PretrainConfig:
     folders: tuple[str, ...]  # -i
     file_list: str | None
     packs: tuple[str, ...]  # --pack: folders written by nnUNetv2_vismae_pack, after the file sources
+    preprocess_like: str | None  # --preprocess-like: -i / --file-list preprocessed as this dataset's cases
     axis: str
     normalization: Normalization  # of -i / --file-list images
     source_weights: tuple[float, ...] | None
     max_unusable: float
     accept_changed_data: bool  # resume although the corpus changed since state.pt
-    patch_size: int
+    patch_size: tuple[int, ...] | None  # as given: one side, or one per axis; None: the default
     # training
     steps: int
     epochs: float | None
@@ -67,15 +69,16 @@ class PretrainConfig:
             folders=tuple(args.i or ()),
             file_list=args.file_list,
             packs=tuple(args.pack or ()),
+            preprocess_like=args.preprocess_like,
             axis=args.axis,
             normalization=normalization_from_args(args),
             source_weights=None if args.source_weights is None else tuple(args.source_weights),
+            patch_size=None if args.patch_size is None else tuple(args.patch_size),
             **{
                 name: getattr(args, name)
                 for name in (
                     "max_unusable",
                     "accept_changed_data",
-                    "patch_size",
                     "steps",
                     "epochs",
                     "batch_size",

@@ -1,26 +1,38 @@
-"""VIS-MAE window masking: hide square blocks of patches, for the whole batch at once on the device."""
+"""Block masking: hide blocks of patches (2D) or cells (N-D), for the whole batch at once on the device."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
 def window_mask(
-    batch: int, grid: tuple[int, int], block: int, ratio: float, device=None, generator: torch.Generator | None = None
+    batch: int,
+    grid: tuple[int, ...],
+    block: int | tuple[int, ...],
+    ratio: float,
+    device=None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Random block mask over a patch grid.
+    """Random block mask over a patch grid of any number of axes.
 
-    The h x w patch grid is cut into (h / block) x (w / block) blocks of block x block patches;
-    each sample hides exactly ``round(ratio * number of blocks)`` of them, chosen uniformly.
+    The grid is cut into blocks of ``block`` patches per axis (one int: the same on every axis); each
+    sample hides exactly ``round(ratio * number of blocks)`` of them, chosen uniformly. The random
+    numbers drawn depend only on the number of blocks, so a 2D mask is what it always was.
 
-    Returns a bool tensor B x h x w, True = masked (hidden from the encoder).
+    Returns a bool tensor B x grid, True = masked (hidden from the encoder).
     """
-    h, w = grid
-    if h % block or w % block:
-        raise ValueError(f"patch grid {h}x{w} is not divisible by the mask block size {block}")
-    bh, bw = h // block, w // block
-    num_masked = int(round(ratio * bh * bw))
-    noise = torch.rand(batch, bh * bw, device=device, generator=generator)
+    blocks_per_axis = (block,) * len(grid) if isinstance(block, int) else tuple(block)
+    if len(blocks_per_axis) != len(grid) or any(g % b for g, b in zip(grid, blocks_per_axis)):
+        shown = "x".join(map(str, grid))
+        raise ValueError(f"patch grid {shown} is not divisible by the mask block size {block}")
+    counts = [g // b for g, b in zip(grid, blocks_per_axis)]
+    total = math.prod(counts)
+    num_masked = int(round(ratio * total))
+    noise = torch.rand(batch, total, device=device, generator=generator)
     rank_of_block = noise.argsort(dim=1).argsort(dim=1)  # B x blocks, a random permutation per sample
-    blocks = (rank_of_block < num_masked).view(batch, bh, bw)
-    return blocks.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)
+    hidden = (rank_of_block < num_masked).view(batch, *counts)
+    for axis, b in enumerate(blocks_per_axis, start=1):
+        hidden = hidden.repeat_interleave(b, dim=axis)
+    return hidden

@@ -132,10 +132,17 @@ def plot_loss(log_path: str, png_path: str) -> None:
     plt.close(fig)
 
 
+def middle_slice(t: torch.Tensor) -> torch.Tensor:
+    """B x C x Z x Y x X -> the middle Z slice, B x C x Y x X; 2D batches as they are."""
+    return t[:, :, t.shape[2] // 2] if t.ndim == 5 else t
+
+
 def save_preview(path: str, imgs: torch.Tensor, recon: torch.Tensor, pixel_mask: torch.Tensor, n: int = 4) -> None:
-    """PNG grid: rows original | masked | reconstruction, one column per sample (first channel)."""
+    """PNG grid: rows original | masked | reconstruction, one column per sample (first channel; of volumes,
+    the middle slice)."""
     from PIL import Image
 
+    imgs, recon, pixel_mask = middle_slice(imgs), middle_slice(recon), middle_slice(pixel_mask)
     imgs, recon = imgs[:n, 0].float().cpu().numpy(), recon[:n, 0].float().cpu().numpy()
     hidden = pixel_mask[:n, 0].cpu().numpy()
     columns = []

@@ -113,7 +113,7 @@ def measure(args: argparse.Namespace, timing_flags: tuple[int | None, int | None
         "device": str(device),
         "precision": trainer.precision,
         "batch_size": args.batch_size,
-        "patch_size": args.patch_size,
+        "patch_size": trainer.patch_size,
         "family": args.family,
         "decoder": getattr(args, "decoder", None),
         "mask_ratio": getattr(args, "mask_ratio", None),

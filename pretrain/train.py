@@ -34,13 +34,14 @@ from nnunetv2_vismae.optim.parameter_groups import NO_WEIGHT_DECAY, weight_decay
 from nnunetv2_vismae.optim.schedules import warmup_cosine_schedule
 from pretrain.checkpointing import RunCheckpoints, check_resumable, stop_unless_finite
 from pretrain.collapse import RANK_IMAGES, stage_ranks
-from pretrain.config import PROG, PretrainConfig
+from pretrain.config import DEFAULT_PATCH_SIZE, PROG, PretrainConfig
 from pretrain.data.files import FileSource
 from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
 from pretrain.data.fingerprint import corpus_fingerprint
 from pretrain.data.pack import PackSource
+from pretrain.data.preprocess_like import CACHE, PreprocessedLikeSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
 from pretrain.families import FAMILIES
@@ -58,13 +59,26 @@ def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
     return config.lr if config.lr is not None else config.blr * effective_batch / 256
 
 
-def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
-    sources = [NnUNetSource(d, config.configuration, config.plans) for d in config.datasets]
+def build_sources(config: PretrainConfig, runtime: Runtime, spatial_dims: int = 2) -> list:
+    """The sources of the run; of volumes where the encoder takes volumes (``spatial_dims`` 3)."""
+    volumes = spatial_dims == 3
+    if volumes and config.packs:
+        raise PretrainUserError("--pack gives 2D slices; a 3D encoder pretrains on volumes (-d, -i, --file-list).")
+    if volumes and (config.folders or config.file_list) and not config.preprocess_like:
+        raise PretrainUserError(
+            "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's cases; "
+            "add --preprocess-like DATASET (the dataset whose plans -p and configuration -c to follow)."
+        )
+    sources = [NnUNetSource(d, config.configuration, config.plans, volumes) for d in config.datasets]
     file_inputs = [(f, discover_files([f])) for f in config.folders]
     if config.file_list:
         file_inputs.append((config.file_list, discover_files(file_list=config.file_list)))
     for name, files in file_inputs:
-        sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
+        if config.preprocess_like:
+            like = (config.preprocess_like, config.configuration, config.plans, config.output, runtime, volumes)
+            sources.append(PreprocessedLikeSource(name, files, *like))
+        else:
+            sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
     sources.extend(PackSource(pack) for pack in config.packs)
     if not sources:
         raise PretrainUserError(
@@ -81,6 +95,24 @@ def build_sources(config: PretrainConfig, runtime: Runtime) -> list:
             + "."
         )
     return sources
+
+
+def run_patch_size(requested: tuple[int, ...] | None, spatial_dims: int, default: list[int] | None) -> int | list[int]:
+    """The patch of a run from ``--patch-size``: one side of a square in 2D; in 3D one per axis Z Y X (one
+    value: a cube). Unset: ``DEFAULT_PATCH_SIZE`` in 2D, the family's ``default`` (the plans') in 3D."""
+    if requested is None:
+        return DEFAULT_PATCH_SIZE if default is None else list(default)
+    if spatial_dims == 2:
+        if len(requested) != 1:
+            raise PretrainUserError(f"--patch-size takes one side (a square) for 2D images, got {len(requested)}.")
+        return requested[0]
+    if len(requested) == 1:
+        return [requested[0]] * spatial_dims
+    if len(requested) != spatial_dims:
+        raise PretrainUserError(
+            f"--patch-size takes one side or one per axis Z Y X for volumes, got {len(requested)} values."
+        )
+    return list(requested)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -117,7 +149,7 @@ class Pretrainer:
         error = None
         if self.runtime.is_main:
             try:
-                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS,))
+                self.lock = claim_output_folder(self.out, PROG, (PREVIEWS, f"{CACHE}/*"))
             except UserError as e:
                 error = e
         self.runtime.stop_together(error)  # also: no rank touches -o before rank 0 holds it
@@ -157,7 +189,9 @@ class Pretrainer:
     def _build_data(self) -> None:
         """The sources (their unusable files checked), the corpus' fingerprint, the patch stream, the family."""
         c, rt = self.config, self.runtime
-        self.sources = build_sources(c, rt)
+        family = FAMILIES[c.family]
+        spatial_dims, default_patch = family.image_geometry(c.family_options)
+        self.sources = build_sources(c, rt, spatial_dims)
         self.unusable = UnusableFiles.from_sources(
             self.sources, c.max_unusable, announce=tqdm.write if rt.is_main else lambda _: None
         )
@@ -165,10 +199,11 @@ class Pretrainer:
             print(f"{self.unusable.describe()}; they are skipped.")
         self._check_unusable_files()
         self.corpus = corpus_fingerprint(self.sources)
-        self.dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed, rt.rank, rt.world_size)
+        self.patch_size = run_patch_size(c.patch_size, spatial_dims, default_patch)
+        self.dataset = PatchDataset(self.sources, self.patch_size, c.source_weights, c.seed, rt.rank, rt.world_size)
         in_channels = self.sources[0].num_channels
-        self.family = FAMILIES[c.family](c.family_options, in_channels)
-        self.family.validate(c.patch_size)
+        self.family = family(c.family_options, in_channels)
+        self.family.validate(self.patch_size)
 
     def _build_schedule(self) -> None:
         """Effective batch, total and warmup steps, and the learning rate."""
@@ -258,7 +293,7 @@ class Pretrainer:
                 "sources": summaries,
                 "unusable_files": dict(self.unusable.counts()),
                 "weights": [float(w) for w in self.dataset.probabilities],
-                "patch_size": self.config.patch_size,
+                "patch_size": self.patch_size,
             },
             "steps": steps,
             "final_loss": final_loss,
@@ -456,7 +491,7 @@ class Pretrainer:
         their own: the loader's position, its dataset's memory of bad files and every random stream stay
         untouched."""
         c = self.config
-        dataset = PatchDataset(self.sources, c.patch_size, c.source_weights, c.seed)
+        dataset = PatchDataset(self.sources, self.patch_size, c.source_weights, c.seed)
         return torch.stack([dataset[k] for k in range(RANK_IMAGES)]).to(self.runtime.device)
 
     def _save_due(self) -> bool:

@@ -1,9 +1,11 @@
-"""Random 2D patches from a weighted mixture of sources, as a pure function of the sample index.
+"""Random 2D patches (or 3D crops of volumes) from a weighted mixture of sources, as a pure function of
+the sample index.
 
 Sample ``k`` of rank ``r`` is drawn with ``numpy.random.default_rng((seed, r, k))``: which source
-(by weight), which slice (from this rank's shard of that source), which patch position. The data
-position of a run is therefore one integer, resuming is exact, and any number of data-loader
-workers give the same stream.
+(by weight), which slice or volume (from this rank's shard of that source), which patch position. The
+data position of a run is therefore one integer, resuming is exact, and any number of data-loader
+workers give the same stream. A volume is never read whole: the crop's position is drawn from its
+shape, and the source reads only that region (``spatial_shape`` and ``load_region``).
 """
 
 from __future__ import annotations
@@ -20,23 +22,39 @@ from pretrain.data.screening import REASONS, Unusable, first_line
 MAX_DRAWS = 64  # draws per sample before concluding that (almost) nothing is usable
 
 
-def random_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """C x H x W -> C x size x size: zero-pad (at a random offset) what is smaller, then crop at random.
+def crop_window(
+    shape: tuple[int, ...], size: tuple[int, ...], rng: np.random.Generator
+) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """A random patch of ``size`` in an image of spatial ``shape``, as if the image were zero-padded (at a
+    random offset) where smaller and then cropped at random: the region of the image to read, and the
+    zero padding before and after it on each axis. The draws are those of padding and cropping in turn,
+    so the 2D data stream is what it always was."""
+    pads = [max(s - n, 0) for n, s in zip(shape, size)]
+    before = [int(rng.integers(p + 1)) for p in pads] if any(pads) else [0] * len(pads)
+    starts = [int(rng.integers(n + p - s + 1)) - b for n, p, s, b in zip(shape, pads, size, before)]
+    region = tuple(slice(max(a, 0), min(a + s, n)) for a, s, n in zip(starts, size, shape))
+    padding = [(r.start - a, s - (r.stop - a)) for r, a, s in zip(region, starts, size)]
+    return region, padding
+
+
+def zero_pad(image: np.ndarray, padding: list[tuple[int, int]]) -> np.ndarray:
+    """C x spatial... padded with zeros on the spatial axes (as is when there is nothing to pad).
 
     Zero is the mean intensity after z-score normalization, as in nnU-Net's own padding.
     """
-    c, h, w = image.shape
-    pad_h, pad_w = max(size - h, 0), max(size - w, 0)
-    if pad_h or pad_w:
-        top, left = int(rng.integers(pad_h + 1)), int(rng.integers(pad_w + 1))
-        image = np.pad(image, ((0, 0), (top, pad_h - top), (left, pad_w - left)))
-        h, w = image.shape[1:]
-    y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    return image[:, y : y + size, x : x + size]
+    return np.pad(image, ((0, 0), *padding)) if any(a or b for a, b in padding) else image
+
+
+def random_patch(image: np.ndarray, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """C x spatial... -> C x size...: zero-pad (at a random offset) what is smaller, then crop at random."""
+    sizes = (size,) * (image.ndim - 1) if isinstance(size, int) else tuple(size)
+    region, padding = crop_window(image.shape[1:], sizes, rng)
+    return zero_pad(image[(slice(None), *region)], padding)
 
 
 class PatchDataset(Dataset):
-    """``dataset[k]`` -> C x patch x patch float32 tensor, the k-th sample of this rank.
+    """``dataset[k]`` -> C x patch x patch float32 tensor (C x Z x Y x X for a patch per axis of volumes), the
+    k-th sample of this rank.
 
     Each source is sharded over ranks (rank r owns slices r, r + world, ...; a source smaller than
     the world is shared). ``weights`` are the probabilities of drawing from each source; by
@@ -46,13 +64,15 @@ class PatchDataset(Dataset):
     def __init__(
         self,
         sources: list,
-        patch_size: int,
+        patch_size: int | list[int],
         weights: list[float] | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
     ):
         self.sources, self.patch_size, self.seed, self.rank = sources, patch_size, seed, rank
+        self.patch = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)  # per axis
+        self.volumes = len(self.patch) == 3
         self.shards = [
             np.arange(rank, len(s), world_size) if len(s) >= world_size else np.arange(len(s)) for s in sources
         ]
@@ -84,7 +104,11 @@ class PatchDataset(Dataset):
             if origin in self.known_bad:
                 continue
             try:
-                image = source.load_slice(index)
+                if self.volumes:  # only the crop is read
+                    region, padding = crop_window(source.spatial_shape(index), self.patch, rng)
+                    image = source.load_region(index, region)
+                else:
+                    image = source.load_slice(index)
                 if not np.isfinite(image).all():  # sources without their own screening
                     raise Unusable("nonfinite")
             except Exception as e:  # a worker must never crash on one bad file
@@ -92,14 +116,15 @@ class PatchDataset(Dataset):
                 self.known_bad.add(origin)
                 found.append([origin, bad.reason, bad.detail])
                 continue
-            return torch.from_numpy(np.ascontiguousarray(random_patch(image, self.patch_size, rng))), found
+            patch = zero_pad(image, padding) if self.volumes else random_patch(image, self.patch, rng)
+            return torch.from_numpy(np.ascontiguousarray(patch)), found
         message = (
             f"None of {MAX_DRAWS} slices drawn for one sample could be used"
             + (f" (last: {found[-1][0]}: {REASONS[found[-1][1]]})" if found else "")
             + "; most of the corpus seems unusable."
         )
         c = self.sources[0].num_channels
-        return torch.zeros(c, self.patch_size, self.patch_size), found + [["*exhausted*", message, ""]]
+        return torch.zeros(c, *self.patch), found + [["*exhausted*", message, ""]]
 
     def reporting(self) -> "ReportingView":
         """The view the data loader reads: (patch, JSON report of unusable files) per index."""

@@ -1,8 +1,10 @@
-"""nnU-Net preprocessed datasets as a source of 2D slices, exactly as fine-tuning sees them.
+"""nnU-Net preprocessed datasets as a source of 2D slices or of volumes, exactly as fine-tuning sees them.
 
 Cases are read with nnU-Net's own dataset class (``infer_dataset_class``: blosc2 or numpy), already
 resampled and normalized by nnU-Net's preprocessing. Data are C x Z x Y x X; 2D slices are taken
-along Z (the ``2d`` configuration's slicing axis; Z = 1 for 2D datasets).
+along Z (the ``2d`` configuration's slicing axis; Z = 1 for 2D datasets). As a source of volumes
+each case is one item, and only the region of a crop is read: nnU-Net opens its blosc2 arrays
+without reading them, and slicing one decompresses only the chunks the slice touches.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ import os
 
 import numpy as np
 
-from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, preprocessed_folder
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, configuration_dims, preprocessed_folder
 from pretrain.errors import PretrainUserError
 
 
 class NnUNetSource:
-    """Slices of one nnU-Net preprocessed dataset; ``load_slice(i)`` -> C x Y x X float32."""
+    """Slices of one nnU-Net preprocessed dataset, ``load_slice(i)`` -> C x Y x X float32; or, with
+    ``volumes``, its cases, ``load_region(i, region)`` -> C x the region of Z x Y x X, float32."""
 
-    def __init__(self, dataset: str, configuration: str = CONFIGURATION_2D, plans_identifier: str = "nnUNetPlans"):
+    def __init__(
+        self,
+        dataset: str,
+        configuration: str = CONFIGURATION_2D,
+        plans_identifier: str = "nnUNetPlans",
+        volumes: bool = False,
+        cases: tuple[str, list[str]] | None = None,
+    ):
+        """``cases``: (folder, identifiers) of cases preprocessed with these plans elsewhere (default: the
+        dataset's own preprocessed folder, every case in it)."""
         from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -36,9 +48,14 @@ class NnUNetSource:
                 f"Configuration {configuration} is not in {plans_file} (available: "
                 f"{', '.join(plans_manager.available_configurations)})."
             )
-        self.configuration_name, self.plans_identifier = configuration, plans_identifier
+        if volumes and configuration_dims(self.plans, configuration, PretrainUserError) != 3:
+            raise PretrainUserError(
+                f"Configuration {configuration} of {plans_file} is not 3D; volumes are pretrained on a 3D "
+                "configuration such as 3d_fullres."
+            )
+        self.configuration_name, self.plans_identifier, self.volumes = configuration, plans_identifier, volumes
         self.configuration = plans_manager.get_configuration(configuration)
-        self.folder = os.path.join(dataset_folder, self.configuration.data_identifier)
+        self.folder, identifiers = cases or (os.path.join(dataset_folder, self.configuration.data_identifier), None)
         if not os.path.isdir(self.folder) or not os.listdir(self.folder):
             raise PretrainUserError(
                 f"Preprocessed data folder {self.folder} is missing or empty; run "
@@ -48,7 +65,7 @@ class NnUNetSource:
             dataset_class = infer_dataset_class(self.folder)
         except AssertionError:
             raise PretrainUserError(f"Could not tell nnU-Net's dataset format in {self.folder}.") from None
-        self.dataset = dataset_class(self.folder)
+        self.dataset = dataset_class(self.folder, identifiers)
         self.identifiers = list(self.dataset.identifiers)
         if not self.identifiers:
             raise PretrainUserError(f"Preprocessed data folder {self.folder} contains no cases.")
@@ -57,7 +74,9 @@ class NnUNetSource:
         if len(channels) != 1 or any(len(s) != 4 for s in shapes):
             raise PretrainUserError(f"Cases in {self.folder} have inconsistent shapes; expected C x Z x Y x X.")
         self.num_channels = channels.pop()
-        self.offsets = np.concatenate([[0], np.cumsum([s[1] for s in shapes])]).astype(np.int64)
+        self.spatial_shapes = [s[1:] for s in shapes]
+        items = [1 if volumes else s[1] for s in shapes]  # a volume is one item, a slice in 2D
+        self.offsets = np.concatenate([[0], np.cumsum(items)]).astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -75,6 +94,15 @@ class NnUNetSource:
         data = self.dataset.load_case(self.identifiers[case])[0]
         return np.ascontiguousarray(data[:, int(index - self.offsets[case])], dtype=np.float32)
 
+    def spatial_shape(self, index: int) -> tuple[int, int, int]:
+        """Z x Y x X of case ``index`` (a source of volumes), from its header."""
+        return self.spatial_shapes[index]
+
+    def load_region(self, index: int, region: tuple[slice, ...]) -> np.ndarray:
+        """C x the ``region`` (slices of Z, Y, X) of case ``index``, reading only that region."""
+        data = self.dataset.load_case(self.identifiers[index])[0]
+        return np.asarray(data[(slice(None), *region)], dtype=np.float32)
+
     def summary(self) -> dict:
         return {
             "type": "nnunet_preprocessed",
@@ -82,7 +110,8 @@ class NnUNetSource:
             "plans": self.plans_identifier,
             "configuration": self.configuration_name,
             "num_cases": len(self.identifiers),
-            "num_slices": len(self),
+            # what one item is; a source of slices keeps the summary (and so the fingerprint) it always had
+            **({"num_volumes": len(self)} if self.volumes else {"num_slices": len(self)}),
             "spacing": list(self.configuration.spacing),
             "normalization": {
                 "scheme": "nnunet",

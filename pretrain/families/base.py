@@ -54,12 +54,21 @@ class PretrainingFamily(ABC):
     name: ClassVar[str] = ""
     options_type: ClassVar[type[FamilyOptions]]
 
+    spatial_dims: int = 2  # of the images the encoder takes: 2 (images, slices) or 3 (volumes)
+
     def __init__(self, options: FamilyOptions, in_channels: int):
         self.options, self.in_channels = options, in_channels
 
+    @classmethod
+    def image_geometry(cls, options: FamilyOptions) -> tuple[int, list[int] | None]:
+        """What the sources must deliver, known before they are read: the spatial dimensions of the images
+        the encoder takes with ``options``, and the default patch size (None: the command's 2D default)."""
+        return 2, None
+
     @abstractmethod
-    def validate(self, patch_size: int) -> None:
-        """Raise PretrainUserError if the settings or the patch size cannot work."""
+    def validate(self, patch_size: int | list[int]) -> None:
+        """Raise PretrainUserError if the settings or the patch size (one side in 2D, one per axis in 3D)
+        cannot work."""
 
     @abstractmethod
     def build_model(self) -> MAEModel: ...

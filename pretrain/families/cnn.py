@@ -1,8 +1,9 @@
-"""The ``cnn`` family: SparK-style masked pretraining of nnU-Net's own 2D encoder.
+"""The ``cnn`` family: SparK-style masked pretraining of nnU-Net's own 2D or 3D encoder.
 
 The encoder is the one of the network nnU-Net trains for the dataset (PlainConvUNet from
 ``nnUNetPlans``, ResidualEncoderUNet from the residual-encoder plans), built from the plans of the
-first ``-d`` dataset by dynamic-network-architectures, so the checkpoint fits the stock network.
+first ``-d`` dataset by dynamic-network-architectures, so the checkpoint fits the stock network. Its
+spatial dimensions are the plans' (Conv2d: 2D images, Conv3d: volumes); every part below works on both.
 Convolutions have no tokens to drop, so sparse convolution is emulated as in SparK: hidden blocks
 are zeroed at the input and re-zeroed after the stem and every stage at that stage's resolution,
 so the holes stay holes. A light decoder fills them with per-scale mask tokens and reconstructs.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -22,38 +24,56 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from pretrain.errors import PretrainUserError
 from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
 from pretrain.masking import window_mask
 
 
 # ------------------------------------------------------------------------------------- model
+OPS = {  # spatial dimensions -> the decoder's conv, transposed conv and norm
+    2: (nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d),
+    3: (nn.Conv3d, nn.ConvTranspose3d, nn.InstanceNorm3d),
+}
+
+
 def at_resolution(hidden: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """B x h x w bool mask -> B x 1 x H' x W' bool at ``like``'s spatial size (nearest)."""
-    return F.interpolate(hidden[:, None].float(), size=like.shape[-2:], mode="nearest").bool()
+    """B x h x w (x d) bool mask -> B x 1 x H' x W' (x D') bool at ``like``'s spatial size (nearest)."""
+    return F.interpolate(hidden[:, None].float(), size=like.shape[2:], mode="nearest").bool()
+
+
+def spatial_dims_of(conv_op: str) -> int | None:
+    """2 for a Conv2d, 3 for a Conv3d (by the plans' class path); None for anything else."""
+    return {"Conv2d": 2, "Conv3d": 3}.get(str(conv_op).rsplit(".", 1)[-1])
+
+
+def per_channel(t: torch.Tensor, dims: int) -> torch.Tensor:
+    """A C vector shaped 1 x C x 1... to broadcast over ``dims`` spatial axes."""
+    return t.view(1, -1, *[1] * dims)
 
 
 class LightDecoder(nn.Module):
     """SparK-like: per-scale mask tokens fill the holes; each scale is projected (1x1) to half its
     width; from the deepest scale up: transposed conv by that stage's stride, add the next shallower
     projection, one conv block; a last transposed conv by the first stage's stride predicts pixels.
-    Output B x C x H x W."""
+    Output B x C x H x W (x D), as many spatial axes as the strides have."""
 
     def __init__(self, channels: list[int], strides: list[list[int]], out_channels: int):
         super().__init__()
+        dims = len(strides[0])
+        conv, transposed, norm = OPS[dims]
         widths = [max(16, c // 2) for c in channels]  # light: a quarter of the encoder's conv cost
-        self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels)
+        self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, *[1] * dims)) for c in channels)
         for token in self.mask_tokens:
             nn.init.trunc_normal_(token, std=0.02)
-        self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(channels, widths))
+        self.laterals = nn.ModuleList(conv(c, w, 1) for c, w in zip(channels, widths))
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(widths[i + 1], widths[i], strides[i + 1], strides[i + 1]) for i in range(len(widths) - 1)
+            transposed(widths[i + 1], widths[i], strides[i + 1], strides[i + 1]) for i in range(len(widths) - 1)
         )
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.InstanceNorm2d(w, affine=True), nn.LeakyReLU(0.01))
-            for w in widths[:-1]
+            nn.Sequential(conv(w, w, 3, padding=1), norm(w, affine=True), nn.LeakyReLU(0.01)) for w in widths[:-1]
         )
-        self.head = nn.ConvTranspose2d(widths[0], out_channels, strides[0], strides[0])
+        self.head = transposed(widths[0], out_channels, strides[0], strides[0])
 
     def fill(self, features: list[torch.Tensor], hidden: torch.Tensor) -> list[torch.Tensor]:
         return [
@@ -69,23 +89,24 @@ class LightDecoder(nn.Module):
 
 
 def visible_instance_norm(norm: nn.modules.instancenorm._InstanceNorm, x: torch.Tensor, hidden: torch.Tensor):
-    """``norm`` applied to ``x`` (B x C x H x W) with per-image, per-channel statistics over the visible
+    """``norm`` applied to ``x`` (B x C x spatial...) with per-image, per-channel statistics over the visible
     positions only (fp32); the hidden positions come out as zeros, holes as before the norm."""
     visible = (~at_resolution(hidden, x)).float()
-    count = visible.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    spatial, dims = tuple(range(2, x.ndim)), x.ndim - 2
+    count = visible.sum(dim=spatial, keepdim=True).clamp_min(1.0)
     x32 = x.float()
-    mean = (x32 * visible).sum(dim=(2, 3), keepdim=True) / count
-    var = ((x32 - mean) ** 2 * visible).sum(dim=(2, 3), keepdim=True) / count
+    mean = (x32 * visible).sum(dim=spatial, keepdim=True) / count
+    var = ((x32 - mean) ** 2 * visible).sum(dim=spatial, keepdim=True) / count
     y = (x32 - mean) * torch.rsqrt(var + norm.eps)
     if norm.affine:
-        y = y * norm.weight.float()[None, :, None, None] + norm.bias.float()[None, :, None, None]
+        y = y * per_channel(norm.weight.float(), dims) + per_channel(norm.bias.float(), dims)
     return y * visible
 
 
 class CnnMAE(MAEModel):
     """Masked autoencoder around nnU-Net's encoder (the load root of the stock network).
 
-    Shapes (image B x C x H x W, total stride s, cells h = H/s, w = W/s):
+    Shapes (image B x C x H x W, total stride s, cells h = H/s, w = W/s; volumes have a third axis):
         mask:  B x h x w bool, True = hidden (one cell = one pixel of the deepest stage)
         pred:  B x C x H x W
     """
@@ -149,7 +170,7 @@ class CnnOptions(FamilyOptions):
     plans_dataset: str | None  # --plans-of, else the first -d
     plans: str  # -p
     configuration: str  # -c
-    mask_block: int | None  # --cnn-mask-block, in pixels
+    mask_block: tuple[int, ...] | None  # --cnn-mask-block, in pixels (voxels): one side, or one per axis
     mask_ratio: float  # the swin family's --mask-ratio
     norm_pix_loss: bool  # a swin flag, refused here
     visible_norm: bool  # --cnn-visible-norm
@@ -168,9 +189,11 @@ class CnnOptions(FamilyOptions):
         g.add_argument(
             "--cnn-mask-block",
             type=int,
+            nargs="+",
             metavar="PIXELS",
-            help="side of a hidden square in pixels, a multiple of the encoder's total stride "
-            "(default: the total stride, one cell of the deepest stage, as SparK).",
+            help="side of a hidden square (cube) in pixels (voxels), or one side per axis Z Y X for volumes, a "
+            "multiple of the encoder's total stride on that axis (default: the total stride, one cell of the "
+            "deepest stage, as SparK).",
         )
         g.add_argument(
             "--cnn-visible-norm",
@@ -185,7 +208,7 @@ class CnnOptions(FamilyOptions):
             args.plans_of or (args.d[0] if args.d else None),
             args.p,
             args.c,
-            args.cnn_mask_block,
+            None if args.cnn_mask_block is None else tuple(args.cnn_mask_block),
             args.mask_ratio,
             args.norm_pix_loss,
             args.cnn_visible_norm,
@@ -193,9 +216,9 @@ class CnnOptions(FamilyOptions):
 
 
 # ------------------------------------------------------------------------------------ family
-def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
-    """The ``architecture`` block of the plans (``-p``, ``-c``) of ``--plans-of`` or else the first ``-d``
-    dataset, and its file."""
+def read_plans_configuration(options: CnnOptions) -> tuple[dict, str]:
+    """The configuration ``-c`` of the plans ``-p`` of ``--plans-of`` or else the first ``-d`` dataset, with
+    an ``architecture`` block of a 2D or 3D network, and the plans' file."""
     from nnunetv2_vismae.io.nnunet import preprocessed_folder
 
     dataset, name = options.plans_dataset, options.configuration
@@ -211,12 +234,18 @@ def read_plans_architecture(options: CnnOptions) -> tuple[dict, str]:
     architecture = configuration.get("architecture")
     if architecture is None:
         raise PretrainUserError(f"{plans_file} has no configuration {name!r} with an architecture block.")
-    if not str(architecture["arch_kwargs"].get("conv_op", "")).endswith("Conv2d"):
+    dims = spatial_dims_of(architecture["arch_kwargs"].get("conv_op", ""))
+    if dims is None:
         raise PretrainUserError(
-            f"Configuration {name!r} of {plans_file} is not a 2D network; --encoder cnn "
-            "pretrains the 2d configuration (-c 2d)."
+            f"Configuration {name!r} of {plans_file} is neither a 2D nor a 3D network; --encoder cnn "
+            f"pretrains a configuration such as {CONFIGURATION_2D} or {CONFIGURATION_3D}."
         )
-    return architecture, plans_file
+    if len(configuration.get("patch_size") or []) != dims:
+        raise PretrainUserError(
+            f"Configuration {name!r} of {plans_file} has a {dims}D network but the patch size "
+            f"{configuration.get('patch_size')}; the plans disagree with themselves."
+        )
+    return configuration, plans_file
 
 
 class CnnFamily(PretrainingFamily):
@@ -226,45 +255,75 @@ class CnnFamily(PretrainingFamily):
 
     def __init__(self, options: CnnOptions, in_channels: int):
         super().__init__(options, in_channels)
-        self.architecture, self.plans_file = read_plans_architecture(options)
+        configuration, self.plans_file = read_plans_configuration(options)
+        self.architecture = configuration["architecture"]
+        self.spatial_dims = spatial_dims_of(self.architecture["arch_kwargs"]["conv_op"])
         try:
             self.encoder_config = cnn_encoder_config(self.architecture, in_channels)
         except Exception as e:  # plans naming a network we cannot build
             raise PretrainUserError(
                 f"Cannot build the network of {self.plans_file} ({type(e).__name__}: {e})."
             ) from None
-        strides = torch.tensor(self.encoder_config["strides"]).prod(dim=0).tolist()
-        if strides[0] != strides[1]:
+        strides = [int(s) for s in torch.tensor(self.encoder_config["strides"]).prod(dim=0).tolist()]
+        if self.spatial_dims == 2 and strides[0] != strides[1]:
             raise PretrainUserError(
                 f"The network of {self.plans_file} downsamples anisotropically ({strides}); "
                 "--encoder cnn needs square 2D stages."
             )
-        self.total_stride = int(strides[0])
-        self.block = self.total_stride if options.mask_block is None else options.mask_block
+        self.total_stride = strides  # per axis; volumes may downsample some axes less
+        self.block = self._block_per_axis(options.mask_block)
         self.mask_settings = {
             "type": "window_sparse",
             "ratio": options.mask_ratio,
-            "block_pixels": self.block,
+            # 2D: one side, as every earlier run recorded it (resume compares these settings)
+            **({"block_pixels": self.block[0]} if self.spatial_dims == 2 else {"block_voxels": self.block}),
             "replaced_by": "zeros_per_stage_then_mask_tokens",
         }
         if options.visible_norm:  # only then: the settings of earlier runs, which resume checks, stay as they were
             self.mask_settings["norm_statistics"] = "visible"
 
-    def validate(self, patch_size: int) -> None:
-        o, s = self.options, self.total_stride
+    @classmethod
+    def image_geometry(cls, options: CnnOptions) -> tuple[int, list[int] | None]:
+        configuration, _ = read_plans_configuration(options)
+        dims = spatial_dims_of(configuration["architecture"]["arch_kwargs"]["conv_op"])
+        return dims, (None if dims == 2 else list(configuration["patch_size"]))
+
+    def _block_per_axis(self, requested: tuple[int, ...] | None) -> list[int]:
+        """--cnn-mask-block per axis: one cell of the deepest stage by default; one side for every axis, or
+        (volumes) one side per axis."""
+        if requested is None:
+            return list(self.total_stride)
+        if len(requested) == 1:
+            return list(requested) * self.spatial_dims
+        if self.spatial_dims == 3 and len(requested) == 3:
+            return list(requested)
+        raise PretrainUserError(
+            f"--cnn-mask-block takes one side{' or one per axis Z Y X' if self.spatial_dims == 3 else ''} "
+            f"for this {self.spatial_dims}D network, got {len(requested)} values."
+        )
+
+    def _shown(self, sizes: list[int]) -> str:
+        """Sizes as messages show them: one number for square 2D sizes, Z x Y x X for volumes."""
+        return str(sizes[0]) if self.spatial_dims == 2 else "x".join(map(str, sizes))
+
+    def validate(self, patch_size: int | list[int]) -> None:
+        o, s, block = self.options, self.total_stride, self.block
+        patch = [patch_size] * 2 if isinstance(patch_size, int) else list(patch_size)
         if not 0 < o.mask_ratio < 1:
             raise PretrainUserError(f"--mask-ratio must be between 0 and 1, got {o.mask_ratio}.")
         if o.norm_pix_loss:
             raise PretrainUserError("--norm-pix-loss belongs to the swin family; the cnn family regresses pixels.")
-        if self.block < 1 or self.block % s:
+        if any(b < 1 or b % t for b, t in zip(block, s)):
             raise PretrainUserError(
-                f"--cnn-mask-block {self.block} must be a positive multiple of the encoder's total stride {s}."
+                f"--cnn-mask-block {self._shown(block)} must be a positive multiple of the encoder's total stride "
+                f"{self._shown(s)}."
             )
-        if patch_size % self.block:
+        if any(p % b for p, b in zip(patch, block)):
             raise PretrainUserError(
-                f"--patch-size {patch_size} must be a multiple of the mask block ({self.block} pixels)."
+                f"--patch-size {self._shown(patch)} must be a multiple of the mask block ({self._shown(block)} "
+                f"{'pixels' if self.spatial_dims == 2 else 'voxels'})."
             )
-        blocks = (patch_size // self.block) ** 2
+        blocks = math.prod(p // b for p, b in zip(patch, block))
         if not 0 < round(o.mask_ratio * blocks) < blocks:
             raise PretrainUserError(
                 f"--mask-ratio {o.mask_ratio} must hide at least one and keep at least one "
@@ -277,11 +336,11 @@ class CnnFamily(PretrainingFamily):
         return CnnMAE(encoder, self.in_channels, self.options.visible_norm)
 
     def make_mask(self, imgs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        s = self.total_stride
+        strides = self.total_stride
         return window_mask(
             imgs.shape[0],
-            (imgs.shape[2] // s, imgs.shape[3] // s),
-            self.block // s,
+            tuple(n // s for n, s in zip(imgs.shape[2:], strides)),
+            tuple(b // s for b, s in zip(self.block, strides)),
             self.options.mask_ratio,
             imgs.device,
             generator,
@@ -302,6 +361,8 @@ class CnnFamily(PretrainingFamily):
             "encoder_config": self.encoder_config,
             "mask": self.mask_settings,
             "pretraining_decoder": "spark_light",
+            # only for volumes: a 2D checkpoint stays byte for byte what it was (absent means 2)
+            **({"spatial_dims": self.spatial_dims} if self.spatial_dims != 2 else {}),
         }
 
     def check_fine_tunable(self, model: CnnMAE, workdir: str, metadata: dict | None = None) -> None:
