@@ -18,6 +18,7 @@ import nnunetv2_vismae
 FOLDER_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 # nnU-Net's configuration of 2D slices; its 3D ones are 3d_fullres, 3d_lowres and 3d_cascade_fullres
 CONFIGURATION_2D = "2d"
+CONFIGURATION_3D = "3d_fullres"
 
 
 def configuration_dims(plans: dict, name: str, error: type[Exception] = ValueError) -> int:
