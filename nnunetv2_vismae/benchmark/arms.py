@@ -34,6 +34,18 @@ class Arm:
         """The plans identifier passed to nnUNetv2_train -p."""
         return PLANNING[self.family].plans if self.derived_plans else NNUNET_PLANS
 
+    def trains_dims(self, dims: int) -> bool:
+        """Whether it can train a configuration of ``dims`` spatial dimensions: nnU-Net's own arm any, a
+        derived one those its family plans."""
+        return not self.derived_plans or dims in PLANNING[self.family].spatial_dims
+
+    def unplanned_dims(self, configuration: str, dims: int) -> str:
+        """Why it cannot train ``configuration``, in one sentence."""
+        return (
+            f"The {self.name} arm cannot train {configuration} ({dims}D): {PLANNING[self.family].unplanned_dims}; "
+            "leave it out of --arms."
+        )
+
     @property
     def planned_from_checkpoint_only(self) -> bool:
         """Its plans copy the network a checkpoint was pretrained for: none can be planned without one."""
@@ -110,19 +122,22 @@ ARMS: dict[str, Arm] = {
 }
 
 
-def default_arms(given_families: set[str]) -> list[str]:
-    """Every arm whose inputs are given: vismae with a swin checkpoint, both cnn arms with a cnn one."""
+def default_arms(given_families: set[str], dims: int = 2) -> list[str]:
+    """Every arm whose inputs are given and that trains ``dims`` dimensions: vismae with a swin checkpoint (2D),
+    both cnn arms with a cnn one."""
     return [
         name
         for name, arm in ARMS.items()
         if not (arm.ablation or arm.probe)
+        and arm.trains_dims(dims)
         and (arm.family in given_families or not (arm.needs_pretrained or arm.planned_from_checkpoint_only))
     ]
 
 
-def probe_arms(given_families: set[str]) -> list[str]:
-    """The frozen-encoder probe arms (pretrained and random twin) of every family whose checkpoint is given."""
-    return [name for name, arm in ARMS.items() if arm.probe and arm.family in given_families]
+def probe_arms(given_families: set[str], dims: int = 2) -> list[str]:
+    """The frozen-encoder probe arms (pretrained and random twin) of every family whose checkpoint is given, that
+    train ``dims`` dimensions."""
+    return [name for name, arm in ARMS.items() if arm.probe and arm.family in given_families and arm.trains_dims(dims)]
 
 
 def is_probe(arm: str) -> bool:

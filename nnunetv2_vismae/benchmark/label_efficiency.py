@@ -25,7 +25,7 @@ from nnunetv2_vismae.benchmark.arms import (
 )
 from nnunetv2_vismae.benchmark.errors import BenchmarkError
 from nnunetv2_vismae.benchmark.report import is_readable_summary
-from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, dataset_name
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, configuration_dims, dataset_name
 from nnunetv2_vismae.label_subsets import is_label_percentage
 
 REQUIRED_ENV = ("nnUNet_preprocessed", "nnUNet_results")
@@ -163,13 +163,11 @@ def make_settings(request: Request) -> Settings:
             raise BenchmarkError(f"{flag} must be at least 1, got {value}.")
     if any(seed < 0 for seed in request.subset_seeds):
         raise BenchmarkError(f"--subset-seeds must be non-negative integers, got {min(request.subset_seeds)}.")
-    pretrained, references = read_checkpoints(request.pretrained)
-    chosen = tuple(ARMS[a] for a in chosen_arms(request.arms, request.probe, set(pretrained)))
-    derived = [a.name for a in chosen if a.derived_plans]
-    if derived and request.configuration != CONFIGURATION_2D:
-        raise BenchmarkError(
-            f"The {derived[0]} arm trains the {CONFIGURATION_2D} configuration only, got -c {request.configuration}."
-        )
+    dims = planned_dims(Path(os.environ["nnUNet_preprocessed"]) / name, request.configuration)
+    pretrained, references = read_checkpoints(request.pretrained, request.configuration, dims)
+    chosen = tuple(
+        ARMS[a] for a in chosen_arms(request.arms, request.probe, set(pretrained), request.configuration, dims)
+    )
     settings = Settings(
         dataset=str(request.dataset),
         dataset_name=name,
@@ -192,9 +190,20 @@ def make_settings(request: Request) -> Settings:
     return replace(settings, out=Path(request.out) if request.out else settings.results_dir / "vismae_benchmark")
 
 
-def read_checkpoints(paths) -> tuple[dict[str, Path], dict[str, dict]]:
-    """Each checkpoint read and verified (never unpickled), its family read from it: (family -> absolute path,
-    family -> what plans record of it); one checkpoint per family."""
+def planned_dims(preprocessed_dir: Path, configuration: str) -> int:
+    """The configuration's spatial dimensions in the dataset's nnU-Net plans; where they do not hold it (yet:
+    the benchmark says so before anything runs), by nnU-Net's names, whose one 2D configuration is 2d."""
+    try:
+        plans = json.loads((preprocessed_dir / "nnUNetPlans.json").read_text())
+        return configuration_dims(plans, configuration)
+    except (OSError, ValueError):
+        return 2 if configuration == CONFIGURATION_2D else 3
+
+
+def read_checkpoints(paths, configuration: str, dims: int) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Each checkpoint read and verified (never unpickled), its family read from it, its spatial dimensions
+    those of the configuration: (family -> absolute path, family -> what plans record of it); one checkpoint
+    per family."""
     if not paths:
         return {}, {}
     from nnunetv2_vismae.checkpoint import read_encoder_checkpoint  # here: the package imports torch
@@ -205,6 +214,11 @@ def read_checkpoints(paths) -> tuple[dict[str, Path], dict[str, dict]]:
         if not Path(path).is_file():
             raise BenchmarkError(f"The pretrained checkpoint {path} does not exist.")
         checkpoint = read_encoder_checkpoint(path)
+        if checkpoint.spatial_dims != dims:
+            raise BenchmarkError(
+                f"--pretrained {path} holds a {checkpoint.spatial_dims}D encoder, but -c {configuration} is {dims}D; "
+                "benchmark the configuration it was pretrained on."
+            )
         family = checkpoint.family
         if family in pretrained:
             raise BenchmarkError(
@@ -216,8 +230,9 @@ def read_checkpoints(paths) -> tuple[dict[str, Path], dict[str, dict]]:
     return pretrained, references
 
 
-def chosen_arms(named, probe: bool, given: set[str]) -> list[str]:
-    """--arms (default: every arm whose inputs are given), and with --probe the probe arms of the given families."""
+def chosen_arms(named, probe: bool, given: set[str], configuration: str = CONFIGURATION_2D, dims: int = 2) -> list[str]:
+    """--arms (default: every arm whose inputs are given), and with --probe the probe arms of the given families;
+    only arms that train the configuration's ``dims`` dimensions (one sentence for a named one that does not)."""
     if probe and not given:
         raise BenchmarkError(
             "--probe compares a pretrained frozen encoder with a random one and needs its checkpoint: "
@@ -226,8 +241,11 @@ def chosen_arms(named, probe: bool, given: set[str]) -> list[str]:
     unknown = [a for a in named or () if a not in ARMS]
     if unknown:
         raise BenchmarkError(f"Unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}.")
-    arms = list(dict.fromkeys(named or default_arms(given)))
-    return list(dict.fromkeys(arms + probe_arms(given))) if probe else arms
+    unplanned = [ARMS[a] for a in named or () if not ARMS[a].trains_dims(dims)]
+    if unplanned:
+        raise BenchmarkError(unplanned[0].unplanned_dims(configuration, dims))
+    arms = list(dict.fromkeys(named or default_arms(given, dims)))
+    return list(dict.fromkeys(arms + probe_arms(given, dims))) if probe else arms
 
 
 def fold_name(fold: str) -> str:
@@ -250,8 +268,7 @@ def check_checkpoints_given(settings: Settings) -> None:
                 f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass --pretrained FILE with "
                 f"a {arm.family} checkpoint{given_families(settings)} (or leave the arm out with --arms)."
             )
-        planned = (settings.preprocessed_dir / f"{arm.plans}.json").is_file()
-        if arm.planned_from_checkpoint_only and not planned:
+        if arm.planned_from_checkpoint_only and not is_planned(settings, arm):
             raise BenchmarkError(
                 f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
                 f"{arm.family} checkpoint; pass --pretrained FILE with one once{given_families(settings)}."
@@ -312,6 +329,19 @@ def train_command(settings: Settings, run: Run, state: str) -> tuple[str, ...]:
     return tuple(cmd)
 
 
+def is_planned(settings: Settings, arm: Arm) -> bool:
+    """Whether the arm's derived plans exist with the configuration (nnUNetv2_vismae_plan adds a configuration
+    to plans it wrote and keeps the others)."""
+    path = settings.preprocessed_dir / f"{arm.plans}.json"
+    if not path.is_file():
+        return False
+    try:
+        configurations = json.loads(path.read_text())["configurations"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # plans of unknown content are never planned over (check_planned_from reads them)
+    return not isinstance(configurations, dict) or settings.configuration in configurations
+
+
 def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
     """``nnUNetv2_vismae_plan`` for derived plans that pending runs need and that do not exist yet:
     existing plans may be the user's own and are never overwritten (``check_planned_from`` makes sure
@@ -319,9 +349,11 @@ def planning_jobs(settings: Settings, pending: list[Run]) -> list[Job]:
     jobs = []
     for plans, arm in {r.arm.plans: r.arm for r in pending if r.arm.derived_plans}.items():
         checkpoint = settings.checkpoint(arm)
-        if (settings.preprocessed_dir / f"{plans}.json").is_file():
+        if is_planned(settings, arm):
             continue
         cmd = ["nnUNetv2_vismae_plan", "-d", settings.dataset, "-o", plans]
+        if settings.configuration != CONFIGURATION_2D:  # the command's default
+            cmd[3:3] = ["-c", settings.configuration]
         if checkpoint is not None:
             cmd += ["--pretrained", str(checkpoint)]
         jobs.append(Job(f"plan_{plans}", tuple(cmd)))
@@ -428,12 +460,16 @@ def check_plans_exist(settings: Settings, jobs: list[Job]) -> None:
             )
 
 
-def recorded_reference(plans_file: Path, configuration: str) -> dict:
-    """What plans record of the checkpoint they were planned from ({}: none); BenchmarkError when unreadable."""
+def recorded_reference(plans_file: Path, configuration: str) -> dict | None:
+    """What plans record of the checkpoint their configuration was planned from ({}: none; None: they have no
+    such configuration); BenchmarkError when unreadable."""
     from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY  # here: the package imports torch
 
     try:
-        reference = json.loads(plans_file.read_text())["configurations"][configuration].get(PRETRAINED_KEY)
+        configurations = json.loads(plans_file.read_text())["configurations"]
+        if configuration not in configurations:
+            return None
+        reference = configurations[configuration].get(PRETRAINED_KEY)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BenchmarkError(
             f"{plans_file} is not readable plans with a {configuration} configuration ({type(e).__name__}: {e})."

@@ -48,11 +48,13 @@ def format_checkpoint(checkpoint, file_size: int | None = None) -> str:
     no model, and escapes what it prints from the file."""
     size = f" ({file_size / 2**20:.1f} MiB)" if file_size is not None else ""
     lines = [f"Encoder checkpoint {printable(checkpoint.path)}{size}", "", "Metadata:"]
-    first = ["format", "format_version", "family", "content_hash", "encoder_config", "normalization"]
-    keys = [k for k in first if k in checkpoint.metadata]
-    keys += sorted(k for k in checkpoint.metadata if k not in first)
+    first = ["format", "format_version", "family", "spatial_dims", "content_hash", "encoder_config", "normalization"]
+    # a 2D file has no spatial_dims entry: shown all the same, as what it reads as
+    metadata = {**checkpoint.metadata, "spatial_dims": checkpoint.spatial_dims}
+    keys = [k for k in first if k in metadata]
+    keys += sorted(k for k in metadata if k not in first)
     for key in keys:
-        lines.append(f"  {printable(key)}:{_pretty(checkpoint.metadata[key], '    ')}")
+        lines.append(f"  {printable(key)}:{_pretty(metadata[key], '    ')}")
 
     tensors = checkpoint.tensors
     total = sum(t.numel() for t in tensors.values())

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .network_classes import architecture_problems, cnn_network_classes, resolved_kwargs
-from .schema import Rule, entry_problems, integer, json_object, list_of, optional, text
+from .schema import Rule, entry_problems, integer, json_object, list_of, one_of, optional, text
 
 # Signature entries that decide the tensor set and shapes (in-channels are adapted instead).
 SIGNATURE_KEYS = (
@@ -39,6 +39,8 @@ REQUIRED_KEYS = (
 )
 
 _SIZES = Rule("a list of per-stage sizes", lambda v: isinstance(v, list))
+# the encoder's conv op -> its number of spatial dimensions (a cnn encoder is 2D or 3D by its plans)
+CONV_OP_DIMS = {"Conv2d": 2, "Conv3d": 3}
 CONFIG_RULES = {
     "architecture": json_object(),
     "in_channels": integer(1, 64),
@@ -47,7 +49,7 @@ CONFIG_RULES = {
     "keys_to_in_proj": list_of(text(), 0, 16),
     "load_root": text(),
     "encoder_class": text(),
-    "conv_op": text(),
+    "conv_op": one_of(CONV_OP_DIMS),
     "norm_op": optional(text()),
     "features_per_stage": list_of(integer(1, 4096), 1, 16),
     "kernel_sizes": _SIZES,
@@ -191,6 +193,11 @@ def normalize_config(config: dict) -> dict:
 
 def module_config(module: nn.Module) -> dict | None:
     return encoder_signature(module)
+
+
+def spatial_dims(config: dict) -> int:
+    """2 or 3: the spatial dimensions of the encoder a checked config describes, by its conv op."""
+    return CONV_OP_DIMS[config["conv_op"]]
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:

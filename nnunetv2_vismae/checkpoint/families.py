@@ -46,6 +46,8 @@ class EncoderFamily:
     fixed_config_keys:  config entries that must be equal in checkpoint and network (they change
                         the tensor set or shapes in ways no adapter can bridge).
     adapters:           family-specific tensor adapters, tried in order on a shape mismatch.
+    spatial_dims:       checked config dict -> the number of spatial dimensions of the encoder it
+                        describes, which the checkpoint's ``spatial_dims`` entry must equal.
     expected_shapes:    optional config dict -> {tensor name: shape} of the encoder's state dict;
                         when given, checkpoints are checked against it on save and read.
     """
@@ -57,6 +59,7 @@ class EncoderFamily:
     normalize_config: Callable[[dict], dict]
     module_config: Callable[[nn.Module], Optional[dict]]
     fixed_config_keys: tuple[str, ...]
+    spatial_dims: Callable[[dict], int]
     adapters: tuple[TensorAdapter, ...] = ()
     expected_shapes: Optional[Callable[[dict], dict[str, tuple[int, ...]]]] = field(default=None)
 
@@ -132,6 +135,7 @@ SWIN = EncoderFamily(
     # the shift rule changes the function, not the tensors: weights compute what they were
     # trained to only under their own rule; the final norm changes both
     fixed_config_keys=("embed_dim", "depths", "num_heads", "mlp_ratio", "shift_single_window_stages", "final_norm"),
+    spatial_dims=lambda config: 2,  # a 3D Swin (3D windows) is another architecture, hence another family
     adapters=(patch_size_adapter("patch_embed.proj.weight"), relative_position_table_adapter),
     expected_shapes=_swin_expected_shapes,
 )
@@ -157,6 +161,7 @@ CNN = EncoderFamily(
     normalize_config=cnn_encoder.normalize_config,
     module_config=cnn_encoder.module_config,
     fixed_config_keys=cnn_encoder.SIGNATURE_KEYS,
+    spatial_dims=cnn_encoder.spatial_dims,
     expected_shapes=cnn_encoder.expected_shapes,
 )
 register_family(CNN)

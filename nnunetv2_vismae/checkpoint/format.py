@@ -10,11 +10,13 @@ One safetensors file with the encoder (and stem) tensors, named exactly as in th
     normalization   {"scheme": "zscore"}, {"scheme": "ct", "ct_clip": [lo, hi], "ct_stats": [mean, std]},
                     ... (``schema.NORMALIZATION_SCHEMES``), optionally with "per_source": [one per source]
     content_hash    sha256 of the tensors (``tensors_content_hash``)
+    spatial_dims    3 for a 3D encoder; absent for a 2D one (absent means 2, so 2D files predating it
+                    stay valid and byte-identical), always the dimensions of the family's config
     ...             optional: source_plans, spacing, data_sources, mask, steps, final_loss, ...
 
 The content hash covers the tensors only; ``metadata_hash`` (computed, not stored) covers every
 other entry, so plans that record both refuse a file whose tensors or metadata changed since.
-``family``, ``encoder_config`` and ``normalization`` follow a schema (types and bounds of every
+``family``, ``encoder_config``, ``normalization`` and ``spatial_dims`` follow a schema (types and bounds of every
 entry, ``schema.py`` and the family's rules), checked on writing and reading before anything is
 built from them; the optional entries are free-form JSON. Reading never unpickles anything:
 safetensors is a JSON header plus raw bytes, and pickle files (``torch.save``) are recognised and
@@ -36,12 +38,14 @@ from nnunetv2_vismae.io.atomic import atomic_path
 
 from .errors import CheckpointError
 from .families import ConfigProblems, get_family
-from .schema import normalization_problems, shown
+from .schema import SPATIAL_DIMS, normalization_problems, shown
 
 FORMAT_NAME = "nnunetv2_vismae.encoder"
 FORMAT_VERSION = 1
 RESERVED_KEYS = ("format", "format_version", "content_hash")
 REQUIRED_KEYS = ("family", "encoder_config", "normalization")
+SPATIAL_DIMS_KEY = "spatial_dims"
+DEFAULT_SPATIAL_DIMS = 2  # what a file without the entry holds: every file written before 3D existed
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 
 PathLike = Union[str, os.PathLike]
@@ -65,6 +69,11 @@ class EncoderCheckpoint:
     @property
     def normalization(self) -> dict:
         return self.metadata["normalization"]
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3, checked against the encoder config when the file was read."""
+        return self.metadata.get(SPATIAL_DIMS_KEY, DEFAULT_SPATIAL_DIMS)
 
     @property
     def metadata_hash(self) -> str:
@@ -107,16 +116,33 @@ def _normalize_hash(value) -> str:
 
 
 # ------------------------------------------------------------------------------------- schema
-def _validated_metadata(metadata: Mapping, where: str) -> tuple:
+def _spatial_dims_problems(metadata: Mapping, family, config: Optional[dict], absent: Optional[int]) -> list[str]:
+    """The ``spatial_dims`` entry must be 2 or 3 and the dimensions of the family's (checked) config;
+    ``absent`` is what a missing entry stands for (None: whatever the config's are)."""
+    value = metadata.get(SPATIAL_DIMS_KEY, absent)
+    if value is not None and not SPATIAL_DIMS.accepts(value):
+        return [f"{SPATIAL_DIMS_KEY} is {shown(value)}, expected {SPATIAL_DIMS.expected}."]
+    if config is None or value in (None, family.spatial_dims(config)):
+        return []
+    stated = f"is {value}" if SPATIAL_DIMS_KEY in metadata else f"is absent (meaning {value})"
+    return [
+        f"{SPATIAL_DIMS_KEY} {stated}, but its {family.name} encoder_config describes a "
+        f"{family.spatial_dims(config)}D encoder."
+    ]
+
+
+def _validated_metadata(metadata: Mapping, where: str, absent_dims: Optional[int] = DEFAULT_SPATIAL_DIMS) -> tuple:
     """(family, canonical encoder config) of decoded metadata holding ``REQUIRED_KEYS``, after the
-    schema check of family, encoder_config and normalization; CheckpointError with one sentence
-    per violation otherwise. Nothing is built before this returns."""
+    schema check of family, encoder_config, normalization and spatial_dims (a missing one stands for
+    ``absent_dims``); CheckpointError with one sentence per violation otherwise. Nothing is built
+    before this returns."""
     family = get_family(metadata["family"], where)
     config, problems = None, []
     try:
         config = family.validated_config(metadata["encoder_config"])
     except ConfigProblems as e:
         problems = e.problems
+    problems += _spatial_dims_problems(metadata, family, config, absent_dims)
     problems += normalization_problems(metadata["normalization"])
     if problems:
         raise CheckpointError(f"{where} has invalid metadata: " + " ".join(problems))
@@ -167,8 +193,9 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
     """Write an encoder checkpoint atomically and return its content hash.
 
     ``tensors`` are the encoder's ``state_dict()`` (names relative to the encoder). ``metadata``
-    must hold ``family``, ``encoder_config`` and ``normalization``; any other JSON-serialisable
-    entries are stored too. ``format``, ``format_version`` and ``content_hash`` are filled in
+    must hold ``family``, ``encoder_config`` and ``normalization``; ``spatial_dims``, when given, must
+    be the config's (it is filled in for a 3D encoder); any other JSON-serialisable entries are
+    stored too. ``format``, ``format_version`` and ``content_hash`` are filled in
     (given values are replaced). The file is written to a temporary file in the same folder,
     fsynced and renamed over ``path``, so a reader never sees a partial file.
     """
@@ -187,8 +214,13 @@ def save_encoder_checkpoint(path: PathLike, tensors: Mapping[str, torch.Tensor],
         )
     header = {k: v for k, v in metadata.items() if k not in RESERVED_KEYS}
     encoded = _encoded_header(header)
-    # checked as a reader will see it (JSON: tuples are lists)
-    family, config = _validated_metadata({k: json.loads(encoded[k]) for k in REQUIRED_KEYS}, f"Checkpoint {path}")
+    # checked as a reader will see it (JSON: tuples are lists); a missing spatial_dims is the config's
+    checked = {k: json.loads(encoded[k]) for k in (*REQUIRED_KEYS, SPATIAL_DIMS_KEY) if k in encoded}
+    family, config = _validated_metadata(checked, f"Checkpoint {path}", absent_dims=None)
+    # written only for 3D, so that 2D files stay byte-identical to those written before it existed
+    encoded.pop(SPATIAL_DIMS_KEY, None)
+    if family.spatial_dims(config) != DEFAULT_SPATIAL_DIMS:
+        encoded[SPATIAL_DIMS_KEY] = json.dumps(family.spatial_dims(config))
     # private CPU copies: safetensors refuses tensors sharing storage and needs contiguous data
     cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     check_tensor_set(family, config, cpu, f"The tensors given for checkpoint {path}")

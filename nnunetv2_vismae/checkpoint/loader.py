@@ -118,7 +118,7 @@ def load_encoder_into(
     Adapts, and reports, a different number of input channels (input projection repeated over
     the channel axis and rescaled), window size (relative position tables resized) and patch size
     (patch embedding resampled). Raises CheckpointError, before modifying anything, when the
-    family or the fixed part of the config (swin: embed_dim, depths, num_heads, mlp_ratio and
+    family, the spatial dimensions or the fixed part of the config (swin: embed_dim, depths, num_heads, mlp_ratio and
     the shift rule and the final norm, which change what the weights compute) differs, when a checkpoint tensor
     cannot be adapted to the network's shape, or when a network tensor has no checkpoint tensor
     (unless ``allow_missing``, which keeps its initial value).
@@ -137,6 +137,12 @@ def load_encoder_into(
         raise CheckpointError(
             f"Encoder checkpoint {source} holds a {ckpt_family.name} encoder, but "
             f"the network's encoder family is {got}."
+        )
+    network_dims = net_family.spatial_dims(net_config)
+    if checkpoint.spatial_dims != network_dims:
+        raise CheckpointError(
+            f"Encoder checkpoint {source} holds a {checkpoint.spatial_dims}D encoder, but the network's "
+            f"encoder is {network_dims}D; pretrain on the configuration you fine-tune (2d or 3d_fullres)."
         )
     diffs = _fixed_config_differences(ckpt_family, checkpoint.encoder_config, net_config)
     if diffs:

@@ -9,8 +9,9 @@ expected::
 
 Values are shown as ASCII JSON and shortened, so a crafted file can put neither control
 characters nor megabytes on a terminal. The family checks its ``encoder_config`` (see
-``families.py``); ``normalization_problems`` checks the input normalization, the one other entry
-that code reads. Further entries (steps, data sources, ...) are free-form JSON that is only printed.
+``families.py``); ``normalization_problems`` checks the input normalization and ``SPATIAL_DIMS`` the
+number of spatial dimensions, the other entries that code reads. Further entries (steps, data
+sources, ...) are free-form JSON that is only printed.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def optional(rule: Rule) -> Rule:
 
 def json_object() -> Rule:
     return Rule("a JSON object", lambda v: isinstance(v, dict))
+
+
+# the top-level spatial_dims entry of a checkpoint (absent: 2)
+SPATIAL_DIMS = Rule("2 or 3", lambda v: _is_int(v) and v in (2, 3))
 
 
 def entry_problems(obj, where: str, rules: Mapping[str, Rule], required=()) -> list[str]:

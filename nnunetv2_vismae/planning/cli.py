@@ -14,9 +14,15 @@ from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY, checkpoint_refe
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.folders import unwritable_reason
-from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, preprocessed_folder
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D, configuration_dims, preprocessed_folder
 from nnunetv2_vismae.planning.errors import PlanningError
-from nnunetv2_vismae.planning.families import FAMILY_WITHOUT_CHECKPOINT, PLANNING, PlanRequest, planning_of
+from nnunetv2_vismae.planning.families import (
+    FAMILY_WITHOUT_CHECKPOINT,
+    PLANNING,
+    PlanRequest,
+    check_plans_dims,
+    planning_of,
+)
 from nnunetv2_vismae.planning.vismae_plans import NETWORK_CLASS, load_plans
 
 PROG = "nnUNetv2_vismae_plan"
@@ -31,9 +37,10 @@ NNUNET_PLANS = (
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def fine_tuning_trainer(plans_file: Path) -> str:
-    """The trainer for plans this command wrote: that of the family of the checkpoint they name."""
-    reference = json.loads(plans_file.read_text())["configurations"][CONFIGURATION_2D].get(PRETRAINED_KEY) or {}
+def fine_tuning_trainer(plans_file: Path, configuration: str = CONFIGURATION_2D) -> str:
+    """The trainer for a configuration of plans this command wrote: that of the family of the checkpoint
+    it names."""
+    reference = json.loads(plans_file.read_text())["configurations"][configuration].get(PRETRAINED_KEY) or {}
     return planning_of(reference.get("family", FAMILY_WITHOUT_CHECKPOINT)).trainer
 
 
@@ -48,26 +55,63 @@ def check_plans_name(name: str, source_plans: str) -> None:
         raise PlanningError(f"-o {name} is the name of nnU-Net's own plans; give the plans to write another name.")
 
 
+def _written_by_us(configuration) -> bool:
+    """A configuration this command writes: one that trains SwinUNet or names a pretrained encoder, which
+    no configuration of nnU-Net's own plans does."""
+    return configuration["architecture"]["network_class_name"] == NETWORK_CLASS or PRETRAINED_KEY in configuration
+
+
 def written_by_us(plans_file: Path) -> bool:
-    """Plans this command wrote: one 2d configuration that trains SwinUNet or names a pretrained encoder."""
+    """Plans this command wrote: each of their configurations is one it writes."""
     try:
         configurations = json.loads(plans_file.read_text())["configurations"]
-        config = configurations[CONFIGURATION_2D]
-        return list(configurations) == [CONFIGURATION_2D] and (
-            config["architecture"]["network_class_name"] == NETWORK_CLASS or PRETRAINED_KEY in config
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        return bool(configurations) and all(_written_by_us(c) for c in configurations.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
-def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pretrained: str | None) -> Path:
-    """Write the plans (default name by the checkpoint's family) and return their file."""
+def kept_configurations(target: Path, derived: dict) -> dict:
+    """``derived`` with the other configurations the plans at ``target`` had (a 2d one stays when
+    3d_fullres is added); PlanningError when plans there were not written by this command."""
+    if not target.exists():
+        return derived
+    if not written_by_us(target):
+        raise PlanningError(
+            f"{target} holds plans that {PROG} did not write, which it never overwrites; give -o another name."
+        )
+    earlier = json.loads(target.read_text())["configurations"]
+    return {**derived, "configurations": {**earlier, **derived["configurations"]}}
+
+
+def check_checkpoint_dims(checkpoint, plans: dict, source_plans: str, configuration: str) -> None:
+    """The checkpoint's encoder has as many spatial dimensions as the configuration (one sentence otherwise)."""
+    dims = configuration_dims(plans, configuration, PlanningError)
+    if checkpoint.spatial_dims != dims:
+        raise PlanningError(
+            f"Encoder checkpoint {checkpoint.path} holds a {checkpoint.spatial_dims}D encoder, but configuration "
+            f"{configuration} of plans {source_plans} is {dims}D; plan the configuration it was pretrained on."
+        )
+
+
+def plan(
+    dataset,
+    source_plans: str,
+    target_plans: str | None,
+    decoder: str,
+    pretrained: str | None,
+    configuration: str = CONFIGURATION_2D,
+) -> Path:
+    """Write the plans of ``configuration`` (default name by the checkpoint's family) and return their file."""
     if target_plans is not None:
         check_plans_name(target_plans, source_plans)
     folder = preprocessed_folder(dataset, PlanningError)
-    plans = load_plans(folder, source_plans)
+    plans = load_plans(folder, source_plans, configuration)
     checkpoint = read_encoder_checkpoint(pretrained) if pretrained else None
-    family = planning_of(checkpoint.family if checkpoint else FAMILY_WITHOUT_CHECKPOINT)
+    family_name = checkpoint.family if checkpoint else FAMILY_WITHOUT_CHECKPOINT
+    family = planning_of(family_name)
+    check_plans_dims(family_name, configuration_dims(plans, configuration, PlanningError), configuration)
+    if checkpoint:
+        check_checkpoint_dims(checkpoint, plans, source_plans, configuration)
     target_plans = target_plans or family.plans
     problem = unwritable_reason(folder)
     if problem:
@@ -80,14 +124,11 @@ def plan(dataset, source_plans: str, target_plans: str | None, decoder: str, pre
         decoder,
         checkpoint,
         checkpoint_reference(pretrained, checkpoint) if checkpoint else None,
+        configuration,
     )
     derived = family.derive(request)
     target = folder / f"{target_plans}.json"
-    if target.exists() and not written_by_us(target):
-        raise PlanningError(
-            f"{target} holds plans that {PROG} did not write, which it never overwrites; give -o another name."
-        )
-    write_json_atomic(target, derived)
+    write_json_atomic(target, kept_configurations(target, derived))
     return target
 
 
@@ -96,16 +137,22 @@ def main(argv=None):
     by_family = ", ".join(f"{planning.plans} for a {family} checkpoint" for family, planning in PLANNING.items())
     parser = OneSentenceParser(
         prog=PROG,
-        description=f"Derive fine-tuning plans ({CONFIGURATION_2D}, same preprocessed data) from a dataset's nnU-Net "
-        f"plans: {by_family}; without a checkpoint, {PLANNING[FAMILY_WITHOUT_CHECKPOINT].plans}.",
+        description="Derive fine-tuning plans of one configuration (same preprocessed data) from a dataset's "
+        f"nnU-Net plans: {by_family}; without a checkpoint, {PLANNING[FAMILY_WITHOUT_CHECKPOINT].plans}. "
+        "Other configurations of plans it wrote before are kept.",
     )
     parser.add_argument("-d", required=True, help="dataset id or name")
     parser.add_argument("-p", default="nnUNetPlans", help="source nnU-Net plans (default: nnUNetPlans)")
+    parser.add_argument(
+        "-c",
+        default=CONFIGURATION_2D,
+        help=f"configuration to plan (default: {CONFIGURATION_2D}; {CONFIGURATION_3D} for a 3D cnn checkpoint)",
+    )
     parser.add_argument("-o", help=f"name of the plans to write (default: {by_family})")
     parser.add_argument(
         "--pretrained",
         help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
-        f"cnn: it must come from the {CONFIGURATION_2D} network of -p)",
+        "cnn: it must come from the -c network of -p)",
     )
     parser.add_argument(
         "--decoder",
@@ -115,10 +162,10 @@ def main(argv=None):
         "(default); swin, VIS-MAE's Swin-UNet decoder",
     )
     args = parser.parse_args(argv)
-    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained)
+    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained, args.c)
     print(
-        f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} {CONFIGURATION_2D} FOLD -p {target.stem} "
-        f"-tr {fine_tuning_trainer(target)}"
+        f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} {args.c} FOLD -p {target.stem} "
+        f"-tr {fine_tuning_trainer(target, args.c)}"
     )
 
 

@@ -1,5 +1,5 @@
-"""Plans for fine-tuning a pretrained cnn-family encoder: nnU-Net's own 2d network, unchanged, plus the
-checkpoint reference (``nnUNetMAEPlans``, trained by ``nnUNetTrainerMAE``)."""
+"""Plans for fine-tuning a pretrained cnn-family encoder: nnU-Net's own network of one configuration (2d or
+3d_fullres), unchanged, plus the checkpoint reference (``nnUNetMAEPlans``, trained by ``nnUNetTrainerMAE``)."""
 
 from __future__ import annotations
 
@@ -17,42 +17,47 @@ def num_input_channels(folder: Path) -> int:
     return len(dataset.get("channel_names") or dataset.get("modality") or {"0": ""})
 
 
-def _network_config(plans: dict, in_channels: int) -> dict:
-    from nnunetv2_vismae.checkpoint.cnn_encoder import cnn_encoder_config
+def resolved_configuration(plans: dict, configuration: str) -> dict:
+    """The configuration with what it inherits (``inherits_from``) filled in, as nnU-Net resolves it."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    return cnn_encoder_config(plans["configurations"][CONFIGURATION_2D]["architecture"], in_channels)
+    resolved = copy.deepcopy(PlansManager(plans).get_configuration(configuration).configuration)
+    resolved.pop("inherits_from", None)
+    return resolved
 
 
-def check_checkpoint_fits(plans: dict, plans_name: str, in_channels: int, checkpoint) -> None:
-    """PlanningError (one sentence) when the checkpoint's encoder is not the one these plans build.
-    A different number of input channels is fine: loading adapts the first convolution."""
-    from nnunetv2_vismae.checkpoint.cnn_encoder import signature_differences
+def check_checkpoint_fits(
+    plans: dict, plans_name: str, in_channels: int, checkpoint, configuration: str = CONFIGURATION_2D
+) -> None:
+    """PlanningError (one sentence) when the checkpoint's encoder is not the one these plans build for
+    ``configuration``. A different number of input channels is fine: loading adapts the first convolution."""
+    from nnunetv2_vismae.checkpoint.cnn_encoder import cnn_encoder_config, signature_differences
 
     try:
-        network = _network_config(plans, in_channels)
+        network = cnn_encoder_config(resolved_configuration(plans, configuration)["architecture"], in_channels)
     except Exception as e:  # a network class the cnn family does not know
         raise PlanningError(
-            f"The 2d network of plans {plans_name} ({type(e).__name__}: {e}) is not one the cnn "
+            f"The {configuration} network of plans {plans_name} ({type(e).__name__}: {e}) is not one the cnn "
             "encoder family can fine-tune."
         ) from None
     differences = signature_differences(checkpoint.encoder_config, network)
     if differences:
         key = differences[0]
         raise PlanningError(
-            f"Encoder checkpoint {checkpoint.path} was pretrained for a different network than the 2d configuration "
-            f"of plans {plans_name}: its {key} is {json.dumps(checkpoint.encoder_config.get(key))} but the plans' is "
-            f"{json.dumps(network.get(key))}; pretrain with --encoder cnn -d {plans.get('dataset_name', 'ID')} "
-            f"-p {plans_name}, or plan with the -p it was pretrained with."
+            f"Encoder checkpoint {checkpoint.path} was pretrained for a different network than the {configuration} "
+            f"configuration of plans {plans_name}: its {key} is {json.dumps(checkpoint.encoder_config.get(key))} but "
+            f"the plans' is {json.dumps(network.get(key))}; pretrain with --encoder cnn "
+            f"-d {plans.get('dataset_name', 'ID')} -p {plans_name} -c {configuration}, or plan with the -p it was "
+            "pretrained with."
         )
 
 
-def derive_mae_plans(plans: dict, plans_name: str, reference: dict) -> dict:
-    """A copy of ``plans`` with only its 2d configuration, architecture untouched, and the
+def derive_mae_plans(plans: dict, plans_name: str, reference: dict, configuration: str = CONFIGURATION_2D) -> dict:
+    """A copy of ``plans`` with only ``configuration`` (resolved), architecture untouched, and the
     checkpoint reference under the key the VisMAE trainers read."""
-    config = copy.deepcopy(plans["configurations"][CONFIGURATION_2D])
-    config.pop("inherits_from", None)
+    config = resolved_configuration(plans, configuration)
     config[PRETRAINED_KEY] = reference
     derived = copy.deepcopy(plans)
     derived["plans_name"] = plans_name
-    derived["configurations"] = {CONFIGURATION_2D: config}
+    derived["configurations"] = {configuration: config}
     return derived

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D
 from nnunetv2_vismae.planning.errors import PlanningError
 
 
@@ -24,6 +25,7 @@ class PlanRequest:
     decoder: str  # --decoder
     checkpoint: Optional[object] = None  # the EncoderCheckpoint read from --pretrained
     reference: Optional[dict] = None  # what the plans record of it (checkpoint.reference)
+    configuration: str = CONFIGURATION_2D  # -c: the configuration of ``plans`` derived (and written)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class FamilyPlanning:
     trainer: str  # the trainer that fine-tunes with these plans (nnUNetv2_train -tr)
     needs_checkpoint: bool  # the network is the one a checkpoint was pretrained for: no plans without one
     derive: Callable[[PlanRequest], dict]  # the plans to write
+    spatial_dims: tuple[int, ...]  # the dimensions of the configurations it plans
+    unplanned_dims: str = ""  # why it plans no others (ends a sentence)
 
 
 def _derive_swin(request: PlanRequest) -> dict:
@@ -49,15 +53,34 @@ def _derive_cnn(request: PlanRequest) -> dict:
     from nnunetv2_vismae.planning.cnn_plans import check_checkpoint_fits, derive_mae_plans, num_input_channels
 
     in_channels = num_input_channels(request.folder)
-    check_checkpoint_fits(request.plans, request.source_plans, in_channels, request.checkpoint)
-    return derive_mae_plans(request.plans, request.target_plans, request.reference)
+    check_checkpoint_fits(request.plans, request.source_plans, in_channels, request.checkpoint, request.configuration)
+    return derive_mae_plans(request.plans, request.target_plans, request.reference, request.configuration)
 
 
 PLANNING: dict[str, FamilyPlanning] = {
-    "swin": FamilyPlanning("nnUNetVisMAEPlans", "VisMAETrainer", needs_checkpoint=False, derive=_derive_swin),
-    "cnn": FamilyPlanning("nnUNetMAEPlans", "nnUNetTrainerMAE", needs_checkpoint=True, derive=_derive_cnn),
+    "swin": FamilyPlanning(
+        "nnUNetVisMAEPlans",
+        "VisMAETrainer",
+        needs_checkpoint=False,
+        derive=_derive_swin,
+        spatial_dims=(2,),
+        unplanned_dims="a 3D Swin (3D windows) is an encoder family of its own, not yet available",
+    ),
+    "cnn": FamilyPlanning(
+        "nnUNetMAEPlans", "nnUNetTrainerMAE", needs_checkpoint=True, derive=_derive_cnn, spatial_dims=(2, 3)
+    ),
 }
 FAMILY_WITHOUT_CHECKPOINT = "swin"  # what nnUNetv2_vismae_plan plans without --pretrained: VisMAE from scratch
+
+
+def check_plans_dims(family: str, dims: int, configuration: str) -> None:
+    """PlanningError (one sentence) when the family plans no configuration of ``dims`` dimensions."""
+    planning = planning_of(family)
+    if dims not in planning.spatial_dims:
+        raise PlanningError(
+            f"The {family} encoder family plans only {' and '.join(f'{d}D' for d in planning.spatial_dims)} "
+            f"configurations, not {configuration} ({dims}D): {planning.unplanned_dims}."
+        )
 
 
 def planning_of(family) -> FamilyPlanning:

@@ -16,7 +16,8 @@ from nnunetv2_vismae.planning.errors import PlanningError
 NETWORK_CLASS = "nnunetv2_vismae.architectures.SwinUNet"
 
 
-def load_plans(folder: Path, plans_name: str) -> dict:
+def load_plans(folder: Path, plans_name: str, configuration: str = CONFIGURATION_2D) -> dict:
+    """nnU-Net's plans ``plans_name`` of the dataset, which must hold ``configuration``."""
     path = folder / f"{plans_name}.json"
     if not path.is_file():
         raise PlanningError(
@@ -24,10 +25,10 @@ def load_plans(folder: Path, plans_name: str) -> dict:
             f"(with -pl for other planners) to create plans {plans_name!r}."
         )
     plans = json.loads(path.read_text())
-    if CONFIGURATION_2D not in plans.get("configurations", {}):
+    if configuration not in plans.get("configurations", {}):
         raise PlanningError(
-            f"{path} has no '{CONFIGURATION_2D}' configuration (it has "
-            f"{sorted(plans.get('configurations', {}))}); VisMAE fine-tunes in 2D."
+            f"{path} has no '{configuration}' configuration (it has "
+            f"{sorted(plans.get('configurations', {}))}); run nnUNetv2_plan_and_preprocess -c {configuration}."
         )
     return plans
 

@@ -18,6 +18,7 @@ from nnunetv2_vismae.training.cnn_trainers import (
 
 from tests.reliability import plans_reference
 
+from ..checkpoint.test_spatial_dims import volume_architecture
 from ..pretrain.test_cnn_family import residual_architecture
 
 
@@ -61,14 +62,20 @@ def test_decoder_warms_up_alone_then_whole_network_then_poly():
     assert all(a > b for a, b in zip(encoder_lrs[4:-1], encoder_lrs[5:]))  # then poly decay
 
 
-def saved_cnn_encoder(path, architecture) -> tuple[torch.nn.Module, dict]:
-    """A seeded encoder of the architecture saved as a cnn checkpoint; (encoder, the plans' reference)."""
+def saved_cnn_encoder(path, architecture, **metadata) -> tuple[torch.nn.Module, dict]:
+    """A seeded encoder of the architecture saved as a cnn checkpoint (``metadata`` added, e.g.
+    ``spatial_dims=3`` for a 3D one); (encoder, the plans' reference)."""
     torch.manual_seed(0)
     encoder = build_stock_network(architecture, 1).encoder
     save_encoder_checkpoint(
         path,
         encoder.state_dict(),
-        {"family": "cnn", "encoder_config": cnn_encoder_config(architecture, 1), "normalization": {"scheme": "zscore"}},
+        {
+            "family": "cnn",
+            "encoder_config": cnn_encoder_config(architecture, 1),
+            "normalization": {"scheme": "zscore"},
+            **metadata,
+        },
     )
     return encoder, plans_reference(path)
 
@@ -104,6 +111,45 @@ def test_the_scratch_twin_never_loads_the_checkpoint_its_plans_name(tmp_path, mo
     ]  # convolutions: random init differs, norm weights start at 1 either way
     assert all(same) if loads else not any(same)
     assert any("Loaded cnn encoder checkpoint" in line for line in trainer.log) == loads
+
+
+def test_a_3d_encoder_and_stem_load_into_a_3d_network_with_more_input_channels(tmp_path):
+    architecture = volume_architecture(residual_architecture())
+    path = tmp_path / "enc3d.safetensors"
+    source, reference = saved_cnn_encoder(path, architecture, spatial_dims=3)
+    trainer = bare_trainer(build_stock_network(architecture, 2))  # two input channels, pretrained on one
+    trainer.load_pretrained_encoder(reference)
+    loaded = trainer.network.encoder.state_dict()
+    for name, tensor in source.state_dict().items():
+        if loaded[name].shape == tensor.shape:
+            assert torch.equal(loaded[name], tensor)
+    (report,) = trainer.log
+    assert (
+        "(100.0%)" in report and "0 missing" in report and "stem.convs.0.conv.weight: input channels 1 -> 2" in report
+    )
+
+
+@pytest.mark.parametrize("checkpoint_dims", [2, 3])
+def test_a_checkpoint_of_other_dimensions_stops_nnunetv2_train_in_one_sentence(tmp_path, monkeypatch, checkpoint_dims):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    architecture_2d = residual_architecture()
+    checkpoint_architecture = architecture_2d if checkpoint_dims == 2 else volume_architecture(architecture_2d)
+    network_architecture = volume_architecture(architecture_2d) if checkpoint_dims == 2 else architecture_2d
+    path = tmp_path / "enc.safetensors"
+    _, reference = saved_cnn_encoder(path, checkpoint_architecture)
+    monkeypatch.setattr(nnUNetTrainerMAE, "pretrained_reference", property(lambda self: reference))
+    monkeypatch.setattr(
+        nnUNetTrainer, "initialize", lambda self: setattr(self, "network", build_stock_network(network_architecture, 1))
+    )
+    trainer = bare_trainer(None)
+    trainer.device = torch.device("cpu")
+    with pytest.raises(SystemExit) as info:
+        trainer.initialize()
+    assert str(info.value).startswith(
+        f"nnUNetTrainerMAE: Encoder checkpoint {path} holds a {checkpoint_dims}D encoder, but the network's encoder "
+        f"is {5 - checkpoint_dims}D;"
+    )
 
 
 def test_the_cnn_recipe_peaks_at_nnunets_learning_rate_and_its_ablation_at_a_tenth():
