@@ -195,6 +195,12 @@ def module_config(module: nn.Module) -> dict | None:
     return encoder_signature(module)
 
 
+def conv_op_dims(conv_op) -> int | None:
+    """2 for Conv2d, 3 for Conv3d, by name or class path (plans write ``torch.nn.modules.conv.Conv3d``);
+    None for anything else."""
+    return CONV_OP_DIMS.get(str(conv_op).rsplit(".", 1)[-1])
+
+
 def spatial_dims(config: dict) -> int:
     """2 or 3: the spatial dimensions of the encoder a checked config describes, by its conv op."""
     return CONV_OP_DIMS[config["conv_op"]]

@@ -31,7 +31,6 @@ NNSSL = "nnssl"
 WEIGHTS_KEY = "network_weights"
 RESENC_L = "ResEncL"
 # the conv op of the architecture -> the checkpoint's spatial_dims (written only when 3)
-SPATIAL_DIMS = {nn.Conv2d.__name__: 2, nn.Conv3d.__name__: 3}
 
 
 @dataclass
@@ -138,7 +137,7 @@ def architecture_of(plan: Mapping, where: str) -> dict:
 def encoder_config_of(architecture: dict, plan: Mapping, where: str) -> dict:
     """The cnn encoder config of the network the block builds with the plan's input channels; only listed
     classes are named, and the kwargs are bounded, before anything is built."""
-    from .cnn_encoder import cnn_encoder_config, config_problems
+    from .cnn_encoder import cnn_encoder_config, config_problems, conv_op_dims
     from .schema import integer
 
     channels = plan.get("pretrain_num_input_channels")
@@ -157,7 +156,7 @@ def encoder_config_of(architecture: dict, plan: Mapping, where: str) -> dict:
         raise CheckpointError(
             f"{where}: its adaptation plan's architecture does not build a network ({type(e).__name__}: {reason})."
         ) from None
-    if config["conv_op"] not in SPATIAL_DIMS:
+    if conv_op_dims(config["conv_op"]) is None:
         raise CheckpointError(f"{where}: its network convolves with {config['conv_op']}, expected Conv2d or Conv3d.")
     return config
 
@@ -257,8 +256,6 @@ def nnssl_metadata(src: Path, file: NnsslFile, config: dict, dropped: dict, wher
 
     plan, configuration = file.plan, pretraining_configuration(file.plan, where)
     metadata = {"family": CNN.name, "encoder_config": config, "normalization": normalization_of(configuration, where)}
-    if SPATIAL_DIMS[config["conv_op"]] == 3:  # 2D files carry no entry (absent means 2)
-        metadata["spatial_dims"] = 3
     for key, value in (
         ("spacing", configuration.get("spacing")),
         ("patch_size", configuration.get("patch_size")),

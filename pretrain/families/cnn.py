@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
+from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config, conv_op_dims
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from pretrain.errors import PretrainUserError
 from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
@@ -40,11 +40,6 @@ OPS = {  # spatial dimensions -> the decoder's conv, transposed conv and norm
 def at_resolution(hidden: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """B x h x w (x d) bool mask -> B x 1 x H' x W' (x D') bool at ``like``'s spatial size (nearest)."""
     return F.interpolate(hidden[:, None].float(), size=like.shape[2:], mode="nearest").bool()
-
-
-def spatial_dims_of(conv_op: str) -> int | None:
-    """2 for a Conv2d, 3 for a Conv3d (by the plans' class path); None for anything else."""
-    return {"Conv2d": 2, "Conv3d": 3}.get(str(conv_op).rsplit(".", 1)[-1])
 
 
 def per_channel(t: torch.Tensor, dims: int) -> torch.Tensor:
@@ -234,7 +229,7 @@ def read_plans_configuration(options: CnnOptions) -> tuple[dict, str]:
     architecture = configuration.get("architecture")
     if architecture is None:
         raise PretrainUserError(f"{plans_file} has no configuration {name!r} with an architecture block.")
-    dims = spatial_dims_of(architecture["arch_kwargs"].get("conv_op", ""))
+    dims = conv_op_dims(architecture["arch_kwargs"].get("conv_op", ""))
     if dims is None:
         raise PretrainUserError(
             f"Configuration {name!r} of {plans_file} is neither a 2D nor a 3D network; --encoder cnn "
@@ -257,7 +252,7 @@ class CnnFamily(PretrainingFamily):
         super().__init__(options, in_channels)
         configuration, self.plans_file = read_plans_configuration(options)
         self.architecture = configuration["architecture"]
-        self.spatial_dims = spatial_dims_of(self.architecture["arch_kwargs"]["conv_op"])
+        self.spatial_dims = conv_op_dims(self.architecture["arch_kwargs"]["conv_op"])
         try:
             self.encoder_config = cnn_encoder_config(self.architecture, in_channels)
         except Exception as e:  # plans naming a network we cannot build
@@ -285,7 +280,7 @@ class CnnFamily(PretrainingFamily):
     @classmethod
     def image_geometry(cls, options: CnnOptions) -> tuple[int, list[int] | None]:
         configuration, _ = read_plans_configuration(options)
-        dims = spatial_dims_of(configuration["architecture"]["arch_kwargs"]["conv_op"])
+        dims = conv_op_dims(configuration["architecture"]["arch_kwargs"]["conv_op"])
         return dims, (None if dims == 2 else list(configuration["patch_size"]))
 
     def _block_per_axis(self, requested: tuple[int, ...] | None) -> list[int]:
