@@ -141,7 +141,7 @@ PRESETS = {size.preset: size for size in (QUICK, DEFAULT, STUDY, SHIFT)}
 QUICK_3D = DemoSize(
     "benchmark",
     num_train=10,
-    num_unlabeled=0,  # the encoder pretrains on the training cases' preprocessed images
+    num_unlabeled=10,  # the encoder pretrains on these only, preprocessed like the dataset: never on a scored case
     num_test=0,
     test=False,
     image_size=32,
@@ -163,6 +163,7 @@ STUDY_3D = replace(
     QUICK_3D,
     name="study",
     num_train=60,
+    num_unlabeled=200,
     num_test=60,
     test=True,
     image_size=96,
@@ -347,7 +348,7 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
 
 def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
     """The ``--3d`` presets' steps: volumes, nnU-Net's 3d_fullres, nnU-Net's own encoder pretrained on the
-    training cases' preprocessed images (never on the held-out test cases, which the study scores on)."""
+    unlabeled pool preprocessed as nnU-Net preprocessed the dataset (never on a case that is scored)."""
     raw = out / "nnUNet_raw" / VOLUMES_DATASET
     dataset = ["-d", str(VOLUMES_ID), "-c", CONFIGURATION_3D]
     pretrain_dir = out / "pretrain_cnn"
@@ -361,7 +362,9 @@ def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, obje
         num_unlabeled=size.num_unlabeled,
         shape=(size.slices, size.image_size, size.image_size),
     )
-    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family, *dataset, "-o", str(pretrain_dir)]
+    unlabeled = ["-i", str(raw / UNLABELED_FOLDER), "--preprocess-like", str(VOLUMES_ID)]
+    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family, "--plans-of", *dataset[1:], *unlabeled]
+    pretrain += ["-o", str(pretrain_dir)]
     plan = [
         ("generate", generate),
         ("preprocess", ["nnUNetv2_plan_and_preprocess", *dataset, "-np", "1", "-npfp", "1"]),
