@@ -160,3 +160,21 @@ def test_pretraining_reads_lazy_crops_of_a_pack(volumes, tmp_path):
     assert checkpoint.metadata["spatial_dims"] == 3
     (source,) = checkpoint.metadata["data_sources"]["sources"]
     assert source["type"] == "pack" and source["preprocessed_like"]["dataset"] == "Dataset005_Balls"
+
+
+def test_a_full_disk_is_one_sentence(volumes, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    def full(*args, **kwargs):  # what blosc2 raises when a write fails: no errno
+        raise RuntimeError("Error while creating the NDArray")
+
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(blosc2, "asarray", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=0))
+    assert pack(volumes, tmp_path / "pack") == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after tqdm's bar
+    assert "Traceback" not in err and last.startswith("nnUNetv2_vismae_pack: error: Cannot write ")
+    assert last.endswith(
+        "_v.b2nd: No space left on device; what was saved before is intact: make room and rerun the same command."
+    )
