@@ -104,6 +104,8 @@ def preprocessed(preprocessor: CasePreprocessor, path: str) -> tuple[np.ndarray,
         raise Unusable("size", f"{list(data.shape[1:])} voxels after resampling")
     if not np.isfinite(data).all() or np.abs(data).max() > FLOAT16_MAX:
         raise Unusable("nonfinite", f"preprocessed values not finite or beyond float16's range (±{FLOAT16_MAX:g})")
+    if data.min() == data.max():  # nothing to reconstruct (nnU-Net's z-score makes a constant image zeros)
+        raise Unusable("constant")
     return np.ascontiguousarray(data, dtype=np.float16), properties
 
 

@@ -15,12 +15,13 @@ import pytest
 from pretrain.cli import main as pretrain_main
 from pretrain.data import pack_volumes
 from pretrain.data.mixture import PatchDataset
-from pretrain.data.pack_volumes import VolumePackSource
+from pretrain.data.pack_volumes import VolumePackSource, open_pack
 from pretrain.data.preprocess_like import CasePreprocessor
 from pretrain.errors import PretrainUserError
 from pretrain.pack_cli import main as pack_main
 from tests.pretrain.helpers import PLAIN_3D
 from tests.pretrain.test_preprocess_like import write_raw_volumes
+from tests.pretrain.test_volumes import RecordingArray
 
 CONFIGURATION = {
     "data_identifier": "nnUNetPlans_3d_fullres",
@@ -76,12 +77,16 @@ def pack(inputs, out, *flags) -> int:
 
 
 def test_a_pack_holds_the_volumes_preprocessed_like_the_dataset(volumes, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 16, 16), 7, np.float32)), str(volumes / "constant.nii.gz"))
     out = tmp_path / "pack"
     assert pack(volumes, out) == 0
     assert "Packed 3 volumes" in capsys.readouterr().out
     source = VolumePackSource(str(out), ("5", "nnUNetPlans", "3d_fullres"))
-    assert [p.rsplit("/", 1)[1] for p, _, _ in source.skipped] == ["broken.nii.gz"]  # screened out, counted
-    assert source.num_items == 4 and len(source) == 3
+    screened = {p.rsplit("/", 1)[1]: reason for p, reason, _ in source.skipped}  # screened out, counted
+    assert screened == {"broken.nii.gz": "header", "constant.nii.gz": "constant"}
+    assert source.num_items == 5 and len(source) == 3
     preprocessor = CasePreprocessor(str(tmp_path / "preprocessed" / "Dataset005_Balls"), "nnUNetPlans", "3d_fullres")
     index = json.loads((out / "pack.json").read_text())
     assert not list(out.rglob("*.pkl"))  # shapes and spacings are JSON
@@ -95,20 +100,18 @@ def test_a_pack_holds_the_volumes_preprocessed_like_the_dataset(volumes, tmp_pat
 def test_a_crop_decompresses_only_the_chunks_it_touches(volumes, tmp_path):
     assert pack(volumes, tmp_path / "pack") == 0
     source = VolumePackSource(str(tmp_path / "pack"), ("5", "nnUNetPlans", "3d_fullres"))
-    opened = source._array  # records the region each crop reads
-    regions = []
-    source.load_region = lambda i, region: (
-        regions.append((opened(source.unit_arrays[i]), region))
-        or np.asarray(opened(source.unit_arrays[i])[(slice(None), *region)], dtype=np.float32)
-    )
+    real_array, opened = source._array, []
+    source._array = lambda name: opened.append(RecordingArray(real_array(name))) or opened[-1]
     dataset = PatchDataset([source], [8, 16, 16], seed=2)
     for k in range(6):
         patch = dataset[k].numpy()
-        array, region = regions[-1]
-        key = (slice(None), *region)
-        assert array.schunk.nchunks == math.prod(math.ceil(n / c) for n, c in zip(array.shape, array.chunks))
-        assert len(blosc2.get_slice_nchunks(array, key)) < array.schunk.nchunks  # not the whole volume
-        assert np.array_equal(patch[(slice(None), *(slice(0, r.stop - r.start) for r in region))], array[key])
+        array = opened[-1]
+        (key,) = array.keys  # one read, of the crop's region only
+        assert array.array.schunk.nchunks == math.prod(
+            math.ceil(n / c) for n, c in zip(array.shape, array.array.chunks)
+        )
+        assert len(blosc2.get_slice_nchunks(array.array, key)) < array.array.schunk.nchunks  # not the whole volume
+        assert np.array_equal(patch, array.array[key])
 
 
 def test_an_interrupted_pack_resumes_and_other_plans_are_refused(volumes, tmp_path, monkeypatch, capsys):
@@ -145,6 +148,9 @@ def test_a_2d_pack_and_a_3d_run_refuse_each_other(volumes, tmp_path, capsys):
     assert "is a pack of 2D slices; a 3D encoder pretrains on a pack of volumes" in capsys.readouterr().err
     assert pack(volumes, tmp_path / "volumes", "-c", "2d") == 2
     assert "The plans have no configuration '2d'" in capsys.readouterr().err
+    assert pack(volumes, tmp_path / "volumes") == 0
+    with pytest.raises(PretrainUserError, match="is a pack of volumes; a 2D encoder pretrains on a pack of 2D slices"):
+        open_pack(str(tmp_path / "volumes"), False, (None, "nnUNetPlans", "2d"))
 
 
 @pytest.mark.slow  # two 3D pretraining steps
