@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pack",
         nargs="+",
         metavar="PACK",
-        help="packs written by nnUNetv2_vismae_pack (screened, normalized 2D slices read one at a time; "
-        "each pack is one source, its --axis and --norm are the pack's own).",
+        help="packs written by nnUNetv2_vismae_pack (screened, normalized 2D slices read one at a time, or for a "
+        "3D encoder volumes packed with --preprocess-like of the plans -p/-c, read as lazy 3D crops; each pack is "
+        "one source, its --axis and --norm are the pack's own).",
     )
     data.add_argument(
         "--source-weights",

@@ -40,7 +40,7 @@ from pretrain.data.mixture import PatchDataset, SampleIndexSampler
 from pretrain.data.nnunet import NnUNetSource
 from pretrain.data.files import discover_files
 from pretrain.data.fingerprint import corpus_fingerprint
-from pretrain.data.pack import PackSource
+from pretrain.data.pack_volumes import open_pack
 from pretrain.data.preprocess_like import CACHE, PreprocessedLikeSource
 from pretrain.data.unusable import UnusableFiles
 from pretrain.errors import PretrainUserError
@@ -62,8 +62,6 @@ def scaled_lr(config: PretrainConfig, effective_batch: int) -> float:
 def build_sources(config: PretrainConfig, runtime: Runtime, spatial_dims: int = 2) -> list:
     """The sources of the run; of volumes where the encoder takes volumes (``spatial_dims`` 3)."""
     volumes = spatial_dims == 3
-    if volumes and config.packs:
-        raise PretrainUserError("--pack gives 2D slices; a 3D encoder pretrains on volumes (-d, -i, --file-list).")
     if volumes and (config.folders or config.file_list) and not config.preprocess_like:
         raise PretrainUserError(
             "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's cases; "
@@ -79,7 +77,10 @@ def build_sources(config: PretrainConfig, runtime: Runtime, spatial_dims: int = 
             sources.append(PreprocessedLikeSource(name, files, *like))
         else:
             sources.append(FileSource(name, files, config.axis, config.normalization, config.output, runtime))
-    sources.extend(PackSource(pack) for pack in config.packs)
+    # a pack of volumes must be preprocessed with the plans the encoder is built from (a family that takes volumes
+    # follows a dataset's plans)
+    like = (getattr(config.family_options, "plans_dataset", None), config.plans, config.configuration)
+    sources.extend(open_pack(pack, volumes, like) for pack in config.packs)
     if not sources:
         raise PretrainUserError(
             "No data given: use -d DATASET (nnU-Net preprocessed), -i FOLDER, --file-list TXT or --pack PACK."

@@ -112,13 +112,18 @@ class NnUNetSource:
             "num_cases": len(self.identifiers),
             # what one item is; a source of slices keeps the summary (and so the fingerprint) it always had
             **({"num_volumes": len(self)} if self.volumes else {"num_slices": len(self)}),
-            "spacing": list(self.configuration.spacing),
-            "normalization": {
-                "scheme": "nnunet",
-                "normalization_schemes": list(self.configuration.normalization_schemes),
-                "use_mask_for_norm": list(self.configuration.use_mask_for_norm),
-                "foreground_intensity_properties_per_channel": self.plans.get(
-                    "foreground_intensity_properties_per_channel"
-                ),
-            },
+            **preprocessing_summary(self.plans, self.configuration),
         }
+
+
+def preprocessing_summary(plans: dict, configuration) -> dict:
+    """The spacing and normalization of data preprocessed with ``plans``' configuration (a ConfigurationManager)."""
+    return {
+        "spacing": list(configuration.spacing),
+        "normalization": {
+            "scheme": "nnunet",
+            "normalization_schemes": list(configuration.normalization_schemes),
+            "use_mask_for_norm": list(configuration.use_mask_for_norm),
+            "foreground_intensity_properties_per_channel": plans.get("foreground_intensity_properties_per_channel"),
+        },
+    }

@@ -86,18 +86,23 @@ def record_path(pack: str, key: str) -> str:
 def write_slices(volume: np.ndarray, axis: int, pack: str, key: str) -> list:
     """The slices of a 1 x Z x Y x X volume along ``axis`` as one blosc2 array (atomically);
     the index entry ``[axis, array path relative to the pack, number of slices]``."""
-    import blosc2
-
     slices = np.ascontiguousarray(np.moveaxis(volume[0], axis, 0), dtype=np.float16)
     relative = os.path.join(SHARDS, key[:2], f"{key}_a{axis}.b2nd")
+    write_array(slices, pack, relative, chunks=(1, *slices.shape[1:]))
+    return [axis, relative, int(slices.shape[0])]
+
+
+def write_array(array: np.ndarray, pack: str, relative: str, **chunking) -> None:
+    """``array`` as the blosc2 file ``relative`` of the pack (atomically), in the chunks (and blocks) given."""
+    import blosc2
+
     cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1}
     destination = os.path.join(pack, relative)
     with atomic_path(destination) as tmp:
         try:
-            blosc2.asarray(slices, urlpath=tmp, mode="w", chunks=(1, *slices.shape[1:]), cparams=cparams)
+            blosc2.asarray(array, urlpath=tmp, mode="w", cparams=cparams, **chunking)
         except RuntimeError as e:  # blosc2's writer names no errno, even for a full disk
             raise WriteError(destination, _blosc2_write_failure(e, pack)) from e
-    return [axis, relative, int(slices.shape[0])]
 
 
 def _blosc2_write_failure(error: RuntimeError, pack: str) -> str:
@@ -130,11 +135,15 @@ def pack_file(path: str, pack: str, axis: str, normalization: Normalization) -> 
 
 
 def pack_file_job(job: tuple) -> tuple[dict | None, list | None]:
-    """``pack_file`` in a worker process: (record, None), or (None, [file, reason]) when a write
+    return job_outcome(pack_file, job)
+
+
+def job_outcome(pack_one, job: tuple) -> tuple[dict | None, list | None]:
+    """``pack_one(*job)`` in a worker process: (record, None), or (None, [file, reason]) when a write
     failed (a full disk), which the main process raises as the WriteError it is (one that crossed
     processes would be rebuilt from the wrong arguments)."""
     try:
-        return pack_file(*job), None
+        return pack_one(*job), None
     except WriteError as e:
         return None, [e.filename, e.strerror]
 
@@ -243,8 +252,8 @@ def write_pack(
         return pack_corpus(pack, files, axis, normalization, num_processes)
 
 
-def check_settings(pack: str, settings: dict) -> None:
-    """Record what the pack's slices are on its first run; refuse a rerun that would make others."""
+def check_settings(pack: str, settings: dict, flags: str = "--axis/--norm flags") -> None:
+    """Record what the pack's items are on its first run; refuse a rerun that would make others."""
     path = os.path.join(pack, SETTINGS_FILE)
     if not os.path.isfile(path):
         write_json_atomic(path, settings)
@@ -260,7 +269,7 @@ def check_settings(pack: str, settings: dict) -> None:
     if recorded != settings:
         raise PretrainUserError(
             f"{pack} was packed with other settings ({json.dumps(recorded)}), not "
-            f"{json.dumps(settings)}; use the same --axis/--norm flags or another -o."
+            f"{json.dumps(settings)}; use the same {flags} or another -o."
         )
 
 
@@ -269,13 +278,18 @@ def pack_corpus(pack: str, files: list[str], axis: str, normalization: Normaliza
     (1: in this process), then assemble and return the index. The caller holds the pack's lock
     (``write_pack``)."""
     todo = [f for f in files if read_record(pack, f) is None]  # a corrupt record is packed again
-    jobs = [(f, pack, axis, normalization) for f in todo]
-    with tqdm(total=len(files), initial=len(files) - len(todo), desc="Packing", unit="file", smoothing=0.05) as bar:
-        for _, failure in _results(jobs, num_processes):
+    run_jobs([(f, pack, axis, normalization) for f in todo], len(files), num_processes, pack_file_job)
+    return assemble_index(pack, files, pack_settings(axis, normalization))
+
+
+def run_jobs(jobs: list[tuple], total: int, num_processes: int, job_function) -> None:
+    """Run the packing ``jobs`` (the first item of each: its file) with a progress bar over ``total`` files,
+    those packed before counted done; a write that failed is raised as the WriteError it is."""
+    with tqdm(total=total, initial=total - len(jobs), desc="Packing", unit="file", smoothing=0.05) as bar:
+        for _, failure in _results(jobs, num_processes, job_function):
             if failure is not None:
                 raise WriteError(*failure)
             bar.update()
-    return assemble_index(pack, files, pack_settings(axis, normalization))
 
 
 def _ignore_interrupt() -> None:
@@ -283,21 +297,22 @@ def _ignore_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _results(jobs: list[tuple], num_processes: int):
-    """``pack_file_job`` of every job, in this process or in a pool (in the order they finish).
+def _results(jobs: list[tuple], num_processes: int, job_function=pack_file_job):
+    """``job_function`` (``pack_file_job`` or one like it) of every job, in this process or in a pool (in the
+    order they finish).
 
     One job per worker at a time, so that a worker that dies (killed for memory, or crashed in an
     image reader) is known to have been packing one of the files in flight: the pool then fails
     with one sentence naming them, where ``multiprocessing.Pool`` would wait forever."""
     processes = min(num_processes, len(jobs))
     if processes <= 1:
-        yield from map(pack_file_job, jobs)
+        yield from map(job_function, jobs)
         return
     queued = iter(jobs)
     # spawn, as nnU-Net's preprocessing: the readers' thread pools do not survive a fork
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_interrupt) as pool:
-        in_flight = {pool.submit(pack_file_job, job): job[0] for job in _take(queued, processes)}
+        in_flight = {pool.submit(job_function, job): job[0] for job in _take(queued, processes)}
         try:
             while in_flight:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -305,7 +320,7 @@ def _results(jobs: list[tuple], num_processes: int):
                     result = future.result()
                     del in_flight[future]
                     yield result
-                    in_flight.update({pool.submit(pack_file_job, job): job[0] for job in _take(queued, 1)})
+                    in_flight.update({pool.submit(job_function, job): job[0] for job in _take(queued, 1)})
         except BrokenProcessPool:  # from a result, or from submitting to the broken pool
             raise PretrainUserError(_died_message(sorted(in_flight.values()))) from None
 
@@ -325,6 +340,12 @@ def _died_message(files: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------- reading
 def read_index(pack: str) -> dict:
+    """The checked index of a pack of 2D slices."""
+    return checked_index(pack, load_index(pack), index_problem)
+
+
+def load_index(pack: str) -> dict:
+    """The index of a finished pack of this format version, not yet checked entry by entry."""
     path = os.path.join(pack, INDEX_FILE)
     if not os.path.isfile(path):
         raise PretrainUserError(
@@ -340,7 +361,13 @@ def read_index(pack: str) -> dict:
         raise PretrainUserError(
             f"{path} is not a pack index of format version {PACK_VERSION}; pack the corpus again with this version."
         )
-    problem = index_problem(index)
+    return index
+
+
+def checked_index(pack: str, index: dict, problem_of) -> dict:
+    """``index``, unless ``problem_of`` finds it is not what the packer writes (one sentence, then)."""
+    path = os.path.join(pack, INDEX_FILE)
+    problem = problem_of(index)
     if problem is not None:
         raise PretrainUserError(
             f"{path} is not a valid pack index ({problem}); run the nnUNetv2_vismae_pack command that made it "

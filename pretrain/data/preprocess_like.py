@@ -122,6 +122,14 @@ class CasePreprocessor:
                 f"--preprocess-like takes datasets with one input channel; {dataset_folder} has {channels}."
             )
 
+    def run(self, path: str):
+        """nnU-Net's preprocessing of the file ``path``: (C x Z x Y x X float32, its properties); raises
+        Unusable for a file its header shows broken, before nnU-Net's reader meets it."""
+        screen_header(path)
+        preprocessor = self.configuration.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case([path], None, self.plans, self.configuration, self.dataset_json)
+        return data, properties
+
     def once(self, path: str, folder: str, identifier: str) -> None:
         """Preprocess ``path`` into case ``identifier`` of ``folder`` unless done before (its properties file,
         written last, is there); a file that cannot be used is recorded as such."""
