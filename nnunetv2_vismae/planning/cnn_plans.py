@@ -29,6 +29,17 @@ def resolved_configuration(plans: dict, configuration: str) -> dict:
     return resolved
 
 
+def fits_plans_network(plans: dict, in_channels: int, checkpoint, configuration: str) -> bool:
+    """Whether the checkpoint's encoder is the one these plans build for ``configuration``."""
+    from nnunetv2_vismae.checkpoint.cnn_encoder import cnn_encoder_config, signature_differences
+
+    try:
+        network = cnn_encoder_config(resolved_configuration(plans, configuration)["architecture"], in_channels)
+    except Exception:  # a network the cnn family does not build is not the checkpoint's
+        return False
+    return not signature_differences(checkpoint.encoder_config, network)
+
+
 def check_checkpoint_fits(
     plans: dict, plans_name: str, in_channels: int, checkpoint, configuration: str = CONFIGURATION_2D
 ) -> None:

@@ -51,27 +51,29 @@ def _derive_swin(request: PlanRequest) -> dict:
 
 def _derive_cnn(request: PlanRequest) -> dict:
     """MAE plans, once the checkpoint is the encoder of the source plans' network, or with the checkpoint's own
-    network (--checkpoint-network)."""
+    network where it is another (--checkpoint-network)."""
     from nnunetv2_vismae.planning.cnn_plans import (
         check_checkpoint_fits,
         derive_checkpoint_network_plans,
         derive_mae_plans,
+        fits_plans_network,
         num_input_channels,
     )
 
     in_channels = num_input_channels(request.folder)
-    if request.checkpoint_network:
+    checkpoint, configuration = request.checkpoint, request.configuration
+    if request.checkpoint_network and not fits_plans_network(request.plans, in_channels, checkpoint, configuration):
         return derive_checkpoint_network_plans(
             request.plans,
             request.target_plans,
             request.reference,
-            request.checkpoint,
-            request.configuration,
+            checkpoint,
+            configuration,
             in_channels,
             request.source_plans,
         )
-    check_checkpoint_fits(request.plans, request.source_plans, in_channels, request.checkpoint, request.configuration)
-    return derive_mae_plans(request.plans, request.target_plans, request.reference, request.configuration)
+    check_checkpoint_fits(request.plans, request.source_plans, in_channels, checkpoint, configuration)
+    return derive_mae_plans(request.plans, request.target_plans, request.reference, configuration)
 
 
 PLANNING: dict[str, FamilyPlanning] = {

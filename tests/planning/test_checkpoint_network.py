@@ -20,7 +20,7 @@ from nnunetv2_vismae.planning import cli
 from nnunetv2_vismae.planning.cnn_plans import fitted_patch_size, total_strides
 from nnunetv2_vismae.training.cnn_trainers import nnUNetTrainerMAE
 from tests.checkpoint.test_convert_nnssl import nnssl_network, save_like_nnssl, serialized_plan
-from tests.checkpoint.test_spatial_dims import PLAIN_3D
+from tests.checkpoint.test_spatial_dims import PLAIN_3D, save_cnn
 from tests.planning.test_plan_dims import configuration, one_sentence_refusal
 
 PATCH = [14, 38, 36]  # not a multiple of the small ResEnc's total stride 4 on two axes
@@ -96,6 +96,18 @@ def test_another_network_without_the_flag_names_it(dataset, nnssl_checkpoint, ca
     assert "was pretrained for a different network than the 3d_fullres configuration of plans nnUNetPlans" in err
     assert err.endswith("or add --checkpoint-network to plan its own network on this configuration's data.")
     assert not (dataset / "nnUNetMAEPlans.json").exists()
+
+
+def test_with_a_checkpoint_of_the_plans_own_network_the_flag_changes_nothing(dataset, tmp_path):
+    checkpoint = tmp_path / "plain3d.safetensors"
+    save_cnn(checkpoint, PLAIN_3D)
+    argv = ["-d", "322", "-c", CONFIGURATION_3D, "--pretrained", str(checkpoint)]
+    assert cli.main(argv) == 0
+    without = planned(dataset)[0]
+    assert cli.main([*argv, "--checkpoint-network"]) == 0
+    derived = planned(dataset)[0]
+    assert derived == without
+    assert derived["configurations"][CONFIGURATION_3D]["batch_size"] == 4  # the plans' own
 
 
 def test_the_flag_without_a_checkpoint_is_refused(dataset, capsys):
