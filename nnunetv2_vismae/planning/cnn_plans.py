@@ -98,28 +98,15 @@ def fitted_patch_size(patch_size, strides) -> list[int]:
     return [math.ceil(p / s) * s for p, s in zip(patch_size, strides)]
 
 
-def check_network_builds(architecture: dict, in_channels: int, plans_name: str, configuration: str, checkpoint):
-    """PlanningError (one sentence) when the checkpoint's network cannot take this dataset's input channels."""
-    from nnunetv2_vismae.checkpoint.cnn_encoder import cnn_encoder_config
-
-    try:
-        cnn_encoder_config(architecture, in_channels)
-    except Exception as e:  # what the builder refuses, with the dataset's channels
-        raise PlanningError(
-            f"The network of encoder checkpoint {checkpoint.path} does not build for the {configuration} data of "
-            f"plans {plans_name} ({in_channels} input channels; {type(e).__name__}: {e})."
-        ) from None
-
-
 def derive_checkpoint_network_plans(
-    plans: dict, plans_name: str, reference: dict, checkpoint, configuration: str, in_channels: int, source: str
+    plans: dict, plans_name: str, reference: dict, checkpoint, configuration: str
 ) -> dict:
     """``derive_mae_plans`` with the checkpoint's network in place of the plans' (its stages, kernels, strides and
-    features, so encoder and stem load strictly), as nnU-Net master's nnUNetv2_plan_like_dynamic plans for a
-    foreign checkpoint: the configuration's own spacing, normalization and preprocessed data (data_identifier)
-    stay; its patch size is rounded up to the network's total stride; the batch size is master's 2."""
+    features, so encoder and stem load strictly; it was built when the checkpoint was read, and loading adapts
+    the input channels). The data side stays as nnU-Net master's nnUNetv2_plan_like_dynamic keeps it: the
+    configuration's spacing, normalization and preprocessed data (data_identifier); its patch size is rounded up
+    to the network's total stride; the batch size is master's 2."""
     architecture = copy.deepcopy(checkpoint.encoder_config["architecture"])
-    check_network_builds(architecture, in_channels, source, configuration, checkpoint)
     derived = derive_mae_plans(plans, plans_name, reference, configuration)
     config = derived["configurations"][configuration]
     strides = total_strides(architecture, len(config["patch_size"]))

@@ -64,13 +64,7 @@ def _derive_cnn(request: PlanRequest) -> dict:
     checkpoint, configuration = request.checkpoint, request.configuration
     if request.checkpoint_network and not fits_plans_network(request.plans, in_channels, checkpoint, configuration):
         return derive_checkpoint_network_plans(
-            request.plans,
-            request.target_plans,
-            request.reference,
-            checkpoint,
-            configuration,
-            in_channels,
-            request.source_plans,
+            request.plans, request.target_plans, request.reference, checkpoint, configuration
         )
     check_checkpoint_fits(request.plans, request.source_plans, in_channels, checkpoint, configuration)
     return derive_mae_plans(request.plans, request.target_plans, request.reference, configuration)
