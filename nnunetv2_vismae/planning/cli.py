@@ -100,10 +100,13 @@ def plan(
     decoder: str,
     pretrained: str | None,
     configuration: str = CONFIGURATION_2D,
+    checkpoint_network: bool = False,
 ) -> Path:
     """Write the plans of ``configuration`` (default name by the checkpoint's family) and return their file."""
     if target_plans is not None:
         check_plans_name(target_plans, source_plans)
+    if checkpoint_network and not pretrained:
+        raise PlanningError("--checkpoint-network plans the network of a checkpoint; name it with --pretrained.")
     folder = preprocessed_folder(dataset, PlanningError)
     plans = load_plans(folder, source_plans, configuration)
     checkpoint = read_encoder_checkpoint(pretrained) if pretrained else None
@@ -125,11 +128,22 @@ def plan(
         checkpoint,
         checkpoint_reference(pretrained, checkpoint) if checkpoint else None,
         configuration,
+        checkpoint_network,
     )
     derived = family.derive(request)
     target = folder / f"{target_plans}.json"
     write_json_atomic(target, kept_configurations(target, derived))
     return target
+
+
+def planned_network_line(plans_file: Path, configuration: str) -> str:
+    """What --checkpoint-network planned: the network, patch and batch size the trainer will use."""
+    config = json.loads(plans_file.read_text())["configurations"][configuration]
+    network = config["architecture"]["network_class_name"].rsplit(".", 1)[-1]
+    return (
+        f"Planned the checkpoint's {network} on {config['data_identifier']} (spacing {config['spacing']}): "
+        f"patch size {config['patch_size']}, batch size {config['batch_size']}."
+    )
 
 
 @console_script(PROG)
@@ -152,7 +166,14 @@ def main(argv=None):
     parser.add_argument(
         "--pretrained",
         help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
-        "cnn: it must come from the -c network of -p)",
+        "cnn: it must come from the -c network of -p, unless --checkpoint-network)",
+    )
+    parser.add_argument(
+        "--checkpoint-network",
+        action="store_true",
+        help="cnn: plan the checkpoint's own network (e.g. a converted nnssl ResEnc-L) instead of the -c network "
+        "of -p, keeping that configuration's spacing, normalization and preprocessed data; the patch size is "
+        "rounded up to a multiple of the network's total stride and the batch size is 2",
     )
     parser.add_argument(
         "--decoder",
@@ -162,7 +183,9 @@ def main(argv=None):
         "(default); swin, VIS-MAE's Swin-UNet decoder",
     )
     args = parser.parse_args(argv)
-    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained, args.c)
+    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained, args.c, args.checkpoint_network)
+    if args.checkpoint_network:
+        print(planned_network_line(target, args.c))
     print(
         f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} {args.c} FOLD -p {target.stem} "
         f"-tr {fine_tuning_trainer(target, args.c)}"

@@ -26,6 +26,7 @@ class PlanRequest:
     checkpoint: Optional[object] = None  # the EncoderCheckpoint read from --pretrained
     reference: Optional[dict] = None  # what the plans record of it (checkpoint.reference)
     configuration: str = CONFIGURATION_2D  # -c: the configuration of ``plans`` derived (and written)
+    checkpoint_network: bool = False  # --checkpoint-network: the checkpoint's network on the configuration's data
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,24 @@ def _derive_swin(request: PlanRequest) -> dict:
 
 
 def _derive_cnn(request: PlanRequest) -> dict:
-    """MAE plans, once the checkpoint is the encoder of the source plans' network."""
-    from nnunetv2_vismae.planning.cnn_plans import check_checkpoint_fits, derive_mae_plans, num_input_channels
+    """MAE plans, once the checkpoint is the encoder of the source plans' network, or with the checkpoint's own
+    network where it is another (--checkpoint-network)."""
+    from nnunetv2_vismae.planning.cnn_plans import (
+        check_checkpoint_fits,
+        derive_checkpoint_network_plans,
+        derive_mae_plans,
+        fits_plans_network,
+        num_input_channels,
+    )
 
     in_channels = num_input_channels(request.folder)
-    check_checkpoint_fits(request.plans, request.source_plans, in_channels, request.checkpoint, request.configuration)
-    return derive_mae_plans(request.plans, request.target_plans, request.reference, request.configuration)
+    checkpoint, configuration = request.checkpoint, request.configuration
+    if request.checkpoint_network and not fits_plans_network(request.plans, in_channels, checkpoint, configuration):
+        return derive_checkpoint_network_plans(
+            request.plans, request.target_plans, request.reference, checkpoint, configuration
+        )
+    check_checkpoint_fits(request.plans, request.source_plans, in_channels, checkpoint, configuration)
+    return derive_mae_plans(request.plans, request.target_plans, request.reference, configuration)
 
 
 PLANNING: dict[str, FamilyPlanning] = {
