@@ -189,11 +189,12 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
 
 
 # ------------------------------------------------------------------------------------ volumes
-def measure_volumes(device: torch.device, work: Path, repeats: int = 3) -> dict:
+def measure_volumes(device: torch.device, work: Path, repeats: int = 5) -> dict:
     """The 3D rows, on nnU-Net's 3d_fullres plans of the volume phantoms (``prepare_volume_plans``): nnU-Net's
     own 3D training step (``nnUNetTrainer``), then the cnn family's MAE pretraining step and its loader of 3D
     crops (a ``python -m pretrain.speed`` child, its default workers), on the same plans, patch and batch.
-    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s)."""
+    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s); the two steps are timed in two processes,
+    one after the other, so a few more than 2D's three let the best of them find a quiet moment."""
     nnunet = measure_nnunet_3d_step(device, repeats)
     flags = volume_pretrain_flags(nnunet, device, repeats)
     return {"nnunet": nnunet, "pretraining": measure_pretraining(None, device, work, {"cnn_3d": flags})["cnn_3d"]}
