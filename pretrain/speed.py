@@ -6,7 +6,8 @@ The model, optimizer and loader are built by ``Pretrainer.setup`` from the flags
 - the model's images/s: the time of the training loop's own ``Pretrainer.train_step`` (mask on
   the device, forward under the run's precision, backward, the finite checks of loss and gradient
   norm, AdamW, the schedule) on one batch held on the device, so data loading is not part of it;
-  after warm-up steps, the median on CUDA and the best on a CPU (``nnunetv2_vismae.device.step_timing``);
+  after warm-up steps, the median on CUDA and the best on a CPU (``nnunetv2_vismae.device.step_timing``),
+  in wall and in this process's CPU seconds;
 - model FLOPs per step, counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
   convolutions, attention; forward and backward), and model FLOP/s = FLOPs / step time;
 - the loader's samples/s with the configured ``--workers``, measured after its first batch
@@ -51,19 +52,21 @@ class StepRunner:
     def __call__(self) -> None:
         self.trainer.train_step(self.batches, self.generator)
 
-    def seconds(self, timing: StepTiming) -> float:
-        """Seconds per step, ``timing``'s statistic; call after the first warm-up step (the FLOP count)."""
+    def seconds(self, timing: StepTiming) -> tuple[float, float]:
+        """(wall, CPU) seconds per step, ``timing``'s statistic of each; call after the first warm-up step (the
+        FLOP count). CPU seconds are this process's, which other processes on a shared CPU disturb less."""
         device = self.trainer.runtime.device
         for _ in range(timing.warmup - 1):
             self()
-        times = []
+        wall, cpu = [], []
         for _ in range(timing.repeats):
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             self()
             synchronize(device)
-            times.append(time.perf_counter() - start)
-        return timing.summary(times)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        return timing.summary(wall), timing.summary(cpu)
 
     def flops(self) -> int:
         """FLOPs of one step, counted on torch's operators: eager even where the model is compiled (a
@@ -107,7 +110,7 @@ def measure(args: argparse.Namespace, timing_flags: tuple[int | None, int | None
     first, loader_rate = loader_samples_per_s(trainer.loader, loader_batches)
     run = StepRunner(trainer, first)
     flops = run.flops()  # also the first warm-up step
-    step_s = run.seconds(timing)
+    step_s, step_cpu_s = run.seconds(timing)
     images_per_s = trainer.effective_batch / step_s  # --accum micro-batches per step
     return {
         "device": str(device),
@@ -122,6 +125,7 @@ def measure(args: argparse.Namespace, timing_flags: tuple[int | None, int | None
         "timing": {"warmup": timing.warmup, "repeats": timing.repeats, "statistic": timing.statistic},
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "step_s": step_s,
+        "step_cpu_s": step_cpu_s,
         "images_per_s": images_per_s,
         "flops_per_step": flops,
         "model_flops_per_s": flops / step_s,

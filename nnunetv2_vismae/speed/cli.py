@@ -6,7 +6,9 @@ and loader exactly as ``nnUNetv2_vismae_pretrain`` does; one process each, so pe
 configuration's). Fine-tuning and inference use nnU-Net's real trainers (``nnUNetTrainer`` against
 ``VisMAETrainer``) and predictor on plans that nnU-Net's own planner makes for a small phantom
 dataset (``fixtures``), so both networks see the same patch and batch size; ``timing``
-times them. Nothing is downloaded.
+times them. With ``-c 3d_fullres`` (alone or next to ``2d``) the cnn family's MAE pretraining step and its
+loader of 3D crops are measured against nnU-Net's own 3D training step on 3d_fullres plans of tiny volume
+phantoms (``measure_volumes``). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.flags import OneSentenceParser, console_script
 from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
 from nnunetv2_vismae.io.folders import make_output_folder
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
 from nnunetv2_vismae.speed.fixtures import (
+    PLANS,
+    VOLUME_DATASET,
+    VOLUME_DATASET_ID,
     load_trainer,
     nnunet_folders,
     phantom_case,
     predictor_for,
     prepare_plans,
+    prepare_volume_plans,
     synthetic_batch,
     trainer_classes,
 )
@@ -68,9 +75,14 @@ def pretrain_configs(device: torch.device) -> dict[str, list[str]]:
 
 # -------------------------------------------------------------------------------- pretraining
 def measure_pretraining(
-    unlabeled: Path, device: torch.device, work: Path, configs: dict | None = None, extra: list[str] | None = None
+    unlabeled: Path | None,
+    device: torch.device,
+    work: Path,
+    configs: dict | None = None,
+    extra: list[str] | None = None,
 ) -> dict:
-    """One ``python -m pretrain.speed`` child per configuration; its JSON, or the error it gave."""
+    """One ``python -m pretrain.speed`` child per configuration; its JSON, or the error it gave. ``unlabeled``:
+    the images (``-i``), None where a configuration's flags name its data."""
     results = {}
     for name, flags in (configs or pretrain_configs(device)).items():
         out, log = work / f"pretrain_{name}.json", work / f"pretrain_{name}.log"
@@ -80,8 +92,7 @@ def measure_pretraining(
             "pretrain.speed",
             "--json",
             str(out),
-            "-i",
-            str(unlabeled),
+            *(["-i", str(unlabeled)] if unlabeled else []),
             "-device",
             device.type,
             *flags,
@@ -133,17 +144,21 @@ def training_steps(device: torch.device, precision: str, batch_size: int) -> tup
         trainer = load_trainer(cls, plans, device)
         if precision == "bf16" and name == "nnunet":
             run_forward_in_bf16(trainer.network)  # equal precision: nnU-Net itself runs fp32 on CPU
-        trainer.network.train()
-        batch = synthetic_batch(trainer, batch_size)
-        steps[name] = functools.partial(trainer.train_step, batch)
-        info[name] = {
-            "batch_size": batch_size,
-            "patch_size": list(trainer.configuration_manager.patch_size),
-            "parameters": sum(p.numel() for p in trainer.network.parameters()),
-            "precision": step_precision(trainer, precision),
-            "compiled": isinstance(trainer.network, OptimizedModule),  # nnU-Net's choice (nnUNet_compile)
-        }
+        steps[name], info[name] = training_step(trainer, precision, batch_size)
     return steps, info
+
+
+def training_step(trainer, precision: str, batch_size: int) -> tuple[functools.partial, dict]:
+    """A trainer's ``train_step`` on a synthetic batch, ready to call, and what it trains."""
+    trainer.network.train()
+    batch = synthetic_batch(trainer, batch_size)
+    return functools.partial(trainer.train_step, batch), {
+        "batch_size": batch_size,
+        "patch_size": list(trainer.configuration_manager.patch_size),
+        "parameters": sum(p.numel() for p in trainer.network.parameters()),
+        "precision": step_precision(trainer, precision),
+        "compiled": isinstance(trainer.network, OptimizedModule),  # nnU-Net's choice (nnUNet_compile)
+    }
 
 
 def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int = 3) -> dict:
@@ -171,6 +186,53 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
             for name in steps
         }
     return results
+
+
+# ------------------------------------------------------------------------------------ volumes
+def measure_volumes(device: torch.device, work: Path, repeats: int = 5) -> dict:
+    """The 3D rows, on nnU-Net's 3d_fullres plans of the volume phantoms (``prepare_volume_plans``): nnU-Net's
+    own 3D training step (``nnUNetTrainer``), then the cnn family's MAE pretraining step and its loader of 3D
+    crops (a ``python -m pretrain.speed`` child, its default workers), on the same plans, patch and batch.
+    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s); the two steps are timed in two processes,
+    one after the other, so a few more than 2D's three let the best of them find a quiet moment."""
+    nnunet = measure_nnunet_3d_step(device, repeats)
+    flags = volume_pretrain_flags(nnunet, device, repeats)
+    return {"nnunet": nnunet, "pretraining": measure_pretraining(None, device, work, {"cnn_3d": flags})["cnn_3d"]}
+
+
+def measure_nnunet_3d_step(device: torch.device, repeats: int) -> dict:
+    """Seconds of ``nnUNetTrainer``'s 3d_fullres ``train_step`` at the plans' own patch and batch size."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    timing = step_timing(device, repeats)
+    trainer = load_trainer(nnUNetTrainer, PLANS, device, CONFIGURATION_3D, VOLUME_DATASET)
+    step, info = training_step(trainer, "fp32", trainer.configuration_manager.batch_size)
+    peaks = warm_up({"nnunet": step}, device, timing)
+    seconds = interleaved_seconds({"nnunet": step}, device, timing)["nnunet"]
+    return {
+        **info,
+        "step_s": seconds[0],
+        "step_cpu_s": cpu_seconds(seconds, device),
+        "peak_mb": peaks["nnunet"],
+        "timing": asdict(timing),
+    }
+
+
+def volume_family() -> str:
+    """The family that pretrains on volumes, from the planning registry: the one that plans 3D (today cnn)."""
+    from nnunetv2_vismae.planning.families import PLANNING
+
+    (family,) = [name for name, planning in PLANNING.items() if 3 in planning.spatial_dims]
+    return family
+
+
+def volume_pretrain_flags(nnunet: dict, device: torch.device, repeats: int) -> list[str]:
+    """``nnUNetv2_vismae_pretrain``'s flags for the cnn family on the same plans, patch and batch as nnU-Net's
+    step; fp32 on a CPU, as nnU-Net trains there (on CUDA each its own precision)."""
+    flags = ["--encoder", volume_family(), "-d", str(VOLUME_DATASET_ID), "-c", CONFIGURATION_3D, "-p", PLANS]
+    flags += ["--patch-size", *map(str, nnunet["patch_size"]), "--batch-size", str(nnunet["batch_size"])]
+    flags += ["--loader-batches", "32"]  # tiny crops: more batches than 2D's 8 for a steadier rate
+    return flags + (["--repeats", str(repeats), "--precision", "fp32"] if device.type == "cpu" else [])
 
 
 # ---------------------------------------------------------------------------------- inference
@@ -226,7 +288,9 @@ def use_nnunet_cuda_settings(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def run_speed(device: torch.device, work: Path) -> dict:
+def run_speed(device: torch.device, work: Path, configurations: tuple[str, ...] = (CONFIGURATION_2D,)) -> dict:
+    """The yardstick, then the rows of each configuration: 2d (VIS-MAE's and the defaults' pretraining,
+    fine-tuning and inference against nnU-Net's 2D U-Net) and 3d_fullres (``measure_volumes``)."""
     use_nnunet_cuda_settings(device)
     results = {
         "machine": machine(device),
@@ -237,10 +301,14 @@ def run_speed(device: torch.device, work: Path) -> dict:
         "datasheet_bf16_flops_per_s": datasheet_bf16_flops(device),
     }
     with nnunet_folders(work):
-        raw = prepare_plans(work)
-        results["pretraining"] = measure_pretraining(raw / UNLABELED_FOLDER, device, work)
-        results["finetuning"] = measure_finetuning(device)
-        results["inference"] = measure_inference(device)
+        if CONFIGURATION_2D in configurations:
+            raw = prepare_plans(work)
+            results["pretraining"] = measure_pretraining(raw / UNLABELED_FOLDER, device, work)
+            results["finetuning"] = measure_finetuning(device)
+            results["inference"] = measure_inference(device)
+        if CONFIGURATION_3D in configurations:
+            prepare_volume_plans(work)
+            results["volumes"] = measure_volumes(device, work)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     return results
 
@@ -258,13 +326,22 @@ def main(argv=None):
     )
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("-o", default="vismae_speed", help="output folder (default: ./vismae_speed)")
+    parser.add_argument(
+        "-c",
+        nargs="+",
+        default=[CONFIGURATION_2D],
+        choices=[CONFIGURATION_2D, CONFIGURATION_3D],
+        help=f"what to measure: {CONFIGURATION_2D} (VIS-MAE against nnU-Net's 2D U-Net, the default) and/or "
+        f"{CONFIGURATION_3D} (the cnn family's MAE pretraining step and 3D loader against nnU-Net's 3D training "
+        "step, on tiny volumes: about a minute more on a CPU)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("-device cuda was given but torch sees no CUDA device; use -device cpu.")
     out = Path(args.o)
     make_output_folder(out)  # before minutes of measuring
     with tempfile.TemporaryDirectory(prefix="vismae_speed_") as work:
-        results = run_speed(torch.device(args.device), Path(work))
+        results = run_speed(torch.device(args.device), Path(work), tuple(args.c))
     write_json_atomic(out / "speed.json", results)
     table = markdown_report(results)
     write_bytes_atomic(out / "speed.md", table.encode())

@@ -16,10 +16,15 @@ import torch
 
 from nnunetv2_vismae.architectures import SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import write_json_atomic
-from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, ext_trainer_value
+from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D, ext_trainer_value
 from nnunetv2_vismae.phantoms.generator import PIXEL_SPACING_MM, generate_dataset, make_case
+from nnunetv2_vismae.phantoms.volumes import generate_volumes
 
 DATASET_ID = 801
+DATASET = f"Dataset{DATASET_ID:03d}_VisMAEPhantoms"
+# the 3D rows' volumes: nnU-Net plans a 3d_fullres patch of the whole 16x32x32 volume and batch 2 for them
+VOLUME_DATASET_ID, VOLUME_SHAPE = 802, (16, 32, 32)
+VOLUME_DATASET = f"Dataset{VOLUME_DATASET_ID:03d}_VisMAEPhantoms3D"
 PLANS, VISMAE_PLANS = "nnUNetPlans", "nnUNetVisMAEPlans"
 
 
@@ -40,34 +45,51 @@ def prepare_plans(
 ) -> Path:
     """Phantoms; nnU-Net's fingerprint (unless one is already there), plans and, in this process,
     preprocessing of the training cases; VisMAE plans derived from them. Returns the raw folder."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprint_dataset,
-        plan_experiment_dataset,
-    )
-
     from nnunetv2_vismae.planning.vismae_plans import derive_vismae_plans, load_plans
 
     raw = generate_dataset(
         root / "nnUNet_raw", DATASET_ID, num_train=num_train, num_test=0, num_unlabeled=num_unlabeled, size=size
     )
-    folder = root / "nnUNet_preprocessed" / raw.name
-    if not (folder / "dataset_fingerprint.json").is_file():
-        extract_fingerprint_dataset(DATASET_ID, num_processes=1, check_dataset_integrity=False, verbose=False)
-    plan_experiment_dataset(DATASET_ID)
-    preprocess_training_cases(raw, folder)
+    folder = plan_and_preprocess(raw, DATASET_ID, CONFIGURATION_2D)
     vismae = derive_vismae_plans(load_plans(folder, PLANS), VISMAE_PLANS, encoder or SwinEncoderConfig(), "conv")
     write_json_atomic(folder / f"{VISMAE_PLANS}.json", vismae)
     return raw
 
 
-def preprocess_training_cases(raw: Path, folder: Path) -> None:
-    """nnU-Net's 2d preprocessing of every training case, in this process (its pool takes longer to start
-    than the work); trainers need the preprocessed folder to exist even when fed synthetic batches."""
+def prepare_volume_plans(root: Path, num_train: int = 4, shape: tuple[int, int, int] = VOLUME_SHAPE) -> Path:
+    """Volume phantoms; nnU-Net's fingerprint (unless one is already there), plans and, in this process,
+    3d_fullres preprocessing of the training cases. Returns the preprocessed folder."""
+    raw = generate_volumes(
+        root / "nnUNet_raw", VOLUME_DATASET_ID, num_train=num_train, num_test=0, num_unlabeled=0, shape=shape
+    )
+    return plan_and_preprocess(raw, VOLUME_DATASET_ID, CONFIGURATION_3D)
+
+
+def plan_and_preprocess(raw: Path, dataset_id: int, configuration: str) -> Path:
+    """nnU-Net's fingerprint (unless one is already there), plans, and ``configuration``'s preprocessing of
+    the training cases; returns the preprocessed folder."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+    )
+
+    folder = raw.parents[1] / "nnUNet_preprocessed" / raw.name
+    if not (folder / "dataset_fingerprint.json").is_file():
+        extract_fingerprint_dataset(dataset_id, num_processes=1, check_dataset_integrity=False, verbose=False)
+    plan_experiment_dataset(dataset_id)
+    preprocess_training_cases(raw, folder, configuration)
+    return folder
+
+
+def preprocess_training_cases(raw: Path, folder: Path, configuration_name: str = CONFIGURATION_2D) -> None:
+    """nnU-Net's preprocessing (``configuration_name``) of every training case, in this process (its pool
+    takes longer to start than the work); trainers need the preprocessed folder to exist even when fed synthetic
+    batches, and 3D pretraining reads it."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = PlansManager(str(folder / f"{PLANS}.json"))
-    configuration = plans.get_configuration(CONFIGURATION_2D)
+    configuration = plans.get_configuration(configuration_name)
     dataset_json = json.loads((raw / "dataset.json").read_text())
     out = folder / configuration.data_identifier
     out.mkdir(exist_ok=True)
@@ -83,12 +105,14 @@ def preprocess_training_cases(raw: Path, folder: Path) -> None:
         )
 
 
-def load_trainer(trainer_class, plans_name: str, device: torch.device):
-    folder = Path(os.environ["nnUNet_preprocessed"]) / f"Dataset{DATASET_ID:03d}_VisMAEPhantoms"
+def load_trainer(
+    trainer_class, plans_name: str, device: torch.device, configuration: str = CONFIGURATION_2D, dataset: str = DATASET
+):
+    folder = Path(os.environ["nnUNet_preprocessed"]) / dataset
     plans = json.loads((folder / f"{plans_name}.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans["continue_training"] = False  # what nnUNetv2_train adds before building a trainer
-    trainer = trainer_class(plans, CONFIGURATION_2D, 0, dataset_json, device)
+    trainer = trainer_class(plans, configuration, 0, dataset_json, device)
     trainer.initialize()
     return trainer
 

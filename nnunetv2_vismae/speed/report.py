@@ -6,6 +6,7 @@ from __future__ import annotations
 PRETRAIN_FRACTION_OF_BF16 = 0.5
 LOADER_OVER_MODEL = 3.0
 VISMAE_OVER_NNUNET = 1.0
+PRETRAIN_3D_OVER_NNUNET = 1.3
 
 
 def _goal(ok: bool, text: str) -> str:
@@ -110,6 +111,38 @@ def _inference_rows(inf: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _volume_rows(v: dict) -> list[tuple[str, str, str, str]]:
+    """The 3D rows (``-c 3d_fullres``): the cnn family's MAE pretraining step against nnU-Net's 3D training step,
+    and the 3D loader against the model."""
+    a, p = v["nnunet"], v["pretraining"]
+    if "error" in p:
+        return [("3D pretrain cnn MAE", "failed", p["error"], "not measured")]
+    ratio = p["step_s"] / a["step_s"]
+    patch = "x".join(map(str, a["patch_size"]))
+    return [
+        (
+            "3D step: pretrain cnn MAE / nnU-Net",
+            f"{p['step_s']:.3f} s / {a['step_s']:.3f} s",
+            f"the pretraining loop's train_step (mask, forward, backward, AdamW) against nnUNetTrainer's train_step "
+            f"(forward, deep-supervision loss, backward, SGD), 3d_fullres of the same plans, batch {a['batch_size']}, "
+            f"patch {patch}; {p['precision']} / {_setup(a)}; in two processes, one after the other"
+            + _timing(a.get("timing"))
+            + _cpu_ratio(p.get("step_cpu_s"), a.get("step_cpu_s")),
+            _goal(ratio <= PRETRAIN_3D_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= {PRETRAIN_3D_OVER_NNUNET})"),
+        ),
+        (
+            "3D loader crops/s",
+            f"{p['loader_samples_per_s']:.1f}",
+            f"random {patch} crops of nnU-Net's preprocessed volumes, as pretraining reads them; "
+            f"{p['workers']} workers (the default), measured with the model idle",
+            _goal(
+                p["loader_vs_model"] >= LOADER_OVER_MODEL,
+                f"{p['loader_vs_model']:.1f}x what the model consumes (goal >= 3x)",
+            ),
+        ),
+    ]
+
+
 def markdown_report(r: dict) -> str:
     m, matmul = r["machine"], r["matmul_flops_per_s"]
     rows = [
@@ -134,6 +167,8 @@ def markdown_report(r: dict) -> str:
     rows += _finetuning_rows(r.get("finetuning", {}))
     if r.get("inference"):
         rows += _inference_rows(r["inference"])
+    if r.get("volumes"):
+        rows += _volume_rows(r["volumes"])
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
     compile_setting = m.get("nnUNet_compile") or "unset (nnU-Net's default: training compiles on CUDA)"
     lines = [

@@ -132,14 +132,13 @@ class RecordingArray:
 def test_a_crop_decompresses_only_the_chunks_it_touches(volumes, monkeypatch):
     source = NnUNetSource("3", "3d_fullres", volumes=True)
     assert len(source) == 3 and source.num_items == 3  # one item per volume
-    load_case, opened = source.dataset.load_case, []
+    image_array, opened = source.image_array, []
 
-    def recording_load_case(identifier):
-        data, *rest = load_case(identifier)
-        opened.append(RecordingArray(data))
-        return opened[-1], *rest
+    def recording_image_array(identifier):
+        opened.append(RecordingArray(image_array(identifier)))
+        return opened[-1]
 
-    monkeypatch.setattr(source.dataset, "load_case", recording_load_case)
+    monkeypatch.setattr(source, "image_array", recording_image_array)
     dataset = PatchDataset([source], [8, 16, 16], seed=4)
     for k in range(6):
         patch = dataset[k].numpy()
@@ -149,6 +148,16 @@ def test_a_crop_decompresses_only_the_chunks_it_touches(volumes, monkeypatch):
         assert array.array.schunk.nchunks == chunks > 27  # more than any crop meets
         assert len(blosc2.get_slice_nchunks(array.array, key)) <= 27  # an 8x16x16 crop meets at most 3x3x3
         assert np.array_equal(patch, array.array[:][key])
+
+
+def test_a_crop_reads_the_image_alone_and_equals_nnunets_load_case(volumes, monkeypatch):
+    source = NnUNetSource("3", "3d_fullres", volumes=True)
+    expected = {i: np.asarray(source.dataset.load_case(i)[0]) for i in source.identifiers}
+    monkeypatch.setattr(source.dataset, "load_case", None)  # neither the segmentation nor the .pkl is opened
+    for index, identifier in enumerate(source.identifiers):
+        region = (slice(1, 9), slice(3, 19), slice(2, 18))
+        crop = source.load_region(index, region)
+        assert crop.dtype == np.float32 and np.array_equal(crop, expected[identifier][(slice(None), *region)])
 
 
 def test_a_volume_smaller_than_the_patch_is_zero_padded(tmp_path, monkeypatch):

@@ -69,9 +69,12 @@ def test_pretraining_child_reports_throughput_flops_and_memory(tmp_path):
     assert "mask-ratio" in results["broken"]["error"]
 
 
-def write_fingerprint(root, size: int, cases: int) -> None:
-    """What nnU-Net's fingerprint extractor writes for ``cases`` phantoms (it takes ~15 s to spawn)."""
-    folder = root / "nnUNet_preprocessed" / f"Dataset{speed_fixtures.DATASET_ID:03d}_VisMAEPhantoms"
+def write_fingerprint(
+    root, size: int, cases: int, dataset: str = speed_fixtures.DATASET, shape=None, spacing=(999.0, 2.5, 2.5)
+) -> None:
+    """What nnU-Net's fingerprint extractor writes for ``cases`` phantoms (it takes ~15 s to spawn), of
+    ``shape`` (default: one slice of ``size`` x ``size``)."""
+    folder = root / "nnUNet_preprocessed" / dataset
     folder.mkdir(parents=True)
     intensities = {
         "max": 3.0,
@@ -85,8 +88,8 @@ def write_fingerprint(root, size: int, cases: int) -> None:
     fingerprint = {
         "foreground_intensity_properties_per_channel": {"0": intensities},
         "median_relative_size_after_cropping": 1.0,
-        "shapes_after_crop": [[1, size, size]] * cases,
-        "spacings": [[999.0, 2.5, 2.5]] * cases,
+        "shapes_after_crop": [list(shape or (1, size, size))] * cases,
+        "spacings": [list(spacing)] * cases,
     }
     (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
 
@@ -125,6 +128,25 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
     assert ("fine-tune step bf16: VisMAE / nnU-Net" in report) == speed.native_bf16(CPU)
     ratios = 3 if speed.native_bf16(CPU) else 2  # fp32 step, inference, and the bf16 step where it is measured
     assert report.count("goal <= 1") == ratios and report.count("CPU time") == ratios
+
+
+@pytest.mark.slow  # nnU-Net's 3D step and one python -m pretrain.speed child with 4 loader workers
+def test_volumes_compare_the_3d_pretraining_step_with_nnunets_on_the_same_plans(tmp_path):
+    shape = (12, 24, 24)
+    with speed_fixtures.nnunet_folders(tmp_path):
+        write_fingerprint(tmp_path, 0, 2, speed_fixtures.VOLUME_DATASET, shape, (3.0, 1.0, 1.0))
+        speed_fixtures.prepare_volume_plans(tmp_path, num_train=2, shape=shape)
+        volumes = speed.measure_volumes(CPU, tmp_path, repeats=1)
+    nnunet, pretraining = volumes["nnunet"], volumes["pretraining"]
+    assert pretraining["family"] == "cnn" and pretraining["workers"] == 4  # the pretraining command's default
+    assert pretraining["patch_size"] == nnunet["patch_size"] and len(nnunet["patch_size"]) == 3
+    assert pretraining["batch_size"] == nnunet["batch_size"]
+    assert pretraining["precision"] == nnunet["precision"] == "fp32"
+    assert nnunet["step_s"] > 0 and nnunet["step_cpu_s"] > 0 and pretraining["step_cpu_s"] > 0
+    report = markdown_report(
+        {"machine": speed.machine(CPU), "matmul_flops_per_s": {"fp32": 1e11, "bf16": 1e9}, "volumes": volumes}
+    )
+    assert "3D step: pretrain cnn MAE / nnU-Net" in report and "3D loader crops/s" in report
 
 
 def test_measurements_restore_the_environment_even_on_error(tmp_path, monkeypatch):
@@ -266,3 +288,59 @@ def test_bf16_and_fp32_mae_losses_agree_on_a_fixed_batch():
         bf16, pred = model(imgs, mask)
     assert pred.dtype == torch.bfloat16  # autocast did reach the network
     assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
+
+
+VOLUMES = {
+    "nnunet": {
+        "batch_size": 2,
+        "patch_size": [16, 32, 32],
+        "precision": "fp32",
+        "compiled": False,
+        "step_s": 2.0,
+        "step_cpu_s": 3.0,
+        "peak_mb": 300.0,
+        "timing": {"warmup": 1, "repeats": 3, "statistic": "best"},
+    },
+    "pretraining": {**PRETRAINED, "patch_size": [16, 32, 32], "batch_size": 2, "precision": "fp32", "step_s": 2.4}
+    | {"step_cpu_s": 3.3, "loader_vs_model": 2.5, "loader_samples_per_s": 2.1},
+}
+
+
+def test_report_gives_the_3d_rows_with_their_goals_after_the_2d_rows():
+    machine = {**speed.machine(CPU), "native_bf16": False}
+    matmul = {"fp32": 1e11, "bf16": 1e9}
+    both = markdown_report(
+        {"machine": machine, "matmul_flops_per_s": matmul, "pretraining": {"x": PRETRAINED}} | {"volumes": VOLUMES}
+    )
+    rows = both.splitlines()
+    step = next(
+        i for i, line in enumerate(rows) if line.startswith("| 3D step: pretrain cnn MAE / nnU-Net | 2.400 s / 2.000 s")
+    )
+    assert step > max(i for i, line in enumerate(rows) if line.startswith("| pretrain x"))
+    assert (
+        "batch 2, patch 16x32x32; fp32 / fp32, eager" in rows[step] and "CPU time 3.30 s / 3.00 s = 1.10" in rows[step]
+    )
+    assert rows[step].endswith("| met: ratio 1.20 (goal <= 1.3) |")
+    assert rows[step + 1].startswith("| 3D loader crops/s | 2.1 |") and "4 workers (the default)" in rows[step + 1]
+    assert rows[step + 1].endswith("| GAP: 2.5x what the model consumes (goal >= 3x) |")
+    failed = {**VOLUMES, "pretraining": {"error": "exit 2: no plans"}}
+    report = markdown_report({"machine": machine, "matmul_flops_per_s": matmul, "volumes": failed})
+    assert "| 3D pretrain cnn MAE | failed | exit 2: no plans | not measured |" in report
+    assert "3D" not in markdown_report(
+        {"machine": machine, "matmul_flops_per_s": matmul, "pretraining": {"x": PRETRAINED}}
+    )
+
+
+def test_2d_is_the_default_and_3d_fullres_measures_only_the_volumes(tmp_path, monkeypatch):
+    measured = []
+    for name in ("prepare_volume_plans", "measure_pretraining", "measure_finetuning"):
+        monkeypatch.setattr(speed, name, lambda *a, name=name, **k: measured.append(name) or {})
+    monkeypatch.setattr(speed, "measure_inference", lambda *a: measured.append("measure_inference") or {})
+    monkeypatch.setattr(speed, "measure_volumes", lambda *a: measured.append("measure_volumes") or {})
+    monkeypatch.setattr(speed, "matmul_flops", lambda *a: 1.0)
+    monkeypatch.setattr(speed, "prepare_plans", lambda *a: measured.append("prepare_plans") or tmp_path)
+    results = speed.run_speed(CPU, tmp_path)
+    assert "volumes" not in results and "measure_volumes" not in measured and "measure_inference" in measured
+    measured.clear()
+    results = speed.run_speed(CPU, tmp_path, ("3d_fullres",))
+    assert measured == ["prepare_volume_plans", "measure_volumes"] and "pretraining" not in results
