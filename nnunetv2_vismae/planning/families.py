@@ -83,6 +83,7 @@ PLANNING: dict[str, FamilyPlanning] = {
         "nnUNetMAEPlans", "nnUNetTrainerMAE", needs_checkpoint=True, derive=_derive_cnn, spatial_dims=(2, 3)
     ),
 }
+NNUNET_NETWORK_FAMILY = "cnn"  # the family whose network is nnU-Net's own, in 2D and 3D
 FAMILY_WITHOUT_CHECKPOINT = "swin"  # what nnUNetv2_vismae_plan plans without --pretrained: VisMAE from scratch
 
 

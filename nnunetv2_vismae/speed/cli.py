@@ -33,6 +33,7 @@ from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
 from nnunetv2_vismae.io.folders import make_output_folder
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
+from nnunetv2_vismae.planning.families import NNUNET_NETWORK_FAMILY
 from nnunetv2_vismae.speed.fixtures import (
     PLANS,
     VOLUME_DATASET,
@@ -218,18 +219,10 @@ def measure_nnunet_3d_step(device: torch.device, repeats: int) -> dict:
     }
 
 
-def volume_family() -> str:
-    """The family that pretrains on volumes, from the planning registry: the one that plans 3D (today cnn)."""
-    from nnunetv2_vismae.planning.families import PLANNING
-
-    (family,) = [name for name, planning in PLANNING.items() if 3 in planning.spatial_dims]
-    return family
-
-
 def volume_pretrain_flags(nnunet: dict, device: torch.device, repeats: int) -> list[str]:
     """``nnUNetv2_vismae_pretrain``'s flags for the cnn family on the same plans, patch and batch as nnU-Net's
     step; fp32 on a CPU, as nnU-Net trains there (on CUDA each its own precision)."""
-    flags = ["--encoder", volume_family(), "-d", str(VOLUME_DATASET_ID), "-c", CONFIGURATION_3D, "-p", PLANS]
+    flags = ["--encoder", NNUNET_NETWORK_FAMILY, "-d", str(VOLUME_DATASET_ID), "-c", CONFIGURATION_3D, "-p", PLANS]
     flags += ["--patch-size", *map(str, nnunet["patch_size"]), "--batch-size", str(nnunet["batch_size"])]
     flags += ["--loader-batches", "32"]  # tiny crops: more batches than 2D's 8 for a steadier rate
     return flags + (["--repeats", str(repeats), "--precision", "fp32"] if device.type == "cpu" else [])
