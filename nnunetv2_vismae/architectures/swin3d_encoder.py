@@ -31,8 +31,9 @@ from torch import nn
 
 # The order in which patch merging concatenates the voxels of each 2x2x2 cell; weights expect the order
 # they were trained with. MONAI's default ("merging") up to 1.4 repeats (0, 1, 0) and (0, 0, 1) and never
-# reads (1, 1, 0) and (0, 1, 1) (what SwinUNETR's public weights were trained with); from 1.5 it reads
-# every voxel once, in another order than its "mergingv2", which is row-major.
+# reads (1, 1, 0) and (0, 1, 1), which weights trained before 1.5 expect (SwinUNETR's public ones too,
+# presumably: the conversion is to check); from 1.5 it reads every voxel once, in another order than its
+# "mergingv2", which is row-major.
 MERGE_OFFSETS = {
     "monai-1.4": ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)),
     "monai-1.5": ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)),
@@ -65,7 +66,7 @@ class Swin3dEncoderConfig:
     drop_path_rate: float = 0.0
     # True: every returned feature map is layer-normed over its channels without parameters, as
     # MONAI's SwinTransformer(normalize=True) returns them to SwinUNETR; False: returned raw
-    final_norm: bool = True
+    normalize_outputs: bool = True
     merge_offsets: str = "monai-1.5"  # a key of MERGE_OFFSETS: the order weights were trained with
 
     def __post_init__(self):
@@ -317,7 +318,7 @@ class Swin3dEncoder(nn.Module):
         features = [tokens]
         for stage in self.stages:
             features.append(stage(features[-1]))
-        if self.config.final_norm:
+        if self.config.normalize_outputs:
             features = [F.layer_norm(f, f.shape[-1:]) for f in features]
         return [f.permute(0, 4, 1, 2, 3) for f in features]
 

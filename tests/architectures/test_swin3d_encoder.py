@@ -98,6 +98,15 @@ def test_stage_outputs_and_gradients_equal_monais_where_it_keeps_its_windows(win
     assert_same_forward_and_backward(theirs, ours, torch.randn(2, 2, *size, dtype=torch.double))
 
 
+def test_raw_outputs_equal_monais_unnormalized_ones():
+    config = Swin3dEncoderConfig(
+        embed_dim=6, num_heads=(1, 2, 2, 2), window_size=(2, 2, 2), normalize_outputs=False, merge_offsets=MONAI_MERGING
+    )
+    theirs, ours = encoders(config)
+    x = torch.randn(1, 1, 48, 48, 48, dtype=torch.double)
+    assert_same_forward_and_backward(theirs, ours, x, call_theirs=lambda t: theirs(t, normalize=False))
+
+
 @pytest.mark.parametrize("tokens", [(5, 6, 7), (8, 9, 9)])
 def test_a_stage_with_odd_sizes_pads_its_windows_as_monai_does(tokens):
     """Unshifted and shifted block, windows 3x4x4 padded at every axis, the shift mask, odd merging."""
