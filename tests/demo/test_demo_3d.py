@@ -1,6 +1,7 @@
 """The demo's ``--3d`` presets: what their steps run, their folders, and the 3D smoke demo end to end."""
 
 import csv
+import json
 import os
 import shlex
 from pathlib import Path
@@ -12,9 +13,10 @@ from nnunetv2_vismae.benchmark.arms import ARMS
 from nnunetv2_vismae.demo import pipeline
 from nnunetv2_vismae.demo.cli import main
 from nnunetv2_vismae.errors import UserError
+from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.volumes import generate_volumes
-from tests.conftest import run
+from tests.conftest import nnunet_env, run
 
 
 def dry_run(capsys, *flags) -> dict:
@@ -130,8 +132,11 @@ def test_the_3d_smoke_demo_says_first_that_it_draws_no_verdict(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_quick_3d_demo_end_to_end(tmp_path):
-    """The whole 3D pipeline through the console scripts (its time is measured in docs/demo.md, not asserted)."""
+def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_checkpoint(tmp_path):
+    """The whole 3D pipeline through the console scripts, on one preprocessed dataset (each 3D end-to-end run
+    costs most of a minute on 2 cores): the quick 3D demo (its time is measured in docs/demo.md, not asserted),
+    nnU-Net's stock prediction and evaluation with the model it fine-tuned, then a checkpoint converted from
+    nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     result = run(["nnUNetv2_vismae_demo", "--3d", "-o", str(tmp_path)], env, timeout=900)
     assert result.stdout.startswith("No verdict: this quick 3D demo is a smoke test")
@@ -144,3 +149,50 @@ def test_quick_3d_demo_end_to_end(tmp_path):
     assert (bench / "report.md").read_text().splitlines()[2].startswith("**No verdict:")
     plans = (tmp_path / "nnUNet_preprocessed" / pipeline.VOLUMES_DATASET / "nnUNetPlans.json").read_text()
     assert '"3d_fullres"' in plans
+    env = nnunet_env(tmp_path)  # the demo's own nnU-Net folders
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process
+    predict_and_evaluate_the_demos_fine_tuned_model(tmp_path, env)
+    fine_tune_an_nnssl_checkpoint_on_the_demos_data(tmp_path, env)
+
+
+def predict_and_evaluate_the_demos_fine_tuned_model(out: Path, env: dict) -> None:
+    raw = out / "nnUNet_raw" / pipeline.VOLUMES_DATASET
+    (trainer,) = [r.name.split("__")[0] for r in (out / "nnUNet_results" / pipeline.VOLUMES_DATASET).iterdir()
+                  if r.name.startswith("nnUNetTrainerMAE_")]  # fmt: skip
+    images, predictions = out / "test_images", out / "test_predictions"
+    images.mkdir()
+    for case in sorted((raw / "imagesTr").iterdir())[:2]:
+        (images / case.name).write_bytes(case.read_bytes())
+    dataset = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-p", "nnUNetMAEPlans", "-tr", trainer]
+    predict = ["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), *dataset, "-f", "0"]
+    run([*predict, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+    assert len(list(predictions.glob("*.nii.gz"))) == 2
+    model = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__nnUNetMAEPlans__{CONFIGURATION_3D}"
+    files = ["-djfile", str(model / "dataset.json"), "-pfile", str(model / "plans.json"), "-np", "1", "--chill"]
+    run(["nnUNetv2_evaluate_folder", str(raw / "labelsTr"), str(predictions), *files], env)
+    summary = json.loads((predictions / "summary.json").read_text())
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+
+
+def fine_tune_an_nnssl_checkpoint_on_the_demos_data(out: Path, env: dict) -> None:
+    from tests.checkpoint.test_convert_nnssl import CITATIONS, nnssl_network, save_like_nnssl, serialized_plan
+
+    source, checkpoint = out / "checkpoint_final.pth", out / "resenc.safetensors"
+    save_like_nnssl(source, nnssl_network(), serialized_plan(), CITATIONS)
+    run(["nnUNetv2_vismae_convert", "--from", "nnssl", str(source), str(checkpoint)], env)
+    plan = ["nnUNetv2_vismae_plan", "-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-o", "OpenMindPlans"]
+    plan += ["--pretrained", str(checkpoint)]
+    # its refusals without the flag, or for a 2D configuration, are tested in-process (tests/planning)
+    planned = run([*plan, "--checkpoint-network"], env)
+    assert "Planned the checkpoint's ResidualEncoderUNet on nnUNetPlans_3d_fullres" in planned.stdout
+
+    trainer = "nnUNetTrainerMAE_1epochs_2iters"
+    train = ["nnUNetv2_train", str(pipeline.VOLUMES_ID), CONFIGURATION_3D, "0", "-p", "OpenMindPlans", "-tr", trainer]
+    run([*train, "-device", "cpu"], env)
+    fold = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__OpenMindPlans__{CONFIGURATION_3D}"
+    log = next((fold / "fold_0").glob("training_log_*.txt")).read_text()
+    assert f"Loaded cnn encoder checkpoint {checkpoint}" in log and "(100.0%)" in log and "0 missing" in log
+    assert CITATIONS[0]["apa_citations"][0] in log  # the citations nnssl's file carries
+    plans = json.loads((fold / "plans.json").read_text())["configurations"][CONFIGURATION_3D]
+    assert plans["architecture"] == read_encoder_checkpoint(checkpoint).encoder_config["architecture"]
+    assert "Dice" in (fold / "fold_0" / "validation" / "summary.json").read_text()
