@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Sequence, Tuple, Union
+from typing import Callable, Dict, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -519,6 +519,70 @@ def _write(array: np.ndarray, path: Path) -> None:
     sitk.WriteImage(itk, str(path), True)
 
 
+# each split's image and label folder, in the order of the counts (training, test, unlabeled)
+SPLIT_FOLDERS = (("tr", "imagesTr", "labelsTr"), ("ts", "imagesTs", "labelsTs"), ("un", UNLABELED_FOLDER, None))
+
+
+def check_counts(dataset_id: int, counts: Sequence[int]) -> None:
+    """ValueError unless there is a training case and the id is nnU-Net's (1 to 999); counts per SPLIT_FOLDERS."""
+    for what, n, minimum in zip(("num_train", "num_test", "num_unlabeled"), counts, (1, 0, 0)):
+        if n < minimum:
+            raise ValueError(f"{what} must be at least {minimum}, got {n}")
+    if not 0 < dataset_id < 1000:
+        raise ValueError(f"dataset_id must be between 1 and 999, got {dataset_id}")
+
+
+def write_cases(
+    folder: Path,
+    counts: Sequence[int],
+    make: Callable[[str, int], tuple[np.ndarray, np.ndarray, str]],
+    write: Callable[[np.ndarray, Path], None],
+) -> Dict[str, Dict[str, str]]:
+    """Every split's cases (``make(split, i)`` -> image, label, style) in nnU-Net's folders and names, no empty
+    folder (nnU-Net would look into it); {case: {split, style}}."""
+    cases: Dict[str, Dict[str, str]] = {}
+    for (split, image_dir, label_dir), n in zip(SPLIT_FOLDERS, counts):
+        if n == 0:
+            continue
+        (folder / image_dir).mkdir(parents=True, exist_ok=True)
+        if label_dir:
+            (folder / label_dir).mkdir(parents=True, exist_ok=True)
+        digits = 4 if split == "un" else 3
+        for i in range(n):
+            image, label, style = make(split, i)
+            case = f"phantom_{split}_{i:0{digits}d}"
+            write(image, folder / image_dir / f"{case}_0000{FILE_ENDING}")
+            if label_dir:
+                write(label, folder / label_dir / f"{case}{FILE_ENDING}")
+            cases[case] = {"split": split, "style": style}
+    return cases
+
+
+def write_dataset_json(
+    folder: Path, counts: Sequence[int], description: str, generator: str, styles: Sequence[str]
+) -> None:
+    """nnU-Net's dataset.json of a phantom dataset, with its unlabeled pool and styles."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    num_train, num_test, num_unlabeled = counts
+    generate_dataset_json(
+        str(folder),
+        channel_names={"0": "image"},
+        labels=dict(LABELS),
+        num_training_cases=num_train,
+        file_ending=FILE_ENDING,
+        dataset_name=folder.name,
+        description=description,
+        license="CC0",
+        converted_by=generator,
+        overwrite_image_reader_writer="SimpleITKIO",
+        numTest=num_test,
+        numUnlabeled=num_unlabeled,
+        unlabeled_folder=UNLABELED_FOLDER,
+        styles=list(styles),
+    )
+
+
 def generate_dataset(
     raw_root: Union[str, Path],
     dataset_id: int = 800,
@@ -539,59 +603,21 @@ def generate_dataset(
     unknown = sorted(set(labeled_styles) - set(STYLES))
     if unknown or not labeled_styles or len(set(labeled_styles)) < len(labeled_styles):
         raise ValueError(f"labeled_styles must be distinct styles of {', '.join(STYLES)}, got {list(labeled_styles)}")
-    for what, n, minimum in (
-        ("num_train", num_train, 1),
-        ("num_test", num_test, 0),
-        ("num_unlabeled", num_unlabeled, 0),
-    ):
-        if n < minimum:
-            raise ValueError(f"{what} must be at least {minimum}, got {n}")
-    if not 0 < dataset_id < 1000:
-        raise ValueError(f"dataset_id must be between 1 and 999, got {dataset_id}")
+    counts = (num_train, num_test, num_unlabeled)
+    check_counts(dataset_id, counts)
     folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
-    cases: Dict[str, Dict[str, str]] = {}
-    jobs = (
-        ("tr", num_train, "imagesTr", "labelsTr"),
-        ("ts", num_test, "imagesTs", "labelsTs"),
-        ("un", num_unlabeled, UNLABELED_FOLDER, None),
-    )
-    for split, n, image_dir, label_dir in jobs:
-        if n == 0:
-            continue
-        (folder / image_dir).mkdir(parents=True, exist_ok=True)
-        if label_dir:
-            (folder / label_dir).mkdir(parents=True, exist_ok=True)
-        digits = 4 if split == "un" else 3
-        for i in range(n):
-            style = _style_for(seed, split, i, labeled_styles if split == "tr" else STYLES)
-            image, label = make_case(_case_rng(seed, split, i), size, style)
-            case = f"phantom_{split}_{i:0{digits}d}"
-            _write(image, folder / image_dir / f"{case}_0000{FILE_ENDING}")
-            if label_dir:
-                _write(label, folder / label_dir / f"{case}{FILE_ENDING}")
-            cases[case] = {"split": split, "style": style}
 
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    def make(split: str, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+        style = _style_for(seed, split, i, labeled_styles if split == "tr" else STYLES)
+        return (*make_case(_case_rng(seed, split, i), size, style), style)
 
-    generate_dataset_json(
-        str(folder),
-        channel_names={"0": "image"},
-        labels=dict(LABELS),
-        num_training_cases=num_train,
-        file_ending=FILE_ENDING,
-        dataset_name=f"Dataset{dataset_id:03d}_{name}",
-        description="Synthetic 2D abdominal phantoms in CT, MR T1, MR T2 and ultrasound styles "
-        "(nnunetv2_vismae demo dataset).",
-        license="CC0",
-        converted_by="nnunetv2_vismae.phantoms.generator",
-        overwrite_image_reader_writer="SimpleITKIO",
-        numTest=num_test,
-        numUnlabeled=num_unlabeled,
-        unlabeled_folder=UNLABELED_FOLDER,
-        styles=list(STYLES),
+    cases = write_cases(folder, counts, make, _write)
+    description = (
+        "Synthetic 2D abdominal phantoms in CT, MR T1, MR T2 and ultrasound styles (nnunetv2_vismae demo dataset)."
     )
+    write_dataset_json(folder, counts, description, __name__, STYLES)
     meta = {
-        "generator": "nnunetv2_vismae.phantoms.generator",
+        "generator": __name__,
         "version": GENERATOR_VERSION,
         "seed": int(seed),
         "size": int(size),

@@ -37,7 +37,6 @@ from nnunetv2_vismae.phantoms.generator import (
     BOWEL,
     CSF,
     FAT,
-    FILE_ENDING,
     FLUID,
     GAS,
     KCORTEX,
@@ -51,10 +50,12 @@ from nnunetv2_vismae.phantoms.generator import (
     N_TISSUES,
     SPLEEN,
     SPLITS,
-    UNLABELED_FOLDER,
     VESSEL,
     _jitter,
     _style_for,
+    check_counts,
+    write_cases,
+    write_dataset_json,
 )
 
 VOLUME_STYLES: Tuple[str, ...] = ("ct", "mr_t1", "mr_t2")
@@ -353,57 +354,22 @@ def generate_volumes(
 ) -> Path:
     """Write the volume phantoms in nnU-Net v2 raw format under raw_root and return their folder
     (raw_root/DatasetXXX_name). Deterministic in all arguments; existing files are overwritten."""
-    for what, n, minimum in (
-        ("num_train", num_train, 1),
-        ("num_test", num_test, 0),
-        ("num_unlabeled", num_unlabeled, 0),
-    ):
-        if n < minimum:
-            raise ValueError(f"{what} must be at least {minimum}, got {n}")
-    if not 0 < dataset_id < 1000:
-        raise ValueError(f"dataset_id must be between 1 and 999, got {dataset_id}")
+    counts = (num_train, num_test, num_unlabeled)
+    check_counts(dataset_id, counts)
     folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
-    cases: Dict[str, Dict[str, str]] = {}
-    jobs = (
-        ("tr", num_train, "imagesTr", "labelsTr"),
-        ("ts", num_test, "imagesTs", "labelsTs"),
-        ("un", num_unlabeled, UNLABELED_FOLDER, None),
-    )
-    for split, n, image_dir, label_dir in jobs:
-        for sub in (image_dir, label_dir) if n else ():  # no empty folders: nnU-Net would look into them
-            if sub:
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-        digits = 4 if split == "un" else 3
-        for i in range(n):
-            style = _style_for(seed, split, i, VOLUME_STYLES)
-            image, label = make_volume(_volume_rng(seed, split, i), shape, style)
-            case = f"phantom_{split}_{i:0{digits}d}"
-            _write(image, folder / image_dir / f"{case}_0000{FILE_ENDING}")
-            if label_dir:
-                _write(label, folder / label_dir / f"{case}{FILE_ENDING}")
-            cases[case] = {"split": split, "style": style}
 
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    def make(split: str, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+        style = _style_for(seed, split, i, VOLUME_STYLES)
+        return (*make_volume(_volume_rng(seed, split, i), shape, style), style)
 
-    generate_dataset_json(
-        str(folder),
-        channel_names={"0": "image"},
-        labels=dict(LABELS),
-        num_training_cases=num_train,
-        file_ending=FILE_ENDING,
-        dataset_name=f"Dataset{dataset_id:03d}_{name}",
-        description="Synthetic 3D abdominal phantoms in CT, MR T1 and MR T2 styles, 3 mm slices of 1 mm pixels "
-        "(nnunetv2_vismae 3D demo dataset).",
-        license="CC0",
-        converted_by="nnunetv2_vismae.phantoms.volumes",
-        overwrite_image_reader_writer="SimpleITKIO",
-        numTest=num_test,
-        numUnlabeled=num_unlabeled,
-        unlabeled_folder=UNLABELED_FOLDER,
-        styles=list(VOLUME_STYLES),
+    cases = write_cases(folder, counts, make, _write)
+    description = (
+        "Synthetic 3D abdominal phantoms in CT, MR T1 and MR T2 styles, 3 mm slices of 1 mm pixels "
+        "(nnunetv2_vismae 3D demo dataset)."
     )
+    write_dataset_json(folder, counts, description, __name__, VOLUME_STYLES)
     meta = {
-        "generator": "nnunetv2_vismae.phantoms.volumes",
+        "generator": __name__,
         "version": VOLUMES_VERSION,
         "seed": int(seed),
         "shape": [int(n) for n in shape],

@@ -385,11 +385,17 @@ def index_problem(index: dict) -> str | None:
         return f"axis is {shown(index['axis'])}, expected one of {', '.join(AXES)}"
     if not _is_normalization(index["normalization"]):
         return f"normalization is {shown(index['normalization'])}, expected zscore, or ct with ct_clip [low, high]"
+    return listed_entries_problem(index, entry_problem)
+
+
+def listed_entries_problem(index: dict, file_entry_problem) -> str | None:
+    """What is wrong with an index's files (each checked by ``file_entry_problem``), skipped entries and their
+    count, the part every kind of pack shares; or None."""
     files, skipped = index["files"], index["skipped"]
     if not isinstance(files, list) or not isinstance(skipped, list):
         return "files and skipped are not lists"
     for entry in files:
-        problem = entry_problem(entry)
+        problem = file_entry_problem(entry)
         if problem is not None:
             return problem
     for entry in skipped:

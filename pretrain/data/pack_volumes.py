@@ -41,6 +41,7 @@ from pretrain.data.pack import (
     checked_index,
     job_outcome,
     load_index,
+    listed_entries_problem,
     record_path,
     run_jobs,
     shard_key,
@@ -189,19 +190,7 @@ def volume_index_problem(index: dict) -> str | None:
         return f"{LIKE} is {shown(identity)}, expected the dataset, plans, configuration and target"
     if not all(isinstance(v, str) for v in identity.values()):
         return f"{LIKE} is {shown(identity)}, expected strings"
-    files, skipped = index["files"], index["skipped"]
-    if not isinstance(files, list) or not isinstance(skipped, list):
-        return "files and skipped are not lists"
-    for entry in files:
-        problem = volume_entry_problem(entry)
-        if problem is not None:
-            return problem
-    for entry in skipped:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_reason(entry[1])):
-            return f"the skipped entry {shown(entry)} is not [path, reason, detail]"
-    if index["num_items"] != len(files) + len(skipped) or isinstance(index["num_items"], bool):
-        return f"num_items is {shown(index['num_items'])}, expected {len(files) + len(skipped)} (files and skipped)"
-    return None
+    return listed_entries_problem(index, volume_entry_problem)
 
 
 def open_pack(pack: str, volumes: bool, like: tuple[str | None, str, str]):
