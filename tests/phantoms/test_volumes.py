@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.phantoms.test_generator import exact_digest, image_fingerprint
 from nnunetv2_vismae.phantoms.volumes import (
     LABELS,
     SPACING_MM,
@@ -143,35 +144,11 @@ GOLDEN_IMAGES = {
 GOLDEN_EXACT = "3c5e6906721f002275ce17d962eb7e07ec33b64e9b2123b584a71756a75dca16"
 
 
-def _header(image: sitk.Image) -> str:
-    return repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), image.GetPixelIDValue()))
-
-
-def _exact_digest(folder: Path) -> str:
-    """Every file's name, the headers of the images, the labels' voxels and the two JSON files."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.name.endswith(".nii.gz"):
-            image = sitk.ReadImage(str(path))
-            digest.update(_header(image).encode())
-            if "labels" in path.parent.name:
-                digest.update(sitk.GetArrayFromImage(image).tobytes())
-        else:
-            digest.update(json.dumps(json.loads(path.read_text()), sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _image_fingerprint(path: Path) -> tuple:
-    voxels = _read(path).astype(np.float64).ravel()
-    return voxels.sum(), (voxels * voxels).sum(), (voxels * np.linspace(0, 1, voxels.size)).sum()
-
-
 def test_a_small_dataset_is_the_golden_one(tmp_path):
     """Pins what generate_volumes writes: a change of any voxel is a new dataset (a new VOLUMES_VERSION)."""
     folder = generate_volumes(tmp_path, **GOLDEN)
-    assert _exact_digest(folder) == GOLDEN_EXACT
+    assert exact_digest(folder, generator_named=True) == GOLDEN_EXACT
     images = sorted(str(p.relative_to(folder)) for p in folder.glob("images*/*.nii.gz"))
     assert images == sorted(GOLDEN_IMAGES)
     for name, fingerprint in GOLDEN_IMAGES.items():
-        np.testing.assert_allclose(_image_fingerprint(folder / name), fingerprint, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(image_fingerprint(folder / name), fingerprint, rtol=1e-5, err_msg=name)
