@@ -168,6 +168,24 @@ def test_pretraining_reads_lazy_crops_of_a_pack(volumes, tmp_path):
     assert source["type"] == "pack" and source["preprocessed_like"]["dataset"] == "Dataset005_Balls"
 
 
+def test_a_run_from_a_pack_of_volumes_resumes_as_the_uninterrupted_one(volumes, tmp_path):
+    import torch
+
+    from tests.pretrain.test_volumes import digest, recorded_volume_run
+
+    assert pack(volumes, tmp_path / "pack") == 0
+    run = ["--encoder", "cnn", "--plans-of", "5", "-c", "3d_fullres", "--pack", str(tmp_path / "pack")]
+    run += ["--batch-size", "2", "--workers", "0", "--preview-every", "0", "-device", "cpu", "--max-unusable", "0.3"]
+    extra = ["--steps", "4", "--warmup-steps", "1", "--save-every", "100", "--precision", "fp32"]
+    full, imgs, losses = recorded_volume_run(tmp_path / "full", extra, run=run)
+    recorded_volume_run(tmp_path / "split", extra, stop_after=2, run=run)
+    resumed, rest_imgs, rest_losses = recorded_volume_run(tmp_path / "split", extra, run=run)
+    assert len(imgs) == 4 and imgs[0].dim() == 5 and len(rest_imgs) == 2 and resumed.step == 4
+    assert digest(rest_imgs) == digest(imgs[2:]) and rest_losses == losses[2:]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_a_full_disk_is_one_sentence(volumes, tmp_path, monkeypatch, capsys):
     import shutil
 

@@ -177,8 +177,12 @@ def test_a_volume_smaller_than_the_patch_is_zero_padded(tmp_path, monkeypatch):
     assert len(offsets) > 1  # the volume lies at a random offset in its padding
 
 
-def recorded_volume_run(out, extra: list[str], stop_after: int | None = None) -> tuple[Pretrainer, list, list]:
-    trainer = Pretrainer(parse([*RUN, *extra, "-o", str(out)]), setup_runtime("cpu"))
+def recorded_volume_run(
+    out, extra: list[str], stop_after: int | None = None, run: list[str] = RUN
+) -> tuple[Pretrainer, list, list]:
+    """A pretraining run of ``run`` + ``extra`` (stopped after ``stop_after`` steps): (trainer, each step's
+    images, each step's loss)."""
+    trainer = Pretrainer(parse([*run, *extra, "-o", str(out)]), setup_runtime("cpu"))
     trainer.setup()
     imgs, losses, train_step = [], [], trainer.train_step
 
