@@ -34,8 +34,9 @@ PLAIN = {
 }
 
 
-def residual_architecture() -> dict:
-    arch = copy.deepcopy(PLAIN)
+def residual_architecture(plain: dict = PLAIN) -> dict:
+    """``plain``'s network with residual encoder stages (ResidualEncoderUNet)."""
+    arch = copy.deepcopy(plain)
     arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
     arch["arch_kwargs"]["n_blocks_per_stage"] = arch["arch_kwargs"].pop("n_conv_per_stage")
     return arch

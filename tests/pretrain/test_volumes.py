@@ -4,7 +4,6 @@ spatial dimensions."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -15,15 +14,15 @@ import pytest
 import torch
 
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
-from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config
 from pretrain.cli import main
 from pretrain.data.mixture import PatchDataset
 from pretrain.data.nnunet import NnUNetSource
-from pretrain.families.cnn import CnnMAE, at_resolution
+from pretrain.families.cnn import at_resolution
 from pretrain.masking import window_mask
 from pretrain.runtime import setup_runtime
 from pretrain.train import Pretrainer
 from tests.pretrain.helpers import PLAIN_3D, VOLUME_CHUNKS, parse, write_volume_dataset
+from tests.pretrain.test_cnn_family import mae_for, residual_architecture
 from tests.pretrain.test_golden import digest
 from tests.pretrain.test_reliability_faults import _poison_losses
 
@@ -47,19 +46,6 @@ RUN = [
 ]
 
 
-def residual_3d() -> dict:
-    arch = copy.deepcopy(PLAIN_3D)
-    arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
-    arch["arch_kwargs"]["n_blocks_per_stage"] = arch["arch_kwargs"].pop("n_conv_per_stage")
-    return arch
-
-
-def mae_3d(architecture: dict, visible_norm: bool = False) -> CnnMAE:
-    torch.manual_seed(0)
-    network = build_stock_network(architecture, 1)
-    return CnnMAE(network.get_submodule(cnn_encoder_config(architecture, 1)["load_root"]), 1, visible_norm).eval()
-
-
 @pytest.fixture
 def volumes(tmp_path, monkeypatch):
     """Dataset 3: three volumes in blosc2 chunks of 8 x 16 x 16, one smaller than the 16 x 32 x 32 patch."""
@@ -79,9 +65,11 @@ def test_a_3d_mask_hides_whole_blocks_at_the_ratio():
 
 
 @pytest.mark.parametrize("visible_norm", [False, True], ids=["norm", "visible-norm"])
-@pytest.mark.parametrize("architecture", [PLAIN_3D, residual_3d()], ids=["PlainConvUNet", "ResidualEncoderUNet"])
+@pytest.mark.parametrize(
+    "architecture", [PLAIN_3D, residual_architecture(PLAIN_3D)], ids=["PlainConvUNet", "ResidualEncoderUNet"]
+)
 def test_holes_stay_closed_through_every_3d_stage(architecture, visible_norm):
-    mae = mae_3d(architecture, visible_norm)
+    mae = mae_for(architecture, visible_norm)
     imgs = torch.randn(2, 1, 16, 32, 32)
     mask = window_mask(2, (8, 8, 8), 2, 0.5, generator=torch.Generator().manual_seed(1))  # cells of stride 2x4x4
     hidden = at_resolution(mask, imgs)
@@ -100,7 +88,7 @@ def test_holes_stay_closed_through_every_3d_stage(architecture, visible_norm):
 
 
 def test_the_loss_falls_on_tiny_volumes():
-    mae = mae_3d(PLAIN_3D).train()
+    mae = mae_for(PLAIN_3D).train()
     zz, yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(16.0), torch.arange(16.0), indexing="ij")
     imgs = torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / 4) + torch.sin(zz / 3) for i in range(2)])[:, None]
     optimizer, generator, losses = torch.optim.AdamW(mae.parameters(), lr=3e-3), torch.Generator().manual_seed(0), []
