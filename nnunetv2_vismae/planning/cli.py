@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from nnunetv2_vismae.architectures.swin_unet import DECODERS
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
@@ -26,6 +27,16 @@ from nnunetv2_vismae.planning.families import (
 from nnunetv2_vismae.planning.vismae_plans import NETWORK_CLASS, load_plans
 
 PROG = "nnUNetv2_vismae_plan"
+
+
+class Planned(NamedTuple):
+    """What ``plan`` wrote: the plans file, the configuration planned in it, and the trainer it is for."""
+
+    file: Path
+    configuration: dict
+    trainer: str
+
+
 # the plans nnU-Net's own planners write: stock nnUNetv2_train -p NAME must keep training nnU-Net's network
 NNUNET_PLANS = (
     "nnUNetPlans",
@@ -35,13 +46,6 @@ NNUNET_PLANS = (
     "nnUNetResEncUNetXLPlans",
 )
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def fine_tuning_trainer(plans_file: Path, configuration: str = CONFIGURATION_2D) -> str:
-    """The trainer for a configuration of plans this command wrote: that of the family of the checkpoint
-    it names."""
-    reference = json.loads(plans_file.read_text())["configurations"][configuration].get(PRETRAINED_KEY) or {}
-    return planning_of(reference.get("family", FAMILY_WITHOUT_CHECKPOINT)).trainer
 
 
 def check_plans_name(name: str, source_plans: str) -> None:
@@ -101,8 +105,8 @@ def plan(
     pretrained: str | None,
     configuration: str = CONFIGURATION_2D,
     checkpoint_network: bool = False,
-) -> Path:
-    """Write the plans of ``configuration`` (default name by the checkpoint's family) and return their file."""
+) -> Planned:
+    """Write the plans of ``configuration`` (default name by the checkpoint's family); what was written."""
     if target_plans is not None:
         check_plans_name(target_plans, source_plans)
     if checkpoint_network and not pretrained:
@@ -133,12 +137,11 @@ def plan(
     derived = family.derive(request)
     target = folder / f"{target_plans}.json"
     write_json_atomic(target, kept_configurations(target, derived))
-    return target
+    return Planned(target, derived["configurations"][configuration], family.trainer)
 
 
-def planned_network_line(plans_file: Path, configuration: str) -> str:
+def planned_network_line(config: dict) -> str:
     """What --checkpoint-network planned: the network, patch and batch size the trainer will use."""
-    config = json.loads(plans_file.read_text())["configurations"][configuration]
     network = config["architecture"]["network_class_name"].rsplit(".", 1)[-1]
     return (
         f"Planned the checkpoint's {network} on {config['data_identifier']} (spacing {config['spacing']}): "
@@ -183,12 +186,12 @@ def main(argv=None):
         "(default); swin, VIS-MAE's Swin-UNet decoder",
     )
     args = parser.parse_args(argv)
-    target = plan(args.d, args.p, args.o, args.decoder, args.pretrained, args.c, args.checkpoint_network)
+    planned = plan(args.d, args.p, args.o, args.decoder, args.pretrained, args.c, args.checkpoint_network)
     if args.checkpoint_network:
-        print(planned_network_line(target, args.c))
+        print(planned_network_line(planned.configuration))
     print(
-        f"Wrote {target}\nTrain with: nnUNetv2_train {args.d} {args.c} FOLD -p {target.stem} "
-        f"-tr {fine_tuning_trainer(target, args.c)}"
+        f"Wrote {planned.file}\nTrain with: nnUNetv2_train {args.d} {args.c} FOLD -p {planned.file.stem} "
+        f"-tr {planned.trainer}"
     )
 
 
