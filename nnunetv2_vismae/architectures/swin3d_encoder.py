@@ -285,7 +285,8 @@ class Swin3dEncoder(nn.Module):
         self.patch_embed.proj = nn.Conv3d(
             config.in_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
         )
-        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        # on the CPU even under torch.device("meta"), where the checkpoint format builds it for its shapes
+        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads)):
             first = sum(config.depths[:i])

@@ -4,9 +4,9 @@ A family is one table entry (``EncoderFamily``): the schema of its config (types
 entry, checked before anything is built from it, see ``schema.py``), how to tell whether a module
 belongs to it, which config entries must agree for weights to move between two encoders,
 and which tensor adapters may reconcile shapes that legitimately differ (window size, patch size).
-Families are ``swin`` (VIS-MAE's Swin encoder) and ``cnn`` (nnU-Net's own encoder, see
-``cnn_encoder``), each added with ``register_family``; nothing else in the package branches on the
-family name.
+Families are ``swin`` (VIS-MAE's Swin encoder), ``swin3d`` (a 3D Swin in SwinUNETR's layout) and
+``cnn`` (nnU-Net's own encoder, see ``cnn_encoder``), each added with ``register_family``; nothing else
+in the package branches on the family name.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from nnunetv2_vismae.architectures.swin3d_encoder import MERGE_OFFSETS
+
 from . import cnn_encoder
 from .adapt import TensorAdapter, patch_size_adapter, relative_position_table_adapter
 from .errors import CheckpointError
-from .schema import Rule, boolean, entry_problems, integer, list_of, number
+from .schema import Rule, boolean, entry_problems, integer, list_of, number, one_of
 
 
 class ConfigProblems(ValueError):
@@ -149,6 +151,72 @@ def register_family(family: EncoderFamily) -> None:
 
 
 register_family(SWIN)
+
+
+# -------------------------------------------------------------------------------------- swin3d
+# the 3D Swin encoder (SwinUNETR's layout, architectures/swin3d_encoder.py): 3D windows, MONAI's names
+_SWIN3D_RULES = {
+    "in_channels": integer(1, 64),
+    "patch_size": list_of(integer(1, 64), 3, 3),
+    "embed_dim": integer(1, 4096),
+    "depths": list_of(integer(1, 64), 1, MAX_STAGES),
+    "num_heads": list_of(integer(1, 4096), 1, MAX_STAGES),
+    "window_size": list_of(integer(1, 32), 3, 3),
+    "mlp_ratio": number(0, 16, low_open=True),
+    "drop_path_rate": number(0, 1, high_open=True),
+    "normalize_outputs": boolean(),
+    "merge_offsets": one_of(MERGE_OFFSETS),
+}
+
+
+def _swin3d_config_problems(config: dict) -> list[str]:
+    """Heads per stage and their divisibility, as for the 2D Swin (a 3D stage i attends at embed_dim x 2^i)."""
+    return _swin_config_problems(config)
+
+
+def _swin3d_normalize_config(config: dict) -> dict:
+    from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoderConfig
+
+    return Swin3dEncoderConfig.from_json(config).to_json()
+
+
+def _swin3d_module_config(module: nn.Module) -> Optional[dict]:
+    from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoder
+
+    return module.config.to_json() if isinstance(module, Swin3dEncoder) else None
+
+
+def _swin3d_expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoder, Swin3dEncoderConfig
+
+    with torch.device("meta"):
+        encoder = Swin3dEncoder(Swin3dEncoderConfig.from_json(config))
+    return {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+
+
+SWIN3D = EncoderFamily(
+    name="swin3d",
+    required_config_keys=_SWIN_REQUIRED_KEYS,
+    config_rules=_SWIN3D_RULES,
+    config_problems=_swin3d_config_problems,
+    normalize_config=_swin3d_normalize_config,
+    module_config=_swin3d_module_config,
+    # window and merge order change the function (the bias table's rows, which voxel feeds which weight),
+    # normalized outputs what the decoder was trained on; no adapter bridges them
+    fixed_config_keys=(
+        "patch_size",
+        "embed_dim",
+        "depths",
+        "num_heads",
+        "window_size",
+        "mlp_ratio",
+        "normalize_outputs",
+        "merge_offsets",
+    ),
+    spatial_dims=lambda config: 3,
+    expected_shapes=_swin3d_expected_shapes,
+)
+register_family(SWIN3D)
 
 
 # ----------------------------------------------------------------------------------------- cnn
