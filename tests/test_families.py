@@ -29,8 +29,9 @@ def test_each_family_has_a_pretrained_arm_with_the_planned_trainer_and_a_twin_of
         assert twin.family == family and not twin.needs_pretrained
 
 
-def test_plans_without_a_checkpoint_are_those_of_a_family_that_needs_none():
-    assert not PLANNING[FAMILY_WITHOUT_CHECKPOINT].needs_checkpoint
+def test_plans_without_a_checkpoint_are_those_of_a_family_that_needs_none_and_plans_those_dimensions():
+    for dims, family in FAMILY_WITHOUT_CHECKPOINT.items():
+        assert not PLANNING[family].needs_checkpoint and dims in PLANNING[family].spatial_dims
 
 
 REGISTRIES = {  # the files that may name a family (relative to the repository)

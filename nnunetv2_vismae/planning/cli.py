@@ -24,7 +24,7 @@ from nnunetv2_vismae.planning.families import (
     check_plans_dims,
     planning_of,
 )
-from nnunetv2_vismae.planning.vismae_plans import NETWORK_CLASS, load_plans
+from nnunetv2_vismae.planning.vismae_plans import NETWORK_CLASSES, load_plans
 
 PROG = "nnUNetv2_vismae_plan"
 
@@ -60,9 +60,9 @@ def check_plans_name(name: str, source_plans: str) -> None:
 
 
 def _written_by_us(configuration) -> bool:
-    """A configuration this command writes: one that trains SwinUNet or names a pretrained encoder, which
-    no configuration of nnU-Net's own plans does."""
-    return configuration["architecture"]["network_class_name"] == NETWORK_CLASS or PRETRAINED_KEY in configuration
+    """A configuration this command writes: one that trains SwinUNet or Swin3dUNet or names a pretrained encoder,
+    which no configuration of nnU-Net's own plans does."""
+    return configuration["architecture"]["network_class_name"] in NETWORK_CLASSES or PRETRAINED_KEY in configuration
 
 
 def written_by_us(plans_file: Path) -> bool:
@@ -114,9 +114,10 @@ def plan(
     folder = preprocessed_folder(dataset, PlanningError)
     plans = load_plans(folder, source_plans, configuration)
     checkpoint = read_encoder_checkpoint(pretrained) if pretrained else None
-    family_name = checkpoint.family if checkpoint else FAMILY_WITHOUT_CHECKPOINT
+    dims = configuration_dims(plans, configuration, PlanningError)
+    family_name = checkpoint.family if checkpoint else FAMILY_WITHOUT_CHECKPOINT[dims]
     family = planning_of(family_name)
-    check_plans_dims(family_name, configuration_dims(plans, configuration, PlanningError), configuration)
+    check_plans_dims(family_name, dims, configuration)
     if checkpoint:
         check_checkpoint_dims(checkpoint, plans, source_plans, configuration)
     target_plans = target_plans or family.plans
@@ -152,10 +153,14 @@ def planned_network_line(config: dict) -> str:
 @console_script(PROG)
 def main(argv=None):
     by_family = ", ".join(f"{planning.plans} for a {family} checkpoint" for family, planning in PLANNING.items())
+    without_checkpoint = ", ".join(
+        f"{PLANNING[family].plans} of the {family} family on {dims}D"
+        for dims, family in FAMILY_WITHOUT_CHECKPOINT.items()
+    )
     parser = OneSentenceParser(
         prog=PROG,
         description="Derive fine-tuning plans of one configuration (same preprocessed data) from a dataset's "
-        f"nnU-Net plans: {by_family}; without a checkpoint, {PLANNING[FAMILY_WITHOUT_CHECKPOINT].plans}. "
+        f"nnU-Net plans: {by_family}; without a checkpoint, {without_checkpoint}. "
         "Other configurations of plans it wrote before are kept.",
     )
     parser.add_argument("-d", required=True, help="dataset id or name")
@@ -163,12 +168,13 @@ def main(argv=None):
     parser.add_argument(
         "-c",
         default=CONFIGURATION_2D,
-        help=f"configuration to plan (default: {CONFIGURATION_2D}; {CONFIGURATION_3D} for a 3D cnn checkpoint)",
+        help=f"configuration to plan (default: {CONFIGURATION_2D}; {CONFIGURATION_3D} for a 3D checkpoint or a 3D "
+        "network from scratch)",
     )
     parser.add_argument("-o", help=f"name of the plans to write (default: {by_family})")
     parser.add_argument(
         "--pretrained",
-        help="encoder checkpoint to fine-tune from (swin: its encoder config is used; "
+        help="encoder checkpoint to fine-tune from (a Swin's encoder config is used; "
         "cnn: it must come from the -c network of -p, unless --checkpoint-network)",
     )
     parser.add_argument(

@@ -49,6 +49,23 @@ def _derive_swin(request: PlanRequest) -> dict:
     return derive_vismae_plans(request.plans, request.target_plans, encoder, request.decoder, request.reference)
 
 
+def _derive_swin3d(request: PlanRequest) -> dict:
+    """3D VisMAE plans: Swin3dUNet with the checkpoint's encoder, or SwinUNETR's encoder (feature size 48) without
+    one; the encoder's patch is the checkpoint's (a fixed key: its weights were trained on it), (2, 2, 2) without."""
+    from nnunetv2_vismae.architectures import Swin3dEncoderConfig
+    from nnunetv2_vismae.architectures.swin_unet import CONV_DECODER
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae3d_plans
+
+    if request.decoder != CONV_DECODER:
+        raise PlanningError(
+            f"--decoder {request.decoder} is one of SwinUNet's (2D); Swin3dUNet has the {CONV_DECODER} decoder only, "
+            f"so leave --decoder out on {request.configuration}."
+        )
+    config = request.checkpoint.encoder_config if request.checkpoint else {}
+    encoder = Swin3dEncoderConfig.from_json(config) if config else Swin3dEncoderConfig()
+    return derive_vismae3d_plans(request.plans, request.target_plans, encoder, request.reference)
+
+
 def _derive_cnn(request: PlanRequest) -> dict:
     """MAE plans, once the checkpoint is the encoder of the source plans' network, or with the checkpoint's own
     network where it is another (--checkpoint-network)."""
@@ -77,14 +94,25 @@ PLANNING: dict[str, FamilyPlanning] = {
         needs_checkpoint=False,
         derive=_derive_swin,
         spatial_dims=(2,),
-        unplanned_dims="a 3D Swin (3D windows) is an encoder family of its own, not yet available",
+        unplanned_dims="a 3D Swin (3D windows) is the swin3d encoder family: plan 3D without --pretrained or with a "
+        "swin3d checkpoint",
+    ),
+    "swin3d": FamilyPlanning(
+        "nnUNetVisMAEPlans",
+        "VisMAETrainer",
+        needs_checkpoint=False,
+        derive=_derive_swin3d,
+        spatial_dims=(3,),
+        unplanned_dims="a 2D Swin (2D windows) is the swin encoder family: plan 2d without --pretrained or with a "
+        "swin checkpoint",
     ),
     "cnn": FamilyPlanning(
         "nnUNetMAEPlans", "nnUNetTrainerMAE", needs_checkpoint=True, derive=_derive_cnn, spatial_dims=(2, 3)
     ),
 }
 NNUNET_NETWORK_FAMILY = "cnn"  # the family whose network is nnU-Net's own, in 2D and 3D
-FAMILY_WITHOUT_CHECKPOINT = "swin"  # what nnUNetv2_vismae_plan plans without --pretrained: VisMAE from scratch
+# what nnUNetv2_vismae_plan plans without --pretrained, by the configuration's dimensions: VisMAE from scratch
+FAMILY_WITHOUT_CHECKPOINT = {2: "swin", 3: "swin3d"}
 
 
 def check_plans_dims(family: str, dims: int, configuration: str) -> None:

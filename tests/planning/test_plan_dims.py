@@ -108,11 +108,14 @@ def test_a_checkpoint_of_other_dimensions_than_the_configuration_is_refused(
     assert not (dataset / "nnUNetMAEPlans.json").exists()
 
 
-def test_swin_plans_no_3d_configuration(dataset, capsys):
-    err = one_sentence_refusal(["-d", "321", "-c", CONFIGURATION_3D], capsys)
+def test_a_2d_swin_checkpoint_plans_no_3d_configuration(dataset, tmp_path, capsys):
+    from tests.benchmark.test_cnn_arm import swin_checkpoint
+
+    swin = swin_checkpoint(tmp_path / "swin.safetensors")
+    err = one_sentence_refusal(["-d", "321", "-c", CONFIGURATION_3D, "--pretrained", str(swin)], capsys)
     assert err.endswith(
         f"The swin encoder family plans only 2D configurations, not {CONFIGURATION_3D} (3D): a 3D Swin (3D windows) "
-        "is an encoder family of its own, not yet available."
+        "is the swin3d encoder family: plan 3D without --pretrained or with a swin3d checkpoint."
     )
     assert not (dataset / "nnUNetVisMAEPlans.json").exists()
 
