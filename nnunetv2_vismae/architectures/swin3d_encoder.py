@@ -306,6 +306,17 @@ class Swin3dEncoder(nn.Module):
     def stage_dims(self) -> list[int]:
         return self.config.stage_dims
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer groups (``timm.models.group_parameters``, which layer-wise lr decay reads), as timm's Swin
+        forms them: the patch embedding, then one layer per block; a stage's patch merging, which MONAI's layout
+        puts after the stage's blocks, goes with its last block (timm's 99999: the group before)."""
+        blocks = (
+            r"^stages\.(\d+)"
+            if coarse
+            else [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.downsample", (99999,))]
+        )
+        return {"stem": r"^patch_embed", "blocks": blocks}
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """B x C x D x H x W volume -> B x D/p x H/p x W/p x embed_dim tokens (an axis not divisible by the
         patch is padded at its end, as MONAI does)."""

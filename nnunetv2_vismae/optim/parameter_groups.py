@@ -40,9 +40,10 @@ def weight_decay_groups(
 
 
 def encoder_layer_ids(network: nn.Module) -> dict[str, int]:
-    """Layer of each parameter of ``network.encoder`` (a timm Swin), by the network's names: 0 for the
-    patch embedding, then one per block in order; a stage's patch merging goes with its first block,
-    the final norm with the last block."""
+    """Layer of each parameter of ``network.encoder`` (a Swin with timm's ``group_matcher``: timm's, or the 3D
+    one), by the network's names: 0 for the patch embedding, then one per block in order; in timm's Swin a
+    stage's patch merging goes with its first block (it opens the stage), in the 3D one with its last (it
+    closes it), the final norm with the last block."""
     encoder = network.encoder
     layers = group_parameters(encoder, encoder.group_matcher(coarse=False), reverse=True)
     return {f"encoder.{name}": layer for name, layer in layers.items()}
