@@ -15,18 +15,30 @@ def test_every_stage_knows_the_families_of_the_checkpoint_format():
     families = set(CHECKPOINT_FAMILIES)
     assert set(PRETRAINING_FAMILIES) == families
     assert set(PLANNING) == families
-    assert {arm.family for arm in ARMS.values() if arm.family} == families
+    assert {family for arm in ARMS.values() for family in arm.families} == families
     assert set(CLASSIFIERS) <= families
     assert all(family.name == name for name, family in PRETRAINING_FAMILIES.items())
     assert all(family.name == name for name, family in CHECKPOINT_FAMILIES.items())
 
 
-def test_each_family_has_a_pretrained_arm_with_the_planned_trainer_and_a_twin_of_its_family():
+def test_each_family_has_one_pretrained_arm_per_dimension_it_plans_with_the_planned_trainer_and_a_twin():
     for family, planning in PLANNING.items():
-        (arm,) = [a for a in ARMS.values() if a.family == family and a.needs_pretrained and not (a.ablation or a.probe)]
-        assert arm.trainer == planning.trainer and arm.plans == planning.plans
-        twin = ARMS[arm.twin]
-        assert twin.family == family and not twin.needs_pretrained
+        for dims in planning.spatial_dims:
+            (arm,) = [
+                a
+                for a in ARMS.values()
+                if a.family_for(dims) == family and a.needs_pretrained and not (a.ablation or a.probe)
+            ]
+            assert arm.trainer == planning.trainer and arm.plans == planning.plans
+            twin = ARMS[arm.twin]
+            assert twin.family_for(dims) == family and not twin.needs_pretrained
+
+
+def test_an_arms_families_plan_other_dimensions_and_share_its_plans_and_trainer():
+    for arm in ARMS.values():
+        dims = [d for family in arm.families for d in PLANNING[family].spatial_dims]
+        assert len(dims) == len(set(dims)), arm.name
+        assert len({(PLANNING[family].plans, PLANNING[family].trainer) for family in arm.families}) <= 1, arm.name
 
 
 def test_plans_without_a_checkpoint_are_those_of_a_family_that_needs_none_and_plans_those_dimensions():

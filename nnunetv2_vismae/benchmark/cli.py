@@ -363,6 +363,7 @@ def write_report(settings: le.Settings, results: list, invocation: str, margin: 
         f"{settings.dataset_name} ({settings.configuration})",
         report_commands(settings, invocation),
         settings_lines(settings),
+        settings.dims,
         margin,
     )
 

@@ -70,10 +70,15 @@ class Settings:
     references: dict[str, dict] = field(default_factory=dict)  # family -> what plans record of its checkpoint
     subset_seeds: tuple[int, ...] = (0,)  # label subsets drawn with each seed (0: the trainers' default draw)
     test: bool = False  # every run also predicts and scores the raw dataset's imagesTs / labelsTs
+    dims: int = 2  # the configuration's spatial dimensions
+
+    def family(self, arm: Arm) -> str | None:
+        """The encoder family whose plans the arm trains on this configuration (None: nnU-Net's own)."""
+        return arm.family_for(self.dims)
 
     def checkpoint(self, arm: Arm) -> Path | None:
         """The checkpoint the arm's derived plans are planned from (None: none given or needed)."""
-        return self.pretrained.get(arm.family)
+        return self.pretrained.get(self.family(arm))
 
     @property
     def results_dir(self) -> Path:
@@ -183,6 +188,7 @@ def make_settings(request: Request) -> Settings:
         references=references,
         subset_seeds=tuple(dict.fromkeys(int(s) for s in request.subset_seeds)),
         test=request.test,
+        dims=dims,
     )
     check_checkpoints_given(settings)
     if request.test:
@@ -263,15 +269,16 @@ def check_checkpoints_given(settings: Settings) -> None:
     for arm in settings.arms:
         if settings.checkpoint(arm) is not None:
             continue
+        family = settings.family(arm)
         if arm.needs_pretrained:
             raise BenchmarkError(
-                f"The {arm.name} arm fine-tunes a pretrained {arm.family} encoder; pass --pretrained FILE with "
-                f"a {arm.family} checkpoint{given_families(settings)} (or leave the arm out with --arms)."
+                f"The {arm.name} arm fine-tunes a pretrained {family} encoder; pass --pretrained FILE with "
+                f"a {family} checkpoint{given_families(settings)} (or leave the arm out with --arms)."
             )
-        if arm.planned_from_checkpoint_only and not is_planned(settings, arm):
+        if arm.planned_from_checkpoint_only(settings.dims) and not is_planned(settings, arm):
             raise BenchmarkError(
                 f"The {arm.name} arm trains the network of {arm.plans}, which is planned from a "
-                f"{arm.family} checkpoint; pass --pretrained FILE with one once{given_families(settings)}."
+                f"{family} checkpoint; pass --pretrained FILE with one once{given_families(settings)}."
             )
 
 
@@ -486,19 +493,21 @@ def check_planned_from(settings: Settings) -> None:
     for arm in {run.arm.plans: run.arm for run in runs}.values():
         plans = settings.preprocessed_dir / f"{arm.plans}.json"
         recorded = recorded_reference(plans, settings.configuration) if plans.is_file() else None
-        if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
+        given = references[settings.family(arm)]
+        if recorded is not None and not same_checkpoint(recorded, given):
             raise BenchmarkError(
                 f"{plans} was planned from {described(recorded)}, not from --pretrained "
-                f"{described(references[arm.family])}, and the benchmark does not overwrite plans; pass the "
+                f"{described(given)}, and the benchmark does not overwrite plans; pass the "
                 f"checkpoint they were planned from, or move {plans.name} away."
             )
     for folder, arm in {run.folder(settings.results_dir).parent: run.arm for run in runs}.items():
         copy = folder / "plans.json"  # nnU-Net's copy of the plans its runs trained with
         recorded = recorded_reference(copy, settings.configuration) if copy.is_file() else None
-        if recorded is not None and not same_checkpoint(recorded, references[arm.family]):
+        given = references[settings.family(arm)]
+        if recorded is not None and not same_checkpoint(recorded, given):
             raise BenchmarkError(
                 f"The runs in {folder} were trained with plans planned from {described(recorded)}, not from "
-                f"--pretrained {described(references[arm.family])}; pass that checkpoint, or "
+                f"--pretrained {described(given)}; pass that checkpoint, or "
                 "move the folder away to train them anew."
             )
 

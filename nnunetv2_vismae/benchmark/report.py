@@ -212,7 +212,7 @@ def comparison_table(found: list[v.Comparison], keys: list[str], names: dict) ->
 PROBE_SECTION = "## What pretraining learned (frozen-encoder probe)"
 
 
-def probe_section(analysis: v.Analysis) -> list[str]:
+def probe_section(analysis: v.Analysis, dims: int) -> list[str]:
     """Per family and fraction: the pretrained frozen encoder against the random one, paired, and what it says."""
     probed = [arm for arm in dict.fromkeys(a for a, _ in analysis.groups) if is_probe(arm)]
     if not probed:
@@ -233,7 +233,7 @@ def probe_section(analysis: v.Analysis) -> list[str]:
         p = "–" if gain.p_value is None else f"{gain.p_value:.3g}"
         rows.append(
             [
-                ARMS[c.arm].family,
+                ARMS[c.arm].family_for(dims),
                 f"{c.labels}%",
                 gain.n,
                 analysis.groups[(c.arm, c.labels)].estimate().text(),
@@ -292,6 +292,7 @@ def report_markdown(
     title: str,
     commands: list[str],
     settings_lines: list[str],
+    dims: int,
     margin: float = DEFAULT_MARGIN,
 ) -> str:
     groups, keys, found = analysis.groups, analysis.keys, analysis.found
@@ -306,7 +307,7 @@ def report_markdown(
         "",
         *comparison_table(found, keys, names),
     ]
-    lines += probe_section(analysis)
+    lines += probe_section(analysis, dims)
     lines += ["## Commands", "", "This report was produced by:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
 
@@ -353,14 +354,16 @@ def plot_png(analysis: v.Analysis, title: str, margin: float = DEFAULT_MARGIN) -
     return png_bytes(figure)
 
 
-def probe_png(analysis: v.Analysis, title: str) -> bytes:
+def probe_png(analysis: v.Analysis, title: str, dims: int) -> bytes:
     """The probe's paired difference (pretrained − random frozen encoder) with its CI per family and fraction."""
     figure = new_figure((6.0, 4.4))
     ax = figure.subplots()
-    families = list(dict.fromkeys(ARMS[c.arm].family for c in analysis.probes))
+    families = list(dict.fromkeys(ARMS[c.arm].family_for(dims) for c in analysis.probes))
     for i, family in enumerate(families):
         offset = (i - (len(families) - 1) / 2) * 1.2
-        points = sorted((c.labels, c.overall.difference) for c in analysis.probes if ARMS[c.arm].family == family)
+        points = sorted(
+            (c.labels, c.overall.difference) for c in analysis.probes if ARMS[c.arm].family_for(dims) == family
+        )
         ax.plot([p + offset for p, _ in points], [d.mean for _, d in points], color=f"C{i}", alpha=0.5)
         for j, (p, difference) in enumerate(points):
             _errorbar(ax, p + offset, difference, color=f"C{i}", label=family if j == 0 else None)
@@ -381,6 +384,7 @@ def write_outputs(
     title: str,
     commands: list[str],
     settings_lines: list[str],
+    dims: int,
     margin: float = DEFAULT_MARGIN,
 ) -> list[Path]:
     """results.csv, cases.csv, report.md, label_efficiency.png (when an arm other than the probe's ran) and
@@ -389,10 +393,10 @@ def write_outputs(
     files = {
         out / "results.csv": results_csv(results, names).encode(),
         out / "cases.csv": cases_csv(results, names).encode(),
-        out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, margin).encode(),
+        out / "report.md": report_markdown(analysis, names, title, commands, settings_lines, dims, margin).encode(),
     }
     if not all(is_probe(arm) for arm, _ in analysis.groups):
         files[out / "label_efficiency.png"] = plot_png(analysis, title, margin)
     if analysis.probes:
-        files[out / "probe.png"] = probe_png(analysis, title)
+        files[out / "probe.png"] = probe_png(analysis, title, dims)
     return write_files(files)

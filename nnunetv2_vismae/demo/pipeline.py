@@ -328,7 +328,7 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
                 [
                     "nnUNetv2_vismae_pretrain",
                     "--encoder",
-                    cnn.family,
+                    cnn.family_for(2),
                     "--plans-of",
                     str(DATASET_ID),
                     "-o",
@@ -363,7 +363,7 @@ def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, obje
         shape=(size.slices, size.image_size, size.image_size),
     )
     unlabeled = ["-i", str(raw / UNLABELED_FOLDER), "--preprocess-like", str(VOLUMES_ID)]
-    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family, "--plans-of", *dataset[1:], *unlabeled]
+    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family_for(3), "--plans-of", *dataset[1:], *unlabeled]
     pretrain += ["-o", str(pretrain_dir)]
     plan = [
         ("generate", generate),

@@ -1,5 +1,5 @@
-"""``nnUNetv2_vismae_benchmark -c 3d_fullres`` (dry runs): nnU-Net's and the cnn family's arms in 3D, the Swin
-arms left out by default and refused when named, planning for the configuration (issue 32)."""
+"""``nnUNetv2_vismae_benchmark -c 3d_fullres`` (dry runs): nnU-Net's and the cnn family's arms in 3D (issue 32),
+the Swin arms training the 3D Swin (the swin3d family, issue 33), planning for the configuration."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from nnunetv2_vismae.benchmark import cli
 from nnunetv2_vismae.checkpoint.reference import PRETRAINED_KEY
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from tests.checkpoint.test_spatial_dims import PLAIN_3D, save_cnn
+from tests.conftest import save_swin3d_checkpoint
 from tests.pretrain.test_cnn_family import PLAIN
 
 from .conftest import DATASET
@@ -20,7 +21,7 @@ DRY_RUN_3D = ["-d", "990", "-c", CONFIGURATION_3D, "--labels", "10", "-f", "0", 
 
 @pytest.fixture
 def volumes(fake_nnunet, tmp_path) -> dict:
-    """The fake tree with nnU-Net plans holding 2d and 3d_fullres, and a 2D and a 3D cnn checkpoint."""
+    """The fake tree with nnU-Net plans holding 2d and 3d_fullres, a 2D and a 3D cnn checkpoint and a swin3d one."""
     plans = {
         "configurations": {CONFIGURATION_2D: {"patch_size": [32, 32]}, CONFIGURATION_3D: {"patch_size": [16, 32, 32]}}
     }
@@ -28,6 +29,7 @@ def volumes(fake_nnunet, tmp_path) -> dict:
     fake_nnunet["cnn2d"], fake_nnunet["cnn3d"] = tmp_path / "cnn2d.safetensors", tmp_path / "cnn3d.safetensors"
     save_cnn(fake_nnunet["cnn2d"], PLAIN)
     save_cnn(fake_nnunet["cnn3d"], PLAIN_3D)
+    fake_nnunet["swin3d"] = save_swin3d_checkpoint(tmp_path / "swin3d.safetensors")
     return fake_nnunet
 
 
@@ -42,15 +44,22 @@ def trainers_of(lines: list[str]) -> set[str]:
     return {line.split(" -tr ")[1].split()[0] for line in lines if line.startswith("nnUNetv2_train ")}
 
 
-def test_3d_plans_the_configuration_and_trains_nnunet_and_the_cnn_arms_only(volumes, capsys):
+def test_3d_plans_the_configuration_and_trains_nnunet_the_cnn_arms_and_the_3d_swin_from_scratch(volumes, capsys):
     assert cli.main([*DRY_RUN_3D, "--pretrained", str(volumes["cnn3d"])]) == 0
-    plan, *train = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    plans = [line for line in lines if line.startswith("nnUNetv2_vismae_plan ")]
+    train = [line for line in lines if line.startswith("nnUNetv2_train ")]
     checkpoint = volumes["cnn3d"].resolve()
-    assert plan == f"nnUNetv2_vismae_plan -d 990 -c {CONFIGURATION_3D} -o nnUNetMAEPlans --pretrained {checkpoint}"
+    assert plans == [
+        f"nnUNetv2_vismae_plan -d 990 -c {CONFIGURATION_3D} -o nnUNetVisMAEPlans",  # the scratch arm's, no checkpoint
+        f"nnUNetv2_vismae_plan -d 990 -c {CONFIGURATION_3D} -o nnUNetMAEPlans --pretrained {checkpoint}",
+    ]
+    assert len(lines) == len(plans) + len(train)
     assert all(line.startswith(f"nnUNetv2_train 990 {CONFIGURATION_3D} 0 -p ") for line in train)
     assert trainers_of(train) == {
         "nnUNetTrainer_labels100",  # the reference
         "nnUNetTrainer_labels10",
+        "VisMAETrainerScratch_labels10",
         "nnUNetTrainerMAE_labels10",
         "nnUNetTrainerMAEScratch_labels10",
     }
@@ -66,12 +75,31 @@ def test_the_cnn_probe_arms_run_in_3d(volumes, capsys):
     }
 
 
-@pytest.mark.parametrize("arm", ["vismae", "scratch", "vismae-frozen"])
-def test_a_named_swin_arm_is_refused_in_3d(volumes, capsys, arm):
+def test_the_swin_arms_train_the_3d_swin_from_a_swin3d_checkpoint(volumes, capsys):
+    argv = [*DRY_RUN_3D, "--arms", "vismae", "scratch", "nnunet", "--probe", "--pretrained", str(volumes["swin3d"])]
+    assert cli.main(argv) == 0
+    plan, *train = capsys.readouterr().out.splitlines()
+    checkpoint = volumes["swin3d"].resolve()
+    assert plan == f"nnUNetv2_vismae_plan -d 990 -c {CONFIGURATION_3D} -o nnUNetVisMAEPlans --pretrained {checkpoint}"
+    assert {line.split(" -p ")[1].split()[0] for line in train if "-tr nnUNetTrainer_" not in line} == {
+        "nnUNetVisMAEPlans"
+    }
+    assert trainers_of(train) == {
+        "VisMAETrainer_labels10",
+        "VisMAETrainerScratch_labels10",
+        "VisMAETrainerFrozen_labels10",
+        "VisMAETrainerFrozenScratch_labels10",
+        "nnUNetTrainer_labels100",
+        "nnUNetTrainer_labels10",
+    }
+
+
+@pytest.mark.parametrize("arm", ["vismae", "vismae-frozen"])
+def test_a_named_pretrained_swin_arm_asks_for_a_swin3d_checkpoint_in_3d(volumes, capsys, arm):
     err = one_sentence([*DRY_RUN_3D, "--arms", "nnunet", arm], capsys)
     assert err.endswith(
-        f"The {arm} arm cannot train {CONFIGURATION_3D} (3D): a 3D Swin (3D windows) is an encoder family of its "
-        "own, not yet available; leave it out of --arms."
+        f"The {arm} arm fine-tunes a pretrained swin3d encoder; pass --pretrained FILE with a swin3d checkpoint "
+        "(or leave the arm out with --arms)."
     )
 
 

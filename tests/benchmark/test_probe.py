@@ -21,7 +21,13 @@ def test_the_probe_arms_train_the_frozen_trainers_on_the_derived_plans_of_their_
     assert {name for name, arm in ARMS.items() if arm.probe} == set(PROBES)
     for name, (trainer, plans, family, twin) in PROBES.items():
         arm = ARMS[name]
-        assert (arm.trainer, arm.plans, arm.family, arm.twin, arm.derived_plans) == (trainer, plans, family, twin, True)
+        assert (arm.trainer, arm.plans, arm.family_for(2), arm.twin, arm.derived_plans) == (
+            trainer,
+            plans,
+            family,
+            twin,
+            True,
+        )
         assert arm.needs_pretrained == (twin is not None)
     assert not set(PROBES) & set(default_arms({"swin", "cnn"}))
 

@@ -38,7 +38,7 @@ def test_the_3d_smoke_demo_pretrains_nnunets_3d_encoder_and_benchmarks_it_on_3d_
     assert plan["preprocess"][:5] == ["nnUNetv2_plan_and_preprocess", *dataset]
     pretrain, bench = plan["pretrain_cnn"], plan["benchmark"]
     plans = ["--plans-of", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D]
-    assert pretrain[:7] == ["nnUNetv2_vismae_pretrain", "--encoder", ARMS["cnn-mae"].family, *plans]
+    assert pretrain[:7] == ["nnUNetv2_vismae_pretrain", "--encoder", ARMS["cnn-mae"].family_for(3), *plans]
     unlabeled = tmp_path / "nnUNet_raw" / pipeline.VOLUMES_DATASET / "imagesUnlabeled"  # never a scored case
     assert flag(pretrain, "-i") == [str(unlabeled)] and flag(pretrain, "--preprocess-like") == plans[1:2]
     assert flag(pretrain, "-o") == [str(tmp_path / "pretrain_cnn")] and "-d" not in pretrain
