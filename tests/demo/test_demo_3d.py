@@ -16,7 +16,7 @@ from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.volumes import generate_volumes
-from tests.conftest import nnunet_env, run
+from tests.conftest import nnunet_env, run, save_swin3d_checkpoint
 
 
 def dry_run(capsys, *flags) -> dict:
@@ -136,7 +136,8 @@ def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_
     """The whole 3D pipeline through the console scripts, on one preprocessed dataset (each 3D end-to-end run
     costs most of a minute on 2 cores): the quick 3D demo (its time is measured in docs/demo.md, not asserted),
     nnU-Net's stock prediction and evaluation with the model it fine-tuned, then a checkpoint converted from
-    nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train."""
+    nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train, then a
+    swin3d checkpoint planned on 3d_fullres and fine-tuned by VisMAETrainer, its model predicting stock."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     result = run(["nnUNetv2_vismae_demo", "--3d", "-o", str(tmp_path)], env, timeout=900)
     assert result.stdout.startswith("No verdict: this quick 3D demo is a smoke test")
@@ -153,21 +154,28 @@ def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process
     predict_and_evaluate_the_demos_fine_tuned_model(tmp_path, env)
     fine_tune_an_nnssl_checkpoint_on_the_demos_data(tmp_path, env)
+    fine_tune_a_swin3d_checkpoint_on_the_demos_data(tmp_path, env)
 
 
 def predict_and_evaluate_the_demos_fine_tuned_model(out: Path, env: dict) -> None:
-    raw = out / "nnUNet_raw" / pipeline.VOLUMES_DATASET
     (trainer,) = [r.name.split("__")[0] for r in (out / "nnUNet_results" / pipeline.VOLUMES_DATASET).iterdir()
                   if r.name.startswith("nnUNetTrainerMAE_")]  # fmt: skip
-    images, predictions = out / "test_images", out / "test_predictions"
+    predict_and_evaluate(out, env, "nnUNetMAEPlans", trainer, "test", cases=2)
+
+
+def predict_and_evaluate(out: Path, env: dict, plans: str, trainer: str, name: str, cases: int) -> None:
+    """Stock nnUNetv2_predict of the first ``cases`` training images with a fold-0 model, scored by
+    nnUNetv2_evaluate_folder."""
+    raw = out / "nnUNet_raw" / pipeline.VOLUMES_DATASET
+    images, predictions = out / f"{name}_images", out / f"{name}_predictions"
     images.mkdir()
-    for case in sorted((raw / "imagesTr").iterdir())[:2]:
+    for case in sorted((raw / "imagesTr").iterdir())[:cases]:
         (images / case.name).write_bytes(case.read_bytes())
-    dataset = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-p", "nnUNetMAEPlans", "-tr", trainer]
+    dataset = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-p", plans, "-tr", trainer]
     predict = ["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), *dataset, "-f", "0"]
     run([*predict, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
-    assert len(list(predictions.glob("*.nii.gz"))) == 2
-    model = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__nnUNetMAEPlans__{CONFIGURATION_3D}"
+    assert len(list(predictions.glob("*.nii.gz"))) == cases
+    model = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__{plans}__{CONFIGURATION_3D}"
     files = ["-djfile", str(model / "dataset.json"), "-pfile", str(model / "plans.json"), "-np", "1", "--chill"]
     run(["nnUNetv2_evaluate_folder", str(raw / "labelsTr"), str(predictions), *files], env)
     summary = json.loads((predictions / "summary.json").read_text())
@@ -196,3 +204,22 @@ def fine_tune_an_nnssl_checkpoint_on_the_demos_data(out: Path, env: dict) -> Non
     plans = json.loads((fold / "plans.json").read_text())["configurations"][CONFIGURATION_3D]
     assert plans["architecture"] == read_encoder_checkpoint(checkpoint).encoder_config["architecture"]
     assert "Dice" in (fold / "fold_0" / "validation" / "summary.json").read_text()
+
+
+def fine_tune_a_swin3d_checkpoint_on_the_demos_data(out: Path, env: dict) -> None:
+    checkpoint = save_swin3d_checkpoint(out / "swin3d.safetensors")
+    plan = ["nnUNetv2_vismae_plan", "-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "--pretrained"]
+    planned = run([*plan, str(checkpoint)], env)
+    assert f"nnUNetv2_train {pipeline.VOLUMES_ID} {CONFIGURATION_3D} FOLD -p nnUNetVisMAEPlans -tr VisMAETrainer" in (
+        planned.stdout
+    )
+    trainer = "VisMAETrainer_labels50_1epochs_2iters"
+    train = ["nnUNetv2_train", str(pipeline.VOLUMES_ID), CONFIGURATION_3D, "0", "-p", "nnUNetVisMAEPlans", "-tr"]
+    run([*train, trainer, "-device", "cpu"], env)
+    fold = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__nnUNetVisMAEPlans__{CONFIGURATION_3D}"
+    log = next((fold / "fold_0").glob("training_log_*.txt")).read_text()
+    assert f"Loaded swin3d encoder checkpoint {checkpoint}" in log and "(100.0%)" in log and "0 missing" in log
+    architecture = json.loads((fold / "plans.json").read_text())["configurations"][CONFIGURATION_3D]["architecture"]
+    assert architecture["network_class_name"] == "nnunetv2_vismae.architectures.Swin3dUNet"
+    assert "Dice" in (fold / "fold_0" / "validation" / "summary.json").read_text()
+    predict_and_evaluate(out, env, "nnUNetVisMAEPlans", trainer, "swin3d", cases=1)
