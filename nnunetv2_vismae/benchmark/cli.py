@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="ARM",
         help=f"arms to run, of {' '.join(ARMS)} (default: every arm whose inputs are given: nnunet and scratch "
-        "always, vismae with a swin checkpoint, cnn-mae and its twin cnn-scratch with a cnn checkpoint)",
+        "always, vismae with a swin checkpoint on 2d or a swin3d one on 3d_fullres, cnn-mae and its twin cnn-scratch "
+        "with a cnn checkpoint)",
     )
     parser.add_argument(
         "--probe",
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="encoder checkpoints to fine-tune, at most one per encoder family (the family is read from the file: "
-        "swin for the vismae arm, cnn, from nnUNetv2_vismae_pretrain --encoder cnn, for cnn-mae); each is planned "
+        "swin, or swin3d on 3d_fullres, for the vismae arm, cnn, from nnUNetv2_vismae_pretrain --encoder cnn, for "
+        "cnn-mae); each is planned "
         "first with nnUNetv2_vismae_plan --pretrained FILE",
     )
     parser.add_argument(
