@@ -22,6 +22,28 @@ TINY_ENCODER = {
     "mlp_ratio": 2.0,
     "drop_path_rate": 0.0,
 }
+# a 3D Swin (swin3d family) small enough for 32^3 volumes on a CPU
+TINY_ENCODER_3D = {"embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [3, 3, 3, 3], "window_size": [2, 2, 2]}
+
+
+def save_swin3d_checkpoint(path: Path, encoder: dict = TINY_ENCODER_3D, in_channels: int = 1, seed: int = 0) -> Path:
+    """A swin3d encoder checkpoint of a randomly initialised Swin3dEncoder, written by the public API."""
+    import torch
+
+    from nnunetv2_vismae.architectures import Swin3dEncoder, Swin3dEncoderConfig
+    from nnunetv2_vismae.checkpoint import save_encoder_checkpoint
+    from nnunetv2_vismae.checkpoint.families import SWIN3D
+
+    torch.manual_seed(seed)
+    model = Swin3dEncoder(Swin3dEncoderConfig.from_json({**encoder, "in_channels": in_channels}))
+    metadata = {
+        "family": SWIN3D.name,
+        "encoder_config": model.config.to_json(),
+        "normalization": {"scheme": "zscore"},
+        "steps": 1,
+    }
+    save_encoder_checkpoint(path, model.state_dict(), metadata)
+    return Path(path)
 
 
 def make_case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

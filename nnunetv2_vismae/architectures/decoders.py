@@ -89,11 +89,11 @@ class SwinDecoder(nn.Module):
 class ConvStem(nn.Module):
     """Full- and half-resolution conv skips (UNETR/SwinUNETR style) computed from the raw input."""
 
-    def __init__(self, in_channels: int, channels: list[int], conv_kwargs: dict):
+    def __init__(self, in_channels: int, channels: list[int], strides: list[list[int]], conv_op, conv_kwargs: dict):
         super().__init__()
         self.stages = nn.ModuleList(
-            StackedConvBlocks(2, nn.Conv2d, c_in, c_out, 3, 1 if i == 0 else 2, **conv_kwargs)
-            for i, (c_in, c_out) in enumerate(zip([in_channels] + channels[:-1], channels))
+            StackedConvBlocks(2, conv_op, c_in, c_out, 3, stride, **conv_kwargs)
+            for c_in, c_out, stride in zip([in_channels] + channels[:-1], channels, strides)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -104,15 +104,33 @@ class ConvStem(nn.Module):
         return out
 
 
+def check_plans_strides(network: str, expected: list[list[int]], strides) -> None:
+    """ValueError (one sentence) when the plans' ``strides`` (None: not given) are not the network's output strides:
+    nnU-Net would down-sample the deep-supervision targets to other scales than the outputs'."""
+    if strides is not None and [list(s) for s in strides] != expected:
+        raise ValueError(
+            f"{network} produces outputs at strides {expected}, but the plans say {strides}; "
+            "re-run nnUNetv2_vismae_plan."
+        )
+
+
 STEM_CHANNELS = 16  # full-resolution width of ConvDecoder's conv stem; recorded in the plans
 
 
+CONV_OPS = {2: (nn.Conv2d, nn.InstanceNorm2d), 3: (nn.Conv3d, nn.InstanceNorm3d)}  # by spatial dimensions
+
+
 class ConvDecoder(nn.Module):
-    """Convolutional U-Net decoder over a conv stem and the Swin stages.
+    """Convolutional U-Net decoder over a conv stem and the Swin stages, in 2D or 3D.
 
     Uses dynamic-network-architectures' ``UNetDecoder`` (transposed conv, concatenation, conv
     blocks, deep-supervision heads), so it behaves exactly like nnU-Net's own decoder.
-    Swin skips are layer-normalised (no parameters) before use, as in SwinUNETR.
+    With ``normalize_skips``, Swin skips are layer-normalised (no parameters) before use, as in
+    SwinUNETR; without, the encoder returns them normalised already (the 3D Swin's normalize_outputs).
+
+    ``patch_size`` is the encoder's patch per axis (a power of two each, the largest at least 2): the
+    stem's stages run at strides 1, 2, ... up to half the largest patch axis, each axis halved until it
+    reaches its own patch, so an anisotropic patch (1, 2, 2) gets a full-resolution stage only.
 
     The conv stem is ``stem_channels`` wide at full resolution and doubles per stage. 16 (as
     TransUNet's full-resolution decoder) rather than nnU-Net's 32: at 32, the convolutions at full
@@ -125,44 +143,54 @@ class ConvDecoder(nn.Module):
         self,
         in_channels: int,
         stage_dims: list[int],
-        patch_size: int,
+        patch_size: tuple[int, ...],
         num_classes: int,
         deep_supervision: bool,
         stem_channels: int = STEM_CHANNELS,
+        normalize_skips: bool = True,
     ):
         super().__init__()
+        self.normalize_skips = normalize_skips
+        strides = self.output_strides(patch_size, len(stage_dims))
         n_stem = self.num_stem_stages(patch_size)
         stem_dims = [min(stem_channels * 2**i, stage_dims[0]) for i in range(n_stem)]
+        conv_op, norm_op = CONV_OPS[len(patch_size)]
         conv_kwargs = dict(
             conv_bias=True,
-            norm_op=nn.InstanceNorm2d,
+            norm_op=norm_op,
             norm_op_kwargs={"eps": 1e-5, "affine": True},
             dropout_op=None,
             dropout_op_kwargs=None,
             nonlin=nn.LeakyReLU,
             nonlin_kwargs={"inplace": True},
         )
-        self.stem = ConvStem(in_channels, stem_dims, conv_kwargs)
+        self.stem = ConvStem(in_channels, stem_dims, strides[:n_stem], conv_op, conv_kwargs)
         spec = SimpleNamespace(
             output_channels=stem_dims + list(stage_dims),
-            strides=self.output_strides(patch_size, len(stage_dims)),
-            kernel_sizes=[[3, 3]] * (n_stem + len(stage_dims)),
-            conv_op=nn.Conv2d,
+            strides=strides,
+            kernel_sizes=[[3] * len(patch_size)] * (n_stem + len(stage_dims)),
+            conv_op=conv_op,
             **conv_kwargs,
         )
         self.unet = UNetDecoder(spec, num_classes, 2, deep_supervision)
 
     @staticmethod
-    def num_stem_stages(patch_size: int) -> int:
-        """Conv stages at strides 1, 2, ..., patch_size / 2, filling the gap below the Swin stages."""
-        n = int(math.log2(patch_size))
-        if patch_size < 2 or 2**n != patch_size:
-            raise ValueError(f"The conv decoder needs a power-of-two encoder patch size >= 2, got {patch_size}.")
+    def num_stem_stages(patch_size: tuple[int, ...]) -> int:
+        """Conv stages at strides 1, 2, ..., max(patch_size) / 2, filling the gap below the Swin stages."""
+        n = int(math.log2(max(patch_size)))
+        if max(patch_size) < 2 or any(p < 1 or 2 ** int(math.log2(p)) != p for p in patch_size):
+            shown = patch_size[0] if len(set(patch_size)) == 1 else list(patch_size)
+            raise ValueError(f"The conv decoder needs a power-of-two encoder patch size >= 2, got {shown}.")
         return n
 
     @classmethod
-    def output_strides(cls, patch_size: int, num_stages: int) -> list[list[int]]:
-        return [[1, 1]] + [[2, 2]] * (cls.num_stem_stages(patch_size) + num_stages - 1)
+    def output_strides(cls, patch_size: tuple[int, ...], num_maps: int) -> list[list[int]]:
+        """Each stage's stride over the one before (nnU-Net's ``strides``), for a stem and ``num_maps`` encoder
+        maps (the first at ``patch_size``, each next one at twice the stride of the one before)."""
+        n_stem = cls.num_stem_stages(patch_size)
+        scales = [[min(2**i, p) for p in patch_size] for i in range(n_stem)] + [list(patch_size)]
+        strides = [[1] * len(patch_size)] + [[b // a for a, b in zip(*pair)] for pair in zip(scales, scales[1:])]
+        return strides + [[2] * len(patch_size)] * (num_maps - 1)
 
     @property
     def deep_supervision(self) -> bool:
@@ -173,5 +201,6 @@ class ConvDecoder(nn.Module):
         self.unet.deep_supervision = enabled
 
     def forward(self, image: torch.Tensor, features: list[torch.Tensor]):
-        skips = [F.layer_norm(f.permute(0, 2, 3, 1), f.shape[1:2]).permute(0, 3, 1, 2) for f in features]
-        return self.unet(self.stem(image) + skips)
+        if self.normalize_skips:
+            features = [F.layer_norm(f.movedim(1, -1), f.shape[1:2]).movedim(-1, 1) for f in features]
+        return self.unet(self.stem(image) + features)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 
-from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS, ConvDecoder, SwinDecoder
+from nnunetv2_vismae.architectures.decoders import STEM_CHANNELS, ConvDecoder, SwinDecoder, check_plans_strides
 from nnunetv2_vismae.architectures.swin_encoder import SwinEncoder, SwinEncoderConfig
 
 CONV_DECODER, SWIN_DECODER = "conv", "swin"  # the decoders plans may name (not encoder families)
@@ -53,14 +53,14 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
             )
         else:
             self.decoder = ConvDecoder(
-                input_channels, config.stage_dims, config.patch_size, num_classes, deep_supervision, stem_channels
+                input_channels,
+                config.stage_dims,
+                (config.patch_size,) * 2,
+                num_classes,
+                deep_supervision,
+                stem_channels,
             )
-        expected = self.output_strides(config, decoder)
-        if strides is not None and [list(s) for s in strides] != expected:
-            raise ValueError(
-                f"SwinUNet with the {decoder} decoder produces outputs at strides {expected}, "
-                f"but the plans say {strides}; re-run nnUNetv2_vismae_plan."
-            )
+        check_plans_strides(f"SwinUNet with the {decoder} decoder", self.output_strides(config, decoder), strides)
         self.key_to_encoder = "encoder"
         self.key_to_stem = "encoder.patch_embed"
         self.keys_to_in_proj = ("encoder.patch_embed.proj",)
@@ -68,8 +68,9 @@ class SwinUNet(AbstractDynamicNetworkArchitectures):
     @staticmethod
     def output_strides(config: SwinEncoderConfig, decoder: str) -> list[list[int]]:
         """Per-stage strides in nnU-Net's ``strides`` convention (first is [1, 1])."""
-        decoder_class = SwinDecoder if decoder == SWIN_DECODER else ConvDecoder
-        return decoder_class.output_strides(config.patch_size, len(config.depths))
+        if decoder == SWIN_DECODER:
+            return SwinDecoder.output_strides(config.patch_size, len(config.depths))
+        return ConvDecoder.output_strides((config.patch_size,) * 2, len(config.depths))
 
     def forward(self, x: torch.Tensor):
         features = self.encoder(x)

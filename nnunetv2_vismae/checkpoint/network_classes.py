@@ -55,12 +55,17 @@ def cnn_network_classes() -> dict[str, type]:
     return {name: cls for cls in (PlainConvUNet, ResidualEncoderUNet) for name in _names(cls, cls.__module__)}
 
 
-def network_classes() -> dict[str, type]:
-    """Name -> class of every network our plans and trainers build: the cnn family's U-Nets and SwinUNet."""
-    from nnunetv2_vismae.architectures import SwinUNet
+def swin_network_classes() -> dict[str, type]:
+    """Name -> class of the Swin networks VisMAE plans name: SwinUNet (2D) and Swin3dUNet."""
+    from nnunetv2_vismae.architectures import Swin3dUNet, SwinUNet
 
-    swin = {name: SwinUNet for name in _names(SwinUNet, "nnunetv2_vismae.architectures")}
-    return {**cnn_network_classes(), **swin}
+    return {name: cls for cls in (SwinUNet, Swin3dUNet) for name in _names(cls, "nnunetv2_vismae.architectures")}
+
+
+def network_classes() -> dict[str, type]:
+    """Name -> class of every network our plans and trainers build: the cnn family's U-Nets, SwinUNet and
+    Swin3dUNet."""
+    return {**cnn_network_classes(), **swin_network_classes()}
 
 
 def _is_scalar(value) -> bool:

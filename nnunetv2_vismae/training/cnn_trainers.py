@@ -5,19 +5,18 @@ from __future__ import annotations
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_vismae.architectures import SwinUNet
 from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder, load_root
-from nnunetv2_vismae.checkpoint.network_classes import network_classes
+from nnunetv2_vismae.checkpoint.network_classes import swin_network_classes
 from nnunetv2_vismae.optim.schedules import SawtoothLRScheduler
 from nnunetv2_vismae.training.base import PretrainedEncoderTrainer, unwrap
 
 
 def refuse_swin_plans(trainer: str, plans: dict, configuration: str) -> None:
-    """Stop nnUNetv2_train with one sentence when the plans name SwinUNet (VisMAETrainer's network),
+    """Stop nnUNetv2_train with one sentence when the plans name SwinUNet or Swin3dUNet (VisMAETrainer's networks),
     before anything is written: the cnn trainers fine-tune nnU-Net's own network, and would fail deep
     inside ``initialize``."""
     network = PlansManager(plans).get_configuration(configuration).network_arch_class_name
-    if network_classes().get(network) is SwinUNet:  # by name: importing what plans name can run code
+    if network in swin_network_classes():  # by name: importing what plans name can run code
         raise SystemExit(
             f"{trainer}: the plans {plans.get('plans_name')} name {network}, which VisMAETrainer "
             f"trains; {trainer} needs plans of nnU-Net's own network (-p nnUNetMAEPlans, which "
