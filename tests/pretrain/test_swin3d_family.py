@@ -4,6 +4,9 @@ swin family's unchanged."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,9 +14,9 @@ import torch.nn.functional as F
 from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoderConfig
 from pretrain.config import PretrainConfig
 from pretrain.errors import PretrainUserError
-from pretrain.families.swin3d import Swin3dMAE
+from pretrain.families.swin3d import Swin3dFamily, Swin3dMAE
 from pretrain.masking import window_mask
-from tests.pretrain.helpers import parse
+from tests.pretrain.helpers import parse, write_nnunet_dataset, write_volume_dataset
 
 # 2 stages (total stride 8 per axis), anisotropic patches of 1 x 2 x 2 voxels
 TINY_3D = Swin3dEncoderConfig(1, (1, 2, 2), 12, (1, 1), (3, 3), (2, 4, 4))
@@ -109,3 +112,23 @@ def test_the_2d_swin_family_keeps_its_defaults_and_one_side():
     assert (swin.embed_dim, swin.encoder_patch, swin.window, swin.mask_block) == (96, 4, 7, 4)
     with pytest.raises(PretrainUserError, match="^--window takes one side for the 2D swin family, got 3 values.$"):
         options("swin", "--window", "7", "7", "7")
+
+
+def test_the_default_patch_is_the_plans_rounded_down_to_the_total_stride(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    folder, _ = write_volume_dataset(str(tmp_path), shapes=((1, 8, 8, 8),))
+    write_nnunet_dataset(str(tmp_path), dataset_id=1)
+    plans_file = os.path.join(folder, "nnUNetPlans.json")
+    with open(plans_file) as f:
+        plans = json.load(f)
+    plans["configurations"]["3d_fullres"]["patch_size"] = [20, 72, 100]
+    with open(plans_file, "w") as f:
+        json.dump(plans, f)
+    geometry = Swin3dFamily.image_geometry
+    volumes = ["-d", "3", "-c", "3d_fullres"]
+    assert geometry(options("swin3d", *volumes)) == (3, [32, 64, 96])  # stride 32; at least one stride on Z
+    assert geometry(options("swin3d", *volumes, "--encoder-patch", "1", "2", "2")) == (3, [16, 64, 96])
+    with pytest.raises(PretrainUserError, match=r"^Configuration '2d' of .* is not 3D; --encoder swin3d pretrains"):
+        geometry(options("swin3d", "-d", "1", "-c", "2d"))
+    with pytest.raises(PretrainUserError, match="^--encoder swin3d follows a dataset's plans"):
+        geometry(options("swin3d", "--pack", "some.pack"))
