@@ -45,9 +45,10 @@ RUN = [
     "--mask-ratio",
     "0.6",
 ]
-ENCODER_FLAGS = {  # each family's encoder on these volumes: cnn's from the plans; a 2-stage 3D Swin (stride 8)
+# each family's encoder on these volumes: cnn's from the plans; a 2-stage 3D Swin (stride 8), stochastic depth 0.1
+ENCODER_FLAGS = {
     "cnn": [],
-    "swin3d": ["--embed-dim", "12", "--depths", "1", "1", "--heads", "3", "3", "--window", "2", "--drop-path", "0"],
+    "swin3d": ["--embed-dim", "12", "--depths", "1", "1", "--heads", "3", "3", "--window", "2"],
 }
 RUNS = {family: ["--encoder", family, *RUN[2:], *flags] for family, flags in ENCODER_FLAGS.items()}
 BLOCK_VOXELS = {"cnn": [2, 4, 4], "swin3d": [4, 4, 4]}  # cnn: one deepest cell per axis; swin3d: 2 patches of 2
