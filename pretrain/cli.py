@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "VIS-MAE pretraining: a masked autoencoder learns an encoder from unlabeled 2D images (slices), or\n"
-            "with --encoder cnn on a 3D configuration (-c 3d_fullres) from nnU-Net's preprocessed volumes.\n"
+            "with --encoder swin3d (or cnn on a 3D configuration, -c 3d_fullres) from nnU-Net's preprocessed volumes.\n"
             f"Writes -o/{ENCODER_FILE} (the encoder checkpoint that nnUNetv2_vismae_plan and the VisMAE\n"
             f"trainers load), {STATE_FILE} (resumable: rerun the same command to continue), log.csv, loss.png\n"
             "and previews/. Multi-GPU and multi-node: launch with torchrun (DDP; nccl on cuda, gloo on cpu);\n"
@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("-c", default=CONFIGURATION_2D, help=f"nnU-Net configuration of -d (default {CONFIGURATION_2D}).")
     data.add_argument("-p", default="nnUNetPlans", help="nnU-Net plans identifier of -d (default nnUNetPlans).")
+    data.add_argument(
+        "--plans-of",
+        metavar="DATASET",
+        help="the dataset whose plans -p/-c the encoder follows (the cnn family's network, the swin3d family's "
+        "default patch), without pretraining on its images (e.g. pretrain on -i unlabeled folders only; default: the "
+        "first -d).",
+    )
     add_image_file_arguments(data)
     data.add_argument(
         "--preprocess-like",
@@ -112,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="family",
         choices=sorted(FAMILIES),
         default=DEFAULT_FAMILY,
-        help="encoder family: swin (VIS-MAE's Swin, for SwinUNet) or cnn (the encoder of nnU-Net's own "
-        f"2D or 3D network, built from the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
+        help="encoder family: swin (VIS-MAE's Swin, for SwinUNet), swin3d (a 3D Swin in SwinUNETR's layout, for "
+        "Swin3dUNet, on volumes of -c 3d_fullres) or cnn (the encoder of nnU-Net's own 2D or 3D network, built from "
+        f"the plans of the first -d dataset, -p/-c) (default {DEFAULT_FAMILY}).",
     )
     for family in FAMILIES.values():
         family.options_type.add_arguments(p)

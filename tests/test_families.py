@@ -52,6 +52,7 @@ REGISTRIES = {  # the files that may name a family (relative to the repository)
     "nnunetv2_vismae/benchmark/arms.py",
     "nnunetv2_vismae/classification/model.py",
     "pretrain/families/swin.py",
+    "pretrain/families/swin3d.py",
     "pretrain/families/cnn.py",
 }
 

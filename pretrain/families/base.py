@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+from pretrain.errors import PretrainUserError
 
 
 class MAEModel(nn.Module, ABC):
@@ -98,3 +102,15 @@ class PretrainingFamily(ABC):
         """Save the encoder (with ``metadata``) as a checkpoint in ``workdir`` and check that it loads
         fully into the fine-tuning network (load_encoder_into raises CheckpointError otherwise). Runs before the
         first step."""
+
+
+def read_plans(dataset: str, plans: str) -> tuple[dict, str]:
+    """The nnU-Net plans ``plans`` (-p) of a preprocessed dataset, which a family that follows plans builds from,
+    and their file."""
+    from nnunetv2_vismae.io.nnunet import preprocessed_folder
+
+    plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{plans}.json")
+    if not os.path.isfile(plans_file):
+        raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
+    with open(plans_file) as f:
+        return json.load(f), plans_file

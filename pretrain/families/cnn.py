@@ -14,7 +14,6 @@ positions only (SparK's sparse normalization), so the zeros of the holes do not 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from torch import nn
 from nnunetv2_vismae.checkpoint.cnn_encoder import build_stock_network, cnn_encoder_config, conv_op_dims
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from pretrain.errors import PretrainUserError
-from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily
+from pretrain.families.base import FamilyOptions, MAEModel, PretrainingFamily, read_plans
 from pretrain.masking import window_mask
 
 
@@ -176,12 +175,6 @@ class CnnOptions(FamilyOptions):
             "cnn family (SparK-style, nnU-Net's own encoder from -d's plans -p/-c; the mask ratio is --mask-ratio)"
         )
         g.add_argument(
-            "--plans-of",
-            metavar="DATASET",
-            help="take the network from this dataset's plans without pretraining on its images "
-            "(e.g. pretrain on -i unlabeled folders only; default: the first -d).",
-        )
-        g.add_argument(
             "--cnn-mask-block",
             type=int,
             nargs="+",
@@ -214,18 +207,13 @@ class CnnOptions(FamilyOptions):
 def read_plans_configuration(options: CnnOptions) -> tuple[dict, str]:
     """The configuration ``-c`` of the plans ``-p`` of ``--plans-of`` or else the first ``-d`` dataset, with
     an ``architecture`` block of a 2D or 3D network, and the plans' file."""
-    from nnunetv2_vismae.io.nnunet import preprocessed_folder
-
     dataset, name = options.plans_dataset, options.configuration
     if dataset is None:
         raise PretrainUserError(
             "--encoder cnn builds nnU-Net's network from a dataset's plans; pass -d DATASET or --plans-of DATASET."
         )
-    plans_file = os.path.join(preprocessed_folder(dataset, PretrainUserError), f"{options.plans}.json")
-    if not os.path.isfile(plans_file):
-        raise PretrainUserError(f"Plans file {plans_file} does not exist; check -p.")
-    with open(plans_file) as f:
-        configuration = json.load(f)["configurations"].get(name, {})
+    plans, plans_file = read_plans(dataset, options.plans)
+    configuration = plans["configurations"].get(name, {})
     architecture = configuration.get("architecture")
     if architecture is None:
         raise PretrainUserError(f"{plans_file} has no configuration {name!r} with an architecture block.")

@@ -165,9 +165,19 @@ class SwinMAE(MAEModel):
 
 
 # ------------------------------------------------------------------------ command-line plug-in
+def one_side(values: list[int] | None, flag: str, default: int) -> int:
+    """A shared per-axis flag as the 2D family takes it: one side (the family's ``default`` when unset)."""
+    if values is None:
+        return default
+    if len(values) != 1:
+        raise PretrainUserError(f"{flag} takes one side for the 2D swin family, got {len(values)} values.")
+    return values[0]
+
+
 @dataclass(frozen=True)
 class SwinOptions(FamilyOptions):
-    """The swin family's flags (``--mask-ratio`` is shared with the cnn family)."""
+    """The swin family's flags (``--mask-ratio`` is shared with the cnn family; the encoder and mask flags with
+    the swin3d family, which fills its own defaults where they are left unset)."""
 
     embed_dim: int
     depths: list[int]
@@ -183,8 +193,10 @@ class SwinOptions(FamilyOptions):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("swin family (VIS-MAE)")
-        g.add_argument("--embed-dim", type=positive_int, default=96, help="Swin embedding dimension (default 96).")
+        g = parser.add_argument_group("swin family (VIS-MAE) and swin3d family (VIS-MAE on volumes)")
+        g.add_argument(
+            "--embed-dim", type=positive_int, help="Swin embedding dimension (default 96; swin3d 48, SwinUNETR's)."
+        )
         g.add_argument(
             "--depths",
             type=positive_int,
@@ -199,14 +211,25 @@ class SwinOptions(FamilyOptions):
             default=[3, 6, 12, 24],
             help="attention heads per stage (default 3 6 12 24).",
         )
-        g.add_argument("--window", type=positive_int, default=7, help="attention window size in tokens (default 7).")
-        g.add_argument("--encoder-patch", type=positive_int, default=4, help="pixels per patch token (default 4).")
+        g.add_argument(
+            "--window",
+            type=positive_int,
+            nargs="+",
+            default=[7],
+            help="attention window size in tokens; swin3d: one side or one per axis Z Y X (default 7).",
+        )
+        g.add_argument(
+            "--encoder-patch",
+            type=positive_int,
+            nargs="+",
+            help="pixels per patch token; swin3d: voxels, one side or one per axis Z Y X (default 4; swin3d 2).",
+        )
         g.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate (default 0.1).")
         g.add_argument(
             "--decoder",
             choices=DECODERS,
             default=SWIN_MAE_DECODER,
-            help="reconstruction decoder: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
+            help="reconstruction decoder of the 2D swin family: 'swin' (VIS-MAE: patch expanding + Swin blocks) or "
             "'light' (small conv head, cheaper); it is not part of the checkpoint (default swin).",
         )
         g.add_argument(
@@ -216,11 +239,28 @@ class SwinOptions(FamilyOptions):
         g.add_argument(
             "--mask-block",
             type=positive_int,
-            default=4,
-            help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4).",
+            nargs="+",
+            help="mask block side in patches: 4 = 16x16 pixels at patch 4 (default 4); swin3d: one side or one per "
+            "axis Z Y X (default half a cell of the deepest stage: 8 patches = 16 voxels with four stages).",
         )
         g.add_argument(
             "--norm-pix-loss", action="store_true", help="regress per-patch normalized pixels (MAE's norm_pix_loss)."
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SwinOptions":
+        return cls(
+            embed_dim=96 if args.embed_dim is None else args.embed_dim,
+            depths=args.depths,
+            heads=args.heads,
+            window=one_side(args.window, "--window", 7),
+            encoder_patch=one_side(args.encoder_patch, "--encoder-patch", 4),
+            drop_path=args.drop_path,
+            decoder=args.decoder,
+            decoder_depth=args.decoder_depth,
+            mask_ratio=args.mask_ratio,
+            mask_block=one_side(args.mask_block, "--mask-block", 4),
+            norm_pix_loss=args.norm_pix_loss,
         )
 
 

@@ -21,7 +21,7 @@ from pretrain.errors import PretrainUserError
 from pretrain.pack_cli import main as pack_main
 from tests.pretrain.helpers import PLAIN_3D
 from tests.pretrain.test_preprocess_like import write_raw_volumes
-from tests.pretrain.test_volumes import RecordingArray
+from tests.pretrain.test_volumes import ENCODER_FLAGS, RecordingArray
 
 CONFIGURATION = {
     "data_identifier": "nnUNetPlans_3d_fullres",
@@ -168,13 +168,15 @@ def test_pretraining_reads_lazy_crops_of_a_pack(volumes, tmp_path):
     assert source["type"] == "pack" and source["preprocessed_like"]["dataset"] == "Dataset005_Balls"
 
 
-def test_a_run_from_a_pack_of_volumes_resumes_as_the_uninterrupted_one(volumes, tmp_path):
+@pytest.mark.parametrize("family", sorted(ENCODER_FLAGS))
+def test_a_run_from_a_pack_of_volumes_resumes_as_the_uninterrupted_one(family, volumes, tmp_path):
     import torch
 
     from tests.pretrain.test_volumes import digest, recorded_volume_run
 
     assert pack(volumes, tmp_path / "pack") == 0
-    run = ["--encoder", "cnn", "--plans-of", "5", "-c", "3d_fullres", "--pack", str(tmp_path / "pack")]
+    run = ["--encoder", family, "--plans-of", "5", "-c", "3d_fullres", "--pack", str(tmp_path / "pack")]
+    run += ENCODER_FLAGS[family]
     run += ["--batch-size", "2", "--workers", "0", "--preview-every", "0", "-device", "cpu", "--max-unusable", "0.3"]
     extra = ["--steps", "4", "--warmup-steps", "1", "--save-every", "100", "--precision", "fp32"]
     full, imgs, losses = recorded_volume_run(tmp_path / "full", extra, run=run)

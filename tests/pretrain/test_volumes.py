@@ -1,6 +1,7 @@
-"""Pretraining the cnn family on volumes (a 3d_fullres configuration): N-D block masks, holes that stay
-closed in 3D, lazy crops of nnU-Net's blosc2 arrays, a loss that falls, an exact resume, and the checkpoint's
-spatial dimensions."""
+"""Pretraining on volumes (a 3d_fullres configuration): N-D block masks, the cnn family's holes that stay
+closed in 3D, lazy crops of nnU-Net's blosc2 arrays, a loss that falls; for the cnn and the swin3d family an
+exact resume, the plans' patch, previews, the NaN guard, DDP, the checkpoint's spatial dimensions and bad
+settings in one sentence."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ RUN = [
     "--mask-ratio",
     "0.6",
 ]
+# each family's encoder on these volumes: cnn's from the plans; a 2-stage 3D Swin (stride 8), stochastic depth 0.1
+ENCODER_FLAGS = {
+    "cnn": [],
+    "swin3d": ["--embed-dim", "12", "--depths", "1", "1", "--heads", "3", "3", "--window", "2"],
+}
+RUNS = {family: ["--encoder", family, *RUN[2:], *flags] for family, flags in ENCODER_FLAGS.items()}
+BLOCK_VOXELS = {"cnn": [2, 4, 4], "swin3d": [4, 4, 4]}  # cnn: one deepest cell per axis; swin3d: 2 patches of 2
+ENCODER_CONFIG = {"cnn": ("conv_op", "Conv3d"), "swin3d": ("patch_size", [2, 2, 2])}
 
 
 @pytest.fixture
@@ -184,29 +193,33 @@ def recorded_volume_run(
     return trainer, imgs, losses
 
 
-def test_a_3d_run_resumes_as_the_uninterrupted_one(volumes, tmp_path):
+@pytest.mark.parametrize("family", sorted(RUNS))
+def test_a_3d_run_resumes_as_the_uninterrupted_one(family, volumes, tmp_path):
     """bf16 autocast, so 3D runs the loop's autocast path too; the checkpoint says it is 3D."""
     extra = ["--steps", "4", "--warmup-steps", "1", "--save-every", "100", "--precision", "bf16"]
     extra += ["--patch-size", "8", "16", "16"]
-    full, imgs, losses = recorded_volume_run(tmp_path / "full", extra)
+    run = RUNS[family]
+    full, imgs, losses = recorded_volume_run(tmp_path / "full", extra, run=run)
     assert imgs[0].shape == (2, 1, 8, 16, 16)
-    recorded_volume_run(tmp_path / "split", extra, stop_after=2)
-    resumed, rest_imgs, rest_losses = recorded_volume_run(tmp_path / "split", extra)
+    recorded_volume_run(tmp_path / "split", extra, stop_after=2, run=run)
+    resumed, rest_imgs, rest_losses = recorded_volume_run(tmp_path / "split", extra, run=run)
     assert resumed.step == 4 and digest(rest_imgs) == digest(imgs[2:]) and rest_losses == losses[2:]
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     checkpoint = read_encoder_checkpoint(tmp_path / "split" / "encoder.safetensors")
-    assert checkpoint.metadata["spatial_dims"] == 3
-    assert checkpoint.encoder_config["conv_op"] == "Conv3d"
-    assert checkpoint.metadata["mask"]["block_voxels"] == [2, 4, 4]  # one deepest cell per axis
+    assert checkpoint.family == family and checkpoint.metadata["spatial_dims"] == 3
+    key, value = ENCODER_CONFIG[family]
+    assert checkpoint.encoder_config[key] == value
+    assert checkpoint.metadata["mask"]["block_voxels"] == BLOCK_VOXELS[family]
     assert checkpoint.metadata["data_sources"]["patch_size"] == [8, 16, 16]
 
 
-def test_a_3d_run_defaults_to_the_plans_patch_and_previews_middle_slices(volumes, tmp_path):
+@pytest.mark.parametrize("family", sorted(RUNS))
+def test_a_3d_run_defaults_to_the_plans_patch_and_previews_middle_slices(family, volumes, tmp_path):
     from PIL import Image
 
     out = tmp_path / "run"
-    assert main([*RUN, "-o", str(out), "--steps", "1", "--precision", "fp32", "--preview-every", "1"]) == 0
+    assert main([*RUNS[family], "-o", str(out), "--steps", "1", "--precision", "fp32", "--preview-every", "1"]) == 0
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
     assert checkpoint.metadata["data_sources"]["patch_size"] == [16, 32, 32]  # the plans' 3d_fullres patch
     preview = Image.open(out / "previews" / "step_0000001.png")
@@ -214,22 +227,61 @@ def test_a_3d_run_defaults_to_the_plans_patch_and_previews_middle_slices(volumes
 
 
 @pytest.mark.parametrize(
-    ("extra", "expected"),
+    ("family", "extra", "expected"),
     [
-        (["--patch-size", "16", "32"], "--patch-size takes one side or one per axis Z Y X for volumes, got 2 values."),
         (
+            "cnn",
+            ["--patch-size", "16", "32"],
+            "--patch-size takes one side or one per axis Z Y X for volumes, got 2 values.",
+        ),
+        (
+            "cnn",
             ["--patch-size", "16", "30", "32"],
             "--patch-size 16x30x32 must be a multiple of the mask block (2x4x4 voxels).",
         ),
-        (["--cnn-mask-block", "2", "4"], "--cnn-mask-block takes one side or one per axis Z Y X for this 3D network"),
-        (["--cnn-mask-block", "2", "2", "4"], "--cnn-mask-block 2x2x4 must be a positive multiple of the encoder's"),
-        (["-i", "{folder}"], "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's"),
+        (
+            "cnn",
+            ["--cnn-mask-block", "2", "4"],
+            "--cnn-mask-block takes one side or one per axis Z Y X for this 3D network",
+        ),
+        (
+            "cnn",
+            ["--cnn-mask-block", "2", "2", "4"],
+            "--cnn-mask-block 2x2x4 must be a positive multiple of the encoder's",
+        ),
+        (
+            "cnn",
+            ["-i", "{folder}"],
+            "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses a dataset's",
+        ),
+        (
+            "swin3d",
+            ["--patch-size", "12", "32", "32"],
+            "--patch-size 12x32x32 must be a multiple of the encoder's total stride 8x8x8 (encoder patch x 2^stages) "
+            "on every axis.",
+        ),
+        (
+            "swin3d",
+            ["--mask-block", "4", "4", "3"],
+            "--patch-size 16x32x32 must be a multiple of the mask block (4x4x3 patches = 8x8x6 voxels).",
+        ),
+        (
+            "swin3d",
+            ["--mask-ratio", "0.001"],
+            "--mask-ratio 0.001 must hide at least one and keep at least one of the 256 mask blocks of a patch.",
+        ),
+        ("swin3d", ["--mask-ratio", "1"], "--mask-ratio must be between 0 and 1, got 1.0."),
+        ("swin3d", ["--heads", "5", "5"], "Stage 0 has dimension 12, which --heads 5 does not divide."),
+        ("swin3d", ["--heads", "3"], "depths (1, 1) and num_heads (3,) must have the same number of stages."),
+        ("swin3d", ["--window", "2", "2"], "--window takes one side or one per axis Z Y X for volumes, got 2 values."),
+        ("swin3d", ["-c", "2d"], "The plans have no configuration '2d' with a patch size (they have ['3d_fullres'])."),
+        ("swin3d", ["-i", "{folder}"], "A 3D encoder reads -i and --file-list volumes as nnU-Net preprocesses"),
     ],
 )
-def test_bad_3d_settings_stop_with_one_sentence(extra, expected, volumes, tmp_path, capsys):
+def test_bad_3d_settings_stop_with_one_sentence(family, extra, expected, volumes, tmp_path, capsys):
     (tmp_path / "images").mkdir()
     extra = [e.format(folder=tmp_path / "images") for e in extra]
-    assert main([*RUN, "-o", str(tmp_path / "run"), *extra]) == 2
+    assert main([*RUNS[family], "-o", str(tmp_path / "run"), *extra]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1, err
 
@@ -248,10 +300,11 @@ def test_a_2d_network_on_volumes_data_stops_with_one_sentence(volumes, tmp_path,
     )
 
 
-def test_a_nan_loss_in_3d_is_skipped_without_touching_weights(volumes, tmp_path):
+@pytest.mark.parametrize("family", sorted(RUNS))
+def test_a_nan_loss_in_3d_is_skipped_without_touching_weights(family, volumes, tmp_path):
     out = tmp_path / "run"
     extra = ["--steps", "2", "--save-every", "100", "--precision", "fp32", "--patch-size", "8", "16", "16"]
-    trainer = Pretrainer(parse([*RUN, *extra, "-o", str(out)]), setup_runtime("cpu")).setup()
+    trainer = Pretrainer(parse([*RUNS[family], *extra, "-o", str(out)]), setup_runtime("cpu")).setup()
     _poison_losses(trainer, {2})
     assert trainer.train() == 0
     state = torch.load(out / "state.pt", weights_only=True)
@@ -260,11 +313,12 @@ def test_a_nan_loss_in_3d_is_skipped_without_touching_weights(volumes, tmp_path)
 
 
 @pytest.mark.slow  # two new Python processes
-def test_two_process_ddp_on_volumes_keeps_ranks_identical(volumes, tmp_path):
+@pytest.mark.parametrize("family", sorted(RUNS))
+def test_two_process_ddp_on_volumes_keeps_ranks_identical(family, volumes, tmp_path):
     from tests.pretrain.test_pretrain_ddp import _free_port, _worker, run_ranks
 
     out = str(tmp_path / "run")
-    argv = [*RUN, "-o", out, "--steps", "2", "--save-every", "100", "--precision", "fp32"]
+    argv = [*RUNS[family], "-o", out, "--steps", "2", "--save-every", "100", "--precision", "fp32"]
     argv += ["--patch-size", "8", "16", "16", "--lr", "1e-3"]
     result = str(tmp_path / "rank{rank}.pt")
     run_ranks(_worker, (2, _free_port(), argv, result))
