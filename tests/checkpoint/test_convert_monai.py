@@ -243,3 +243,11 @@ def test_flags_that_do_not_apply_are_refused(tmp_path, capsys, flags, says):
     assert main([*flags, str(tmp_path / "weights.pt"), str(out)]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_auto_points_a_monai_file_to_from_monai(tmp_path, capsys, swinunetr):
+    source, out = tmp_path / "swinunetr.pt", tmp_path / "encoder.safetensors"
+    torch.save(swinunetr.state_dict(), source)
+    assert main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("convert it with --from monai.") and not out.exists()
