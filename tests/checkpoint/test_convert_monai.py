@@ -71,7 +71,6 @@ def ddp(state: dict) -> dict:
 LAYOUTS = {  # name -> (what is saved, encoder prefix, Tang et al.'s pretraining)
     "swinunetr": (lambda m: m.state_dict(), "swinViT.", False),
     "swinunetr-ddp": (lambda m: {"state_dict": ddp(m.state_dict())}, "swinViT.", False),
-    "swinunetr-model": (lambda m: {"model": m.state_dict()}, "swinViT.", False),
     "ssl": (lambda m: ssl_checkpoint(m, in_ddp=False), "swinViT.", True),
     "ssl-ddp": (lambda m: ssl_checkpoint(m, in_ddp=True), "swinViT.", True),
     "model_swinvit": (public_swinvit, "", True),
