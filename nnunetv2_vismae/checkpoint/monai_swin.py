@@ -22,6 +22,7 @@ MONAI 0.8 era; the model zoo's SwinUNETR bundles, MONAI <= 1.4) were trained bef
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ TANG_NORMALIZATION = {
     "ct_clip": TANG_CT_WINDOW,
     "ct_stats": [TANG_CT_WINDOW[0], TANG_CT_WINDOW[1] - TANG_CT_WINDOW[0]],
     "description": "Tang et al.'s pretraining input: CT in HU clipped to [-1000, 1000] and scaled to [0, 1] "
-    "(MONAI's ScaleIntensityRanged), i.e. (clip(x) + 1000) / 2000, at 1.5 x 1.5 x 2.0 mm, RAS",
+    "(MONAI's ScaleIntensityRanged), i.e. (clip(x) + 1000) / 2000; resampled to 1.5 x 1.5 x 2.0 mm by "
+    "SwinUNETR/Pretrain's defaults",
 }
 UNKNOWN_NORMALIZATION = {
     "scheme": "zscore",
@@ -191,11 +193,31 @@ def stage_blocks(tensors: Mapping[str, torch.Tensor], where: str) -> list[int]:
     return [len(blocks[s]) for s in range(STAGES)]
 
 
+def block_geometry(encoder: MonaiEncoder, stage: int, block: int, fail: Callable) -> tuple[int, tuple, float]:
+    """(heads, window, MLP ratio) of one block, read from its shapes and its saved relative_position_index."""
+    tensors, dim = encoder.tensors, encoder.tensors["patch_embed.proj.weight"].shape[0] * 2**stage
+    ours, theirs = f"stages.{stage}.blocks.{block}.", f"layers{stage + 1}.0.blocks.{block}"
+    names = ("attn.relative_position_bias_table", "norm1.weight", "mlp.linear1.weight", INDEX)
+    table, norm1, linear1 = (tensors.get(ours + n) for n in names[:3])
+    index = encoder.indices.get(f"{theirs}.{INDEX}")
+    for name, value in zip(names, (table, norm1, linear1, index)):
+        if value is None:  # MONAI saves the index; a bias table's rows alone do not tell the window's sides
+            fail(f"block {theirs} lacks {name}")
+    if tuple(norm1.shape) != (dim,):
+        fail(f"{theirs}.norm1.weight is {list(norm1.shape)}, expected [{dim}] (the embed dim doubled a stage)")
+    if table.ndim != 2 or linear1.ndim != 2:
+        fail(f"{theirs}'s bias table or linear1 weight is not a matrix")
+    fitting = windows_of(table.shape[0], index)
+    if len(fitting) != 1:
+        what = f"the windows {fitting} alike, which no tensor tells apart" if fitting else "no 3D window"
+        fail(f"{theirs}'s bias table ({table.shape[0]} rows) and {INDEX} fit {what}")
+    return table.shape[1], fitting[0], linear1.shape[0] / dim
+
+
 def derive_swin3d_config(encoder: MonaiEncoder, merge_order: str, where: str) -> dict:
     """Swin3dEncoderConfig JSON read from the tensor shapes: in-channels, patch and embed dim from the
-    patch embedding, depths from the block numbers, heads from each bias table's columns, the window from
-    its rows and the saved relative_position_index, the MLP ratio from linear1; held to the checkpoint
-    schema. The merge order is given (it is not in the tensors)."""
+    patch embedding, depths from the block numbers, heads, window and MLP ratio from each block
+    (``block_geometry``); held to the checkpoint schema. The merge order is given (no tensor holds it)."""
     from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoderConfig
 
     from .families import SWIN3D, ConfigProblems
@@ -203,38 +225,19 @@ def derive_swin3d_config(encoder: MonaiEncoder, merge_order: str, where: str) ->
     def fail(reason):
         raise CheckpointError(f"{where}: {reason}; the 3D Swin encoder cannot hold these weights.")
 
-    tensors = encoder.tensors
-    proj = tensors["patch_embed.proj.weight"]
+    proj = encoder.tensors["patch_embed.proj.weight"]
     if proj.ndim != 5:
         fail(f"'patch_embed.proj.weight' is {list(proj.shape)}, not a 3D convolution's weight")
     embed_dim, in_channels, *patch = proj.shape
-    depths = stage_blocks(tensors, where)
+    depths = stage_blocks(encoder.tensors, where)
     heads, windows, ratios = [], set(), set()
     for stage, depth in enumerate(depths):
-        dim, stage_heads = embed_dim * 2**stage, set()
-        for j in range(depth):
-            block = f"stages.{stage}.blocks.{j}."
-            parts = {p: tensors.get(block + p) for p in ("attn.relative_position_bias_table", "norm1.weight")}
-            parts["mlp.linear1.weight"] = tensors.get(block + "mlp.linear1.weight")
-            missing = [p for p, t in parts.items() if t is None]
-            monai_block = f"layers{stage + 1}.0.blocks.{j}"
-            if missing:
-                fail(f"block {monai_block} lacks {missing[0]}")
-            table, norm1, linear1 = parts.values()
-            if tuple(norm1.shape) != (dim,):
-                fail(f"{monai_block}.norm1.weight is {list(norm1.shape)}, expected [{dim}] (embed dim doubled a stage)")
-            if table.ndim != 2 or linear1.ndim != 2:
-                fail(f"{monai_block}'s bias table or linear1 weight is not a matrix")
-            index = encoder.indices.get(f"{monai_block}.{INDEX}")
-            if index is None:  # MONAI saves it; the bias table's rows alone do not tell the window's sides
-                fail(f"block {monai_block} lacks {INDEX}, which tells its window")
-            fitting = windows_of(table.shape[0], index)
-            if len(fitting) != 1:
-                what = f"the windows {fitting} alike, which no tensor tells apart" if fitting else "no 3D window"
-                fail(f"{monai_block}'s bias table ({table.shape[0]} rows) and {INDEX} fit {what}")
-            windows.add(fitting[0])
-            stage_heads.add(table.shape[1])
-            ratios.add(linear1.shape[0] / dim)
+        stage_heads = set()
+        for block in range(depth):
+            block_heads, window, ratio = block_geometry(encoder, stage, block, fail)
+            stage_heads.add(block_heads)
+            windows.add(window)
+            ratios.add(ratio)
         if len(stage_heads) != 1:
             fail(f"layers{stage + 1} mixes head counts {sorted(stage_heads)}")
         heads.append(stage_heads.pop())
@@ -339,5 +342,5 @@ def convert_monai(
     )
     norm = metadata["normalization"]
     log(f"Patch merging order {config['merge_offsets']} ({merge_from}); input {norm['scheme']}: {norm['description']}.")
-    log(f"Encoder config (from the tensors): {config}")
+    log(f"Encoder config (from the tensors): {json.dumps(config)}")
     return write_verified(dst, float32_copies(encoder.tensors), metadata, log, verify_swin3d_loads_completely)

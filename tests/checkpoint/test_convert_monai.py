@@ -198,7 +198,7 @@ CRAFTED = {  # name -> (state dict of the SwinUNETR -> what is saved, what the o
         lambda s: _replaced(s, "swinViT.layers2.0.blocks.0.norm1.weight", torch.zeros(12)),
         "expected [24]",
     ),
-    "no index": (lambda s: _without(s, f"layers1.0.blocks.0.{INDEX}"), "which tells its window"),
+    "no index": (lambda s: _without(s, f"layers1.0.blocks.0.{INDEX}"), f"lacks {INDEX}"),
     "index of another window": (
         lambda s: _replaced(s, f"swinViT.layers1.0.blocks.0.{INDEX}", relative_position_index((2, 3, 2))),
         "its blocks use different windows [(2, 3, 2), (3, 2, 2)]",
