@@ -1,5 +1,6 @@
 """``nnUNetv2_vismae_convert``: foreign Swin weights (VIS-MAE / Swin-MAE, timm) -> encoder checkpoint;
-nnssl checkpoints (``--from nnssl``) are ``nnssl.py``'s.
+nnssl checkpoints (``--from nnssl``) are ``nnssl.py``'s, MONAI's SwinUNETR weights (``--from monai``)
+``monai_swin.py``'s.
 
     nnUNetv2_vismae_convert --from auto vismae_pretrain.pth encoder.safetensors
     nnUNetv2_vismae_convert --from timm swin_tiny.safetensors encoder.safetensors --in-channels 3
@@ -59,10 +60,11 @@ def check_request(src: Path, dst: Path, source: str, in_channels) -> None:
 
     from .errors import CheckpointError
     from .foreign_layouts import LAYOUTS
+    from .monai_swin import MONAI
     from .nnssl import NNSSL
 
-    if source not in LAYOUTS + (NNSSL, "auto"):
-        raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + [NNSSL, 'auto']}.")
+    if source not in LAYOUTS + (NNSSL, MONAI, "auto"):
+        raise CheckpointError(f"--from {source!r} is not one of {list(LAYOUTS) + [NNSSL, MONAI, 'auto']}.")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise CheckpointError(f"--in-channels {in_channels!r} must be a positive integer.")
     problem = unwritable_reason(dst.parent)
@@ -183,18 +185,23 @@ def convert(
     log: Callable[[str], object] = print,
     license_text: str | None = None,
     cite=(),
+    merge_order: str | None = None,
 ) -> ConversionResult:
-    """Convert foreign Swin weights, or an nnssl checkpoint (``nnssl.convert_nnssl``), to an encoder
-    checkpoint at ``output_path`` (see module doc), recording the licence and citations given.
+    """Convert foreign Swin weights, an nnssl checkpoint (``nnssl.convert_nnssl``) or MONAI SwinUNETR weights
+    (``monai_swin.convert_monai``, in the patch-merging order ``merge_order``, default by source) to an
+    encoder checkpoint at ``output_path`` (see module doc), recording the licence and citations given.
     Raises CheckpointError, leaving ``output_path`` untouched, on any problem."""
     from .citations import add_attribution
     from .foreign_layouts import float32_copies
+    from .monai_swin import MONAI, convert_monai
     from .nnssl import NNSSL, convert_nnssl
 
     src, dst = Path(source_path), Path(output_path)
     check_request(src, dst, source, in_channels)
     if source == NNSSL:
         return convert_nnssl(src, dst, log, license_text, cite)
+    if source == MONAI:
+        return convert_monai(src, dst, log, license_text, cite, merge_order)
     where = f"Input weights {src}"
     encoder = read_foreign_encoder(src, source, where)
     check_shapes(encoder, f"{where} ({encoder.layout} layout)")
@@ -207,24 +214,29 @@ def convert(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nnunetv2_vismae.architectures.swin3d_encoder import MERGE_OFFSETS
+
     parser = OneSentenceParser(
         prog=CONVERTER,
         description="Convert foreign weights into an nnunetv2_vismae encoder checkpoint (.safetensors): "
         "the original VIS-MAE / Swin-MAE pretraining files (torch.save with a 'model' state dict) or "
-        "timm Swin state dicts (.safetensors or .pth), read into the swin family, and nnssl "
-        "checkpoints (the public OpenMind weights), read into the cnn family. The encoder config is "
-        "read from the tensors (Swin) or the nnssl adaptation plan; the result is verified by loading "
-        "it into the network it names before it is written.",
+        "timm Swin state dicts (.safetensors or .pth), read into the swin family, nnssl "
+        "checkpoints (the public OpenMind weights), read into the cnn family, and MONAI SwinUNETR "
+        "weights (Tang et al.'s self-supervised SwinViT too), read into the 3D Swin family. The encoder "
+        "config is read from the tensors (Swin) or the nnssl adaptation plan; the result is verified by "
+        "loading it into the network it names before it is written.",
     )
     parser.add_argument(
         "--from",
         dest="source",
-        choices=["vismae", "timm", "nnssl", "auto"],
+        choices=["vismae", "timm", "nnssl", "monai", "auto"],
         default="auto",
         help="layout of IN: vismae (VIS-MAE/Swin-MAE pretraining file: decoder, "
         "mask token and position embedding are dropped), timm (timm Swin, "
         "current or older layout: head dropped), nnssl (a checkpoint nnssl's save_checkpoint "
-        "wrote: the stem and encoder of its adaptation plan's network are kept), or auto "
+        "wrote: the stem and encoder of its adaptation plan's network are kept), monai (a SwinUNETR "
+        "state dict, or Tang et al.'s self-supervised SwinViT checkpoint such as model_swinvit.pt: "
+        "the encoder is kept, decoder and heads dropped), or auto "
         "(a Swin layout detected from the key names; default)",
     )
     parser.add_argument(
@@ -244,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         "are kept, and fine-tuning adapts them)",
     )
     parser.add_argument(
+        "--merge-order",
+        choices=sorted(MERGE_OFFSETS),
+        default=None,
+        help="monai: the patch-merging order of the MONAI version the weights were trained with "
+        "(monai-1.4 for MONAI < 1.5, the default: every public SwinUNETR weight predates 1.5; "
+        "monai-1.5 for weights trained with MONAI >= 1.5); recorded in the checkpoint",
+    )
+    parser.add_argument(
         "--license", dest="license_text", metavar="TEXT", help="licence of the weights, recorded (e.g. CC-BY-4.0)"
     )
     parser.add_argument(
@@ -259,18 +279,29 @@ def build_parser() -> argparse.ArgumentParser:
 @console_script(CONVERTER)
 def main(argv=None) -> int:
     from .errors import CheckpointError
+    from .monai_swin import MONAI
     from .nnssl import NNSSL
 
     args = build_parser().parse_args(argv)
-    if args.source == NNSSL and args.in_channels is not None:
+    if args.source in (NNSSL, MONAI) and args.in_channels is not None:
         raise CheckpointError(
-            "--in-channels applies to Swin layouts; an nnssl checkpoint keeps its plan's input channels, "
-            "and fine-tuning adapts its stem to the dataset's."
+            f"--in-channels applies to 2D Swin layouts; --from {args.source} keeps the input channels of the "
+            "weights, and fine-tuning adapts their stem to the dataset's."
         )
+    if args.merge_order is not None and args.source != MONAI:
+        raise CheckpointError("--merge-order applies to --from monai only (a MONAI 3D Swin's patch merging).")
     # timm's import-time deprecation noise must not bury the one-line error of a bad file
     warnings.filterwarnings("ignore", category=FutureWarning)
     in_channels = 1 if args.in_channels is None else args.in_channels
-    convert(args.input, args.output, args.source, in_channels, license_text=args.license_text, cite=args.cite)
+    convert(
+        args.input,
+        args.output,
+        args.source,
+        in_channels,
+        license_text=args.license_text,
+        cite=args.cite,
+        merge_order=args.merge_order,
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Reading a foreign weights file (VIS-MAE / Swin-MAE pretraining files, timm state dicts) into a
-state dict without executing pickled code: ``.safetensors``, or ``torch.save`` files loaded with
-``torch.load(weights_only=True)``. What the tensors mean is ``foreign_layouts.py``'s job.
+"""Reading a foreign weights file (VIS-MAE / Swin-MAE pretraining files, timm state dicts, MONAI SwinUNETR
+weights) into a state dict without executing pickled code: ``.safetensors``, or ``torch.save`` files loaded
+with ``torch.load(weights_only=True)``. What the tensors mean is ``foreign_layouts.py``'s job (2D Swin) or
+``monai_swin.py``'s (MONAI's 3D Swin).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ _TIMM_ONLY_ROOTS = ("head",)
 
 _STAGE_KEY = re.compile(r"^layers\.(\d+)\.(.*)$")
 _BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.*)$")
+_MONAI_BLOCK_KEY = re.compile(r"(^|\.)layers\d+\.0\.blocks\.")  # MONAI's SwinTransformer (SwinUNETR)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,10 +73,12 @@ def detect_layout(state: Mapping[str, torch.Tensor], where: str = "The input") -
     roots = {_root(k) for k in state}
     if "patch_embed.proj.weight" not in state or not any(_BLOCK_KEY.match(k) for k in state):
         sample = ", ".join(sorted(state)[:4])
+        monai = any(_MONAI_BLOCK_KEY.search(k) for k in state)
         raise CheckpointError(
             f"{where} is not a Swin Transformer state dict: it lacks "
             f"'patch_embed.proj.weight' or 'layers.N.blocks.M.*' (first keys: "
-            f"{sample})."
+            f"{sample})"
+            + ("; it holds MONAI's 3D Swin (layersN.0.blocks), convert it with --from monai." if monai else ".")
         )
     if roots & set(_MAE_ONLY_ROOTS):
         return "vismae"

@@ -388,8 +388,8 @@ def test_help_names_the_layouts_and_in_channels(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "nnUNetv2_vismae_convert" in text and "{vismae,timm,nnssl,auto}" in text
-    assert "--in-channels N" in text
+    assert "nnUNetv2_vismae_convert" in text and "{vismae,timm,nnssl,monai,auto}" in text
+    assert "--in-channels N" in text and "--merge-order" in text
 
 
 def test_timm_flag_on_a_vismae_file_is_refused_with_a_hint(tmp_path, timm_model, capsys):
