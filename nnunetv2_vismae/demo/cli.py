@@ -70,9 +70,10 @@ def main(argv=None):
         "--3d",
         dest="volumes",
         action="store_true",
-        help="on phantom volumes with nnU-Net's 3d_fullres and the arms nnunet, cnn-mae, cnn-scratch: alone (or "
-        "with --quick) a smoke test of minutes on a CPU that draws no verdict, with --study a study sized for one "
-        "GPU (not timed yet)",
+        help="on phantom volumes with nnU-Net's 3d_fullres and all five arms (nnunet; vismae and scratch: the 3D "
+        "Swin; cnn-mae and cnn-scratch: nnU-Net's own network; both encoders pretrained on the unlabeled volumes): "
+        "alone (or with --quick) a smoke test of minutes on a CPU that draws no verdict, with --study a study sized "
+        "for one GPU (not timed yet)",
     )
     parser.add_argument(
         "-o",

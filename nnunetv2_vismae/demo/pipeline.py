@@ -3,9 +3,9 @@
 generate phantoms -> nnUNetv2_plan_and_preprocess -> nnUNetv2_vismae_pretrain (unlabeled pool)
 -> nnUNetv2_vismae_benchmark (vanilla nnU-Net, and each pretrained arm with its scratch twin, at
 several label fractions) -> report.md and label_efficiency.png (-> styles.md, Dice by appearance style). The
-``--3d`` presets run the same steps on phantom volumes with nnU-Net's 3d_fullres configuration and the arms that
-plan it (nnU-Net's own network, pretrained and from scratch); their encoder pretrains on the training cases'
-images as nnU-Net preprocessed them. The
+``--3d`` presets run the same steps on phantom volumes with nnU-Net's 3d_fullres configuration and every arm:
+nnU-Net's own network and the 3D Swin (Swin3dUNet), each pretrained and from scratch; both encoders pretrain on the
+unlabeled pool of volumes, each volume preprocessed as nnU-Net preprocessed the training cases. The
 phantoms and styles.md are made in this process, every other step by a console command in a child process; the
 steps' logs are in the output folder, and rerunning resumes (finished steps are skipped).
 """
@@ -45,7 +45,6 @@ VOLUMES_DATASET = f"Dataset{VOLUMES_ID}_VisMAEPhantoms3D"
 
 ARMS = ("nnunet", "cnn-mae", "cnn-scratch", "vismae", "scratch")
 SWIN_ARMS = ("nnunet", "vismae", "scratch")  # the best pretrained arm and its twin; the CNN's pretraining adds time
-VOLUME_ARMS = ("nnunet", "cnn-mae", "cnn-scratch")  # the arms that plan 3d_fullres: nnU-Net's own network
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class DemoSize:
     num_test: int  # held-out phantoms (imagesTs / labelsTs), never trained or pretrained on
     test: bool  # score every run on them (benchmark --test) instead of on fold 0's validation cases
     image_size: int  # phantoms are image_size x image_size pixels; nnU-Net plans that patch
-    encoder: tuple[str, ...]  # nnUNetv2_vismae_pretrain flags for the Swin encoder
+    encoder: tuple[str, ...]  # nnUNetv2_vismae_pretrain flags for the Swin encoder (the 3D Swin for volumes)
     pretrain_steps: int  # per encoder family
     pretrain_batch: int
     labels: tuple[int, ...]
@@ -146,11 +145,13 @@ QUICK_3D = DemoSize(
     test=False,
     image_size=32,
     slices=16,
-    encoder=(),
+    # a tiny 3D Swin; patches of 1x2x2 voxels (3x2x2 mm on the 3 mm slices) make its total stride 16x32x32,
+    # nnU-Net's whole 16x32x32 patch, which planning keeps for Swin3dUNet
+    encoder=tuple("--embed-dim 24 --depths 1 1 1 1 --heads 1 2 3 6 --window 4 --encoder-patch 1 2 2".split()),
     pretrain_steps=20,
     pretrain_batch=2,
-    labels=(50,),  # every arm at 50% of fold 0's 8 training cases, nnU-Net also at 100%: four runs
-    arms=VOLUME_ARMS,
+    labels=(50,),  # every arm at 50% of fold 0's 8 training cases, nnU-Net also at 100%: six runs
+    arms=ARMS,
     epochs=1,
     iters=5,
     parallel=2,
@@ -158,7 +159,10 @@ QUICK_3D = DemoSize(
     preset="3d",
 )
 # The 3D study on one GPU, one training at a time: every arm and twin at three fractions of 48 training cases,
-# scored on 60 held-out volumes; 40x96x96 voxels of 3x1x1 mm
+# scored on 60 held-out volumes; 40x96x96 voxels of 3x1x1 mm. Its 3D Swin is SwinUNETR's size (feature 48, depths
+# 2 2 2 2, heads 3 6 12 24) on patches of 1x2x2 voxels; nnU-Net's 40x96x96 patch becomes 32x96x96 for the Swin
+# (a multiple of its 16x32x32 stride), whose stage grids 32x48x48 ... 4x6x6 windows of 4x6x6 patches (12 mm on every
+# axis) tile exactly, where SwinUNETR's 7 would be padded on every stage (ours pads a window, never shrinks it)
 STUDY_3D = replace(
     QUICK_3D,
     name="study",
@@ -168,6 +172,7 @@ STUDY_3D = replace(
     test=True,
     image_size=96,
     slices=40,
+    encoder=tuple("--embed-dim 48 --depths 2 2 2 2 --heads 3 6 12 24 --window 4 6 6 --encoder-patch 1 2 2".split()),
     pretrain_steps=2000,
     pretrain_batch=4,
     labels=(5, 10, 25),
@@ -347,12 +352,17 @@ def steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
 
 
 def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, object]]:
-    """The ``--3d`` presets' steps: volumes, nnU-Net's 3d_fullres, nnU-Net's own encoder pretrained on the
-    unlabeled pool preprocessed as nnU-Net preprocessed the dataset (never on a case that is scored)."""
+    """The ``--3d`` presets' steps: volumes, nnU-Net's 3d_fullres, nnU-Net's own encoder and the 3D Swin pretrained
+    on the unlabeled pool preprocessed as nnU-Net preprocessed the dataset (never on a case that is scored)."""
     raw = out / "nnUNet_raw" / VOLUMES_DATASET
     dataset = ["-d", str(VOLUMES_ID), "-c", CONFIGURATION_3D]
-    pretrain_dir = out / "pretrain_cnn"
-    cnn = benchmark_arms.ARMS["cnn-mae"]
+    cnn, swin = benchmark_arms.ARMS["cnn-mae"], benchmark_arms.ARMS["vismae"]
+    # each step's folder, family and own flags; the Swin's comes last, so an older folder gains it without the cnn
+    # step's running again (run_demo reruns the steps after one that ran)
+    encoders = {
+        "pretrain_cnn": (cnn.family_for(3), ["--mask-ratio", "0.6"]),
+        "pretrain": (swin.family_for(3), list(size.encoder)),
+    }
     generate = partial(
         generate_volumes,
         out / "nnUNet_raw",
@@ -363,14 +373,15 @@ def volume_steps(size: DemoSize, out: Path, device: str) -> list[tuple[str, obje
         shape=(size.slices, size.image_size, size.image_size),
     )
     unlabeled = ["-i", str(raw / UNLABELED_FOLDER), "--preprocess-like", str(VOLUMES_ID)]
-    pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", cnn.family_for(3), "--plans-of", *dataset[1:], *unlabeled]
-    pretrain += ["-o", str(pretrain_dir)]
     plan = [
         ("generate", generate),
         ("preprocess", ["nnUNetv2_plan_and_preprocess", *dataset, "-np", "1", "-npfp", "1"]),
-        ("pretrain_cnn", [*pretrain, "--mask-ratio", "0.6", *training_flags(size, device)]),
-        (size.name, benchmark_command(size, out, device, dataset, [pretrain_dir / ENCODER_FILE])),
     ]
+    for name, (family, flags) in encoders.items():
+        pretrain = ["nnUNetv2_vismae_pretrain", "--encoder", family, "--plans-of", *dataset[1:], *unlabeled]
+        plan.append((name, [*pretrain, "-o", str(out / name), *flags, *training_flags(size, device)]))
+    pretrained = [out / name / ENCODER_FILE for name in encoders]
+    plan.append((size.name, benchmark_command(size, out, device, dataset, pretrained)))
     return plan + ([styles_step(size, out, raw)] if size.test else [])
 
 
@@ -423,11 +434,15 @@ def run_demo(out: Path, size: DemoSize, device: str = "cpu") -> Path:
     finished = set(done.read_text().split()) if done.exists() else set()
     plan = steps(size, out, device)
     start = time.time()
+    # once a step runs, the steps after it run again, as they may read what it made (in a folder from before a
+    # preset gained a step, the benchmark then trains the new arms, its finished runs skipped)
+    rerun = False
     with tqdm(plan, desc="demo", unit="step") as bar:
         for name, action in bar:
             bar.set_postfix_str(name)
-            if name in finished:
+            if name in finished and not rerun:
                 continue
+            rerun = True
             if callable(action):
                 action()
             else:

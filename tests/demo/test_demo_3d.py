@@ -16,7 +16,10 @@ from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.volumes import generate_volumes
-from tests.conftest import nnunet_env, run, save_swin3d_checkpoint
+from nnunetv2_vismae.planning.vismae_plans import compatible_patch_size
+from pretrain.cli import build_parser
+from pretrain.families.swin3d import Swin3dOptions, encoder_config
+from tests.conftest import nnunet_env, run
 
 
 def dry_run(capsys, *flags) -> dict:
@@ -26,13 +29,16 @@ def dry_run(capsys, *flags) -> dict:
     return {name: shlex.split(rest) for name, rest in (line.split(": ", 1) for line in lines)}
 
 
+FIVE_ARMS = ("nnunet", "cnn-mae", "cnn-scratch", "vismae", "scratch")
+
+
 def flag(command: list, name: str, n: int = 1) -> list:
     return command[command.index(name) + 1 : command.index(name) + 1 + n]
 
 
 def test_the_3d_smoke_demo_pretrains_nnunets_3d_encoder_and_benchmarks_it_on_3d_fullres(capsys, tmp_path):
     plan = dry_run(capsys, "--3d", "-o", str(tmp_path))
-    assert list(plan) == ["generate", "preprocess", "pretrain_cnn", "benchmark"]
+    assert list(plan) == ["generate", "preprocess", "pretrain_cnn", "pretrain", "benchmark"]
     assert plan["generate"] == ["(in-process)", "generate_volumes"]
     dataset = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D]
     assert plan["preprocess"][:5] == ["nnUNetv2_plan_and_preprocess", *dataset]
@@ -43,16 +49,38 @@ def test_the_3d_smoke_demo_pretrains_nnunets_3d_encoder_and_benchmarks_it_on_3d_
     assert flag(pretrain, "-i") == [str(unlabeled)] and flag(pretrain, "--preprocess-like") == plans[1:2]
     assert flag(pretrain, "-o") == [str(tmp_path / "pretrain_cnn")] and "-d" not in pretrain
     assert bench[:5] == ["nnUNetv2_vismae_benchmark", *dataset]
-    assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == ["nnunet", "cnn-mae", "cnn-scratch"]
-    assert flag(bench, "--pretrained", 2) == [str(tmp_path / "pretrain_cnn" / "encoder.safetensors"), "--epochs"]
+    assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == [*FIVE_ARMS]
+    encoders = [str(tmp_path / folder / "encoder.safetensors") for folder in ("pretrain_cnn", "pretrain")]
+    assert flag(bench, "--pretrained", 3) == [*encoders, "--epochs"]
     assert flag(bench, "-o") == [str(tmp_path / "benchmark")] and "--test" not in bench
-    quick = pipeline.QUICK_3D  # minutes on a 2-core CPU: tiny volumes, a few iterations, four runs
+    quick = pipeline.QUICK_3D  # minutes on a 2-core CPU: tiny volumes, a few iterations, six runs
     assert quick.slices * quick.image_size**2 <= 24 * 48 * 48 and quick.epochs * quick.iters <= 10
+
+
+@pytest.mark.parametrize(("preset", "swin_patch"), [(["--3d"], [16, 32, 32]), (["--3d", "--study"], [32, 96, 96])])
+def test_the_3d_presets_run_all_five_arms_with_a_3d_swin_pretrained_on_the_unlabeled_pool_only(
+    capsys, tmp_path, preset, swin_patch
+):
+    plan = dry_run(capsys, *preset, "-o", str(tmp_path))
+    *_, bench = (command for command in plan.values() if command[0] == "nnUNetv2_vismae_benchmark")
+    assert bench[bench.index("--arms") + 1 : bench.index("--pretrained")] == [*FIVE_ARMS]
+    encoders = [str(tmp_path / folder / "encoder.safetensors") for folder in ("pretrain_cnn", "pretrain")]
+    assert flag(bench, "--pretrained", 3) == [*encoders, "--epochs"]
+    swin = plan["pretrain"]
+    assert swin[:3] == ["nnUNetv2_vismae_pretrain", "--encoder", ARMS["vismae"].family_for(3)]
+    unlabeled = tmp_path / "nnUNet_raw" / pipeline.VOLUMES_DATASET / "imagesUnlabeled"
+    assert flag(swin, "-i") == [str(unlabeled)] and flag(swin, "--preprocess-like") == [str(pipeline.VOLUMES_ID)]
+    assert swin.count("-i") == 1 and not {"-d", "--pack", "--file-list"} & set(swin)  # never a scored case
+    # nnU-Net plans the whole phantom volume as its patch; the Swin's patch is that rounded to the encoder's stride
+    size = pipeline.STUDY_3D if "--study" in preset else pipeline.QUICK_3D
+    stride = encoder_config(Swin3dOptions.from_args(build_parser().parse_args(swin[1:])), 1).total_stride
+    volume = [size.slices, size.image_size, size.image_size]
+    assert compatible_patch_size(volume, stride) == swin_patch  # the quick one: the whole volume, none padded
 
 
 def test_the_3d_study_scores_every_arm_and_twin_at_three_fractions_on_held_out_volumes(capsys):
     plan = dry_run(capsys, "--3d", "--study", "-device", "cuda", "-o", "out")
-    assert list(plan) == ["generate", "preprocess", "pretrain_cnn", "study", "styles"]
+    assert list(plan) == ["generate", "preprocess", "pretrain_cnn", "pretrain", "study", "styles"]
     study = plan["study"]
     arms = study[study.index("--arms") + 1 : study.index("--pretrained")]
     assert {ARMS[a].twin for a in arms if ARMS[a].twin} <= set(arms) and "cnn-mae" in arms
@@ -70,6 +98,7 @@ def test_the_gpu_study_leaves_nnunet_its_augmentation_workers(tmp_path, monkeypa
     monkeypatch.setattr(pipeline, "run_command", lambda name, cmd, env, logs: envs.update({name: env}))
     pipeline.run_demo(tmp_path / "study", pipeline.STUDY_3D, "cuda")
     assert envs["study"]["nnUNet_n_proc_DA"] == envs["pretrain_cnn"]["nnUNet_n_proc_DA"] == "12"
+    assert envs["pretrain"]["nnUNet_n_proc_DA"] == "12"
     assert "nnUNet_n_proc_DA" not in envs["preprocess"]
     pipeline.run_demo(tmp_path / "smoke", pipeline.QUICK_3D)
     assert envs["benchmark"]["nnUNet_n_proc_DA"] == "0"  # a CPU's few cores: augmentation in-process
@@ -100,7 +129,7 @@ def steps_run(monkeypatch) -> list:
 def test_3d_demos_run_in_their_own_default_folders_and_refuse_each_others(steps_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["--3d"]) == 0 and main(["--3d", "--study"]) == 0 and main(["--quick"]) == 0
-    volumes = ["generate", "preprocess", "pretrain_cnn"]
+    volumes = ["generate", "preprocess", "pretrain_cnn", "pretrain"]
     slices = ["generate", "preprocess", "pretrain", "benchmark"]
     assert steps_run == volumes + ["benchmark"] + volumes + ["study", "styles"] + slices
     folders = ("vismae_demo_3d", "vismae_demo_3d_study", "vismae_demo_quick")
@@ -108,6 +137,15 @@ def test_3d_demos_run_in_their_own_default_folders_and_refuse_each_others(steps_
     for folder, size, found in [(folders[0], pipeline.QUICK, "3d"), (folders[1], pipeline.QUICK_3D, "3d_study")]:
         with pytest.raises(UserError, match=f"holds the {found} demo, whose phantoms or encoder differ from the"):
             pipeline.run_demo(tmp_path / folder, size)
+
+
+def test_a_3d_folder_from_before_the_swin_arms_pretrains_the_3d_swin_then_benchmarks_again(steps_run, tmp_path):
+    (tmp_path / pipeline.PRESET_FILE).write_text("3d\n")
+    (tmp_path / "steps_done.txt").write_text("generate\npreprocess\npretrain_cnn\nbenchmark\n")
+    pipeline.run_demo(tmp_path, pipeline.QUICK_3D)
+    assert steps_run == ["pretrain", "benchmark"]  # the benchmark skips its finished runs and trains the new arms
+    pipeline.run_demo(tmp_path, pipeline.QUICK_3D)
+    assert steps_run == ["pretrain", "benchmark"]
 
 
 def test_a_damaged_preset_record_names_the_3d_presets_too(steps_run, tmp_path):
@@ -136,8 +174,9 @@ def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_
     """The whole 3D pipeline through the console scripts, on one preprocessed dataset (each 3D end-to-end run
     costs most of a minute on 2 cores): the quick 3D demo (its time is measured in docs/demo.md, not asserted),
     nnU-Net's stock prediction and evaluation with the model it fine-tuned, then a checkpoint converted from
-    nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train, then a
-    swin3d checkpoint planned on 3d_fullres and fine-tuned by VisMAETrainer, its model predicting stock."""
+    nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train, then the
+    demo's swin3d checkpoint as its benchmark planned and fine-tuned it by VisMAETrainer, its model predicting
+    stock."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     result = run(["nnUNetv2_vismae_demo", "--3d", "-o", str(tmp_path)], env, timeout=900)
     assert result.stdout.startswith("No verdict: this quick 3D demo is a smoke test")
@@ -154,7 +193,7 @@ def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process
     predict_and_evaluate_the_demos_fine_tuned_model(tmp_path, env)
     fine_tune_an_nnssl_checkpoint_on_the_demos_data(tmp_path, env)
-    fine_tune_a_swin3d_checkpoint_on_the_demos_data(tmp_path, env)
+    check_the_demos_swin3d_run(tmp_path, env)
 
 
 def predict_and_evaluate_the_demos_fine_tuned_model(out: Path, env: dict) -> None:
@@ -206,17 +245,18 @@ def fine_tune_an_nnssl_checkpoint_on_the_demos_data(out: Path, env: dict) -> Non
     assert "Dice" in (fold / "fold_0" / "validation" / "summary.json").read_text()
 
 
-def fine_tune_a_swin3d_checkpoint_on_the_demos_data(out: Path, env: dict) -> None:
-    checkpoint = save_swin3d_checkpoint(out / "swin3d.safetensors")
-    plan = ["nnUNetv2_vismae_plan", "-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "--pretrained"]
-    planned = run([*plan, str(checkpoint)], env)
+def check_the_demos_swin3d_run(out: Path, env: dict) -> None:
+    """The demo's vismae run: its swin3d checkpoint, pretrained on the unlabeled volumes, planned on 3d_fullres by
+    nnUNetv2_vismae_plan and fine-tuned by the stock nnUNetv2_train with VisMAETrainer (both logged by the
+    benchmark), its model predicting stock."""
+    checkpoint = out / "pretrain" / "encoder.safetensors"
+    planned = (out / "benchmark" / "logs" / "plan_nnUNetVisMAEPlans.log").read_text()
     assert f"nnUNetv2_train {pipeline.VOLUMES_ID} {CONFIGURATION_3D} FOLD -p nnUNetVisMAEPlans -tr VisMAETrainer" in (
-        planned.stdout
+        planned
     )
-    trainer = "VisMAETrainer_labels50_1epochs_2iters"
-    train = ["nnUNetv2_train", str(pipeline.VOLUMES_ID), CONFIGURATION_3D, "0", "-p", "nnUNetVisMAEPlans", "-tr"]
-    run([*train, trainer, "-device", "cpu"], env)
-    fold = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__nnUNetVisMAEPlans__{CONFIGURATION_3D}"
+    results = out / "nnUNet_results" / pipeline.VOLUMES_DATASET
+    (trainer,) = [r.name.split("__")[0] for r in results.iterdir() if r.name.startswith("VisMAETrainer_")]
+    fold = results / f"{trainer}__nnUNetVisMAEPlans__{CONFIGURATION_3D}"
     log = next((fold / "fold_0").glob("training_log_*.txt")).read_text()
     assert f"Loaded swin3d encoder checkpoint {checkpoint}" in log and "(100.0%)" in log and "0 missing" in log
     architecture = json.loads((fold / "plans.json").read_text())["configurations"][CONFIGURATION_3D]["architecture"]
