@@ -6,9 +6,10 @@ and loader exactly as ``nnUNetv2_vismae_pretrain`` does; one process each, so pe
 configuration's). Fine-tuning and inference use nnU-Net's real trainers (``nnUNetTrainer`` against
 ``VisMAETrainer``) and predictor on plans that nnU-Net's own planner makes for a small phantom
 dataset (``fixtures``), so both networks see the same patch and batch size; ``timing``
-times them. With ``-c 3d_fullres`` (alone or next to ``2d``) the cnn family's MAE pretraining step and its
-loader of 3D crops are measured against nnU-Net's own 3D training step on 3d_fullres plans of tiny volume
-phantoms (``measure_volumes``). Nothing is downloaded.
+times them. With ``-c 3d_fullres`` (alone or next to ``2d``) the same fine-tuning comparison runs on 3d_fullres
+plans of tiny volume phantoms (Swin3dUNet against nnU-Net's 3D U-Net), and the MAE pretraining steps of the
+cnn family and of the 3D VisMAE family, with the loader of 3D crops, are measured on the same plans
+(``measure_volumes``). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from nnunetv2_vismae.io.atomic import write_bytes_atomic, write_json_atomic
 from nnunetv2_vismae.io.folders import make_output_folder
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.generator import UNLABELED_FOLDER
-from nnunetv2_vismae.planning.families import NNUNET_NETWORK_FAMILY
+from nnunetv2_vismae.planning.families import FAMILY_WITHOUT_CHECKPOINT, NNUNET_NETWORK_FAMILY
 from nnunetv2_vismae.speed.fixtures import (
     PLANS,
-    VOLUME_DATASET,
     VOLUME_DATASET_ID,
     load_trainer,
     nnunet_folders,
@@ -47,6 +47,7 @@ from nnunetv2_vismae.speed.fixtures import (
     synthetic_batch,
     trainer_classes,
 )
+from nnunetv2_vismae.speed.report import nnunet_step
 from nnunetv2_vismae.speed.timing import (
     cpu_seconds,
     datasheet_bf16_flops,
@@ -138,20 +139,24 @@ def step_precision(trainer, precision: str) -> str:
     return "fp16 + GradScaler" if trainer.grad_scaler is not None else "bf16"
 
 
-def training_steps(device: torch.device, precision: str, batch_size: int) -> tuple[dict, dict]:
+def training_steps(
+    device: torch.device, precision: str, batch_size: int | None, configuration: str
+) -> tuple[dict, dict]:
     """Each trainer's ``train_step`` on a synthetic batch, ready to call, and what it trains."""
     steps, info = {}, {}
     for name, (cls, plans) in trainer_classes().items():
-        trainer = load_trainer(cls, plans, device)
+        trainer = load_trainer(cls, plans, device, configuration)
         if precision == "bf16" and name == "nnunet":
             run_forward_in_bf16(trainer.network)  # equal precision: nnU-Net itself runs fp32 on CPU
         steps[name], info[name] = training_step(trainer, precision, batch_size)
     return steps, info
 
 
-def training_step(trainer, precision: str, batch_size: int) -> tuple[functools.partial, dict]:
-    """A trainer's ``train_step`` on a synthetic batch, ready to call, and what it trains."""
+def training_step(trainer, precision: str, batch_size: int | None) -> tuple[functools.partial, dict]:
+    """A trainer's ``train_step`` on a synthetic batch (of ``batch_size``, default the plans'), ready to call, and
+    what it trains."""
     trainer.network.train()
+    batch_size = batch_size or trainer.configuration_manager.batch_size
     batch = synthetic_batch(trainer, batch_size)
     return functools.partial(trainer.train_step, batch), {
         "batch_size": batch_size,
@@ -162,10 +167,13 @@ def training_step(trainer, precision: str, batch_size: int) -> tuple[functools.p
     }
 
 
-def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int = 3) -> dict:
+def measure_finetuning(
+    device: torch.device, batch_size: int | None = 8, repeats: int = 3, configuration: str = CONFIGURATION_2D
+) -> dict:
     """Training-step seconds (forward, loss, backward, optimizer) of both trainers at equal precision
-    (on CUDA each with its own AMP), as ``nnUNetv2_train`` sets them up: compiled where nnU-Net compiles.
-    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s)."""
+    (on CUDA each with its own AMP), as ``nnUNetv2_train`` sets them up on ``configuration`` of their plans:
+    compiled where nnU-Net compiles. ``batch_size``: None for the plans' own. ``repeats``: timed steps on a CPU
+    (on CUDA ``step_timing``'s)."""
     timing = step_timing(device, repeats)
     results = {}
     for precision, reason in finetuning_precisions(device).items():
@@ -173,7 +181,7 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
             results[precision] = {"not_measured": reason}
             continue
         with cpu_bf16(precision == "bf16"):
-            steps, info = training_steps(device, precision, batch_size)
+            steps, info = training_steps(device, precision, batch_size, configuration)
             peaks = warm_up(steps, device, timing)
             seconds = interleaved_seconds(steps, device, timing)
         results[precision] = {
@@ -190,41 +198,34 @@ def measure_finetuning(device: torch.device, batch_size: int = 8, repeats: int =
 
 
 # ------------------------------------------------------------------------------------ volumes
-def measure_volumes(device: torch.device, work: Path, repeats: int = 5) -> dict:
-    """The 3D rows, on nnU-Net's 3d_fullres plans of the volume phantoms (``prepare_volume_plans``): nnU-Net's
-    own 3D training step (``nnUNetTrainer``), then the cnn family's MAE pretraining step and its loader of 3D
-    crops (a ``python -m pretrain.speed`` child, its default workers), on the same plans, patch and batch.
-    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s); the two steps are timed in two processes,
-    one after the other, so a few more than 2D's three let the best of them find a quiet moment."""
-    nnunet = measure_nnunet_3d_step(device, repeats)
-    flags = volume_pretrain_flags(nnunet, device, repeats)
-    return {"nnunet": nnunet, "pretraining": measure_pretraining(None, device, work, {"cnn_3d": flags})["cnn_3d"]}
+# VIS-MAE's family on volumes: the one whose network nnUNetv2_vismae_plan -c 3d_fullres plans (Swin3dUNet)
+VISMAE_3D_FAMILY = FAMILY_WITHOUT_CHECKPOINT[3]
+VOLUME_FAMILIES = (NNUNET_NETWORK_FAMILY, VISMAE_3D_FAMILY)
 
 
-def measure_nnunet_3d_step(device: torch.device, repeats: int) -> dict:
-    """Seconds of ``nnUNetTrainer``'s 3d_fullres ``train_step`` at the plans' own patch and batch size."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+def measure_volumes(device: torch.device, work: Path, repeats: int = 5, vismae_flags: tuple[str, ...] = ()) -> dict:
+    """The 3D rows, on the 3d_fullres plans of the volume phantoms (``prepare_volume_plans``): ``measure_finetuning``
+    there (VisMAETrainer's Swin3dUNet against nnUNetTrainer, in turn, at the plans' patch and batch), then the MAE
+    pretraining step of the cnn family (the MAE of nnU-Net's network) and of VIS-MAE's 3D family (a
+    ``python -m pretrain.speed`` child each) on the same plans, patch and batch; ``vismae_flags``: more
+    pretraining flags for the latter (the tests' tiny encoder).
+    ``repeats``: timed steps on a CPU (on CUDA ``step_timing``'s); a pretraining step is timed in its own process,
+    so a few more than 2D's three let the best of them find a quiet moment."""
+    finetuning = measure_finetuning(device, None, repeats, CONFIGURATION_3D)
+    nnunet = nnunet_step(finetuning)
+    configs = {family: volume_pretrain_flags(family, nnunet, device, repeats) for family in VOLUME_FAMILIES}
+    # both read the same crops: the loader is measured once, with the default workers and more batches than 2D's
+    # 8 (tiny crops); the VisMAE child times its step only
+    configs[NNUNET_NETWORK_FAMILY] += ["--loader-batches", "32"]
+    configs[VISMAE_3D_FAMILY] += ["--workers", "0", "--loader-batches", "1", *vismae_flags]
+    return {"finetuning": finetuning, "pretraining": measure_pretraining(None, device, work, configs)}
 
-    timing = step_timing(device, repeats)
-    trainer = load_trainer(nnUNetTrainer, PLANS, device, CONFIGURATION_3D, VOLUME_DATASET)
-    step, info = training_step(trainer, "fp32", trainer.configuration_manager.batch_size)
-    peaks = warm_up({"nnunet": step}, device, timing)
-    seconds = interleaved_seconds({"nnunet": step}, device, timing)["nnunet"]
-    return {
-        **info,
-        "step_s": seconds[0],
-        "step_cpu_s": cpu_seconds(seconds, device),
-        "peak_mb": peaks["nnunet"],
-        "timing": asdict(timing),
-    }
 
-
-def volume_pretrain_flags(nnunet: dict, device: torch.device, repeats: int) -> list[str]:
-    """``nnUNetv2_vismae_pretrain``'s flags for the cnn family on the same plans, patch and batch as nnU-Net's
-    step; fp32 on a CPU, as nnU-Net trains there (on CUDA each its own precision)."""
-    flags = ["--encoder", NNUNET_NETWORK_FAMILY, "-d", str(VOLUME_DATASET_ID), "-c", CONFIGURATION_3D, "-p", PLANS]
+def volume_pretrain_flags(family: str, nnunet: dict, device: torch.device, repeats: int) -> list[str]:
+    """``nnUNetv2_vismae_pretrain``'s flags for ``family`` on the same plans, patch and batch as nnU-Net's step;
+    fp32 on a CPU, as nnU-Net trains there (on CUDA each its own precision)."""
+    flags = ["--encoder", family, "-d", str(VOLUME_DATASET_ID), "-c", CONFIGURATION_3D, "-p", PLANS]
     flags += ["--patch-size", *map(str, nnunet["patch_size"]), "--batch-size", str(nnunet["batch_size"])]
-    flags += ["--loader-batches", "32"]  # tiny crops: more batches than 2D's 8 for a steadier rate
     return flags + (["--repeats", str(repeats), "--precision", "fp32"] if device.type == "cpu" else [])
 
 
@@ -325,8 +326,8 @@ def main(argv=None):
         default=[CONFIGURATION_2D],
         choices=[CONFIGURATION_2D, CONFIGURATION_3D],
         help=f"what to measure: {CONFIGURATION_2D} (VIS-MAE against nnU-Net's 2D U-Net, the default) and/or "
-        f"{CONFIGURATION_3D} (the cnn family's MAE pretraining step and 3D loader against nnU-Net's 3D training "
-        "step, on tiny volumes: about a minute more on a CPU)",
+        f"{CONFIGURATION_3D} (VisMAE's 3D fine-tuning step and the MAE pretraining steps and 3D loader against "
+        "nnU-Net's 3D training step, on tiny volumes: a few minutes more on a CPU)",
     )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from nnunetv2_vismae.architectures import SwinEncoderConfig
+from nnunetv2_vismae.architectures import Swin3dEncoderConfig, SwinEncoderConfig
 from nnunetv2_vismae.io.atomic import write_json_atomic
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_2D, CONFIGURATION_3D, ext_trainer_value
 from nnunetv2_vismae.phantoms.generator import PIXEL_SPACING_MM, generate_dataset, make_case
@@ -22,9 +22,11 @@ from nnunetv2_vismae.phantoms.volumes import generate_volumes
 
 DATASET_ID = 801
 DATASET = f"Dataset{DATASET_ID:03d}_VisMAEPhantoms"
-# the 3D rows' volumes: nnU-Net plans a 3d_fullres patch of the whole 16x32x32 volume and batch 2 for them
-VOLUME_DATASET_ID, VOLUME_SHAPE = 802, (16, 32, 32)
+# the 3D rows' volumes: nnU-Net plans a 3d_fullres patch of the whole 32x32x32 volume and batch 2 for them, and
+# VisMAE's 3D plans keep both (32 is a multiple of SwinUNETR's total stride on every axis), as 2D's 128x128 does
+VOLUME_DATASET_ID, VOLUME_SHAPE = 802, (32, 32, 32)
 VOLUME_DATASET = f"Dataset{VOLUME_DATASET_ID:03d}_VisMAEPhantoms3D"
+DATASETS = {CONFIGURATION_2D: DATASET, CONFIGURATION_3D: VOLUME_DATASET}  # what each configuration is measured on
 PLANS, VISMAE_PLANS = "nnUNetPlans", "nnUNetVisMAEPlans"
 
 
@@ -56,13 +58,26 @@ def prepare_plans(
     return raw
 
 
-def prepare_volume_plans(root: Path, num_train: int = 4, shape: tuple[int, int, int] = VOLUME_SHAPE) -> Path:
+def prepare_volume_plans(
+    root: Path,
+    num_train: int = 4,
+    shape: tuple[int, int, int] = VOLUME_SHAPE,
+    encoder: Swin3dEncoderConfig | None = None,
+) -> Path:
     """Volume phantoms; nnU-Net's fingerprint (unless one is already there), plans and, in this process,
-    3d_fullres preprocessing of the training cases. Returns the preprocessed folder."""
+    3d_fullres preprocessing of the training cases; VisMAE's 3D plans derived from them (Swin3dUNet with
+    ``encoder``, default SwinUNETR's, as ``nnUNetv2_vismae_plan -c 3d_fullres`` plans it). Returns the
+    preprocessed folder."""
+    from nnunetv2_vismae.planning.vismae_plans import derive_vismae3d_plans, load_plans
+
     raw = generate_volumes(
         root / "nnUNet_raw", VOLUME_DATASET_ID, num_train=num_train, num_test=0, num_unlabeled=0, shape=shape
     )
-    return plan_and_preprocess(raw, VOLUME_DATASET_ID, CONFIGURATION_3D)
+    folder = plan_and_preprocess(raw, VOLUME_DATASET_ID, CONFIGURATION_3D)
+    plans = load_plans(folder, PLANS, CONFIGURATION_3D)
+    vismae = derive_vismae3d_plans(plans, VISMAE_PLANS, encoder or Swin3dEncoderConfig())
+    write_json_atomic(folder / f"{VISMAE_PLANS}.json", vismae)
+    return folder
 
 
 def plan_and_preprocess(raw: Path, dataset_id: int, configuration: str) -> Path:
@@ -105,10 +120,9 @@ def preprocess_training_cases(raw: Path, folder: Path, configuration_name: str =
         )
 
 
-def load_trainer(
-    trainer_class, plans_name: str, device: torch.device, configuration: str = CONFIGURATION_2D, dataset: str = DATASET
-):
-    folder = Path(os.environ["nnUNet_preprocessed"]) / dataset
+def load_trainer(trainer_class, plans_name: str, device: torch.device, configuration: str = CONFIGURATION_2D):
+    """The trainer ``nnUNetv2_train`` builds for ``configuration`` of the plans, on that configuration's dataset."""
+    folder = Path(os.environ["nnUNet_preprocessed"]) / DATASETS[configuration]
     plans = json.loads((folder / f"{plans_name}.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     plans["continue_training"] = False  # what nnUNetv2_train adds before building a trainer

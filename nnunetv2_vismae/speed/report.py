@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nnunetv2_vismae.planning.families import NNUNET_NETWORK_FAMILY
+
 # the issue's goals
 PRETRAIN_FRACTION_OF_BF16 = 0.5
 LOADER_OVER_MODEL = 3.0
@@ -39,12 +41,28 @@ def _setup(r: dict) -> str:
     return ", ".join(parts) or "-"
 
 
+def _patch(size: int | list[int]) -> str:
+    """A patch as the rows give it: one side (2D pretraining) or the sides joined by x."""
+    return "x".join(map(str, size)) if isinstance(size, list) else str(size)
+
+
+def _flops_row(measure: str, p: dict, matmul: dict, peak: float | None) -> tuple[str, str, str, str]:
+    """A pretraining step's model FLOP/s against the machine's matmul; the goal: half the bf16 matmul."""
+    fraction_bf16 = p["model_flops_per_s"] / matmul["bf16"]
+    fraction_fp32 = p["model_flops_per_s"] / matmul["fp32"]
+    return (
+        measure,
+        f"{p['model_flops_per_s'] / 1e9:.1f} GFLOP/s",
+        f"{p['flops_per_step'] / 1e9:.1f} GFLOP per step (FlopCounterMode) / step time; "
+        f"{fraction_fp32:.0%} of fp32 matmul; {_of_datasheet(p['model_flops_per_s'], peak)}",
+        _goal(fraction_bf16 >= PRETRAIN_FRACTION_OF_BF16, f"{fraction_bf16:.0%} of bf16 matmul (goal >= 50%)"),
+    )
+
+
 def _pretraining_rows(name: str, p: dict, matmul: dict, peak: float | None) -> list[tuple[str, str, str, str]]:
     if "error" in p:
         return [(f"pretrain {name}", "failed", p["error"], "not measured")]
-    where = f"batch {p['batch_size']}, {p['patch_size']} px, {p['precision']}, decoder {p['decoder']}"
-    fraction_bf16 = p["model_flops_per_s"] / matmul["bf16"]
-    fraction_fp32 = p["model_flops_per_s"] / matmul["fp32"]
+    where = f"batch {p['batch_size']}, {_patch(p['patch_size'])} px, {p['precision']}, decoder {p['decoder']}"
     return [
         (
             f"pretrain {name}: images/s",
@@ -53,13 +71,7 @@ def _pretraining_rows(name: str, p: dict, matmul: dict, peak: float | None) -> l
             + _timing(p.get("timing")),
             "-",
         ),
-        (
-            f"pretrain {name}: model FLOP/s",
-            f"{p['model_flops_per_s'] / 1e9:.1f} GFLOP/s",
-            f"{p['flops_per_step'] / 1e9:.0f} GFLOP per step (FlopCounterMode) / step time; "
-            f"{fraction_fp32:.0%} of fp32 matmul; {_of_datasheet(p['model_flops_per_s'], peak)}",
-            _goal(fraction_bf16 >= PRETRAIN_FRACTION_OF_BF16, f"{fraction_bf16:.0%} of bf16 matmul (goal >= 50%)"),
-        ),
+        _flops_row(f"pretrain {name}: model FLOP/s", p, matmul, peak),
         (
             f"pretrain {name}: loader samples/s",
             f"{p['loader_samples_per_s']:.1f}",
@@ -72,20 +84,21 @@ def _pretraining_rows(name: str, p: dict, matmul: dict, peak: float | None) -> l
     ]
 
 
-def _finetuning_rows(ft: dict) -> list[tuple[str, str, str, str]]:
+def _finetuning_rows(ft: dict, dims: str = "") -> list[tuple[str, str, str, str]]:
+    """VisMAETrainer's step against nnUNetTrainer's per precision; ``dims``: "3D " for the volume rows."""
     rows = []
     for precision, r in ft.items():
         if "not_measured" in r:
-            rows.append((f"fine-tune step {precision}", "not measured", r["not_measured"], "-"))
+            rows.append((f"{dims}fine-tune step {precision}", "not measured", r["not_measured"], "-"))
             continue
         a, b = r["nnunet"], r["vismae"]
         ratio = b["step_s"] / a["step_s"]
         rows.append(
             (
-                f"fine-tune step {precision}: VisMAE / nnU-Net",
+                f"{dims}fine-tune step {precision}: VisMAE / nnU-Net",
                 f"{b['step_s']:.3f} s / {a['step_s']:.3f} s",
                 f"nnU-Net's train_step (forward, loss, backward, optimizer) on batch {a['batch_size']}, patch "
-                f"{a['patch_size']}; {_setup(b)} / {_setup(a)}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
+                f"{_patch(a['patch_size'])}; {_setup(b)} / {_setup(a)}; peak {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB"
                 + _timing(a.get("timing"))
                 + _cpu_ratio(b.get("step_cpu_s"), a.get("step_cpu_s")),
                 _goal(ratio <= VISMAE_OVER_NNUNET, f"ratio {ratio:.2f} (goal <= 1)"),
@@ -111,17 +124,35 @@ def _inference_rows(inf: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def _volume_rows(v: dict) -> list[tuple[str, str, str, str]]:
-    """The 3D rows (``-c 3d_fullres``): the cnn family's MAE pretraining step against nnU-Net's 3D training step,
-    and the 3D loader against the model."""
-    a, p = v["nnunet"], v["pretraining"]
-    if "error" in p:
-        return [("3D pretrain cnn MAE", "failed", p["error"], "not measured")]
+def nnunet_step(finetuning: dict) -> dict:
+    """nnUNetTrainer's step in the first precision measured: fp32 on a CPU (as nnU-Net trains there), its own AMP
+    on CUDA; the 3D pretraining steps are measured at its patch and batch, in that precision."""
+    return next(r["nnunet"] for r in finetuning.values() if "nnunet" in r)
+
+
+def _volume_rows(v: dict, matmul: dict, peak: float | None) -> list[tuple[str, str, str, str]]:
+    """The 3D rows (``-c 3d_fullres``): VisMAE's fine-tuning step against nnU-Net's; the MAE pretraining step of
+    nnU-Net's own network against nnU-Net's training step, and the 3D loader against the model; each pretraining
+    family's model FLOP/s against the machine's matmul."""
+    rows = _finetuning_rows(v["finetuning"], "3D ")
+    for family, p in v["pretraining"].items():
+        if "error" in p:
+            rows.append((f"3D pretrain {family} MAE", "failed", p["error"], "not measured"))
+        elif family == NNUNET_NETWORK_FAMILY:
+            rows += _nnunet_network_mae_rows(family, p, nnunet_step(v["finetuning"]))
+    for family, p in v["pretraining"].items():
+        if "error" not in p:
+            rows.append(_volume_flops_row(family, p, matmul, peak))
+    return rows
+
+
+def _nnunet_network_mae_rows(family: str, p: dict, a: dict) -> list[tuple[str, str, str, str]]:
+    """The MAE on nnU-Net's own 3D network: its pretraining step against nnU-Net's training step, and the loader."""
     ratio = p["step_s"] / a["step_s"]
-    patch = "x".join(map(str, a["patch_size"]))
+    patch = _patch(a["patch_size"])
     return [
         (
-            "3D step: pretrain cnn MAE / nnU-Net",
+            f"3D step: pretrain {family} MAE / nnU-Net",
             f"{p['step_s']:.3f} s / {a['step_s']:.3f} s",
             f"the pretraining loop's train_step (mask, forward, backward, AdamW) against nnUNetTrainer's train_step "
             f"(forward, deep-supervision loss, backward, SGD), 3d_fullres of the same plans, batch {a['batch_size']}, "
@@ -141,6 +172,12 @@ def _volume_rows(v: dict) -> list[tuple[str, str, str, str]]:
             ),
         ),
     ]
+
+
+def _volume_flops_row(family: str, p: dict, matmul: dict, peak: float | None) -> tuple[str, str, str, str]:
+    measure, value, text, goal = _flops_row(f"3D pretrain {family}: model FLOP/s", p, matmul, peak)
+    where = f"{p['step_s']:.3f} s a step at batch {p['batch_size']}, patch {_patch(p['patch_size'])}, {p['precision']}"
+    return measure, value, f"{where}; {text}" + _timing(p.get("timing")), goal
 
 
 def markdown_report(r: dict) -> str:
@@ -168,7 +205,7 @@ def markdown_report(r: dict) -> str:
     if r.get("inference"):
         rows += _inference_rows(r["inference"])
     if r.get("volumes"):
-        rows += _volume_rows(r["volumes"])
+        rows += _volume_rows(r["volumes"], matmul, r.get("datasheet_bf16_flops_per_s"))
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
     compile_setting = m.get("nnUNet_compile") or "unset (nnU-Net's default: training compiles on CUDA)"
     lines = [

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch._dynamo import OptimizedModule
 
-from nnunetv2_vismae.architectures import SwinEncoderConfig
+from nnunetv2_vismae.architectures import Swin3dEncoderConfig, SwinEncoderConfig
 from nnunetv2_vismae.device import StepTiming
 from nnunetv2_vismae.speed import cli as speed
 from nnunetv2_vismae.speed import fixtures as speed_fixtures
@@ -130,23 +130,40 @@ def test_finetuning_and_inference_compare_both_trainers(tmp_path):
     assert report.count("goal <= 1") == ratios and report.count("CPU time") == ratios
 
 
-@pytest.mark.slow  # nnU-Net's 3D step and one python -m pretrain.speed child with 4 loader workers
-def test_volumes_compare_the_3d_pretraining_step_with_nnunets_on_the_same_plans(tmp_path):
-    shape = (12, 24, 24)
+# a 2-stage 3D Swin (total stride 8 per axis), in the plans and in the pretraining child
+TINY_SWIN3D = Swin3dEncoderConfig(embed_dim=12, depths=(1, 1), num_heads=(3, 6), window_size=4)
+TINY_SWIN3D_PRETRAIN = ("--embed-dim", "12", "--depths", "1", "1", "--heads", "3", "6", "--window", "4")
+
+
+@pytest.mark.slow  # nnU-Net's and VisMAE's 3D steps, two python -m pretrain.speed children (one with 4 workers)
+def test_volumes_compare_the_3d_steps_with_nnunets_on_the_same_plans(tmp_path, monkeypatch):
+    shape = (16, 24, 24)  # nnU-Net's patch, a multiple of the tiny Swin's stride: VisMAE's plans keep it
+    monkeypatch.setattr(speed, "finetuning_precisions", lambda device: {"fp32": None})  # bf16: the 2D test's
     with speed_fixtures.nnunet_folders(tmp_path):
         write_fingerprint(tmp_path, 0, 2, speed_fixtures.VOLUME_DATASET, shape, (3.0, 1.0, 1.0))
-        speed_fixtures.prepare_volume_plans(tmp_path, num_train=2, shape=shape)
-        volumes = speed.measure_volumes(CPU, tmp_path, repeats=1)
-    nnunet, pretraining = volumes["nnunet"], volumes["pretraining"]
+        speed_fixtures.prepare_volume_plans(tmp_path, num_train=2, shape=shape, encoder=TINY_SWIN3D)
+        volumes = speed.measure_volumes(CPU, tmp_path, repeats=1, vismae_flags=TINY_SWIN3D_PRETRAIN)
+    nnunet, vismae = volumes["finetuning"]["fp32"]["nnunet"], volumes["finetuning"]["fp32"]["vismae"]
+    pretraining, swin3d = volumes["pretraining"]["cnn"], volumes["pretraining"]["swin3d"]
     assert pretraining["family"] == "cnn" and pretraining["workers"] == 4  # the pretraining command's default
     assert pretraining["patch_size"] == nnunet["patch_size"] and len(nnunet["patch_size"]) == 3
     assert pretraining["batch_size"] == nnunet["batch_size"]
     assert pretraining["precision"] == nnunet["precision"] == "fp32"
     assert nnunet["step_s"] > 0 and nnunet["step_cpu_s"] > 0 and pretraining["step_cpu_s"] > 0
+    # VisMAE's Swin3dUNet on its own plans of the same data: the same patch and batch as nnU-Net's
+    assert vismae["patch_size"] == nnunet["patch_size"] == list(shape)
+    assert vismae["batch_size"] == nnunet["batch_size"] and vismae["parameters"] != nnunet["parameters"]
+    assert vismae["step_s"] > 0 and vismae["step_cpu_s"] > 0 and vismae["precision"] == "fp32"
+    assert swin3d["family"] == "swin3d" and swin3d["patch_size"] == nnunet["patch_size"]
+    assert swin3d["batch_size"] == nnunet["batch_size"] and swin3d["precision"] == "fp32"
+    assert swin3d["model_flops_per_s"] == pytest.approx(swin3d["flops_per_step"] / swin3d["step_s"])
+    assert swin3d["flops_per_step"] > 3 * 2 * 2 * (16 * 24 * 24 // 8) * 12  # the patch embedding, forward and back
     report = markdown_report(
         {"machine": speed.machine(CPU), "matmul_flops_per_s": {"fp32": 1e11, "bf16": 1e9}, "volumes": volumes}
     )
     assert "3D step: pretrain cnn MAE / nnU-Net" in report and "3D loader crops/s" in report
+    assert "3D fine-tune step fp32: VisMAE / nnU-Net" in report
+    assert "3D pretrain cnn: model FLOP/s" in report and "3D pretrain swin3d: model FLOP/s" in report
 
 
 def test_measurements_restore_the_environment_even_on_error(tmp_path, monkeypatch):
@@ -290,19 +307,31 @@ def test_bf16_and_fp32_mae_losses_agree_on_a_fixed_batch():
     assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
 
 
+NNUNET_3D = {
+    "batch_size": 2,
+    "patch_size": [16, 32, 32],
+    "parameters": 5_500_000,
+    "precision": "fp32",
+    "compiled": False,
+    "step_s": 2.0,
+    "step_cpu_s": 3.0,
+    "peak_mb": 300.0,
+    "timing": {"warmup": 1, "repeats": 3, "statistic": "best"},
+}
+CNN_3D = {**PRETRAINED, "patch_size": [16, 32, 32], "batch_size": 2, "precision": "fp32", "step_s": 2.4} | {
+    "step_cpu_s": 3.3,
+    "loader_vs_model": 2.5,
+    "loader_samples_per_s": 2.1,
+}
 VOLUMES = {
-    "nnunet": {
-        "batch_size": 2,
-        "patch_size": [16, 32, 32],
-        "precision": "fp32",
-        "compiled": False,
-        "step_s": 2.0,
-        "step_cpu_s": 3.0,
-        "peak_mb": 300.0,
-        "timing": {"warmup": 1, "repeats": 3, "statistic": "best"},
+    "finetuning": {
+        "fp32": {"nnunet": NNUNET_3D, "vismae": {**NNUNET_3D, "step_s": 1.8, "step_cpu_s": 3.3, "peak_mb": 400.0}},
+        "bf16": {"not_measured": "this CPU has no native bf16"},
     },
-    "pretraining": {**PRETRAINED, "patch_size": [16, 32, 32], "batch_size": 2, "precision": "fp32", "step_s": 2.4}
-    | {"step_cpu_s": 3.3, "loader_vs_model": 2.5, "loader_samples_per_s": 2.1},
+    "pretraining": {
+        "cnn": CNN_3D,
+        "swin3d": {**CNN_3D, "step_s": 4.0, "flops_per_step": 40e9, "model_flops_per_s": 10e9, "workers": 0},
+    },
 }
 
 
@@ -323,12 +352,33 @@ def test_report_gives_the_3d_rows_with_their_goals_after_the_2d_rows():
     assert rows[step].endswith("| met: ratio 1.20 (goal <= 1.3) |")
     assert rows[step + 1].startswith("| 3D loader crops/s | 2.1 |") and "4 workers (the default)" in rows[step + 1]
     assert rows[step + 1].endswith("| GAP: 2.5x what the model consumes (goal >= 3x) |")
-    failed = {**VOLUMES, "pretraining": {"error": "exit 2: no plans"}}
+    failed = {**VOLUMES, "pretraining": {"cnn": {"error": "exit 2: no plans"}}}
     report = markdown_report({"machine": machine, "matmul_flops_per_s": matmul, "volumes": failed})
     assert "| 3D pretrain cnn MAE | failed | exit 2: no plans | not measured |" in report
     assert "3D" not in markdown_report(
         {"machine": machine, "matmul_flops_per_s": matmul, "pretraining": {"x": PRETRAINED}}
     )
+
+
+def test_report_gives_the_3d_fine_tuning_ratio_and_each_3d_pretraining_familys_flops():
+    matmul = {"fp32": 40e9, "bf16": 80e9}
+    report = markdown_report({"machine": speed.machine(CPU), "matmul_flops_per_s": matmul, "volumes": VOLUMES})
+    rows = report.splitlines()
+    (finetune,) = [line for line in rows if line.startswith("| 3D fine-tune step fp32: VisMAE / nnU-Net |")]
+    assert "1.800 s / 2.000 s" in finetune and "batch 2, patch 16x32x32" in finetune
+    assert "CPU time 3.30 s / 3.00 s = 1.10" in finetune and finetune.endswith("| met: ratio 0.90 (goal <= 1) |")
+    assert "| 3D fine-tune step bf16 | not measured | this CPU has no native bf16 | - |" in report
+    step = next(i for i, line in enumerate(rows) if line.startswith("| 3D step: pretrain cnn MAE / nnU-Net"))
+    assert rows.index(finetune) < step
+    cnn, swin3d = rows[step + 2], rows[step + 3]  # after the loader row, the swin3d family's next to the cnn's
+    assert cnn.startswith("| 3D pretrain cnn: model FLOP/s | 247000.0 GFLOP/s |")
+    assert swin3d.startswith("| 3D pretrain swin3d: model FLOP/s | 10.0 GFLOP/s |")
+    assert "4.000 s a step at batch 2, patch 16x32x32, fp32" in swin3d and "40.0 GFLOP per step" in swin3d
+    assert "25% of fp32 matmul" in swin3d and swin3d.endswith("| GAP: 12% of bf16 matmul (goal >= 50%) |")
+    failed = {**VOLUMES, "pretraining": {**VOLUMES["pretraining"], "swin3d": {"error": "exit 2: bad --window"}}}
+    report = markdown_report({"machine": speed.machine(CPU), "matmul_flops_per_s": matmul, "volumes": failed})
+    assert "| 3D pretrain swin3d MAE | failed | exit 2: bad --window | not measured |" in report
+    assert "3D pretrain swin3d: model FLOP/s" not in report and "3D pretrain cnn: model FLOP/s" in report
 
 
 def test_2d_is_the_default_and_3d_fullres_measures_only_the_volumes(tmp_path, monkeypatch):
