@@ -112,3 +112,19 @@ def preprocessed_dataset(tmp_path_factory) -> dict:
     write_raw_dataset(Path(env["nnUNet_raw"]))
     run(["nnUNetv2_plan_and_preprocess", "-d", "990", "-c", "2d", "-np", "1", "-npfp", "1"], env)
     return env
+
+
+@pytest.fixture(scope="session")
+def cnn_pretraining(preprocessed_dataset, tmp_path_factory) -> Path:
+    """``nnUNetv2_vismae_pretrain --encoder cnn -d 990`` in this process, once per session (two steps, a preview
+    each step, mask ratio 0.6, visible-patch statistics); returns its output folder, whose checkpoint the tests
+    of the run and of fine-tuning it share."""
+    from pretrain.cli import main
+
+    out = tmp_path_factory.mktemp("cnn_pretraining") / "run"
+    flags = ["--patch-size", "64", "--steps", "2", "--batch-size", "2", "--workers", "0", "--preview-every", "1"]
+    flags += ["-device", "cpu", "--mask-ratio", "0.6", "--precision", "fp32", "--cnn-visible-norm"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        set_nnunet_folders(monkeypatch, preprocessed_dataset)
+        assert main(["--encoder", "cnn", "-d", "990", "-o", str(out), *flags]) == 0
+    return out

@@ -70,13 +70,14 @@ def collect_until_settled(argv: list[str], capsys, limit_s: float = 900) -> tupl
         out, err = capsys.readouterr()
         if "not finished" not in err or time.monotonic() > deadline:
             return code, out, err
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 @pytest.mark.slow
 def test_local_jobs_run_the_sequential_commands_collect_their_report_and_name_the_failed_one(
-    tiny_dataset, tmp_path, capsys
+    tiny_dataset, tmp_path, monkeypatch, capsys
 ):
+    monkeypatch.setattr(executors, "POLL_S", 0.5)  # a job that ended is seen sooner: the test waits less
     out = tmp_path / "bench"
     corrupt_checkpoint(tiny_dataset, 1)
     argv = ARGV + ["-o", str(out), "-f", "0", "1"]
@@ -92,7 +93,7 @@ def test_local_jobs_run_the_sequential_commands_collect_their_report_and_name_th
     assert "1 of 2 runs failed" in err and "not finished" not in err and printed.startswith("1 of 2 runs summarized")
     deadline = time.monotonic() + 60  # the job records its command after nnU-Net, which wrote the summary, exits
     while not history(out) and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     assert history(out) == sequential[:1]  # what the sequential benchmark runs, once
     by_jobs = {name: (out / name).read_text() for name in REPORTS}
     assert by_jobs["results.csv"].count("\nnnunet,100,") == 1  # the finished run's results are kept
@@ -331,6 +332,7 @@ def test_a_real_slurm_cluster_runs_the_array_and_reports_the_failed_run(
     tiny_dataset, slurm, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("SLURM_CONF", slurm["SLURM_CONF"])
+    monkeypatch.setattr(executors, "POLL_S", 0.5)  # submitit asks SLURM at its own pace; a result file is seen sooner
     corrupt_checkpoint(tiny_dataset, 1)
     out = tmp_path / "bench"
     argv = ARGV + ["-f", "0", "1", "-o", str(out), "--executor", "slurm", "--slurm-partition", "debug"]

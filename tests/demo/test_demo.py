@@ -186,17 +186,24 @@ def test_planning_runs_without_the_users_in_process_switch(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
+def test_quick_demo_end_to_end(tmp_path, monkeypatch, capsys):
+    """The quick demo's steps, arms and report, shortened where nothing is learned anyway (fewer unlabeled
+    phantoms, pretraining steps and iterations), in this process; then its console script, which resumes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    result = run(["nnUNetv2_vismae_demo", "--quick", "-o", str(tmp_path)], env, timeout=900)
+    for name in set(os.environ) - set(env):
+        monkeypatch.delenv(name)
+    quick = replace(pipeline.QUICK, num_unlabeled=16, pretrain_steps=2, pretrain_batch=2, iters=2)
+    monkeypatch.setattr("nnunetv2_vismae.demo.cli.QUICK", quick)
+    assert main(["--quick", "-o", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
     bench = tmp_path / "benchmark"
     rows = list(csv.DictReader((bench / "results.csv").open()))
-    expected = {(arm, str(p)) for arm in pipeline.QUICK.arms for p in pipeline.QUICK.labels} | {("nnunet", "100")}
+    expected = {(arm, str(p)) for arm in quick.arms for p in quick.labels} | {("nnunet", "100")}
     assert {(r["arm"], r["labels"]) for r in rows} == expected
     assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows)
     assert {"dice_liver", "dice_kidney", "dice_spleen"} <= set(rows[0])
-    assert "## Dice per arm and label fraction" in result.stdout and f"Report: {bench / 'report.md'}" in result.stdout
-    assert result.stdout.startswith("This quick demo is a smoke test")
+    assert "## Dice per arm and label fraction" in printed and f"Report: {bench / 'report.md'}" in printed
+    assert printed.startswith("This quick demo is a smoke test")
     report = (bench / "report.md").read_text().splitlines()  # untrained runs: the report says so first
     assert report[2].startswith("**No verdict: vanilla nnU-Net at 100% labels has not learned every class")
     assert (bench / "cases.csv").read_text().count("\n") == 1 + sum(int(r["cases"]) for r in rows) > 1 + len(rows)

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ from nnunetv2_vismae.errors import UserError
 from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 from nnunetv2_vismae.io.nnunet import CONFIGURATION_3D
 from nnunetv2_vismae.phantoms.volumes import generate_volumes
+from nnunetv2_vismae.planning.cli import main as plan_main
 from nnunetv2_vismae.planning.vismae_plans import compatible_patch_size
 from pretrain.cli import build_parser
 from pretrain.families.swin3d import Swin3dOptions, encoder_config
-from tests.conftest import nnunet_env, run
+from tests.conftest import nnunet_env, run, set_nnunet_folders
 
 
 def dry_run(capsys, *flags) -> dict:
@@ -170,19 +172,22 @@ def test_the_3d_smoke_demo_says_first_that_it_draws_no_verdict(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_checkpoint(tmp_path):
+def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
     """The whole 3D pipeline through the console scripts, on one preprocessed dataset (each 3D end-to-end run
-    costs most of a minute on 2 cores): the quick 3D demo (its time is measured in docs/demo.md, not asserted),
+    costs most of a minute on 2 cores): the quick 3D demo, shortened (its time is measured in docs/demo.md),
     nnU-Net's stock prediction and evaluation with the model it fine-tuned, then a checkpoint converted from
     nnssl planned with its own network (--checkpoint-network) and fine-tuned by the stock nnUNetv2_train, then the
     demo's swin3d checkpoint as its benchmark planned and fine-tuned it by VisMAETrainer, its model predicting
     stock."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    result = run(["nnUNetv2_vismae_demo", "--3d", "-o", str(tmp_path)], env, timeout=900)
-    assert result.stdout.startswith("No verdict: this quick 3D demo is a smoke test")
+    for name in [k for k in os.environ if k.startswith("nnUNet_")]:
+        monkeypatch.delenv(name)
+    quick = smaller_smoke_preset(monkeypatch)
+    assert main(["--3d", "-o", str(tmp_path)]) == 0  # in this process: its console script runs in the 2D demo's test
+    assert capsys.readouterr().out.startswith("No verdict: this quick 3D demo is a smoke test")
     bench = tmp_path / "benchmark"
     rows = list(csv.DictReader((bench / "results.csv").open()))
-    quick = pipeline.QUICK_3D
     assert {(r["arm"], r["labels"]) for r in rows} == {(a, str(p)) for a in quick.arms for p in quick.labels} | {
         ("nnunet", "100")
     }
@@ -192,8 +197,17 @@ def test_the_3d_pipeline_end_to_end_the_demo_then_stock_prediction_and_an_nnssl_
     env = nnunet_env(tmp_path)  # the demo's own nnU-Net folders
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process
     predict_and_evaluate_the_demos_fine_tuned_model(tmp_path, env)
-    fine_tune_an_nnssl_checkpoint_on_the_demos_data(tmp_path, env)
+    set_nnunet_folders(monkeypatch, env)  # for planning in this process
+    fine_tune_an_nnssl_checkpoint_on_the_demos_data(tmp_path, env, capsys)
     check_the_demos_swin3d_run(tmp_path, env)
+
+
+def smaller_smoke_preset(monkeypatch) -> pipeline.DemoSize:
+    """The quick 3D demo with fewer pretraining steps, unlabeled volumes and iterations: the test checks the
+    pipeline's plumbing, which no preset this short learns anything from (each 3D step costs 1 to 2 s)."""
+    quick = replace(pipeline.QUICK_3D, num_unlabeled=4, pretrain_steps=2, iters=2)
+    monkeypatch.setattr(pipeline, "QUICK_3D", quick)
+    return quick
 
 
 def predict_and_evaluate_the_demos_fine_tuned_model(out: Path, env: dict) -> None:
@@ -212,7 +226,9 @@ def predict_and_evaluate(out: Path, env: dict, plans: str, trainer: str, name: s
         (images / case.name).write_bytes(case.read_bytes())
     dataset = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-p", plans, "-tr", trainer]
     predict = ["nnUNetv2_predict", "-i", str(images), "-o", str(predictions), *dataset, "-f", "0"]
-    run([*predict, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+    # worker processes for the swin3d model's prediction only: nnU-Net's own path with them stays covered
+    workers = "1" if plans == "nnUNetVisMAEPlans" else "0"
+    run([*predict, "-device", "cpu", "--disable_tta", "-npp", workers, "-nps", workers], env)
     assert len(list(predictions.glob("*.nii.gz"))) == cases
     model = out / "nnUNet_results" / pipeline.VOLUMES_DATASET / f"{trainer}__{plans}__{CONFIGURATION_3D}"
     files = ["-djfile", str(model / "dataset.json"), "-pfile", str(model / "plans.json"), "-np", "1", "--chill"]
@@ -221,17 +237,18 @@ def predict_and_evaluate(out: Path, env: dict, plans: str, trainer: str, name: s
     assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
 
 
-def fine_tune_an_nnssl_checkpoint_on_the_demos_data(out: Path, env: dict) -> None:
+def fine_tune_an_nnssl_checkpoint_on_the_demos_data(out: Path, env: dict, capsys) -> None:
     from tests.checkpoint.test_convert_nnssl import CITATIONS, nnssl_network, save_like_nnssl, serialized_plan
 
     source, checkpoint = out / "checkpoint_final.pth", out / "resenc.safetensors"
     save_like_nnssl(source, nnssl_network(), serialized_plan(), CITATIONS)
     run(["nnUNetv2_vismae_convert", "--from", "nnssl", str(source), str(checkpoint)], env)
-    plan = ["nnUNetv2_vismae_plan", "-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-o", "OpenMindPlans"]
+    plan = ["-d", str(pipeline.VOLUMES_ID), "-c", CONFIGURATION_3D, "-o", "OpenMindPlans"]
     plan += ["--pretrained", str(checkpoint)]
-    # its refusals without the flag, or for a 2D configuration, are tested in-process (tests/planning)
-    planned = run([*plan, "--checkpoint-network"], env)
-    assert "Planned the checkpoint's ResidualEncoderUNet on nnUNetPlans_3d_fullres" in planned.stdout
+    # in this process (its console script runs in tests/e2e); its refusals without the flag, or for a 2D
+    # configuration, are tested in tests/planning
+    assert plan_main([*plan, "--checkpoint-network"]) == 0
+    assert "Planned the checkpoint's ResidualEncoderUNet on nnUNetPlans_3d_fullres" in capsys.readouterr().out
 
     trainer = "nnUNetTrainerMAE_1epochs_2iters"
     train = ["nnUNetv2_train", str(pipeline.VOLUMES_ID), CONFIGURATION_3D, "0", "-p", "OpenMindPlans", "-tr", trainer]

@@ -5,42 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import run
+from nnunetv2_vismae.planning import cli as plan
+from tests.conftest import run, set_nnunet_folders
 
 TRAINER = "nnUNetTrainerMAE_1epochs_4iters"
 
 
 @pytest.mark.slow
-def test_mae_plans_train_with_the_pretrained_cnn_encoder(preprocessed_dataset, tmp_path):
+def test_mae_plans_train_with_the_pretrained_cnn_encoder(preprocessed_dataset, cnn_pretraining, monkeypatch):
     env = dict(preprocessed_dataset, nnUNet_n_proc_DA="0")
-    checkpoint = tmp_path / "pretrain" / "encoder.safetensors"
-    run(
-        [
-            "nnUNetv2_vismae_pretrain",
-            "--encoder",
-            "cnn",
-            "-d",
-            "990",
-            "-o",
-            str(checkpoint.parent),
-            "--patch-size",
-            "64",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--workers",
-            "0",
-            "--preview-every",
-            "0",
-            "-device",
-            "cpu",
-            "--precision",
-            "fp32",
-        ],
-        env,
-    )
-    run(["nnUNetv2_vismae_plan", "-d", "990", "--pretrained", str(checkpoint)], env)
+    checkpoint = cnn_pretraining / "encoder.safetensors"  # the pretraining run the cnn checkpoint tests check
+    set_nnunet_folders(monkeypatch, env)
+    # planning in this process: its console script runs in test_nnunet_commands and the 3D pipeline's test
+    assert plan.main(["-d", "990", "--pretrained", str(checkpoint)]) == 0
     run(["nnUNetv2_train", "990", "2d", "0", "-p", "nnUNetMAEPlans", "-tr", TRAINER, "-device", "cpu"], env)
 
     fold = Path(env["nnUNet_results"]) / "Dataset990_Synthetic" / f"{TRAINER}__nnUNetMAEPlans__2d" / "fold_0"

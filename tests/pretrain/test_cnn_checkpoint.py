@@ -23,39 +23,9 @@ def _env(monkeypatch, preprocessed_dataset):
 
 
 @pytest.mark.slow  # the preprocessed_dataset fixture runs nnUNetv2_plan_and_preprocess
-def test_pretrained_checkpoint_loads_fully_into_the_stock_network(tmp_path, monkeypatch, preprocessed_dataset):
+def test_pretrained_checkpoint_loads_fully_into_the_stock_network(monkeypatch, preprocessed_dataset, cnn_pretraining):
     plans = _env(monkeypatch, preprocessed_dataset)
-    out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "--encoder",
-                "cnn",
-                "-d",
-                "990",
-                "-o",
-                str(out),
-                "--patch-size",
-                "64",
-                "--steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--workers",
-                "0",
-                "--preview-every",
-                "1",
-                "-device",
-                "cpu",
-                "--mask-ratio",
-                "0.6",
-                "--precision",
-                "fp32",
-                "--cnn-visible-norm",
-            ]
-        )
-        == 0
-    )
+    out = cnn_pretraining  # --encoder cnn -d 990 --mask-ratio 0.6 --cnn-visible-norm, a preview each step
     checkpoint = read_encoder_checkpoint(out / "encoder.safetensors")
     assert checkpoint.metadata["mask"]["norm_statistics"] == "visible"  # and still nnU-Net's tensors, below
     architecture = plans["configurations"]["2d"]["architecture"]
