@@ -103,6 +103,15 @@ class PretrainingFamily(ABC):
         fully into the fine-tuning network (load_encoder_into raises CheckpointError otherwise). Runs before the
         first step."""
 
+    def load_into(self, network: nn.Module, model: MAEModel, workdir: str, metadata: dict | None = None) -> None:
+        """What ``check_fine_tunable`` does once it has the network: save the encoder of ``model`` (with
+        ``metadata``, else the family's) as a checkpoint in ``workdir`` and load it into ``network``."""
+        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
+
+        path = os.path.join(workdir, "fine_tune_check.safetensors")
+        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
+        load_encoder_into(network, path, log=lambda *a, **k: None)  # raises unless every tensor loads
+
 
 def read_plans(dataset: str, plans: str) -> tuple[dict, str]:
     """The nnU-Net plans ``plans`` (-p) of a preprocessed dataset, which a family that follows plans builds from,

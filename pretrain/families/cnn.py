@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -349,11 +348,8 @@ class CnnFamily(PretrainingFamily):
         }
 
     def check_fine_tunable(self, model: CnnMAE, workdir: str, metadata: dict | None = None) -> None:
-        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
         from nnunetv2_vismae.checkpoint.cnn_encoder import encoder_and_stem_as_encoder
 
         network = build_stock_network(self.architecture, self.in_channels, initialize=False)
-        path = os.path.join(workdir, "fine_tune_check.safetensors")
-        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
         with encoder_and_stem_as_encoder(network):
-            load_encoder_into(network, path, log=lambda *a, **k: None)  # raises unless every tensor loads
+            self.load_into(network, model, workdir, metadata)

@@ -354,16 +354,11 @@ class SwinFamily(PretrainingFamily):
         }
 
     def check_fine_tunable(self, model: SwinMAE, workdir: str, metadata: dict | None = None) -> None:
-        import os
-
         from nnunetv2_vismae.architectures.swin_unet import SwinUNet
-        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
 
         encoder_kwargs = {k: v for k, v in self.encoder_config.to_json().items() if k != "in_channels"}
         try:
             network = SwinUNet(self.in_channels, 2, False, encoder=encoder_kwargs, decoder=SWIN_DECODER)
         except ValueError as e:
             raise PretrainUserError(f"This encoder configuration cannot be fine-tuned by SwinUNet: {e}") from None
-        path = os.path.join(workdir, "fine_tune_check.safetensors")
-        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
-        load_encoder_into(network, path, log=lambda *a, **k: None)  # raises unless every tensor loads
+        self.load_into(network, model, workdir, metadata)

@@ -269,16 +269,11 @@ class Swin3dFamily(PretrainingFamily):
         }
 
     def check_fine_tunable(self, model: Swin3dMAE, workdir: str, metadata: dict | None = None) -> None:
-        import os
-
         from nnunetv2_vismae.architectures.swin3d_unet import Swin3dUNet
-        from nnunetv2_vismae.checkpoint import load_encoder_into, save_encoder_checkpoint
 
         encoder_kwargs = {k: v for k, v in self.encoder_config.to_json().items() if k != "in_channels"}
         try:
             network = Swin3dUNet(self.in_channels, 2, False, encoder=encoder_kwargs)
         except ValueError as e:
             raise PretrainUserError(f"This encoder configuration cannot be fine-tuned by Swin3dUNet: {e}") from None
-        path = os.path.join(workdir, "fine_tune_check.safetensors")
-        save_encoder_checkpoint(path, self.encoder_tensors(model), metadata or self.checkpoint_metadata())
-        load_encoder_into(network, path, log=lambda *a, **k: None)  # raises unless every tensor loads
+        self.load_into(network, model, workdir, metadata)
