@@ -169,11 +169,6 @@ _SWIN3D_RULES = {
 }
 
 
-def _swin3d_config_problems(config: dict) -> list[str]:
-    """Heads per stage and their divisibility, as for the 2D Swin (a 3D stage i attends at embed_dim x 2^i)."""
-    return _swin_config_problems(config)
-
-
 def _swin3d_normalize_config(config: dict) -> dict:
     from nnunetv2_vismae.architectures.swin3d_encoder import Swin3dEncoderConfig
 
@@ -198,7 +193,7 @@ SWIN3D = EncoderFamily(
     name="swin3d",
     required_config_keys=_SWIN_REQUIRED_KEYS,
     config_rules=_SWIN3D_RULES,
-    config_problems=_swin3d_config_problems,
+    config_problems=_swin_config_problems,  # heads per stage dividing its width: a 3D stage i is embed_dim x 2^i
     normalize_config=_swin3d_normalize_config,
     module_config=_swin3d_module_config,
     # window and merge order change the function (the bias table's rows, which voxel feeds which weight),

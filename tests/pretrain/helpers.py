@@ -87,18 +87,26 @@ def write_nnunet_dataset(root, dataset_id=1, shapes=((1, 3, 40, 36), (1, 2, 28, 
     return folder, cases
 
 
-def training_losses(model, imgs, optimizer, steps: int, mask_ratio: float) -> tuple[list[float], object]:
-    """Losses of ``steps`` optimizer steps on one batch, each with a fresh 2x2-block mask over its
-    8x8 grid of 4-pixel patches (seeded); also the last prediction."""
+def training_losses(
+    model, imgs, optimizer, steps: int, mask_ratio: float, grid: tuple[int, ...] = (8, 8)
+) -> tuple[list[float], object]:
+    """Losses of ``steps`` optimizer steps on one batch, each with a fresh mask of 2-cell blocks over ``grid``
+    (the batch's grid of patches or cells: 8x8 of 4-pixel patches by default; seeded); also the last prediction."""
     generator = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(steps):
-        loss, pred = model(imgs, window_mask(4, (8, 8), 2, mask_ratio, generator=generator))
+        loss, pred = model(imgs, window_mask(imgs.shape[0], grid, 2, mask_ratio, generator=generator))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     return losses, pred
+
+
+def tiny_volumes() -> torch.Tensor:
+    """Two smooth 8 x 16 x 16 volumes (B x 1 x Z x Y x X) whose hidden voxels their visible ones predict."""
+    zz, yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    return torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / 4) + torch.sin(zz / 3) for i in range(2)])[:, None]
 
 
 # A small 3D PlainConvUNet: total stride 2 x 4 x 4 (Z downsampled once, as anisotropic plans do).

@@ -51,9 +51,13 @@ def mae_for(architecture: dict, visible_norm: bool = False) -> CnnMAE:
 @pytest.mark.parametrize("visible_norm", [False, True], ids=["norm", "visible-norm"])
 @pytest.mark.parametrize("architecture", [PLAIN, residual_architecture()], ids=["PlainConvUNet", "ResidualEncoderUNet"])
 def test_mask_stays_closed_through_every_stage(architecture, visible_norm):
-    mae = mae_for(architecture, visible_norm)
-    imgs = torch.randn(2, 1, 32, 32)
     mask = window_mask(2, (8, 8), 2, 0.5, generator=torch.Generator().manual_seed(1))  # cells of total stride 4
+    assert_holes_stay_closed(mae_for(architecture, visible_norm), torch.randn(2, 1, 32, 32), mask)
+
+
+def assert_holes_stay_closed(mae: CnnMAE, imgs: torch.Tensor, mask: torch.Tensor) -> None:
+    """Every stage of the encoder (2D or 3D) is zero in the hidden cells, re-zeroed at its own resolution, and
+    blind to what the hidden pixels hold, while a change of the visible ones shows."""
     hidden = at_resolution(mask, imgs)
     other = torch.where(hidden, torch.randn_like(imgs) * 5, imgs)  # only hidden pixels change
     with torch.no_grad():

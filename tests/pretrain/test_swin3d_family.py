@@ -16,7 +16,7 @@ from pretrain.config import PretrainConfig
 from pretrain.errors import PretrainUserError
 from pretrain.families.swin3d import Swin3dFamily, Swin3dMAE
 from pretrain.masking import window_mask
-from tests.pretrain.helpers import parse, write_nnunet_dataset, write_volume_dataset
+from tests.pretrain.helpers import parse, tiny_volumes, training_losses, write_nnunet_dataset, write_volume_dataset
 
 # 2 stages (total stride 8 per axis), anisotropic patches of 1 x 2 x 2 voxels
 TINY_3D = Swin3dEncoderConfig(1, (1, 2, 2), 12, (1, 1), (3, 3), (2, 4, 4))
@@ -80,15 +80,8 @@ def test_a_reconstruction_keeps_the_visible_voxels_and_predicts_the_hidden(norm_
 
 def test_the_loss_falls_on_tiny_volumes():
     model = mae().train()
-    zz, yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(16.0), torch.arange(16.0), indexing="ij")
-    imgs = torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / 4) + torch.sin(zz / 3) for i in range(2)])[:, None]
-    optimizer, generator, losses = torch.optim.AdamW(model.parameters(), lr=3e-3), torch.Generator().manual_seed(0), []
-    for _ in range(12):
-        loss, _ = model(imgs, window_mask(2, (8, 8, 8), 2, 0.5, generator=generator))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses, _ = training_losses(model, tiny_volumes(), optimizer, steps=12, mask_ratio=0.5, grid=(8, 8, 8))
     assert sum(losses[-3:]) < 0.75 * sum(losses[:3]), losses
 
 

@@ -18,12 +18,18 @@ from nnunetv2_vismae.checkpoint import read_encoder_checkpoint
 from pretrain.cli import main
 from pretrain.data.mixture import PatchDataset
 from pretrain.data.nnunet import NnUNetSource
-from pretrain.families.cnn import at_resolution
 from pretrain.masking import window_mask
 from pretrain.runtime import setup_runtime
 from pretrain.train import Pretrainer
-from tests.pretrain.helpers import PLAIN_3D, VOLUME_CHUNKS, parse, write_volume_dataset
-from tests.pretrain.test_cnn_family import mae_for, residual_architecture
+from tests.pretrain.helpers import (
+    PLAIN_3D,
+    VOLUME_CHUNKS,
+    parse,
+    tiny_volumes,
+    training_losses,
+    write_volume_dataset,
+)
+from tests.pretrain.test_cnn_family import assert_holes_stay_closed, mae_for, residual_architecture
 from tests.pretrain.test_golden import digest
 from tests.pretrain.test_reliability_faults import _poison_losses
 
@@ -78,35 +84,14 @@ def test_a_3d_mask_hides_whole_blocks_at_the_ratio():
     "architecture", [PLAIN_3D, residual_architecture(PLAIN_3D)], ids=["PlainConvUNet", "ResidualEncoderUNet"]
 )
 def test_holes_stay_closed_through_every_3d_stage(architecture, visible_norm):
-    mae = mae_for(architecture, visible_norm)
-    imgs = torch.randn(2, 1, 16, 32, 32)
     mask = window_mask(2, (8, 8, 8), 2, 0.5, generator=torch.Generator().manual_seed(1))  # cells of stride 2x4x4
-    hidden = at_resolution(mask, imgs)
-    other = torch.where(hidden, torch.randn_like(imgs) * 5, imgs)  # only hidden voxels change
-    with torch.no_grad():
-        features, other_features = mae.forward_encoder(imgs, mask), mae.forward_encoder(other, mask)
-        touched = imgs.clone()
-        touched[~hidden] += 1.0  # a visible change must show: the test can fail
-        touched_features = mae.forward_encoder(touched, mask)
-    assert len(features) == 3
-    for f, g, t in zip(features, other_features, touched_features):
-        assert torch.equal(f, g)
-        holes = at_resolution(mask, f).expand_as(f)
-        assert f[holes].abs().max() == 0
-        assert f[~holes].abs().max() > 0 and not torch.equal(f, t)
+    assert_holes_stay_closed(mae_for(architecture, visible_norm), torch.randn(2, 1, 16, 32, 32), mask)
 
 
 def test_the_loss_falls_on_tiny_volumes():
-    mae = mae_for(PLAIN_3D).train()
-    zz, yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(16.0), torch.arange(16.0), indexing="ij")
-    imgs = torch.stack([torch.sin(xx / (3 + i)) + torch.cos(yy / 4) + torch.sin(zz / 3) for i in range(2)])[:, None]
-    optimizer, generator, losses = torch.optim.AdamW(mae.parameters(), lr=3e-3), torch.Generator().manual_seed(0), []
-    for _ in range(12):
-        loss, pred = mae(imgs, window_mask(2, (4, 4, 4), 2, 0.5, generator=generator))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    mae, imgs = mae_for(PLAIN_3D).train(), tiny_volumes()
+    optimizer = torch.optim.AdamW(mae.parameters(), lr=3e-3)
+    losses, pred = training_losses(mae, imgs, optimizer, steps=12, mask_ratio=0.5, grid=(4, 4, 4))
     assert pred.shape == imgs.shape
     assert sum(losses[-3:]) < 0.75 * sum(losses[:3]), losses
 
